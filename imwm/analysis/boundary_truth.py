@@ -1,0 +1,194 @@
+"""Predicted boundaries against known true boundaries: precision, recall, F1 and baselines.
+
+On data whose segment changes are known (``imwm.envs.moving_shapes``), a predicted READ
+counts as correct when it lies within ``±tolerance`` steps of a true change. Matching is
+one-to-one: a true change explains at most one READ and a READ claims at most one change,
+so a detector that fires on every step next to a change is not rewarded twice.
+
+Matching rule. Within one sequence, READs are visited in time order and each takes the
+earliest still-unmatched true change inside its window ``[t - tolerance, t + tolerance]``.
+Because every window has the same width, this greedy rule yields a *maximum* matching (an
+exchange argument: any optimal matching can be rewritten, pair by pair, into the greedy one
+without losing a pair), so the counts do not depend on tie-breaking.
+
+Baselines with the same number of boundaries tell whether a score is better than chance:
+``random_baseline_prf`` places them uniformly at random (without replacement, per sequence),
+``periodic_baseline_prf`` spaces them evenly, which is also what a collapsed detector under
+``max_seg_len`` forcing produces (SPEC.md section 3, cause 1).
+
+Example:
+    >>> import numpy as np
+    >>> true = np.zeros(20, bool); true[[5, 12]] = True
+    >>> pred = np.zeros(20, bool); pred[[4, 6, 15]] = True
+    >>> r = boundary_prf(pred, true, tolerance=1)
+    >>> (r["n_matched"], r["precision"], r["recall"])   # 4 matches 5; 6 has nothing left
+    (1, 0.3333333333333333, 0.5)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from imwm.analysis._arrays import as_flags
+
+__all__ = ["boundary_prf", "random_baseline_prf", "periodic_baseline_prf", "evenly_spaced"]
+
+
+def evenly_spaced(length: int, count: int) -> np.ndarray:
+    """Indices of ``count`` evenly spaced steps in ``range(length)``: ``floor(i * length / count)``.
+
+    The first one is step 0, as a sequence's first step is a segment start, and the spacing
+    is ``length / count`` rounded down per position (so ``count == length`` gives every step).
+    """
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    if not 0 <= count <= length:
+        raise ValueError(f"count must be in [0, length={length}], got {count}")
+    return (np.arange(count, dtype=np.int64) * length) // max(count, 1)
+
+
+def _match_count(pred_idx: np.ndarray, true_idx: np.ndarray, tolerance: int) -> int:
+    """Size of the maximum one-to-one matching with |pred - true| <= tolerance (greedy, see module doc)."""
+    matched = 0
+    j = 0
+    n_true = len(true_idx)
+    for t in pred_idx:  # both sorted ascending
+        while j < n_true and true_idx[j] < t - tolerance:
+            j += 1  # this true change is too early for this READ and for every later one
+        if j < n_true and true_idx[j] <= t + tolerance:
+            matched += 1
+            j += 1
+    return matched
+
+
+def _prf(n_matched: int, n_pred: int, n_true: int) -> dict[str, float]:
+    precision = n_matched / n_pred if n_pred else float("nan")
+    recall = n_matched / n_true if n_true else float("nan")
+    if np.isnan(precision) or np.isnan(recall):
+        f1 = float("nan")
+    elif precision + recall == 0:
+        f1 = 0.0
+    else:
+        f1 = 2 * precision * recall / (precision + recall)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def _check_tolerance(tolerance: int) -> int:
+    if int(tolerance) != tolerance or tolerance < 0:
+        raise ValueError(f"tolerance must be an integer >= 0, got {tolerance!r}")
+    return int(tolerance)
+
+
+def boundary_prf(pred: Any, true: Any, tolerance: int = 1) -> dict[str, Any]:
+    """Precision, recall and F1 of predicted READ steps against true segment changes.
+
+    Args:
+        pred: predicted boundaries (``1`` = READ), shape ``[T]`` or ``[N, T]`` (N sequences;
+            a trailing ``[..., 1]`` is allowed). Tensors or arrays.
+        true: true segment changes, same shape.
+        tolerance: a READ at step ``t`` may match a true change in ``[t - tol, t + tol]``
+            (same sequence only). One-to-one, maximum matching (see the module docstring).
+
+    Returns:
+        dict with ``precision = n_matched / n_pred``, ``recall = n_matched / n_true``,
+        ``f1`` (harmonic mean), ``n_pred``, ``n_true``, ``n_matched``, ``tolerance``.
+        Counts are summed over sequences before dividing (micro average). ``precision`` is NaN
+        when nothing was predicted, ``recall`` NaN when there are no true changes, ``f1`` NaN
+        when either is; the key ``reason`` then says why.
+    """
+    tolerance = _check_tolerance(tolerance)
+    pred_a = as_flags(pred, "pred", ndim=(1, 2))
+    true_a = as_flags(true, "true", ndim=(1, 2))
+    if pred_a.shape != true_a.shape:
+        raise ValueError(f"pred and true must have the same shape, got {pred_a.shape} and {true_a.shape}")
+    pred_a = np.atleast_2d(pred_a)
+    true_a = np.atleast_2d(true_a)
+    n_matched = sum(_match_count(np.flatnonzero(p), np.flatnonzero(t), tolerance)
+                    for p, t in zip(pred_a, true_a))
+    n_pred, n_true = int(pred_a.sum()), int(true_a.sum())
+    out: dict[str, Any] = _prf(n_matched, n_pred, n_true)
+    out.update(n_pred=n_pred, n_true=n_true, n_matched=int(n_matched), tolerance=tolerance)
+    reasons = []
+    if n_pred == 0:
+        reasons.append("no predicted boundaries (precision undefined)")
+    if n_true == 0:
+        reasons.append("no true boundaries (recall undefined)")
+    if reasons:
+        out["reason"] = "; ".join(reasons)
+    return out
+
+
+def _counts_per_row(true_a: Any, n: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise ``true`` to [N, T] and ``n`` to one boundary count per row."""
+    true_a = np.atleast_2d(as_flags(true_a, "true", ndim=(1, 2)))
+    counts = np.asarray(n, dtype=np.int64)
+    if counts.ndim == 0:
+        counts = np.full(true_a.shape[0], int(counts))
+    if counts.shape != (true_a.shape[0],):
+        raise ValueError(f"n must be an int or one count per sequence ({true_a.shape[0]}), "
+                         f"got shape {counts.shape}")
+    length = true_a.shape[1]
+    if np.any(counts < 0) or np.any(counts > length):
+        raise ValueError(f"n must be in [0, {length}] per sequence, got {counts.tolist()}")
+    return true_a, counts
+
+
+def random_baseline_prf(true: Any, n: Any, *, draws: int = 200, seed: int = 0,
+                        tolerance: int = 1) -> dict[str, Any]:
+    """PRF of ``n`` boundaries placed uniformly at random (no replacement), averaged over draws.
+
+    Args:
+        true: true changes ``[T]`` or ``[N, T]``.
+        n: boundary count per sequence: an int (same for all) or ``[N]`` (e.g. the predicted
+            counts ``pred.sum(-1)``, so the baseline fires exactly as often as the model).
+        draws: random placements to average over (``numpy.random.default_rng(seed)``).
+        tolerance: as in :func:`boundary_prf`.
+
+    Returns:
+        dict with the mean ``precision``, ``recall``, ``f1`` over draws (NaN draws ignored),
+        their standard deviations ``precision_std``, ``recall_std``, ``f1_std``, ``n_pred``
+        (per draw), ``n_true``, ``draws``, ``tolerance``.
+    """
+    if int(draws) != draws or draws < 1:
+        raise ValueError(f"draws must be an integer >= 1, got {draws!r}")
+    tolerance = _check_tolerance(tolerance)
+    true_a, counts = _counts_per_row(true, n)
+    rng = np.random.default_rng(seed)
+    n_rows, length = true_a.shape
+    results = []
+    for _ in range(int(draws)):
+        pred = np.zeros_like(true_a)
+        for row in range(n_rows):
+            pred[row, rng.choice(length, size=int(counts[row]), replace=False)] = True
+        results.append(boundary_prf(pred, true_a, tolerance))
+    out: dict[str, Any] = {}
+    for key in ("precision", "recall", "f1"):
+        vals = np.array([r[key] for r in results], dtype=np.float64)
+        finite = vals[np.isfinite(vals)]
+        out[key] = float(finite.mean()) if finite.size else float("nan")
+        out[f"{key}_std"] = float(finite.std()) if finite.size else float("nan")
+    out.update(n_pred=int(counts.sum()), n_true=int(true_a.sum()), draws=int(draws),
+               tolerance=tolerance)
+    if counts.sum() == 0 or true_a.sum() == 0:
+        out["reason"] = results[0].get("reason", "")
+    return out
+
+
+def periodic_baseline_prf(true: Any, n: Any, tolerance: int = 1) -> dict[str, Any]:
+    """PRF of ``n`` evenly spaced boundaries per sequence (:func:`evenly_spaced`: step 0 first).
+
+    Args:
+        true: true changes ``[T]`` or ``[N, T]``.
+        n: boundary count per sequence, an int or ``[N]``.
+        tolerance: as in :func:`boundary_prf`.
+
+    Returns:
+        the :func:`boundary_prf` dict of that deterministic placement.
+    """
+    true_a, counts = _counts_per_row(true, n)
+    pred = np.zeros_like(true_a)
+    for row in range(true_a.shape[0]):
+        pred[row, evenly_spaced(true_a.shape[1], int(counts[row]))] = True
+    return boundary_prf(pred, true_a, tolerance)

@@ -1,0 +1,130 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from imwm.analysis.boundary_truth import (
+    boundary_prf,
+    evenly_spaced,
+    periodic_baseline_prf,
+    random_baseline_prf,
+)
+
+
+def _flags(length, idx):
+    out = np.zeros(length, bool)
+    out[list(idx)] = True
+    return out
+
+
+def test_hand_computed_example():
+    r = boundary_prf(_flags(20, [4, 6, 15]), _flags(20, [5, 12]), tolerance=1)
+    assert r["n_matched"] == 1 and r["n_pred"] == 3 and r["n_true"] == 2
+    assert r["precision"] == pytest.approx(1 / 3)
+    assert r["recall"] == pytest.approx(1 / 2)
+    assert r["f1"] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
+    assert "reason" not in r
+
+
+def test_exact_prediction_is_perfect_and_tolerance_zero_requires_exact_steps():
+    true = _flags(30, [3, 11, 20])
+    assert boundary_prf(true, true, tolerance=0)["f1"] == 1.0
+    shifted = _flags(30, [4, 12, 21])
+    assert boundary_prf(shifted, true, tolerance=1)["f1"] == 1.0
+    assert boundary_prf(shifted, true, tolerance=0)["f1"] == 0.0
+
+
+def test_matching_is_one_to_one():
+    # three READs around one change: only one may count
+    r = boundary_prf(_flags(10, [4, 5, 6]), _flags(10, [5]), tolerance=1)
+    assert r["n_matched"] == 1
+    assert r["precision"] == pytest.approx(1 / 3) and r["recall"] == 1.0
+
+
+def test_greedy_matching_is_maximum_against_assignment_solver():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        length = int(rng.integers(5, 40))
+        pred = rng.random(length) < rng.uniform(0.05, 0.6)
+        true = rng.random(length) < rng.uniform(0.05, 0.6)
+        tol = int(rng.integers(0, 4))
+        p_idx, t_idx = np.flatnonzero(pred), np.flatnonzero(true)
+        expected = 0
+        if len(p_idx) and len(t_idx):
+            ok = np.abs(p_idx[:, None] - t_idx[None, :]) <= tol
+            rows, cols = linear_sum_assignment(-ok.astype(float))
+            expected = int(ok[rows, cols].sum())
+        assert boundary_prf(pred, true, tolerance=tol)["n_matched"] == expected
+
+
+def test_batched_sequences_do_not_match_across_rows_and_accept_torch_flags():
+    # row 0 predicts at its last step, the change is at row 1's first step: no match
+    pred = torch.zeros(2, 6, 1)
+    true = torch.zeros(2, 6, 1)
+    pred[0, 5] = 1
+    true[1, 0] = 1
+    r = boundary_prf(pred, true, tolerance=2)
+    assert r["n_matched"] == 0 and r["n_pred"] == 1 and r["n_true"] == 1
+    true[0, 4] = 1
+    assert boundary_prf(pred, true, tolerance=2)["n_matched"] == 1
+
+
+def test_degenerate_inputs_give_nan_with_reason():
+    none = np.zeros(10, bool)
+    r = boundary_prf(none, _flags(10, [3]))
+    assert math.isnan(r["precision"]) and r["recall"] == 0.0 and math.isnan(r["f1"])
+    assert "no predicted boundaries" in r["reason"]
+    r = boundary_prf(_flags(10, [3]), none)
+    assert math.isnan(r["recall"]) and "no true boundaries" in r["reason"]
+
+
+@pytest.mark.parametrize(
+    "pred, true, tol, match",
+    [
+        (np.array([0, 2, 1]), np.zeros(3), 1, "pred must hold 0/1"),
+        (np.zeros(4), np.zeros(5), 1, "same shape"),
+        (np.zeros(4), np.zeros(4), -1, "tolerance must be"),
+        (np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), 1, "pred must have 1 or 2 dimension"),
+    ],
+)
+def test_bad_input_is_named(pred, true, tol, match):
+    with pytest.raises(ValueError, match=match):
+        boundary_prf(pred, true, tolerance=tol)
+
+
+def test_evenly_spaced_positions():
+    assert evenly_spaced(10, 5).tolist() == [0, 2, 4, 6, 8]
+    assert evenly_spaced(10, 3).tolist() == [0, 3, 6]
+    assert evenly_spaced(4, 4).tolist() == [0, 1, 2, 3]
+    assert evenly_spaced(7, 0).tolist() == []
+    with pytest.raises(ValueError, match="count must be in"):
+        evenly_spaced(5, 6)
+
+
+def test_periodic_baseline_on_periodic_truth():
+    in_phase = np.zeros(100, bool)
+    in_phase[::10] = True
+    assert periodic_baseline_prf(in_phase, 10, tolerance=0)["f1"] == 1.0
+    out_of_phase = np.roll(in_phase, 5)
+    assert periodic_baseline_prf(out_of_phase, 10, tolerance=1)["f1"] == 0.0
+    # the per-row count form
+    both = np.stack([in_phase, out_of_phase])
+    r = periodic_baseline_prf(both, [10, 10], tolerance=0)
+    assert r["n_matched"] == 10 and r["n_pred"] == 20
+
+
+def test_random_baseline_matches_chance_rate():
+    # tolerance 0: each random READ hits a change with probability n_true / T
+    rng = np.random.default_rng(1)
+    true = rng.random((4, 200)) < 0.1
+    r = random_baseline_prf(true, 20, draws=300, seed=3, tolerance=0)
+    assert r["precision"] == pytest.approx(true.mean(), abs=0.01)
+    assert r["n_pred"] == 80 and r["draws"] == 300
+    again = random_baseline_prf(true, 20, draws=300, seed=3, tolerance=0)
+    assert again["f1"] == r["f1"]  # seeded
+    with pytest.raises(ValueError, match="n must be in"):
+        random_baseline_prf(true, 201, draws=2)
+    with pytest.raises(ValueError, match="draws must be"):
+        random_baseline_prf(true, 2, draws=0)
