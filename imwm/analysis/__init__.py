@@ -4,6 +4,7 @@
   evenly spaced baselines of the same boundary count.
 - ``metrics``: ``boundary_event_metrics`` (SPEC.md section 3): event rates at READ / COPY, lift,
   permutation p-value, periodic baseline, ROC AUC of the READ probability, Cohen's d.
+- ``events``: per-step events: top-p% frame change, reward, score change, life loss, episode end.
 """
 
 from imwm.analysis.boundary_truth import (
@@ -11,6 +12,15 @@ from imwm.analysis.boundary_truth import (
     evenly_spaced,
     periodic_baseline_prf,
     random_baseline_prf,
+)
+from imwm.analysis.events import (
+    build_events,
+    episode_end_events,
+    frame_delta,
+    life_loss_events,
+    percentile_events,
+    reward_events,
+    score_change_events,
 )
 from imwm.analysis.metrics import (
     METRIC_KEYS,
@@ -22,6 +32,13 @@ from imwm.analysis.metrics import (
 )
 
 __all__ = [
+    "build_events",
+    "episode_end_events",
+    "frame_delta",
+    "life_loss_events",
+    "percentile_events",
+    "reward_events",
+    "score_change_events",
     "METRIC_KEYS",
     "aggregate_episodes",
     "boundary_event_metrics",

@@ -1,0 +1,150 @@
+"""Per-step events that a meaningful boundary might coincide with.
+
+Two come from the source memo (SPEC.md section 3): large visual change (the top p% of
+``frame_delta``) and ``reward != 0``. The memo left semantic events open; these are here too:
+life loss (ALE's ``lives`` counter drops), score change (the raw game score moves) and episode
+end. All functions return ``[T]`` bool arrays aligned with the input steps.
+
+Example:
+    >>> import numpy as np
+    >>> frames = np.zeros((5, 3, 4, 4), np.uint8); frames[3:] = 255
+    >>> frame_delta(frames).round(2).tolist()
+    [nan, 0.0, 0.0, 1.0, 0.0]
+    >>> life_loss_events([3, 3, 2, 2, 1]).tolist()
+    [False, False, True, False, True]
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+from imwm.analysis._arrays import as_flags, to_numpy
+
+__all__ = [
+    "frame_delta",
+    "percentile_events",
+    "reward_events",
+    "score_change_events",
+    "life_loss_events",
+    "episode_end_events",
+    "build_events",
+    "delta_event_name",
+]
+
+
+def frame_delta(frames: Any) -> np.ndarray:
+    """Mean absolute difference between consecutive frames: ``mean |f_t - f_{t-1}|``.
+
+    Args:
+        frames: ``[T, ...]`` frames (any pixel layout). uint8 frames are scaled to [0, 1]
+            first, so the value is the mean per-pixel change as a fraction of full scale.
+
+    Returns:
+        ``[T]`` float64; step 0 has no previous frame and is NaN.
+    """
+    arr = to_numpy(frames, "frames")
+    if arr.ndim < 2:
+        raise ValueError(f"frames must be [T, ...] with at least one pixel dim, got shape {arr.shape}")
+    scale = 255.0 if arr.dtype == np.uint8 else 1.0
+    arr = arr.astype(np.float32) / scale
+    out = np.full(arr.shape[0], np.nan, dtype=np.float64)
+    if arr.shape[0] > 1:
+        out[1:] = np.abs(np.diff(arr, axis=0)).reshape(arr.shape[0] - 1, -1).mean(axis=1)
+    return out
+
+
+def percentile_events(values: Any, percentile: float) -> np.ndarray:
+    """Steps whose value is strictly above the ``percentile``-th percentile of the episode.
+
+    Strictly above, so that an episode with many identical top values (a static screen)
+    does not turn most steps into events; NaN steps are never events and do not enter the
+    percentile. With continuous values about ``(100 - percentile)%`` of steps are events.
+    """
+    if not 0 <= percentile < 100:
+        raise ValueError(f"percentile must be in [0, 100), got {percentile!r}")
+    vals = to_numpy(values, "values").astype(np.float64)
+    if vals.ndim != 1:
+        raise ValueError(f"values must be [T], got shape {vals.shape}")
+    finite = np.isfinite(vals)
+    if not finite.any():
+        return np.zeros(vals.shape, dtype=bool)
+    threshold = np.percentile(vals[finite], percentile)
+    return finite & (np.where(finite, vals, -np.inf) > threshold)
+
+
+def reward_events(reward: Any) -> np.ndarray:
+    """Steps with a non-zero reward (a trailing ``[..., 1]`` is squeezed)."""
+    arr = to_numpy(reward, "reward").astype(np.float64)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"reward must be [T], got shape {arr.shape}")
+    return arr != 0
+
+
+def score_change_events(raw_reward: Any) -> np.ndarray:
+    """Steps at which the game score (the running sum of *raw* env rewards) changes.
+
+    Equal to ``reward_events`` when the reward the model saw is the raw ALE reward; it
+    differs when the stored reward was transformed (clipped, scaled, or with an intrinsic
+    reward added), which is why the rollout keeps the raw reward for this event.
+    """
+    arr = to_numpy(raw_reward, "raw_reward").astype(np.float64)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"raw_reward must be [T], got shape {arr.shape}")
+    score = np.cumsum(arr)
+    return np.diff(score, prepend=0.0) != 0
+
+
+def life_loss_events(lives: Any) -> np.ndarray:
+    """Steps at which ALE's ``lives`` counter is lower than at the previous step."""
+    arr = to_numpy(lives, "lives").astype(np.float64)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"lives must be [T], got shape {arr.shape}")
+    out = np.zeros(arr.shape, dtype=bool)
+    out[1:] = arr[1:] < arr[:-1]
+    return out
+
+
+def episode_end_events(is_last: Any) -> np.ndarray:
+    """The last step of each episode (``is_last`` flags, e.g. of concatenated episodes)."""
+    return as_flags(is_last, "is_last")
+
+
+def delta_event_name(percentile: float) -> str:
+    """Name of the frame-change event at ``percentile``: ``delta_p90``, ``delta_p99.5``."""
+    return f"delta_p{percentile:g}"
+
+
+def build_events(*, frame_delta: Any = None, percentiles: Iterable[float] = (90,),
+                 reward: Any = None, raw_reward: Any = None, lives: Any = None,
+                 is_last: Any = None) -> dict[str, np.ndarray]:
+    """All events computable from what is given, by name.
+
+    Returns:
+        ``{"delta_p90": ..., "reward": ..., "score_change": ..., "life_loss": ...,
+        "episode_end": ...}``: one entry per percentile for ``frame_delta``, the others only
+        when their input is given.
+    """
+    events: dict[str, np.ndarray] = {}
+    if frame_delta is not None:
+        for p in percentiles:
+            events[delta_event_name(p)] = percentile_events(frame_delta, p)
+    if reward is not None:
+        events["reward"] = reward_events(reward)
+    if raw_reward is not None:
+        events["score_change"] = score_change_events(raw_reward)
+    if lives is not None:
+        events["life_loss"] = life_loss_events(lives)
+    if is_last is not None:
+        events["episode_end"] = episode_end_events(is_last)
+    lengths = {k: v.shape[0] for k, v in events.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"event inputs must all have one value per step, got lengths {lengths}")
+    return events
