@@ -1,0 +1,198 @@
+"""Shared machinery of the intrinsic-reward transforms.
+
+Every intrinsic reward in :mod:`imwm.intrinsic` is a :class:`torchrl.envs.transforms.Transform`
+that can be used in three places with the same object:
+
+* on an imagined trajectory ``TensorDict[N, H+1]`` (``transform(td)``, what
+  :class:`imwm.agent.DreamerAgent` does during imagination);
+* on any standalone TensorDict that carries the keys it reads (tests, offline analysis);
+* appended to a TorchRL model-based env (``env.append_transform(transform)``): during
+  ``env.step`` it reads the ``("next", ...)`` entries and writes the rewards there.
+
+Each call reads the extrinsic reward and the signal of the subclass, writes
+``intrinsic_reward`` and ``total_reward = reward + intrinsic_reward`` (key names configurable),
+and, when the module is in training mode, updates its running statistics once. Running
+statistics are registered buffers, so they are saved in ``state_dict`` (hence in checkpoints)
+and follow ``.to(device)``. Nothing calls ``.item()``: statistics stay on the device and the
+first-call initialisation is done with ``torch.where`` on an ``initialized`` flag buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.utils import NestedKey
+from torchrl.data.tensor_specs import Unbounded
+from torchrl.envs.transforms import Transform
+
+
+def check_finite_nonnegative(name: str, value: float) -> float:
+    """Return ``float(value)`` or raise a ``ValueError`` naming ``name`` if it is negative or not finite."""
+    value = float(value)
+    if not value >= 0.0 or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+def check_unit_interval(name: str, value: float, *, open_low: bool = False, open_high: bool = False) -> float:
+    """Return ``float(value)`` or raise a ``ValueError`` naming ``name`` if it is outside [0, 1]."""
+    value = float(value)
+    low_ok = value > 0.0 if open_low else value >= 0.0
+    high_ok = value < 1.0 if open_high else value <= 1.0
+    if not (low_ok and high_ok):
+        lo = "(" if open_low else "["
+        hi = ")" if open_high else "]"
+        raise ValueError(f"{name} must be in {lo}0, 1{hi}, got {value}")
+    return value
+
+
+def ema_update(buffer: torch.Tensor, value: torch.Tensor, rate: float, initialized: torch.Tensor) -> None:
+    """In place: ``buffer <- value`` on the first update, else ``buffer <- buffer + rate * (value - buffer)``."""
+    value = value.detach().to(buffer.dtype)
+    buffer.copy_(torch.where(initialized, buffer + rate * (value - buffer), value))
+
+
+class IntrinsicRewardTransform(Transform):
+    """Base class: key handling, the three call paths, reward specs and logged metrics.
+
+    Subclasses implement :meth:`_intrinsic` (``td -> intrinsic reward`` with the shape of the
+    extrinsic reward, updating statistics when ``update`` is true) and list their metrics in
+    :meth:`metrics`.
+
+    Args:
+        reward_key: extrinsic reward read (``[..., 1]``).
+        intrinsic_key: where the intrinsic reward is written.
+        total_reward_key: where ``reward + intrinsic`` is written. Pass the reward key itself to
+            overwrite the reward in place (useful in a TorchRL pipeline whose loss reads
+            ``("next", "reward")``).
+        extra_in_keys: the other keys the subclass reads (for ``in_keys`` bookkeeping).
+
+    Attributes:
+        needs_decoder_std (bool): the agent must provide ``("decoded", "image_std")`` before
+            calling the transform (LEXA-style only).
+    """
+
+    needs_decoder_std: bool = False
+
+    def __init__(
+        self,
+        *,
+        reward_key: NestedKey = "reward",
+        intrinsic_key: NestedKey = "intrinsic_reward",
+        total_reward_key: NestedKey = "total_reward",
+        extra_in_keys: list[NestedKey] | tuple = (),
+    ):
+        super().__init__(in_keys=[reward_key, *extra_in_keys], out_keys=[intrinsic_key, total_reward_key])
+        self.reward_key = reward_key
+        self.intrinsic_key = intrinsic_key
+        self.total_reward_key = total_reward_key
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("last_intrinsic_mean", torch.zeros(()))
+
+    # -- to implement -------------------------------------------------------------------------
+    def _intrinsic(
+        self, td: TensorDictBase, reward: torch.Tensor, update: bool, prev: TensorDictBase | None
+    ) -> torch.Tensor:
+        """Intrinsic reward shaped like ``reward``. ``prev`` is the step-t TensorDict in the env
+        path (``td`` is then the ``next`` one); ``None`` on trajectories."""
+        raise NotImplementedError
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """0-d tensors to log (detached). Subclasses extend this."""
+        return {"intrinsic/mean": self.last_intrinsic_mean.clone()}
+
+    # -- the three call paths ---------------------------------------------------------------
+    def _get(self, td: TensorDictBase, key: NestedKey, what: str) -> torch.Tensor:
+        value = td.get(key, None)
+        if value is None:
+            raise KeyError(
+                f"{type(self).__name__} needs {what} under key {key!r}; the TensorDict has keys "
+                f"{sorted(map(str, td.keys(True, True)))}"
+            )
+        return value
+
+    def _apply(self, td: TensorDictBase, prev: TensorDictBase | None = None) -> TensorDictBase:
+        reward = self._get(td, self.reward_key, "the extrinsic reward")
+        if reward.shape[-1:] != (1,):
+            raise ValueError(
+                f"{type(self).__name__}: {self.reward_key!r} must end with a singleton dim [..., 1], "
+                f"got shape {tuple(reward.shape)}"
+            )
+        update = self.training
+        intrinsic = self._intrinsic(td, reward, update, prev)
+        assert intrinsic.shape == reward.shape, (
+            f"{type(self).__name__}: intrinsic reward shape {tuple(intrinsic.shape)} != reward shape "
+            f"{tuple(reward.shape)}"
+        )
+        self.last_intrinsic_mean.copy_(intrinsic.detach().mean())
+        if update:
+            self.initialized.fill_(True)
+        td.set(self.intrinsic_key, intrinsic)
+        td.set(self.total_reward_key, reward + intrinsic)
+        return td
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Trajectory / standalone path: ``transform(td)`` writes the rewards into ``td``."""
+        return self._apply(tensordict)
+
+    def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
+        """Env path: called by ``TransformedEnv.step`` on the ``next`` TensorDict."""
+        return self._apply(next_tensordict, prev=tensordict)
+
+    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        # A reset carries no reward: nothing to compute, statistics are kept across episodes.
+        return tensordict_reset
+
+    def transform_reward_spec(self, reward_spec):
+        reference = None
+        for key in reward_spec.keys(True, True):
+            if key == self.reward_key or (isinstance(key, tuple) and key == (self.reward_key,)):
+                reference = reward_spec[key]
+                break
+        if reference is None:
+            raise KeyError(
+                f"{type(self).__name__}: the parent env has no reward spec under {self.reward_key!r} "
+                f"(reward keys: {list(reward_spec.keys(True, True))})"
+            )
+        for key in (self.intrinsic_key, self.total_reward_key):
+            if key != self.reward_key:
+                reward_spec[key] = Unbounded(shape=reference.shape, device=reference.device, dtype=reference.dtype)
+        return reward_spec
+
+
+class UncertaintyReader:
+    """Reads ``uncertainty`` from a TensorDict, or computes it from a state with a function.
+
+    The imagined trajectory of :func:`imwm.agent.imagine` already carries ``uncertainty``
+    (``dynamics.uncertainty(state)``). A TorchRL model-based env usually carries only the state;
+    there, pass ``uncertainty_fn=dynamics.uncertainty`` and the ``state_key`` it should read.
+    """
+
+    def __init__(
+        self,
+        uncertainty_key: NestedKey,
+        uncertainty_fn: Callable[[TensorDictBase], torch.Tensor] | None,
+        state_key: NestedKey,
+    ):
+        self.uncertainty_key = uncertainty_key
+        self.uncertainty_fn = uncertainty_fn
+        self.state_key = state_key
+
+    def __call__(self, owner: IntrinsicRewardTransform, td: TensorDictBase, like: torch.Tensor) -> torch.Tensor:
+        value = td.get(self.uncertainty_key, None)
+        if value is None:
+            if self.uncertainty_fn is None:
+                raise KeyError(
+                    f"{type(owner).__name__} needs {self.uncertainty_key!r} in the TensorDict, or an "
+                    f"uncertainty_fn to compute it from {self.state_key!r}; keys present: "
+                    f"{sorted(map(str, td.keys(True, True)))}"
+                )
+            value = self.uncertainty_fn(owner._get(td, self.state_key, "the latent state"))
+        if value.shape != like.shape:
+            raise ValueError(
+                f"{type(owner).__name__}: uncertainty shape {tuple(value.shape)} must equal the reward "
+                f"shape {tuple(like.shape)} ([..., 1])"
+            )
+        return value

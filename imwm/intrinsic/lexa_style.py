@@ -1,0 +1,117 @@
+"""LEXA-style intrinsic reward: decoder uncertainty weighted by a reward-trend detector."""
+
+from __future__ import annotations
+
+import torch
+from tensordict.utils import NestedKey
+
+from imwm.intrinsic.base import IntrinsicRewardTransform, check_finite_nonnegative, check_unit_interval, ema_update
+
+
+class LexaStyleIntrinsicReward(IntrinsicRewardTransform):
+    """Visual curiosity from the decoder's predicted std, weighted by an EMA reward-trend detector.
+
+    Source: the "LEXA-style intrinsic reward" of the intrinsic-motivation DreamerV3 fork in
+    ``seeds/004`` (SPEC.md section 4.2): the image decoder's Normal std on imagined frames is the
+    curiosity signal, and an exponential-moving-average trend detector on the reward weights it.
+    Named after LEXA (Mendonca et al., "Discovering and Achieving Goals via World Models",
+    NeurIPS 2021) whose explorer seeks what the model does not know. Note: LEXA's own exploration
+    signal is the disagreement of an ensemble of latent predictors (Plan2Explore, Sekar et al.
+    2020) -- that is :class:`imwm.intrinsic.DisagreementIntrinsicReward`, not this class.
+
+    Per call, with ``s = ("decoded", "image_std")`` (mean predicted pixel std of each imagined
+    frame, ``[..., 1]``; the agent fills it when ``needs_decoder_std`` is true), ``r`` the
+    extrinsic reward and ``d = decay``; the statistics are buffers updated in training mode from
+    detached values before the reward is computed::
+
+        mu_t    = d mu_{t-1}    + (1 - d) mean(r)                  # reward EMA   (mu_1 = mean r)
+        sigma_t = d sigma_{t-1} + (1 - d) mean |r - mu_t|          # its spread   (sigma_1 = ...)
+        z       = (r - mu_t) / (sigma_t + 1e-8)                    # per step: reward trend
+        w       = 1 - z;   w <- clip(w, 0, 1) if clip_weights;   w <- sg(w) if stop_grad_weights
+        r_int   = visual_scale * w * s;        total = r + r_int
+
+    A step whose predicted reward is above the running average (an upward trend: the agent is
+    onto something) gets less curiosity, down to none at one spread above; at or below the
+    average it gets the full visual curiosity. ``stop_grad_weights`` keeps the gradient of the
+    weight (through ``r``) out of the actor's objective; the gradient through ``s`` is kept.
+
+    Args:
+        decay: EMA decay ``d`` in [0, 1).
+        visual_scale: coefficient of the visual curiosity (>= 0).
+        clip_weights: clip ``w`` to [0, 1].
+        stop_grad_weights: detach ``w``.
+        image_std_key: key of ``s``.
+        reward_key, intrinsic_key, total_reward_key: see :class:`IntrinsicRewardTransform`.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> t = LexaStyleIntrinsicReward()
+        >>> td = TensorDict({"reward": torch.zeros(2, 16, 1),
+        ...                  "decoded": {"image_std": torch.rand(2, 16, 1)}}, [2, 16])
+        >>> t(td)["intrinsic_reward"].shape
+        torch.Size([2, 16, 1])
+    """
+
+    needs_decoder_std = True
+
+    def __init__(
+        self,
+        *,
+        decay: float = 0.95,
+        visual_scale: float = 1.0,
+        clip_weights: bool = True,
+        stop_grad_weights: bool = True,
+        image_std_key: NestedKey = ("decoded", "image_std"),
+        reward_key: NestedKey = "reward",
+        intrinsic_key: NestedKey = "intrinsic_reward",
+        total_reward_key: NestedKey = "total_reward",
+    ):
+        super().__init__(
+            reward_key=reward_key,
+            intrinsic_key=intrinsic_key,
+            total_reward_key=total_reward_key,
+            extra_in_keys=[image_std_key],
+        )
+        self.decay = check_unit_interval("decay", decay, open_high=True)
+        self.visual_scale = check_finite_nonnegative("visual_scale", visual_scale)
+        self.clip_weights = bool(clip_weights)
+        self.stop_grad_weights = bool(stop_grad_weights)
+        self.image_std_key = image_std_key
+        self.register_buffer("reward_ema", torch.zeros(()))
+        self.register_buffer("reward_spread", torch.zeros(()))
+        self.register_buffer("last_weight_mean", torch.zeros(()))
+        self.register_buffer("last_visual_mean", torch.zeros(()))
+
+    def _intrinsic(self, td, reward, update, prev):
+        std = self._get(td, self.image_std_key, "the decoder's predicted std (set needs_decoder_std)")
+        if std.shape != reward.shape:
+            raise ValueError(
+                f"LexaStyleIntrinsicReward: {self.image_std_key!r} must have the reward's shape "
+                f"{tuple(reward.shape)} (mean std per frame, [..., 1]), got {tuple(std.shape)}"
+            )
+        if update:
+            rate = 1.0 - self.decay
+            ema_update(self.reward_ema, reward.detach().mean(), rate, self.initialized)
+            ema_update(self.reward_spread, (reward.detach() - self.reward_ema).abs().mean(), rate, self.initialized)
+        trend = (reward - self.reward_ema) / (self.reward_spread + 1e-8)
+        weight = 1.0 - trend
+        if self.clip_weights:
+            weight = weight.clamp(0.0, 1.0)
+        if self.stop_grad_weights:
+            weight = weight.detach()
+        self.last_weight_mean.copy_(weight.detach().mean())
+        self.last_visual_mean.copy_(std.detach().mean())
+        return self.visual_scale * weight * std
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        out = super().metrics()
+        out.update(
+            {
+                "intrinsic/scale": torch.tensor(self.visual_scale),
+                "intrinsic/trend_weight": self.last_weight_mean.clone(),
+                "intrinsic/reward_ema": self.reward_ema.clone(),
+                "intrinsic/visual": self.last_visual_mean.clone(),
+            }
+        )
+        return out
