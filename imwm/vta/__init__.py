@@ -1,0 +1,38 @@
+"""Variational Temporal Abstraction (Kim, Ahn & Bengio, NeurIPS 2019) in two variants.
+
+- boundary maths: :func:`gumbel_sampling`, :func:`boundary_sample`, :func:`straight_through`,
+  :func:`log_density_concrete`, :func:`regularize_boundary`, :func:`force_scale_at`,
+  :func:`temperature_at`;
+- layers (``flavour="original"`` or ``"dreamer"``): :class:`LatentDistribution`,
+  :class:`PriorBoundaryDetector`, :class:`PostBoundaryDetector`;
+- :class:`VTADynamics`: the DreamerV3-integrated dynamics (Dynamics protocol);
+- :class:`VTAOriginal`: the original model with its CNN encoder/decoder and bidirectional posterior.
+"""
+
+from imwm.vta.boundary import (
+    COPY,
+    READ,
+    boundary_sample,
+    force_scale_at,
+    gumbel_sampling,
+    log_density_concrete,
+    regularize_boundary,
+    straight_through,
+    temperature_at,
+)
+from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
+
+__all__ = [
+    "READ",
+    "COPY",
+    "gumbel_sampling",
+    "boundary_sample",
+    "straight_through",
+    "log_density_concrete",
+    "regularize_boundary",
+    "force_scale_at",
+    "temperature_at",
+    "LatentDistribution",
+    "PriorBoundaryDetector",
+    "PostBoundaryDetector",
+]

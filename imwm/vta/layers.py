@@ -1,0 +1,154 @@
+"""VTA layers in two flavours: ``"original"`` (Kim et al. 2019) and ``"dreamer"`` (DreamerV3-integrated).
+
+| layer | original | dreamer |
+|---|---|---|
+| LatentDistribution | Linear -> ELU; std = sigmoid; returns ``Normal`` | Linear -> LayerNorm -> SiLU; std = softplus + min_std; returns TensorDict(mean, std) |
+| PriorBoundaryDetector | Linear(in, 2) | Linear -> LayerNorm -> SiLU -> Linear(2) |
+| PostBoundaryDetector | [Conv1d(k=3) -> BatchNorm -> ELU] x L -> Conv1d(k=1, 2) | [Conv1d(k=3) -> LayerNorm -> SiLU] x L -> Conv1d(k=1, 2) |
+
+The dreamer post-boundary detector uses LayerNorm over channels instead of BatchNorm: a
+BatchNorm over RL replay slices would mix statistics across sequences and behave differently in
+``train()``/``eval()``, which DreamerV3 avoids everywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDict
+from torch import Tensor, nn
+from torch.distributions import Normal
+
+FLAVOURS = ("original", "dreamer")
+
+__all__ = ["FLAVOURS", "LatentDistribution", "PriorBoundaryDetector", "PostBoundaryDetector", "ChannelLayerNorm"]
+
+
+def _check_flavour(flavour: str) -> None:
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
+
+
+def _check_last_dim(x: Tensor, size: int, name: str) -> None:
+    if x.shape[-1] != size:
+        raise ValueError(f"{name} must have last dim {size}, got shape {tuple(x.shape)}")
+
+
+class LatentDistribution(nn.Module):
+    """Diagonal Gaussian head ``feat -> (mean, std)`` for a latent of size ``latent_dim``.
+
+    Original: ``h = ELU(Linear(feat))``, ``std = sigmoid(Linear(h))``; ``forward`` returns a
+    ``torch.distributions.Normal``. Dreamer: ``h = SiLU(LayerNorm(Linear(feat)))``,
+    ``std = softplus(Linear(h)) + min_std``; ``forward`` returns ``TensorDict(mean=..., std=...)``.
+    :meth:`mean_std` returns the tensors for either flavour (what the models use internally).
+
+    Example:
+        >>> ld = LatentDistribution(8, 4, hidden_dim=16, flavour="dreamer", min_std=0.1)
+        >>> td = ld(torch.zeros(3, 8)); td["std"].min() >= 0.1
+        tensor(True)
+    """
+
+    def __init__(self, in_dim: int, latent_dim: int, *, hidden_dim: int, flavour: str = "dreamer", min_std: float = 0.1):
+        super().__init__()
+        _check_flavour(flavour)
+        if min_std < 0:
+            raise ValueError(f"min_std must be >= 0, got {min_std!r}")
+        self.flavour, self.in_dim, self.latent_dim, self.min_std = flavour, in_dim, latent_dim, float(min_std)
+        if flavour == "original":
+            self.hidden = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ELU())
+        else:
+            self.hidden = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.SiLU())
+        self.mean = nn.Linear(hidden_dim, latent_dim)
+        self.std = nn.Linear(hidden_dim, latent_dim)
+
+    def mean_std(self, feat: Tensor) -> tuple[Tensor, Tensor]:
+        _check_last_dim(feat, self.in_dim, "LatentDistribution input")
+        h = self.hidden(feat)
+        if self.flavour == "original":
+            std = torch.sigmoid(self.std(h))
+        else:
+            std = F.softplus(self.std(h)) + self.min_std
+        return self.mean(h), std
+
+    def forward(self, feat: Tensor):
+        mean, std = self.mean_std(feat)
+        if self.flavour == "original":
+            return Normal(mean, std)
+        return TensorDict({"mean": mean, "std": std}, batch_size=feat.shape[:-1])
+
+
+class PriorBoundaryDetector(nn.Module):
+    """Prior boundary logits ``[..., 2]`` (READ, COPY) from a state feature.
+
+    Original: ``Linear(in_dim, 2)`` (linear decision boundary); dreamer:
+    ``Linear -> LayerNorm -> SiLU -> Linear(2)``.
+    """
+
+    def __init__(self, in_dim: int, *, hidden_dim: int = 256, flavour: str = "dreamer"):
+        super().__init__()
+        _check_flavour(flavour)
+        self.flavour, self.in_dim = flavour, in_dim
+        if flavour == "original":
+            self.net = nn.Linear(in_dim, 2)
+        else:
+            self.net = nn.Sequential(
+                nn.Linear(in_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, 2)
+            )
+
+    def forward(self, feat: Tensor) -> Tensor:
+        _check_last_dim(feat, self.in_dim, "PriorBoundaryDetector input")
+        return self.net(feat)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel dim of a ``[B, C, T]`` sequence (one normalisation per step)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+class PostBoundaryDetector(nn.Module):
+    """Posterior boundary logits for a whole sequence in one pass: 1-D convolutions over time.
+
+    ``[B, T, E] -> [B, T, 2]``. ``num_layers`` blocks ``Conv1d(k=3, padding=1) -> norm -> act``
+    then ``Conv1d(k=1) -> 2``. Each block sees one step into the past and one into the future, so
+    the logits at ``t`` depend on ``embed[t - L : t + L + 1]`` (zero padded at the ends).
+
+    Example:
+        >>> det = PostBoundaryDetector(16, hidden_dim=32, num_layers=2, flavour="dreamer")
+        >>> det(torch.randn(4, 10, 16)).shape
+        torch.Size([4, 10, 2])
+    """
+
+    def __init__(self, in_dim: int, *, hidden_dim: int = 256, num_layers: int = 2, flavour: str = "dreamer"):
+        super().__init__()
+        _check_flavour(flavour)
+        if num_layers < 1:
+            raise ValueError(f"post-boundary num_layers must be >= 1, got {num_layers!r}")
+        self.flavour, self.in_dim, self.num_layers = flavour, in_dim, num_layers
+        layers: list[nn.Module] = []
+        channels = in_dim
+        for _ in range(num_layers):
+            layers.append(nn.Conv1d(channels, hidden_dim, kernel_size=3, padding=1))
+            if flavour == "original":
+                layers += [nn.BatchNorm1d(hidden_dim), nn.ELU()]
+            else:
+                layers += [ChannelLayerNorm(hidden_dim), nn.SiLU()]
+            channels = hidden_dim
+        layers.append(nn.Conv1d(channels, 2, kernel_size=1))
+        self.net = nn.Sequential(*layers)
+
+    @property
+    def context(self) -> int:
+        """Steps of future (and past) context each output sees."""
+        return self.num_layers
+
+    def forward(self, embed: Tensor) -> Tensor:
+        if embed.dim() != 3:
+            raise ValueError(f"PostBoundaryDetector expects embed [B, T, E], got shape {tuple(embed.shape)}")
+        _check_last_dim(embed, self.in_dim, "PostBoundaryDetector embed")
+        return self.net(embed.transpose(1, 2)).transpose(1, 2)

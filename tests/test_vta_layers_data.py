@@ -1,0 +1,90 @@
+"""VTA layers in both flavours and the Moving Shapes known-boundary dataset."""
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torch.distributions import Normal
+
+from imwm.envs.moving_shapes import MovingShapesStream, generate_moving_shapes
+from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
+
+
+def test_latent_distribution_flavours():
+    orig = LatentDistribution(6, 4, hidden_dim=8, flavour="original")
+    d = orig(torch.randn(5, 6))
+    assert isinstance(d, Normal) and d.mean.shape == (5, 4)
+    assert (d.stddev > 0).all() and (d.stddev < 1).all()
+    assert isinstance(orig.hidden[1], torch.nn.ELU)
+    drm = LatentDistribution(6, 4, hidden_dim=8, flavour="dreamer", min_std=0.3)
+    td = drm(torch.randn(2, 5, 6) * 50)
+    assert isinstance(td, TensorDict) and td.batch_size == torch.Size([2, 5])
+    assert (td["std"] >= 0.3).all()
+    assert isinstance(drm.hidden[1], torch.nn.LayerNorm) and isinstance(drm.hidden[2], torch.nn.SiLU)
+    with pytest.raises(ValueError, match="last dim 6"):
+        drm(torch.randn(5, 7))
+    with pytest.raises(ValueError, match="flavour"):
+        LatentDistribution(6, 4, hidden_dim=8, flavour="v3")
+
+
+def test_boundary_detectors_shapes_and_structure():
+    prior_o = PriorBoundaryDetector(10, flavour="original")
+    assert isinstance(prior_o.net, torch.nn.Linear)
+    prior_d = PriorBoundaryDetector(10, hidden_dim=12, flavour="dreamer")
+    assert prior_d(torch.randn(3, 10)).shape == (3, 2)
+    for flavour in ("original", "dreamer"):
+        det = PostBoundaryDetector(10, hidden_dim=12, num_layers=2, flavour=flavour)
+        assert det(torch.randn(3, 9, 10)).shape == (3, 9, 2)
+    with pytest.raises(ValueError, match=r"\[B, T, E\]"):
+        det(torch.randn(9, 10))
+
+
+def test_post_boundary_receptive_field_is_local():
+    torch.manual_seed(0)
+    det = PostBoundaryDetector(4, hidden_dim=8, num_layers=1, flavour="dreamer")
+    x = torch.randn(1, 12, 4)
+    y = x.clone()
+    y[:, 6] += 5.0  # changes only outputs at t=5,6,7 with one k=3 layer
+    diff = (det(x) - det(y)).abs().sum(-1)[0]
+    assert (diff[[5, 6, 7]] > 0).all()
+    assert torch.all(diff[[0, 1, 2, 3, 4, 8, 9, 10, 11]] == 0)
+
+
+def test_moving_shapes_deterministic_and_split():
+    a = generate_moving_shapes(3, 20, image_size=32, seed=7)
+    b = generate_moving_shapes(3, 20, image_size=32, seed=7)
+    assert torch.equal(a["observation"], b["observation"]) and torch.equal(a["true_boundary"], b["true_boundary"])
+    c = generate_moving_shapes(3, 20, image_size=32, seed=7, split="heldout")
+    assert not torch.equal(a["observation"], c["observation"])
+    # sub-ranges regenerate identically
+    d = generate_moving_shapes(2, 20, image_size=32, seed=7, start_index=1)
+    assert torch.equal(a["observation"][1:], d["observation"])
+
+
+def test_moving_shapes_boundaries_match_segment_rules_and_frame_changes():
+    td = generate_moving_shapes(20, 40, image_size=32, min_seg_len=4, max_seg_len=9, seed=1)
+    tb = td["true_boundary"][..., 0]
+    assert tb[:, 0].all() and td["is_first"][:, 0].all() and not td["is_first"][:, 1:].any()
+    for row in tb:
+        starts = row.nonzero().flatten().tolist()
+        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        assert all(4 <= g <= 9 for g in gaps)
+    frames = td["observation"]
+    assert frames.dtype == torch.uint8 and frames.shape[-3:] == (3, 32, 32)
+    # the actor's colour (most frequent non-grey, non-black pixel colour) changes exactly at boundaries
+    px = frames.permute(0, 1, 3, 4, 2).reshape(20, 40, -1, 3).long()
+    coloured = ~((px[..., 0] == px[..., 1]) & (px[..., 1] == px[..., 2]))
+    code = px[..., 0] * 65536 + px[..., 1] * 256 + px[..., 2]
+    colour = torch.where(coloured, code, -1).max(-1).values  # one actor colour per frame
+    changed = colour[:, 1:] != colour[:, :-1]
+    assert torch.equal(changed, tb[:, 1:])
+
+
+def test_moving_shapes_bad_input_and_stream():
+    with pytest.raises(ValueError, match="max_seg_len"):
+        generate_moving_shapes(1, 10, min_seg_len=5, max_seg_len=3)
+    with pytest.raises(ValueError, match="split"):
+        generate_moving_shapes(1, 10, split="test")
+    s = MovingShapesStream(2, 12, image_size=32, seed=3)
+    b0, b1 = s.batch(0), s.batch(1)
+    assert b0.batch_size == torch.Size([2, 12]) and not torch.equal(b0["observation"], b1["observation"])
+    assert torch.equal(b1["observation"], generate_moving_shapes(2, 12, image_size=32, seed=3, start_index=2)["observation"])
