@@ -1,0 +1,49 @@
+"""``make_env``: the one place that maps the ``env.*`` config onto an env constructor."""
+from __future__ import annotations
+
+import torch
+from torchrl.envs import EnvBase
+
+from imwm.envs.atari import make_atari_env
+from imwm.envs.gym_vector import make_gym_env
+
+__all__ = ["make_env", "ENV_NAMES"]
+
+ENV_NAMES = ("cartpole", "gym", "atari")
+
+
+def make_env(
+    *,
+    name: str,
+    task: str | None = None,
+    num_envs: int = 1,
+    seed: int | None = None,
+    backend: str = "vector",
+    frame_skip: int = 4,
+    sticky: float = 0.25,
+    size: int = 64,
+    full_action_space: bool = False,
+    max_episode_frames: int = 108_000,
+    device: str | torch.device = "cpu",
+) -> EnvBase:
+    """Builds the env named by ``env.name`` (keyword arguments match the ``env.*`` config keys).
+
+    - ``cartpole``: gymnasium ``CartPole-v1`` (vector observations; ``task`` ignored);
+    - ``gym``: any gymnasium id with vector observations, given as ``task``;
+    - ``atari``: :func:`~imwm.envs.atari.make_atari_env` with ``task`` such as ``"pong"``.
+
+    Returns a batched env (batch ``[num_envs]``).
+    """
+    if name == "cartpole":
+        return make_gym_env("CartPole-v1", num_envs=num_envs, seed=seed, device=device)
+    if name == "gym":
+        if not task:
+            raise ValueError("env.task must name a gymnasium id when env.name is 'gym'")
+        return make_gym_env(task, num_envs=num_envs, seed=seed, device=device)
+    if name == "atari":
+        return make_atari_env(
+            task, num_envs=num_envs, backend=backend, frame_skip=frame_skip, sticky=sticky,
+            size=size, seed=seed, full_action_space=full_action_space,
+            max_episode_frames=max_episode_frames, device=device,
+        )
+    raise ValueError(f"env.name must be one of {ENV_NAMES}, got {name!r}")

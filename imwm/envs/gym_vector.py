@@ -1,0 +1,46 @@
+"""Vector-observation gymnasium envs (e.g. ``CartPole-v1``) for cheap learning checks."""
+from __future__ import annotations
+
+import torch
+from torchrl.envs import DoubleToFloat, EnvBase, GymEnv, SerialEnv, TransformedEnv
+
+from imwm.envs.atari import episode_transforms
+
+__all__ = ["make_gym_env"]
+
+
+def make_gym_env(
+    task: str = "CartPole-v1",
+    *,
+    num_envs: int = 1,
+    seed: int | None = None,
+    device: str | torch.device = "cpu",
+) -> EnvBase:
+    """Builds a batched (``[num_envs]``) TorchRL ``GymEnv`` with float32 ``observation``.
+
+    Discrete actions are one-hot (TorchRL's default encoding). The same episode trackers as
+    the Atari envs are added: ``is_init``, ``episode_reward``, ``step_count``.
+
+    Example:
+        >>> env = make_gym_env("CartPole-v1", num_envs=2, seed=0)
+        >>> env.reset()["observation"].shape
+        torch.Size([2, 4])
+    """
+    import gymnasium as gym
+
+    if task not in gym.registry:
+        raise ValueError(f"unknown gymnasium env id {task!r} for env.task")
+    if num_envs < 1:
+        raise ValueError(f"env num_envs must be >= 1, got {num_envs}")
+
+    def make_one() -> EnvBase:
+        env = GymEnv(task, device=device)
+        obs_spec = env.observation_spec["observation"]
+        if obs_spec.dtype == torch.float64:
+            env = TransformedEnv(env, DoubleToFloat(in_keys=["observation"]))
+        return env
+
+    base = SerialEnv(num_envs, make_one)
+    if seed is not None:
+        base.set_seed(seed)
+    return TransformedEnv(base, episode_transforms())
