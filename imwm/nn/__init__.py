@@ -1,0 +1,39 @@
+"""Small shared blocks: symlog / two-hot regression, the LayerNorm+SiLU MLP, categorical helpers."""
+
+from imwm.nn.distributions import (
+    categorical_entropy,
+    categorical_kl,
+    straight_through_sample,
+    uniform_log_probs,
+    unimix_logits,
+)
+from imwm.nn.functional import (
+    SymlogTwoHot,
+    symexp,
+    symlog,
+    symlog_bins,
+    symlog_two_hot_loss,
+    symlog_two_hot_mean,
+    two_hot_decode,
+    two_hot_encode,
+)
+from imwm.nn.mlp import MLP, init_linear_, trunc_normal_fan_in_
+
+__all__ = [
+    "MLP",
+    "SymlogTwoHot",
+    "categorical_entropy",
+    "categorical_kl",
+    "init_linear_",
+    "straight_through_sample",
+    "symexp",
+    "symlog",
+    "symlog_bins",
+    "symlog_two_hot_loss",
+    "symlog_two_hot_mean",
+    "trunc_normal_fan_in_",
+    "two_hot_decode",
+    "two_hot_encode",
+    "uniform_log_probs",
+    "unimix_logits",
+]
