@@ -1,0 +1,128 @@
+"""Collector batches -> DreamerV3 replay records (docs/architecture.md, "Replay record layout").
+
+A TorchRL collector yields transitions: ``observation`` o_t, ``action`` a_t, ``is_init`` and under
+``"next"`` o_{t+1}, ``reward``, ``terminated``, ``truncated``, ``done``. DreamerV3 (Hafner et al.,
+2023) instead stores one record per *observation*, each with the action that led to it and an
+``is_first`` flag, so the first observation of every episode is encoded by the world model and the
+terminal observation is stored as its own record. The conversion per env and step t:
+
+- if ``is_init[t]``: a record (o_t, action 0, reward 0, is_first) opens a new episode;
+- always: a record (o_{t+1}, a_t, r_{t+1}, is_terminal = terminated, is_last = done).
+
+An episode of L steps therefore gives L + 1 records. Records are written env by env (each env's
+records contiguous and in time order), so a slice of consecutive storage indices with one
+``traj_ids`` value never mixes envs. ``traj_ids`` are unique over envs and over the whole run: the
+counter is part of :meth:`DreamerRecordLayout.state_dict`, which goes into checkpoints.
+"""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+__all__ = ["DreamerRecordLayout", "finished_episodes"]
+
+RECORD_KEYS = ("observation", "action", "reward", "is_first", "is_terminal", "is_last", "traj_ids")
+
+
+class DreamerRecordLayout:
+    """Stateful converter from collector batches ``[num_envs, T]`` to replay records ``[M]``.
+
+    Carries, per env, the id of the episode in progress across batches; vectorised over envs
+    and time (no Python loop over steps).
+
+    Args:
+        num_envs: batch size of the env the collector steps.
+        observation_key: key of the observation in the collector batch.
+
+    Example:
+        >>> layout = DreamerRecordLayout(num_envs=2)
+        >>> records = layout(collector_batch)  # doctest: +SKIP
+        >>> records["traj_ids"]  # doctest: +SKIP
+    """
+
+    def __init__(self, num_envs: int, *, observation_key: str = "observation"):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = num_envs
+        self.observation_key = observation_key
+        self.next_traj_id = 0
+        # -1: no episode in progress (start of run, or after a resume: envs restart episodes).
+        self.current_traj = torch.full((num_envs,), -1, dtype=torch.int64)
+
+    def state_dict(self) -> dict:
+        return {"next_traj_id": self.next_traj_id}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next_traj_id = int(state["next_traj_id"])
+        self.current_traj.fill_(-1)
+
+    def __call__(self, batch: TensorDictBase) -> TensorDict:
+        """Converts one collector batch; returns a TensorDict of records with batch ``[M]``."""
+        if batch.ndim == 1:
+            batch = batch.unsqueeze(0)
+        if batch.ndim != 2 or batch.shape[0] != self.num_envs:
+            raise ValueError(
+                f"collector batch must be [num_envs={self.num_envs}, T] (or [T] for one env), "
+                f"got batch_size {tuple(batch.batch_size)}"
+            )
+        for key in ("action", "is_init", ("next", self.observation_key), ("next", "reward"),
+                    ("next", "terminated"), ("next", "done")):
+            if key not in batch.keys(True):
+                raise KeyError(f"collector batch lacks key {key!r} (needed for replay records)")
+        n_env, steps = batch.shape
+        obs = batch.get(self.observation_key)
+        next_obs = batch.get(("next", self.observation_key))
+        action = batch.get("action").float()
+        is_init = batch.get("is_init").reshape(n_env, steps).bool()
+        reward = batch.get(("next", "reward")).reshape(n_env, steps, 1).float()
+        terminated = batch.get(("next", "terminated")).reshape(n_env, steps, 1).bool()
+        done = batch.get(("next", "done")).reshape(n_env, steps, 1).bool()
+        if (~is_init[:, 0] & (self.current_traj < 0)).any():
+            bad = torch.nonzero(~is_init[:, 0] & (self.current_traj < 0)).flatten().tolist()
+            raise ValueError(
+                f"envs {bad} continue an episode this layout never saw start (is_init is False at "
+                "the batch start); feed batches in order from the collector's first one"
+            )
+
+        # Two slots per step: [2t] = the first record of an episode (valid where is_init),
+        # [2t+1] = the record of o_{t+1} (always valid). Row-major selection keeps envs contiguous.
+        def pair(first: torch.Tensor, nxt: torch.Tensor) -> torch.Tensor:
+            return torch.stack((first, nxt), dim=2).flatten(1, 2)
+
+        valid = pair(is_init, torch.ones_like(is_init))  # [N, 2T]
+        zeros_flag = torch.zeros_like(terminated)
+        records = {
+            "observation": pair(obs, next_obs)[valid],
+            "action": pair(torch.zeros_like(action), action)[valid],
+            "reward": pair(torch.zeros_like(reward), reward)[valid],
+            "is_first": pair(is_init.unsqueeze(-1), zeros_flag)[valid],
+            "is_terminal": pair(zeros_flag, terminated)[valid],
+            "is_last": pair(zeros_flag, done)[valid],
+        }
+
+        # Episode ids: new episodes get consecutive ids in env-major order.
+        starts = pair(is_init, torch.zeros_like(is_init))  # [N, 2T]
+        starts_per_env = starts.sum(1)
+        first_id = self.next_traj_id + torch.cumsum(starts_per_env, 0) - starts_per_env  # [N]
+        episode_in_batch = torch.cumsum(starts.long(), 1)  # [N, 2T], 0 = carried episode
+        traj = torch.where(
+            episode_in_batch == 0,
+            self.current_traj.unsqueeze(1),
+            first_id.unsqueeze(1) + episode_in_batch - 1,
+        )
+        records["traj_ids"] = traj[valid]
+        self.next_traj_id += int(starts_per_env.sum())
+        self.current_traj = traj[:, -1].clone()
+        return TensorDict(records, batch_size=[records["traj_ids"].shape[0]])
+
+
+def finished_episodes(batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (returns, lengths) of the episodes that ended in a collector batch.
+
+    Reads ``("next", "done")``, ``("next", "episode_reward")`` (TorchRL ``RewardSum``) and
+    ``("next", "step_count")`` (``StepCounter``); both results are 1-D float tensors.
+    """
+    done = batch.get(("next", "done")).squeeze(-1).bool()
+    returns = batch.get(("next", "episode_reward")).squeeze(-1)[done].float()
+    lengths = batch.get(("next", "step_count")).squeeze(-1)[done].float()
+    return returns, lengths
