@@ -5,6 +5,7 @@
 - ``metrics``: ``boundary_event_metrics`` (SPEC.md section 3): event rates at READ / COPY, lift,
   permutation p-value, periodic baseline, ROC AUC of the READ probability, Cohen's d.
 - ``events``: per-step events: top-p% frame change, reward, score change, life loss, episode end.
+- ``figures``: ``boundary_grid.png``, ``boundary_internal.png``, ``boundary_fired.png``.
 """
 
 from imwm.analysis.boundary_truth import (
@@ -22,6 +23,13 @@ from imwm.analysis.events import (
     reward_events,
     score_change_events,
 )
+from imwm.analysis.figures import (
+    plot_all,
+    plot_boundary_fired,
+    plot_boundary_grid,
+    plot_boundary_internal,
+    select_window,
+)
 from imwm.analysis.metrics import (
     METRIC_KEYS,
     aggregate_episodes,
@@ -32,6 +40,11 @@ from imwm.analysis.metrics import (
 )
 
 __all__ = [
+    "plot_all",
+    "plot_boundary_fired",
+    "plot_boundary_grid",
+    "plot_boundary_internal",
+    "select_window",
     "build_events",
     "episode_end_events",
     "frame_delta",
