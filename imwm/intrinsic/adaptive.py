@@ -46,8 +46,10 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
     So: an accelerating reward stream (``A`` consistently > 0) moves the weight to exploitation
     (prefer states the model is sure about), a flat, noisy or decelerating one back to
     exploration (prefer uncertain states). ``A / |A|`` is a signal-to-noise ratio: noise in a
-    flat stream averages out in ``A`` but not in ``|A|``. A linear ramp has zero acceleration
-    and counts as flat, as "second difference" says. The scale keeps the mean intrinsic
+    flat stream averages out in ``A`` but not in ``|A|``. The EMA lags a ramp, so its velocity
+    keeps growing towards the ramp's slope: a steadily rising reward reads as accelerating and
+    also shifts to exploitation (SPEC: "rising (accelerating) reward favours exploitation"),
+    while a saturating one (EMA velocity shrinking) shifts back to exploration. The scale keeps the mean intrinsic
     magnitude at most that of the extrinsic reward, floored at ``reward_floor`` (as DreamerV3's
     return normaliser floors its scale at 1) so that a sparse task with no reward yet still
     gets a bonus, and the coefficient never exceeds ``beta_max``.
@@ -85,7 +87,7 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
         epsilon: float = 1e-6,
         clip_min: float = -10.0,
         clip_max: float = 10.0,
-        trend_decay: float = 0.99,
+        trend_decay: float = 0.9,
         reward_floor: float = 1.0,
         uncertainty_key: NestedKey = "uncertainty",
         uncertainty_fn: Callable[[TensorDictBase], torch.Tensor] | None = None,

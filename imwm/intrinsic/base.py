@@ -11,7 +11,9 @@ that can be used in three places with the same object:
 
 Each call reads the extrinsic reward and the signal of the subclass, writes
 ``intrinsic_reward`` and ``total_reward = reward + intrinsic_reward`` (key names configurable),
-and, when the module is in training mode, updates its running statistics once. Running
+and, when the module is in training mode, updates its running statistics once (as TorchRL's
+``RNDTransform``; note that ``TransformedEnv`` puts an appended transform in eval mode, so call
+``env.train()`` for the statistics to move in the env path). Running
 statistics are registered buffers, so they are saved in ``state_dict`` (hence in checkpoints)
 and follow ``.to(device)``. Nothing calls ``.item()``: statistics stay on the device and the
 first-call initialisation is done with ``torch.where`` on an ``initialized`` flag buffer.
@@ -113,7 +115,7 @@ class IntrinsicRewardTransform(Transform):
             )
         return value
 
-    def _apply(self, td: TensorDictBase, prev: TensorDictBase | None = None) -> TensorDictBase:
+    def _write_rewards(self, td: TensorDictBase, prev: TensorDictBase | None = None) -> TensorDictBase:
         reward = self._get(td, self.reward_key, "the extrinsic reward")
         if reward.shape[-1:] != (1,):
             raise ValueError(
@@ -135,11 +137,11 @@ class IntrinsicRewardTransform(Transform):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Trajectory / standalone path: ``transform(td)`` writes the rewards into ``td``."""
-        return self._apply(tensordict)
+        return self._write_rewards(tensordict)
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         """Env path: called by ``TransformedEnv.step`` on the ``next`` TensorDict."""
-        return self._apply(next_tensordict, prev=tensordict)
+        return self._write_rewards(next_tensordict, prev=tensordict)
 
     def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
         # A reset carries no reward: nothing to compute, statistics are kept across episodes.
