@@ -142,8 +142,31 @@ def build_replay(
     )
 
 
-def _make_sampler(**kwargs):
-    raise NotImplementedError("non-uniform replay samplers are not landed yet")
+def _make_sampler(*, capacity, batch_length, fracs, curious, explore_exploit, trend, traj_key,
+                  arity, device):
+    """imwm samplers for every child named in ``fracs``; a mixture unless one child does it all."""
+    from imwm.replay import (  # noqa: PLC0415 (keeps `import build_replay` light for uniform)
+        CuriousSampler, ExploreExploitSampler, MixtureSampler, UniformSliceSampler,
+    )
+
+    common = dict(slice_len=batch_length, traj_key=traj_key, arity=arity, device=device)
+    needed = {name for name, f in fracs.items() if f > 0}
+    if trend is not None:
+        needed |= {"explore", "exploit"} & set(fracs)
+    samplers = {}
+    for name in fracs:  # keep the config's order: it is the order of slices in a batch
+        if name not in needed:
+            continue
+        if name == "uniform":
+            samplers[name] = UniformSliceSampler(capacity, **common)
+        elif name == "curious":
+            samplers[name] = CuriousSampler(capacity, **curious, **common)
+        else:
+            samplers[name] = ExploreExploitSampler(capacity, mode=name, **explore_exploit,
+                                                   **common)
+    if trend is None and len(samplers) == 1:
+        return next(iter(samplers.values()))
+    return MixtureSampler(samplers, {n: fracs[n] for n in samplers}, trend=trend)
 
 
 def slice_starts(index: Any, batch_length: int) -> torch.Tensor:

@@ -1,0 +1,62 @@
+"""Fractions of a batch: validation and unbiased integer splitting."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+
+__all__ = ["check_fracs", "split_counts"]
+
+
+def check_fracs(fracs: Mapping, known: Sequence[str]) -> dict[str, float]:
+    """Validates named batch fractions: known names, finite, >= 0, summing to 1 (within 1e-6)."""
+    out = {}
+    for name, value in dict(fracs).items():
+        name = str(name)
+        if name not in known:
+            raise ValueError(f"fracs names an unknown sampler {name!r}; known: {list(known)}")
+        value = float(value)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"fracs[{name!r}] must be a finite number >= 0, got {value}")
+        out[name] = value
+    if not out:
+        raise ValueError("fracs must name at least one sampler")
+    total = sum(out.values())
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"fracs must sum to 1, got {out} (sum {total})")
+    return out
+
+
+def split_counts(n: int, fracs: Sequence[float], generator: torch.Generator | None = None
+                 ) -> list[int]:
+    """Splits ``n`` items into integer counts with ``E[count_i] = n * fracs[i]`` exactly.
+
+    Each share gets ``floor(n * f_i)``; the ``r`` items left over go to shares chosen by
+    systematic sampling on the fractional parts (one uniform draw), so share ``i`` gets an extra
+    item with probability equal to its fractional part, and the counts always sum to ``n``.
+
+    Example:
+        >>> split_counts(10, [0.2, 0.8])          # exact shares need no draw
+        [2, 8]
+        >>> sum(split_counts(10, [0.25, 0.75]))   # 2.5 / 7.5: one of them gets the extra item
+        10
+    """
+    f = torch.as_tensor(list(fracs), dtype=torch.float64)
+    total = float(f.sum())
+    if total <= 0:
+        raise ValueError(f"fractions must have a positive sum, got {list(fracs)}")
+    expected = n * f / total
+    base = expected.floor()
+    rest = n - int(base.sum())
+    if rest > 0:
+        frac = (expected - base).clamp(min=0)
+        frac = frac * (rest / float(frac.sum()))  # exact sum despite round-off
+        edges = frac.cumsum(0)
+        u = float(torch.rand((), generator=generator, dtype=torch.float64))
+        points = torch.arange(rest, dtype=torch.float64) + u
+        # share i gets one extra item per systematic point falling in its interval
+        hits = torch.searchsorted(edges, points, right=True).clamp(max=len(f) - 1)
+        base += torch.bincount(hits, minlength=len(f)).to(base.dtype)
+    return [int(x) for x in base.tolist()]
