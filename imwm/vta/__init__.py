@@ -20,7 +20,11 @@ from imwm.vta.boundary import (
     straight_through,
     temperature_at,
 )
+from imwm.vta.dynamics import VTA_STATE_KEYS, VTADynamics
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
+from imwm.vta.options import BOUNDARY_OPTION_DEFAULTS
+from imwm.vta.original import VTAOriginal
+from imwm.vta.sequence_model import VTASequenceModel
 
 __all__ = [
     "READ",
@@ -35,4 +39,9 @@ __all__ = [
     "LatentDistribution",
     "PriorBoundaryDetector",
     "PostBoundaryDetector",
+    "VTADynamics",
+    "VTA_STATE_KEYS",
+    "VTAOriginal",
+    "VTASequenceModel",
+    "BOUNDARY_OPTION_DEFAULTS",
 ]

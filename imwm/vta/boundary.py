@@ -38,6 +38,7 @@ __all__ = [
     "force_scale_at",
     "temperature_at",
     "check_boundary_options",
+    "bernoulli_kl",
 ]
 
 
@@ -244,3 +245,14 @@ def temperature_at(update: int, *, temp: float, temp_min: float, anneal_rate: fl
     if anneal_rate == 0:
         return float(temp)
     return float(max(temp_min, temp * math.exp(-anneal_rate * max(update, 0))))
+
+
+def bernoulli_kl(prob: Tensor, rate: float, eps: float = 1e-6) -> Tensor:
+    """``KL(Bernoulli(prob) || Bernoulli(rate))`` elementwise: the boundary-rate prior of the memo.
+
+    ``p log(p / r) + (1 - p) log((1 - p) / (1 - r))``; ``prob`` is clamped to ``[eps, 1 - eps]``.
+    """
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"boundary_rate must be in (0, 1), got {rate!r}")
+    p = prob.clamp(eps, 1.0 - eps)
+    return p * (torch.log(p) - math.log(rate)) + (1.0 - p) * (torch.log1p(-p) - math.log1p(-rate))

@@ -1,0 +1,246 @@
+"""Training logic behind ``scripts/train_vta.py``: VTA on the Moving Shapes known-boundary dataset.
+
+Two variants, chosen by ``vta.variant``:
+
+- ``original``: :class:`imwm.vta.VTAOriginal` (its own CNN encoder/decoder, bidirectional posterior,
+  loss computed inside ``forward``);
+- ``dreamer``: :class:`imwm.vta.VTADynamics` inside a small world model
+  (:class:`imwm.vta.sequence_model.VTASequenceModel`: DreamerV3-style encoder -> VTADynamics ->
+  decoder, loss = reconstruction + ``VTADynamics.kl_loss``) trained on the recorded sequences.
+
+Run folder ``<run_dir>/`` (docs/architecture.md): ``config.yaml`` (resolved), ``metrics.csv`` (one
+row per ``log_every`` updates, plus held-out boundary precision/recall/F1 every ``eval_every``),
+``checkpoints/latest.pt`` (``torch.load(weights_only=True)``; keys ``model``, ``optimizer``,
+``counters``, ``rng``, ``config``), ``eval.json`` (final held-out evaluation with baselines).
+
+Analysis code rebuilds a model with :func:`build_vta_model` from the saved config (never from
+defaults) or simply calls :func:`load_vta_run`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+
+from imwm.envs.moving_shapes import MovingShapesStream, generate_moving_shapes
+from imwm.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from imwm.training.config import to_plain
+
+__all__ = ["build_vta_model", "load_vta_run", "evaluate_boundaries", "heldout_data", "train", "VARIANTS"]
+
+VARIANTS = ("original", "dreamer")
+METRIC_COLUMNS = (
+    "update", "wall_s", "cpu_s", "loss", "obs_cost", "kl_abs", "kl_obs", "kl_mask", "boundary_kl",
+    "read_rate", "temp", "force_scale", "eval_precision", "eval_recall", "eval_f1", "eval_read_rate",
+)
+
+
+def _plain(cfg: Any) -> dict:
+    return cfg if isinstance(cfg, dict) else to_plain(cfg)
+
+
+def build_vta_model(cfg: Mapping) -> torch.nn.Module:
+    """Rebuild the model of a ``train_vta`` config (a resolved dict or DictConfig).
+
+    Reads ``cfg["vta"]``: ``variant`` picks the class; every other key is a constructor kwarg, so
+    the restored model has exactly the training-time options (``max_seg_len`` etc.).
+    """
+    cfg = _plain(cfg)
+    if "vta" not in cfg:
+        raise ValueError("config has no 'vta' section; is this a train_vta config?")
+    kwargs = dict(cfg["vta"])
+    variant = kwargs.pop("variant", "original")
+    if variant == "original":
+        from imwm.vta.original import VTAOriginal
+
+        return VTAOriginal(**kwargs)
+    if variant == "dreamer":
+        from imwm.vta.sequence_model import VTASequenceModel
+
+        return VTASequenceModel(**kwargs)
+    raise ValueError(f"vta.variant must be one of {VARIANTS}, got {variant!r}")
+
+
+def load_vta_run(run_dir: str | os.PathLike, *, checkpoint: str = "latest.pt") -> tuple[torch.nn.Module, dict]:
+    """Model and resolved config of a finished (or running) ``train_vta`` run, in ``eval()`` mode.
+
+    The config comes from the checkpoint itself (identical to ``config.yaml``), so the restored
+    model has the training-time boundary options.
+    """
+    state = load_checkpoint(Path(run_dir) / "checkpoints" / checkpoint)
+    cfg = state["config"]
+    model = build_vta_model(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, cfg
+
+
+def heldout_data(cfg: Mapping):
+    """The held-out split of the run's dataset (``data.heldout_sequences`` sequences)."""
+    d = _plain(cfg)["data"]
+    return generate_moving_shapes(
+        d["heldout_sequences"], d["seq_len"], image_size=d["image_size"], min_seg_len=d["min_seg_len"],
+        max_seg_len=d["max_seg_len"], seed=d["seed"], split="heldout",
+    )
+
+
+@torch.no_grad()
+def predict_boundaries(model: torch.nn.Module, data, *, batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """Posterior READ flags and probabilities ``[N, T]`` on ``data`` (model put in eval mode)."""
+    was_training = model.training
+    model.eval()
+    boundary, read_prob = [], []
+    for i in range(0, data.batch_size[0], batch_size):
+        out = model(data["observation"][i : i + batch_size])
+        boundary.append(out["boundary"][..., 0])
+        read_prob.append(out["read_prob"][..., 0])
+    model.train(was_training)
+    return {"boundary": torch.cat(boundary) > 0.5, "read_prob": torch.cat(read_prob)}
+
+
+def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed: int = 0) -> dict:
+    """Precision / recall / F1 (±1 step) of predicted READs vs the true changes, with baselines.
+
+    Frame 0 is excluded (it is a segment start by definition and always READ). The random and
+    evenly spaced baselines use the same number of boundaries per sequence as the model.
+    """
+    from imwm.analysis.boundary_truth import boundary_prf, periodic_baseline_prf, random_baseline_prf
+
+    pred = predict_boundaries(model, data)["boundary"][:, 1:].numpy()
+    true = data["true_boundary"][:, 1:, 0].numpy()
+    counts = pred.sum(-1)
+    return {
+        "model": boundary_prf(pred, true, tolerance=1),
+        "random": random_baseline_prf(true, counts, draws=draws, seed=seed, tolerance=1),
+        "periodic": periodic_baseline_prf(true, counts, tolerance=1),
+        "read_rate": float(pred.mean()),
+        "true_rate": float(true.mean()),
+    }
+
+
+def _write_config(run_dir: Path, cfg: dict) -> None:
+    tmp = run_dir / "config.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    os.replace(tmp, run_dir / "config.yaml")
+
+
+class _CsvLog:
+    def __init__(self, path: Path, resume: bool):
+        self.path = path
+        if not (resume and path.exists()):
+            with open(path, "w", newline="") as f:
+                csv.writer(f).writerow(METRIC_COLUMNS)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow(["" if row.get(k) is None else _fmt(row[k]) for k in METRIC_COLUMNS])
+
+
+def _fmt(v):
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def train(cfg: Any) -> Path:
+    """Train a VTA model on Moving Shapes as ``cfg`` says; returns the run folder."""
+    cfg = _plain(cfg)
+    tr, d = cfg["train"], cfg["data"]
+    if tr["threads"] > 0:
+        torch.set_num_threads(int(tr["threads"]))
+    torch.manual_seed(int(cfg["seed"]))
+    run_dir = Path(cfg["run_dir"])
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    _write_config(run_dir, cfg)
+
+    model = build_vta_model(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=float(tr["lr"]), eps=float(tr["adam_eps"]))
+    start, ckpt_path = 0, run_dir / "checkpoints" / "latest.pt"
+    spent_cpu = 0.0
+    if cfg.get("resume", True) and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, spent_cpu = int(state["counters"]["update"]), float(state["counters"]["cpu_s"])
+        set_rng_state(state["rng"])
+        print(f"resumed {run_dir} at update {start}")
+    log = _CsvLog(run_dir / "metrics.csv", resume=start > 0)
+    stream = MovingShapesStream(
+        d["batch_size"], d["seq_len"], image_size=d["image_size"], min_seg_len=d["min_seg_len"],
+        max_seg_len=d["max_seg_len"], seed=d["seed"],
+    )
+    heldout = heldout_data(cfg)
+
+    def checkpoint(update: int, cpu_s: float) -> None:
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "counters": {"update": update, "cpu_s": cpu_s}, "rng": rng_state(), "config": cfg,
+        })
+
+    wall0, cpu0 = time.time(), time.process_time()
+    max_s = float(tr.get("max_minutes", 0)) * 60
+    model.train()
+    update = start
+    sums: dict[str, float] = {}
+    n_sum = 0
+    for update in range(start, int(tr["updates"])):
+        model.set_progress(update)
+        out = model(stream.batch(update)["observation"])
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(tr["grad_clip"]))
+        opt.step()
+        with torch.no_grad():
+            stats = {"loss": out["loss"].detach(), "read_rate": out["boundary"][:, 1:].detach().mean()}
+            for k in ("obs_cost", "kl_abs", "kl_obs", "kl_mask", "boundary_kl"):
+                stats[k] = out[k].detach().mean()
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n_sum += 1
+        done = update + 1
+        timed_out = max_s > 0 and time.time() - wall0 > max_s
+        last = done == int(tr["updates"]) or timed_out
+        evaluate = last or (tr["eval_every"] > 0 and done % int(tr["eval_every"]) == 0)
+        if last or done % int(tr["log_every"]) == 0 or evaluate:
+            row = {k: v / n_sum for k, v in sums.items()}
+            row.update(update=done, wall_s=time.time() - wall0, cpu_s=spent_cpu + time.process_time() - cpu0,
+                       temp=model.current_temp, force_scale=model.current_force_scale)
+            if evaluate:
+                ev = evaluate_boundaries(model, heldout, draws=20)
+                row.update(eval_precision=ev["model"]["precision"], eval_recall=ev["model"]["recall"],
+                           eval_f1=ev["model"]["f1"], eval_read_rate=ev["read_rate"])
+            log.write(row)
+            print(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()), flush=True)
+            sums, n_sum = {}, 0
+        if last or (tr["checkpoint_every"] > 0 and done % int(tr["checkpoint_every"]) == 0):
+            checkpoint(done, spent_cpu + time.process_time() - cpu0)
+        if timed_out:
+            print(f"stopping after {tr['max_minutes']} minutes at update {done}")
+            break
+    else:
+        done = start
+    cpu_s = spent_cpu + time.process_time() - cpu0
+    ev = evaluate_boundaries(model, heldout, draws=200, seed=int(cfg["seed"]))
+    ev.update(updates=done if start < int(tr["updates"]) else start, cpu_s=cpu_s, wall_s=time.time() - wall0,
+              boundary_options=model.boundary_options())
+    (run_dir / "eval.json").write_text(json.dumps(ev, indent=2, default=float))
+    print(format_eval_table(ev, name=cfg.get("name", run_dir.name)))
+    return run_dir
+
+
+def format_eval_table(ev: dict, *, name: str) -> str:
+    """Markdown table of the model's boundary PRF next to the two baselines."""
+    lines = [
+        f"| {name} | precision | recall | F1 | boundaries |",
+        "|---|---|---|---|---|",
+    ]
+    for key in ("model", "random", "periodic"):
+        r = ev[key]
+        std = f" ± {r['f1_std']:.3f}" if "f1_std" in r else ""
+        lines.append(f"| {key} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f}{std} | {r['n_pred']} / {r['n_true']} true |")
+    return "\n".join(lines)

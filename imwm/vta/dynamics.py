@@ -1,0 +1,471 @@
+"""``VTADynamics``: DreamerV3-integrated Variational Temporal Abstraction behind the Dynamics protocol.
+
+Kim, Ahn & Bengio, "Variational Temporal Abstraction", NeurIPS 2019; integrated with DreamerV3
+(Hafner et al. 2023) as the source document describes: the world model owns encoder and
+decoder, VTA takes ``embed`` and exposes ``kl_loss``.
+
+Per step ``t`` (``m_t`` READ means a segment starts at ``t``; ``a`` is the action that led to ``t``)::
+
+    m_t        ~ q(m | conv1d(embed)_t)  regularised by (seg_len, seg_num)      [posterior]
+               ~ p(m | feat_{t-1}, a)     regularised likewise                  [prior]
+    abstract   h^z_t = READ ? GRU_z([z_{t-1}, a], h^z_{t-1}) : h^z_{t-1}
+               z_t   = READ ? sample q(z | h^z_t, embed_t) : z_{t-1}            (prior p(z | h^z_t))
+    observation  h^s_t = GRU_s([COPY * s_{t-1}, a, h^z_t, z_t], COPY * h^s_{t-1})   (reset at READ)
+               s_t   ~ q(s | h^s_t, embed_t)                                   (prior p(s | h^s_t))
+    seg_len_t = READ ? 1 : seg_len_{t-1} + 1,   seg_num_t = seg_num_{t-1} + READ
+
+The posterior boundary logits of a whole sequence come from one 1-D conv pass over ``embed``
+(no per-step work). Inside the time loop only what depends on the previous step remains (two
+GRU cells, the two posterior heads, the elementwise boundary regularisation and sample); the
+embedding's share of the posterior heads, the priors and the prior boundary are batched over
+``[B, T]``. Boundaries are Gumbel straight-through samples in ``train()`` and the mode in ``eval()``.
+A state with ``seg_num == 0`` (fresh ``initial()`` or ``is_first``) is always READ.
+
+``obs_step`` (acting online) cannot see the next frame that the k=3 conv reads, so online the
+boundary comes from the *prior* boundary detector (``p(m | feat_{t-1}, a)``, trained by the
+boundary KL to predict the posterior), regularised the same way; the state posterior still
+reads ``embed_t``. This is causal and matches what ``img_step`` does in imagination.
+
+State keys (SPEC.md section 2): ``abs_belief, abs_stoch, abs_mean, abs_std, obs_belief,
+obs_stoch, obs_mean, obs_std, boundary`` (``[.., 1]``, 1.0 = READ, straight-through gradient),
+``boundary_logit`` (``[.., 2]`` READ/COPY, regularised), ``seg_len, seg_num`` (``[.., 1]``).
+``get_feat = cat(abs_belief, abs_stoch, obs_belief, obs_stoch)``.
+
+GRUs are ``nn.GRUCell`` (fused kernels; DreamerV3's LayerNorm block GRU is the RSSM's).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDict
+from torch import Tensor, nn
+
+from imwm.vta.boundary import bernoulli_kl, regularize_boundary
+from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
+from imwm.vta.options import BoundaryOptions
+
+__all__ = ["VTADynamics", "VTA_STATE_KEYS"]
+
+VTA_STATE_KEYS = (
+    "abs_belief", "abs_stoch", "abs_mean", "abs_std",
+    "obs_belief", "obs_stoch", "obs_mean", "obs_std",
+    "boundary", "boundary_logit", "seg_len", "seg_num",
+)
+_FORCED_READ_LOGIT = 10.0  # logits stored where READ is forced (first step): both KLs vanish there
+
+
+def _gauss_kl(mq: Tensor, sq: Tensor, mp: Tensor, sp: Tensor) -> Tensor:
+    ratio = (sq / sp).pow(2)
+    return 0.5 * (ratio + ((mq - mp) / sp).pow(2) - 1.0 - ratio.log()).sum(-1)
+
+
+def _cat_kl(lq: Tensor, lp: Tensor) -> Tensor:
+    lq, lp = torch.log_softmax(lq, -1), torch.log_softmax(lp, -1)
+    return (lq.exp() * (lq - lp)).sum(-1)
+
+
+def _positive(name: str, value) -> int:
+    if int(value) != value or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+class VTADynamics(BoundaryOptions):
+    """Hierarchical (abstract + observation level) dynamics with learned boundaries.
+
+    Args (match ``configs/dynamics/vta.yaml`` one to one):
+        action_dim, embed_dim: widths of actions and observation embeddings.
+        abs_belief_dim, obs_belief_dim: GRU sizes of the two levels (default 512).
+        abs_stoch_dim, obs_stoch_dim: Gaussian latent sizes (default 32).
+        hidden: width of the latent heads and prior boundary MLP.
+        min_std: floor of every latent std (softplus + min_std).
+        boundary_hidden, boundary_layers: channels and k=3 conv blocks of the posterior boundary detector.
+        **boundary options**: ``max_seg_len``, ``max_seg_num``, ``boundary_temp``, ``boundary_temp_min``,
+            ``boundary_temp_anneal_rate``, ``boundary_force_scale``, ``boundary_force_schedule``,
+            ``boundary_force_start``, ``boundary_force_decay_updates``, ``boundary_rate``,
+            ``boundary_scale`` (:mod:`imwm.vta.options`). Call :meth:`set_progress` with the update
+            counter so the schedules advance.
+
+    Example:
+        >>> vta = VTADynamics(action_dim=2, embed_dim=8, abs_belief_dim=16, obs_belief_dim=16,
+        ...                   abs_stoch_dim=4, obs_stoch_dim=4, hidden=16, boundary_hidden=8)
+        >>> post, prior = vta.observe(torch.randn(3, 5, 8), torch.zeros(3, 5, 2),
+        ...                           torch.zeros(3, 5, 1, dtype=torch.bool))
+        >>> post.batch_size, vta.get_feat(post).shape
+        (torch.Size([3, 5]), torch.Size([3, 5, 40]))
+        >>> loss, metrics = vta.kl_loss(post, prior, free_bits=1.0, dyn_scale=0.5, rep_scale=0.1)
+        >>> loss.shape, metrics["kl"].shape
+        (torch.Size([3, 5]), torch.Size([3, 5]))
+    """
+
+    def __init__(
+        self,
+        *,
+        action_dim: int,
+        embed_dim: int,
+        abs_belief_dim: int = 512,
+        obs_belief_dim: int = 512,
+        abs_stoch_dim: int = 32,
+        obs_stoch_dim: int = 32,
+        hidden: int = 512,
+        min_std: float = 0.1,
+        boundary_hidden: int = 256,
+        boundary_layers: int = 2,
+        **boundary_options,
+    ):
+        super().__init__()
+        self.action_dim = _positive("action_dim", action_dim)
+        self.embed_dim = _positive("embed_dim", embed_dim)
+        self.abs_belief_dim = _positive("abs_belief_dim", abs_belief_dim)
+        self.obs_belief_dim = _positive("obs_belief_dim", obs_belief_dim)
+        self.abs_stoch_dim = _positive("abs_stoch_dim", abs_stoch_dim)
+        self.obs_stoch_dim = _positive("obs_stoch_dim", obs_stoch_dim)
+        self.hidden = _positive("hidden", hidden)
+        if not min_std > 0:
+            raise ValueError(f"min_std must be > 0, got {min_std!r}")
+        self._init_boundary_options(**boundary_options)
+        self.min_std = float(min_std)
+        self.feat_dim = abs_belief_dim + abs_stoch_dim + obs_belief_dim + obs_stoch_dim
+        ld = dict(hidden_dim=hidden, flavour="dreamer", min_std=min_std)
+
+        self.post_boundary = PostBoundaryDetector(
+            embed_dim, hidden_dim=_positive("boundary_hidden", boundary_hidden),
+            num_layers=_positive("boundary_layers", boundary_layers), flavour="dreamer",
+        )
+        self.prior_boundary = PriorBoundaryDetector(self.feat_dim + action_dim, hidden_dim=hidden, flavour="dreamer")
+        self.abs_gru = nn.GRUCell(abs_stoch_dim + action_dim, abs_belief_dim)
+        self.prior_abs = LatentDistribution(abs_belief_dim, abs_stoch_dim, **ld)
+        self.post_abs = LatentDistribution(abs_belief_dim + embed_dim, abs_stoch_dim, **ld)
+        self.obs_gru = nn.GRUCell(obs_stoch_dim + action_dim + abs_belief_dim + abs_stoch_dim, obs_belief_dim)
+        self.prior_obs = LatentDistribution(obs_belief_dim, obs_stoch_dim, **ld)
+        self.post_obs = LatentDistribution(obs_belief_dim + embed_dim, obs_stoch_dim, **ld)
+
+    # ------------------------------------------------------------------ helpers
+    def _check(self, name: str, value: Tensor, shape: Sequence[int]) -> None:
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(value.shape)}")
+
+    @staticmethod
+    def _head(ld: LatentDistribution, pre: Tensor) -> tuple[Tensor, Tensor]:
+        h = ld.hidden[2](ld.hidden[1](pre))
+        return ld.mean(h), F.softplus(ld.std(h)) + ld.min_std
+
+    def _sample_boundary(self, logits: Tensor, forced: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Straight-through READ flag ``[.., 1]`` and the stored logits; ``forced`` -> READ."""
+        if noise is None:  # eval: the mode
+            soft = torch.softmax(logits / self.current_temp, -1)
+        else:
+            soft = torch.softmax((logits + noise) / self.current_temp, -1)
+        hard = (soft[..., :1] >= soft[..., 1:]).to(soft.dtype)
+        read = hard + soft[..., :1] - soft[..., :1].detach()
+        read = torch.where(forced, torch.ones_like(read), read)
+        forced_logits = torch.tensor([_FORCED_READ_LOGIT, -_FORCED_READ_LOGIT], dtype=logits.dtype, device=logits.device)
+        return read, torch.where(forced, forced_logits, logits)
+
+    def _gumbel(self, shape, ref: Tensor) -> Tensor | None:
+        if not self.training:
+            return None
+        u = torch.empty(*shape, device=ref.device, dtype=ref.dtype).uniform_(1e-4, 1 - 1e-4)
+        return -torch.log(-torch.log(u))
+
+    def _regularize(self, logits: Tensor, seg_len: Tensor, seg_num: Tensor) -> Tensor:
+        return regularize_boundary(logits, seg_len, seg_num, self.max_seg_len, self.max_seg_num, self.current_force_scale)
+
+    def _state(self, batch_size, **values) -> TensorDict:
+        return TensorDict(values, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ protocol
+    def initial(self, batch_size: int | Sequence[int]) -> TensorDict:
+        """Zero beliefs and latents, unit std, ``seg_num = 0`` (so the next step is READ)."""
+        shape = (batch_size,) if isinstance(batch_size, int) else tuple(batch_size)
+        w = self.abs_gru.weight_hh
+        z = lambda n: torch.zeros(*shape, n, device=w.device, dtype=w.dtype)  # noqa: E731
+        o = lambda n: torch.ones(*shape, n, device=w.device, dtype=w.dtype)  # noqa: E731
+        return self._state(
+            shape,
+            abs_belief=z(self.abs_belief_dim), abs_stoch=z(self.abs_stoch_dim),
+            abs_mean=z(self.abs_stoch_dim), abs_std=o(self.abs_stoch_dim),
+            obs_belief=z(self.obs_belief_dim), obs_stoch=z(self.obs_stoch_dim),
+            obs_mean=z(self.obs_stoch_dim), obs_std=o(self.obs_stoch_dim),
+            boundary=z(1), boundary_logit=z(2), seg_len=z(1), seg_num=z(1),
+        )
+
+    def get_feat(self, state: TensorDict) -> Tensor:
+        return torch.cat([state["abs_belief"], state["abs_stoch"], state["obs_belief"], state["obs_stoch"]], -1)
+
+    def _step(self, prev: dict, a: Tensor, read: Tensor, abs_pre: Tensor | None, obs_embed_part: Tensor | None,
+              abs_noise: Tensor, obs_noise: Tensor) -> dict:
+        """Transition given the boundary; posterior heads when ``*_pre`` are given, else priors."""
+        copy = 1.0 - read
+        abs_belief = self.abs_gru(torch.cat([prev["abs_stoch"], a], -1), prev["abs_belief"])
+        abs_belief = read * abs_belief + copy * prev["abs_belief"]
+        if abs_pre is None:
+            mean, std = self.prior_abs.mean_std(abs_belief)
+        else:
+            mean, std = self._head(self.post_abs, F.linear(abs_belief, self._w_abs) + abs_pre)
+        abs_mean = read * mean + copy * prev["abs_mean"]
+        abs_std = read * std + copy * prev["abs_std"]
+        abs_stoch = read * (mean + std * abs_noise) + copy * prev["abs_stoch"]
+        obs_in = torch.cat([copy * prev["obs_stoch"], a, abs_belief, abs_stoch], -1)
+        obs_belief = self.obs_gru(obs_in, copy * prev["obs_belief"])
+        if obs_embed_part is None:
+            obs_mean, obs_std = self.prior_obs.mean_std(obs_belief)
+        else:
+            obs_mean, obs_std = self._head(self.post_obs, F.linear(obs_belief, self._w_obs) + obs_embed_part)
+        return dict(
+            abs_belief=abs_belief, abs_stoch=abs_stoch, abs_mean=abs_mean, abs_std=abs_std,
+            obs_belief=obs_belief, obs_stoch=obs_mean + obs_std * obs_noise, obs_mean=obs_mean, obs_std=obs_std,
+            seg_len=read + copy * (prev["seg_len"] + 1.0), seg_num=prev["seg_num"] + read,
+        )
+
+    @property
+    def _w_abs(self) -> Tensor:
+        return self.post_abs.hidden[0].weight[:, : self.abs_belief_dim]
+
+    @property
+    def _w_obs(self) -> Tensor:
+        return self.post_obs.hidden[0].weight[:, : self.obs_belief_dim]
+
+    def _embed_parts(self, embed: Tensor) -> tuple[Tensor, Tensor]:
+        la, lo = self.post_abs.hidden[0], self.post_obs.hidden[0]
+        return (
+            F.linear(embed, la.weight[:, self.abs_belief_dim:], la.bias),
+            F.linear(embed, lo.weight[:, self.obs_belief_dim:], lo.bias),
+        )
+
+    def _prior_boundary_logits(self, prev: TensorDict | dict, action: Tensor) -> Tensor:
+        feat = torch.cat([prev["abs_belief"], prev["abs_stoch"], prev["obs_belief"], prev["obs_stoch"], action], -1)
+        return self._regularize(self.prior_boundary(feat), prev["seg_len"], prev["seg_num"])
+
+    def observe(
+        self, embed: Tensor, action: Tensor, is_first: Tensor, state: TensorDict | None = None
+    ) -> tuple[TensorDict, TensorDict]:
+        """Posterior and prior states ``[B, T]`` (see the module docstring and the Dynamics protocol)."""
+        if embed.dim() != 3:
+            raise ValueError(f"embed must be [B, T, E], got shape {tuple(embed.shape)}")
+        B, T = embed.shape[:2]
+        self._check("embed", embed, (B, T, self.embed_dim))
+        self._check("action", action, (B, T, self.action_dim))
+        self._check("is_first", is_first, (B, T, 1))
+        if state is None:
+            state = self.initial(B)
+        keep = (~is_first.bool()).to(embed.dtype)
+        action = action * keep
+
+        post_logits_all = self.post_boundary(embed)  # one conv pass for the whole sequence
+        abs_part, obs_part = self._embed_parts(embed)
+        gumbel = self._gumbel((B, T, 2), embed)
+        abs_noise = torch.randn(B, T, self.abs_stoch_dim, device=embed.device, dtype=embed.dtype)
+        obs_noise = torch.randn(B, T, self.obs_stoch_dim, device=embed.device, dtype=embed.dtype)
+
+        prev = {k: state[k] for k in VTA_STATE_KEYS}
+        prevs, outs = [], []
+        for t in range(T):
+            k = keep[:, t]
+            prev = {key: v * k for key, v in prev.items()}  # reset to initial() where is_first (stds below)
+            prev["abs_std"] = prev["abs_std"] + (1.0 - k)
+            prev["obs_std"] = prev["obs_std"] + (1.0 - k)
+            prevs.append(prev)
+            forced = prev["seg_num"] < 0.5
+            logits = self._regularize(post_logits_all[:, t], prev["seg_len"], prev["seg_num"])
+            read, logits = self._sample_boundary(logits, forced, None if gumbel is None else gumbel[:, t])
+            out = self._step(prev, action[:, t], read, abs_part[:, t], obs_part[:, t], abs_noise[:, t], obs_noise[:, t])
+            out.update(boundary=read, boundary_logit=logits)
+            outs.append(out)
+            prev = out
+
+        post = {key: torch.stack([o[key] for o in outs], 1) for key in VTA_STATE_KEYS}
+        posterior = self._state((B, T), **post)
+        # priors, batched over [B, T]
+        before = {key: torch.stack([p[key] for p in prevs], 1) for key in VTA_STATE_KEYS}
+        prior_logits = self._prior_boundary_logits(before, action)
+        forced = before["seg_num"] < 0.5
+        prior_logits = torch.where(forced, post["boundary_logit"].detach(), prior_logits)
+        abs_mean, abs_std = self.prior_abs.mean_std(post["abs_belief"])
+        obs_mean, obs_std = self.prior_obs.mean_std(post["obs_belief"])
+        prior = self._state(
+            (B, T),
+            abs_belief=post["abs_belief"], abs_stoch=abs_mean + abs_std * torch.randn_like(abs_std),
+            abs_mean=abs_mean, abs_std=abs_std,
+            obs_belief=post["obs_belief"], obs_stoch=obs_mean + obs_std * torch.randn_like(obs_std),
+            obs_mean=obs_mean, obs_std=obs_std,
+            boundary=post["boundary"], boundary_logit=prior_logits, seg_len=post["seg_len"], seg_num=post["seg_num"],
+        )
+        return posterior, prior
+
+    def obs_step(
+        self, state: TensorDict, action: Tensor, embed: Tensor, is_first: Tensor
+    ) -> tuple[TensorDict, TensorDict]:
+        """One online step: boundary from the (regularised) prior detector, state posterior from ``embed``."""
+        B = embed.shape[0]
+        self._check("embed", embed, (B, self.embed_dim))
+        self._check("action", action, (B, self.action_dim))
+        self._check("is_first", is_first, (B, 1))
+        k = (~is_first.bool()).to(embed.dtype)
+        prev = {key: state[key] * k for key in VTA_STATE_KEYS}
+        prev["abs_std"] = prev["abs_std"] + (1.0 - k)
+        prev["obs_std"] = prev["obs_std"] + (1.0 - k)
+        action = action * k
+        forced = prev["seg_num"] < 0.5
+        logits = self._prior_boundary_logits(prev, action)
+        read, logits = self._sample_boundary(logits, forced, self._gumbel((B, 2), embed))
+        abs_part, obs_part = self._embed_parts(embed)
+        noise = lambda n: torch.randn(B, n, device=embed.device, dtype=embed.dtype)  # noqa: E731
+        out = self._step(prev, action, read, abs_part, obs_part, noise(self.abs_stoch_dim), noise(self.obs_stoch_dim))
+        out.update(boundary=read, boundary_logit=logits)
+        posterior = self._state((B,), **out)
+        abs_mean, abs_std = self.prior_abs.mean_std(out["abs_belief"])
+        obs_mean, obs_std = self.prior_obs.mean_std(out["obs_belief"])
+        prior = posterior.clone(False)
+        prior.update(dict(abs_mean=abs_mean, abs_std=abs_std, obs_mean=obs_mean, obs_std=obs_std,
+                          abs_stoch=abs_mean + abs_std * torch.randn_like(abs_std),
+                          obs_stoch=obs_mean + obs_std * torch.randn_like(obs_std)))
+        return posterior, prior
+
+    def img_step(self, state: TensorDict, action: Tensor) -> TensorDict:
+        """Prior step for imagination; boundary sampled from the prior detector. Any leading batch shape."""
+        if action.shape[-1] != self.action_dim:
+            raise ValueError(f"action must end with action_dim={self.action_dim}, got {tuple(action.shape)}")
+        lead = action.shape[:-1]
+        if tuple(state.batch_size) != tuple(lead):
+            raise ValueError(f"state batch {tuple(state.batch_size)} and action batch {tuple(lead)} differ")
+        prev = {key: state[key].reshape(-1, state[key].shape[-1]) for key in VTA_STATE_KEYS}
+        a = action.reshape(-1, self.action_dim)
+        n = a.shape[0]
+        forced = prev["seg_num"] < 0.5
+        logits = self._prior_boundary_logits(prev, a)
+        read, logits = self._sample_boundary(logits, forced, self._gumbel((n, 2), a))
+        out = self._step(prev, a, read, None, None,
+                         torch.randn(n, self.abs_stoch_dim, dtype=a.dtype, device=a.device),
+                         torch.randn(n, self.obs_stoch_dim, dtype=a.dtype, device=a.device))
+        out.update(boundary=read, boundary_logit=logits)
+        return self._state(lead, **{k: v.reshape(*lead, v.shape[-1]) for k, v in out.items()})
+
+    def kl_loss(
+        self, posterior: TensorDict, prior: TensorDict, *, free_bits: float = 1.0, dyn_scale: float = 0.5,
+        rep_scale: float = 0.1,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Boundary-weighted KL balancing with free bits, per step ``[B, T]``.
+
+        ``loss = READ * [dyn_scale * max(fb, KL_z(sg q || p)) + rep_scale * max(fb, KL_z(q || sg p))]
+        + dyn_scale * max(fb, KL_s(sg q || p)) + rep_scale * max(fb, KL_s(q || sg p))
+        + dyn_scale * KL_m(sg q || p) + rep_scale * KL_m(q || sg p)
+        + boundary_scale * KL(Bern(q(READ)) || Bern(boundary_rate))``
+
+        ``z`` is the abstract latent (its KL counts only where a segment starts; on COPY the state
+        is a copy and contributes nothing), ``s`` the observation latent, ``m`` the boundary.
+
+        Returns:
+            ``loss [B, T]`` and detached metrics, all ``[B, T]``: ``kl`` (raw ``READ * KL_z + KL_s +
+            KL_m``), ``kl_abs`` (raw, unweighted), ``kl_obs``, ``kl_boundary``, ``boundary_kl`` (the
+            rate prior's Bernoulli KL, zeros when off), ``read_rate`` (the READ flags), ``read_prob``.
+        """
+        if free_bits < 0:
+            raise ValueError(f"free_bits must be >= 0, got {free_bits!r}")
+        for key in ("abs_mean", "obs_mean", "boundary_logit"):
+            if posterior[key].shape != prior[key].shape:
+                raise ValueError(f"posterior {key} {tuple(posterior[key].shape)} and prior {tuple(prior[key].shape)} differ")
+        q, p = posterior, prior
+        read = q["boundary"][..., 0]
+
+        def balanced(kl_fn, qa, qb, pa, pb):
+            dyn = kl_fn(qa.detach(), qb.detach(), pa, pb)
+            rep = kl_fn(qa, qb, pa.detach(), pb.detach())
+            return dyn, rep
+
+        dyn_z, rep_z = balanced(_gauss_kl, q["abs_mean"], q["abs_std"], p["abs_mean"], p["abs_std"])
+        dyn_s, rep_s = balanced(_gauss_kl, q["obs_mean"], q["obs_std"], p["obs_mean"], p["obs_std"])
+        dyn_m = _cat_kl(q["boundary_logit"].detach(), p["boundary_logit"])
+        rep_m = _cat_kl(q["boundary_logit"], p["boundary_logit"].detach())
+        loss = (
+            read * (dyn_scale * dyn_z.clamp_min(free_bits) + rep_scale * rep_z.clamp_min(free_bits))
+            + dyn_scale * dyn_s.clamp_min(free_bits) + rep_scale * rep_s.clamp_min(free_bits)
+            + dyn_scale * dyn_m + rep_scale * rep_m
+        )
+        read_prob = torch.softmax(q["boundary_logit"], -1)[..., 0]
+        first = (q["seg_num"][..., 0] < 1.5) & (read > 0.5)  # forced first READ: no rate prior
+        if self.boundary_scale > 0:
+            rate_kl = bernoulli_kl(read_prob, self.boundary_rate) * (~first).to(read_prob.dtype)
+            loss = loss + self.boundary_scale * rate_kl
+        else:
+            rate_kl = torch.zeros_like(read_prob)
+        metrics = {
+            "kl": (read * dyn_z + dyn_s + dyn_m).detach(),
+            "kl_abs": dyn_z.detach(),
+            "kl_obs": dyn_s.detach(),
+            "kl_boundary": dyn_m.detach(),
+            "boundary_kl": rate_kl.detach(),
+            "read_rate": read.detach(),
+            "read_prob": read_prob.detach(),
+        }
+        return loss, metrics
+
+    def entropy(self, state: TensorDict) -> Tensor:
+        """Entropy of the two diagonal Gaussians, ``sum(log std) + D/2 * log(2 pi e)``, ``[..., 1]``."""
+        d = state["abs_std"].shape[-1] + state["obs_std"].shape[-1]
+        logs = state["abs_std"].log().sum(-1, keepdim=True) + state["obs_std"].log().sum(-1, keepdim=True)
+        return logs + 0.5 * d * math.log(2 * math.pi * math.e)
+
+    def uncertainty(self, state: TensorDict) -> Tensor:
+        """Mean std of the observation-level latent, ``[..., 1]``.
+
+        The observation level is the one that changes every step (the abstract latent is copied
+        inside a segment), so its std is the per-step spread that intrinsic rewards read as
+        ``Std(s')``.
+        """
+        return state["obs_std"].mean(-1, keepdim=True)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def jumpy_generation(self, state: TensorDict, steps: int) -> TensorDict:
+        """Abstract-level rollout from ``state [B]``: every step is a READ, one step = one segment.
+
+        The observation level is re-initialised at each READ (its first step of the segment is
+        returned, so a decoder can render one frame per segment). Actions are zeros.
+
+        Returns:
+            TensorDict ``[B, steps]`` with the VTA state keys.
+        """
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps!r}")
+        B = state.batch_size[0]
+        prev = {key: state[key] for key in VTA_STATE_KEYS}
+        ref = prev["abs_belief"]
+        read = torch.ones(B, 1, dtype=ref.dtype, device=ref.device)
+        a = torch.zeros(B, self.action_dim, dtype=ref.dtype, device=ref.device)
+        logit = torch.tensor([_FORCED_READ_LOGIT, -_FORCED_READ_LOGIT], dtype=ref.dtype, device=ref.device).expand(B, 2)
+        outs = []
+        for _ in range(steps):
+            out = self._step(prev, a, read, None, None, torch.randn_like(prev["abs_stoch"]), torch.randn_like(prev["obs_stoch"]))
+            out.update(boundary=read, boundary_logit=logit)
+            outs.append(out)
+            prev = out
+        return self._state((B, steps), **{k: torch.stack([o[k] for o in outs], 1) for k in VTA_STATE_KEYS})
+
+    @torch.no_grad()
+    def full_generation(self, state: TensorDict, steps: int, action: Tensor | None = None) -> TensorDict:
+        """Frame-level rollout from ``state [B]``: both levels step, boundaries from the prior.
+
+        Args:
+            state: start state ``[B]``.
+            steps: number of steps.
+            action: optional ``[B, steps, A]`` actions (zeros when None).
+
+        Returns:
+            TensorDict ``[B, steps]`` with the VTA state keys.
+        """
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps!r}")
+        B = state.batch_size[0]
+        if action is None:
+            action = torch.zeros(B, steps, self.action_dim, dtype=state["abs_belief"].dtype, device=state.device)
+        self._check("action", action, (B, steps, self.action_dim))
+        outs, cur = [], state
+        for t in range(steps):
+            cur = self.img_step(cur, action[:, t])
+            outs.append(cur)
+        return torch.stack(outs, 1)

@@ -1,0 +1,99 @@
+"""Boundary options shared by both VTA variants: validation, schedules and the update counter."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from imwm.vta.boundary import check_boundary_options, force_scale_at, temperature_at
+
+__all__ = ["BoundaryOptions", "BOUNDARY_OPTION_DEFAULTS"]
+
+# Every option is a constructor kwarg of VTADynamics / VTAOriginal and a config key of the same name.
+BOUNDARY_OPTION_DEFAULTS = dict(
+    max_seg_len=10,
+    max_seg_num=5,
+    boundary_temp=1.0,
+    boundary_temp_min=1.0,
+    boundary_temp_anneal_rate=0.0,
+    boundary_force_scale=10.0,
+    boundary_force_schedule="constant",
+    boundary_force_start=1.0,
+    boundary_force_decay_updates=0,
+    boundary_rate=0.0,
+    boundary_scale=0.0,
+)
+
+
+class BoundaryOptions(nn.Module):
+    """Holds the boundary options and turns the update counter into a temperature and force scale.
+
+    The trainer (or agent) calls :meth:`set_progress` with the number of updates done; the counter
+    is a buffer, so it is saved in ``state_dict`` and a restored model continues the schedules
+    where they stopped. Options are validated here, with errors that name the option.
+    """
+
+    def _init_boundary_options(self, **options) -> None:
+        unknown = set(options) - set(BOUNDARY_OPTION_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown boundary options {sorted(unknown)}; valid: {sorted(BOUNDARY_OPTION_DEFAULTS)}")
+        opts = {**BOUNDARY_OPTION_DEFAULTS, **options}
+        for key in ("max_seg_len", "max_seg_num", "boundary_force_decay_updates"):
+            value = opts[key]
+            if isinstance(value, float) and value.is_integer():
+                opts[key] = int(value)
+        check_boundary_options(
+            max_seg_len=opts["max_seg_len"],
+            max_seg_num=opts["max_seg_num"],
+            force_scale=opts["boundary_force_scale"],
+            temp=opts["boundary_temp"],
+        )
+        # evaluate both schedules once so a bad schedule option fails at construction
+        force_scale_at(
+            0,
+            force_scale=opts["boundary_force_scale"],
+            schedule=opts["boundary_force_schedule"],
+            start=opts["boundary_force_start"],
+            decay_updates=opts["boundary_force_decay_updates"],
+        )
+        temperature_at(
+            0, temp=opts["boundary_temp"], temp_min=opts["boundary_temp_min"], anneal_rate=opts["boundary_temp_anneal_rate"]
+        )
+        if not 0.0 <= opts["boundary_rate"] < 1.0:
+            raise ValueError(f"boundary_rate must be in [0, 1), got {opts['boundary_rate']!r}")
+        if opts["boundary_scale"] < 0:
+            raise ValueError(f"boundary_scale must be >= 0, got {opts['boundary_scale']!r}")
+        if opts["boundary_scale"] > 0 and opts["boundary_rate"] <= 0:
+            raise ValueError("boundary_scale > 0 needs a boundary_rate in (0, 1)")
+        for key, value in opts.items():
+            setattr(self, key, value)
+        self.register_buffer("progress", torch.zeros((), dtype=torch.long))
+
+    def boundary_options(self) -> dict:
+        """The options as a plain dict (config keys -> values)."""
+        return {key: getattr(self, key) for key in BOUNDARY_OPTION_DEFAULTS}
+
+    def set_progress(self, update: int) -> None:
+        """Tell the model how many updates have been done (drives the force and temperature schedules)."""
+        if update < 0:
+            raise ValueError(f"update must be >= 0, got {update!r}")
+        self.progress.fill_(int(update))
+
+    @property
+    def current_temp(self) -> float:
+        return temperature_at(
+            int(self.progress),
+            temp=self.boundary_temp,
+            temp_min=self.boundary_temp_min,
+            anneal_rate=self.boundary_temp_anneal_rate,
+        )
+
+    @property
+    def current_force_scale(self) -> float:
+        return force_scale_at(
+            int(self.progress),
+            force_scale=self.boundary_force_scale,
+            schedule=self.boundary_force_schedule,
+            start=self.boundary_force_start,
+            decay_updates=self.boundary_force_decay_updates,
+        )

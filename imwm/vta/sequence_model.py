@@ -1,0 +1,133 @@
+"""A small DreamerV3-style world model around :class:`VTADynamics`, for video without rewards.
+
+Used by ``scripts/train_vta.py vta=dreamer`` to train the DreamerV3-integrated VTA on recorded
+sequences (Moving Shapes) and measure its boundaries the same way as :class:`VTAOriginal`. The
+agent's full world model (``imwm.world_model``) plugs VTADynamics in the same way through the
+Dynamics protocol; this one only keeps what video needs: encoder -> VTADynamics -> decoder.
+
+- encoder: 4 x [Conv2d(k=4, s=2, p=1) -> channel LayerNorm -> SiLU] -> Flatten -> Linear (DreamerV3 style);
+- decoder: Linear -> 4 transposed convs (LayerNorm + SiLU between), mean frame in ``x / 255 - 0.5`` units;
+- loss per step: ``0.5 * ||x - x_hat||^2`` summed over pixels (unit-variance Gaussian, as DreamerV3's
+  image MSE) + ``VTADynamics.kl_loss(free_bits, dyn_scale, rep_scale)``.
+
+``forward(obs [B, T, C, H, W] uint8)`` returns the same keys as :meth:`VTAOriginal.forward`
+(``kl_mask`` is the categorical boundary KL here).
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+from torch import Tensor, nn
+
+from imwm.vta.dynamics import VTADynamics
+
+__all__ = ["VTASequenceModel"]
+
+
+class _ChannelNorm(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class VTASequenceModel(nn.Module):
+    """Encoder + :class:`VTADynamics` + decoder trained on unlabelled video (see module docstring).
+
+    Args:
+        image_size, channels, cnn_depth, embed_dim: image geometry and encoder/decoder widths.
+        free_bits, dyn_scale, rep_scale: DreamerV3 KL balancing passed to ``kl_loss``.
+        **dynamics_kwargs: every other kwarg goes to :class:`VTADynamics` (sizes and boundary
+            options; ``action_dim`` is 1 and ``embed_dim`` is set here).
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 64,
+        channels: int = 3,
+        cnn_depth: int = 16,
+        embed_dim: int = 256,
+        free_bits: float = 1.0,
+        dyn_scale: float = 0.5,
+        rep_scale: float = 0.1,
+        **dynamics_kwargs,
+    ):
+        super().__init__()
+        if image_size < 16 or image_size % 16:
+            raise ValueError(f"image_size must be a multiple of 16, got {image_size!r}")
+        self.image_size, self.channels = image_size, channels
+        self.free_bits, self.dyn_scale, self.rep_scale = float(free_bits), float(dyn_scale), float(rep_scale)
+        self.dynamics = VTADynamics(action_dim=1, embed_dim=embed_dim, **dynamics_kwargs)
+        layers, cin = [], channels
+        for i in range(4):
+            cout = cnn_depth * 2**i
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1), _ChannelNorm(cout), nn.SiLU()]
+            cin = cout
+        base = image_size // 16
+        self.encoder = nn.Sequential(*layers, nn.Flatten(), nn.Linear(cin * base * base, embed_dim))
+        self._base, self._cin = base, cin
+        self.decoder_in = nn.Linear(self.dynamics.feat_dim, cin * base * base)
+        dec = []
+        for i in (2, 1, 0):
+            cout = cnn_depth * 2**i
+            dec += [nn.ConvTranspose2d(cin, cout, 4, 2, 1), _ChannelNorm(cout), nn.SiLU()]
+            cin = cout
+        dec.append(nn.ConvTranspose2d(cin, channels, 4, 2, 1))
+        self.decoder = nn.Sequential(*dec)
+
+    # boundary-option interface of VTAOriginal, delegated to the dynamics
+    def set_progress(self, update: int) -> None:
+        self.dynamics.set_progress(update)
+
+    @property
+    def current_temp(self) -> float:
+        return self.dynamics.current_temp
+
+    @property
+    def current_force_scale(self) -> float:
+        return self.dynamics.current_force_scale
+
+    def boundary_options(self) -> dict:
+        return self.dynamics.boundary_options()
+
+    def forward(self, obs: Tensor) -> TensorDict:
+        want = (self.channels, self.image_size, self.image_size)
+        if obs.dim() != 5 or tuple(obs.shape[2:]) != want:
+            raise ValueError(f"obs must be [B, T, {want[0]}, {want[1]}, {want[2]}], got shape {tuple(obs.shape)}")
+        B, T = obs.shape[:2]
+        x = obs.float() / 255.0 - 0.5 if obs.dtype == torch.uint8 else obs.float()
+        embed = self.encoder(x.flatten(0, 1)).view(B, T, -1)
+        action = embed.new_zeros(B, T, 1)
+        is_first = torch.zeros(B, T, 1, dtype=torch.bool, device=obs.device)
+        is_first[:, 0] = True
+        post, prior = self.dynamics.observe(embed, action, is_first)
+        feat = self.dynamics.get_feat(post)
+        h = self.decoder_in(feat.flatten(0, 1)).view(B * T, self._cin, self._base, self._base)
+        recon = self.decoder(h).view_as(x)
+        obs_cost = 0.5 * (recon - x).pow(2).flatten(2).sum(-1)
+        kl, m = self.dynamics.kl_loss(
+            post, prior, free_bits=self.free_bits, dyn_scale=self.dyn_scale, rep_scale=self.rep_scale
+        )
+        read = post["boundary"]
+        return TensorDict(
+            {
+                "loss": (obs_cost + kl).mean(),
+                "obs_cost": obs_cost,
+                "kl_abs": m["kl_abs"] * read[..., 0].detach(),
+                "kl_abs_raw": m["kl_abs"],
+                "kl_obs": m["kl_obs"],
+                "kl_mask": m["kl_boundary"],
+                "boundary_kl": m["boundary_kl"],
+                "boundary": read,
+                "read_prob": m["read_prob"].unsqueeze(-1),
+                "prior_read_prob": torch.softmax(prior["boundary_logit"], -1)[..., :1],
+                "seg_len": post["seg_len"],
+                "seg_num": post["seg_num"],
+                "recon": recon,
+            },
+            batch_size=[],
+        )
