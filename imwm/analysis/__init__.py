@@ -6,6 +6,9 @@
   permutation p-value, periodic baseline, ROC AUC of the READ probability, Cohen's d.
 - ``events``: per-step events: top-p% frame change, reward, score change, life loss, episode end.
 - ``figures``: ``boundary_grid.png``, ``boundary_internal.png``, ``boundary_fired.png``.
+- ``restore``: rebuild a model from a run folder's saved config (+ checked overrides).
+- ``rollout``: traces (per-step boundary, read_prob, seg_len, seg_num, KLs, env signals).
+- ``report``: collect, evaluate and print what the two scripts show.
 """
 
 from imwm.analysis.boundary_truth import (
@@ -30,6 +33,7 @@ from imwm.analysis.figures import (
     plot_boundary_internal,
     select_window,
 )
+from imwm.analysis.restore import RestoredRun, restore_run
 from imwm.analysis.metrics import (
     METRIC_KEYS,
     aggregate_episodes,
@@ -40,6 +44,8 @@ from imwm.analysis.metrics import (
 )
 
 __all__ = [
+    "RestoredRun",
+    "restore_run",
     "plot_all",
     "plot_boundary_fired",
     "plot_boundary_grid",

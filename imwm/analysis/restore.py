@@ -13,7 +13,7 @@ periodic. Here the only source of options is the run folder's own resolved ``con
   tensors that no longer fit. Keys that fix the input geometry (``SHAPE_CHANGING_KEYS``) are
   refused outright, because a wrong frame size can go unnoticed by a convolution.
 
-Two kinds of run folder are known (``detect_run_kind``): the original-VTA trainer
+Two kinds of run folder are known (``detect_run_kind``): the VTA trainer on Moving Shapes
 (``scripts/train_vta.py``, builder ``imwm.training.vta_run.build_vta_model``) and the Atari /
 DreamerV3 agent (``scripts/train.py``, builder ``imwm.training.build_model.build_agent``).
 """
@@ -33,6 +33,7 @@ __all__ = [
     "RestoredRun",
     "load_run_config",
     "parse_overrides",
+    "split_overrides",
     "apply_overrides",
     "check_state_dict_fits",
     "detect_run_kind",
@@ -72,6 +73,16 @@ def _leaves(tree: Mapping, prefix: str = "") -> dict[str, Any]:
         else:
             out[full] = value
     return out
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split a command line into ``(flags, overrides)``: an override is a token with ``=`` that
+    does not start with ``-`` (``dynamics.max_seg_len=50``), wherever it stands, so that it is
+    never swallowed by a flag taking several values (``--delta_percentile 90 95``)."""
+    flags, overrides = [], []
+    for token in argv:
+        (overrides if "=" in token and not token.startswith("-") else flags).append(token)
+    return flags, overrides
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -156,7 +167,7 @@ class RestoredRun:
 
     Attributes:
         run_dir: the folder.
-        kind: ``"vta_original"`` or ``"agent"`` (see :func:`detect_run_kind`).
+        kind: ``"vta_run"`` or ``"agent"`` (see :func:`detect_run_kind`).
         config: the config the model was built with (saved config + overrides).
         saved_config: the config as saved by the trainer.
         changes: ``(key, saved_value, new_value)`` per override.
@@ -174,16 +185,17 @@ class RestoredRun:
 
 
 def detect_run_kind(config: Mapping) -> str:
-    """``"vta_original"`` for ``train_vta.py`` runs, ``"agent"`` for ``train.py`` runs."""
+    """``"vta_run"`` for ``train_vta.py`` runs (Moving Shapes; either VTA variant, per
+    ``vta.variant``), ``"agent"`` for ``train.py`` runs (Atari / gym with the DreamerV3 agent)."""
     if "agent" in config and "dynamics" in config and "env" in config:
         return "agent"
-    if "vta" in config or "data" in config:
-        return "vta_original"
+    if "vta" in config and "data" in config:
+        return "vta_run"
     raise ValueError(f"cannot tell what trained this run: config has top-level keys {sorted(config)}; "
                      f"expected train.py's (env, dynamics, agent, ...) or train_vta.py's")
 
 
-def _build_vta_original(config: Mapping) -> tuple[nn.Module, str]:
+def _build_vta_run(config: Mapping) -> tuple[nn.Module, str]:
     from imwm.training.vta_run import build_vta_model
 
     return build_vta_model(config), "model"
@@ -196,7 +208,7 @@ def _build_agent(config: Mapping) -> tuple[nn.Module, str]:
 
 
 BUILDERS: dict[str, Callable[[Mapping], tuple[nn.Module, str]]] = {
-    "vta_original": _build_vta_original,
+    "vta_run": _build_vta_run,
     "agent": _build_agent,
 }
 

@@ -1,0 +1,91 @@
+"""The viz / eval scripts on a real (tiny) train_vta run folder: the config restore contract."""
+
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from imwm.analysis.restore import restore_run
+from imwm.training.vta_run import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def vta_run(tmp_path_factory):
+    """A tiny original-VTA run trained with NON-default max_seg_len=37 and force scale 3.5."""
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny_vta"
+    with initialize_config_dir(config_dir=os.path.join(ROOT, "configs"), version_base="1.3"):
+        cfg = compose("train_vta", overrides=[
+            f"run_dir={run_dir}", "vta.max_seg_len=37", "vta.boundary_force_scale=3.5",
+            "vta.cnn_depth=4", "vta.embed_dim=16", "vta.belief_dim=16", "vta.hidden_dim=16",
+            "vta.state_dim=4", "train.updates=2", "train.eval_every=0", "data.batch_size=2",
+            "data.seq_len=12", "data.heldout_sequences=3",
+        ])
+    train(cfg)
+    return str(run_dir)
+
+
+def test_restore_uses_the_training_config_not_defaults(vta_run, capsys):
+    restored = restore_run(vta_run)
+    assert restored.model.max_seg_len == 37 and restored.model.boundary_force_scale == 3.5
+    assert not restored.model.training
+    restored = restore_run(vta_run, ["vta.boundary_force_scale=0.0"])
+    assert restored.model.boundary_force_scale == 0.0 and restored.model.max_seg_len == 37
+    assert "override vta.boundary_force_scale: 3.5 -> 0.0" in capsys.readouterr().out
+
+
+def test_viz_script_restores_max_seg_len_and_writes_three_figures(vta_run, tmp_path, capsys):
+    viz = _script("vta_boundary_viz")
+    out = viz.main(["--run", vta_run, "--length", "8", "--out_dir", str(tmp_path), "--window", "reward_or_delta"])
+    assert out["boundary_options"]["max_seg_len"] == 37
+    assert out["restored"].model.max_seg_len == 37
+    for name in ("boundary_grid", "boundary_internal", "boundary_fired"):
+        assert os.path.getsize(out["paths"][name]) > 1000
+    assert "max_seg_len=37" in capsys.readouterr().out
+    # an analysis-time override wins, and is reported with the value it replaces
+    out = viz.main(["--run", vta_run, "--length", "8", "--out_dir", str(tmp_path), "vta.max_seg_len=5"])
+    assert out["restored"].model.max_seg_len == 5
+    assert "override vta.max_seg_len: 37 -> 5" in capsys.readouterr().out
+
+
+def test_shape_changing_and_unknown_overrides_are_refused(vta_run, tmp_path):
+    viz = _script("vta_boundary_viz")
+    with pytest.raises(ValueError, match=r"vta.belief_dim=32 \(trained: 16\) change the model's shapes"):
+        viz.main(["--run", vta_run, "--out_dir", str(tmp_path), "vta.belief_dim=32"])
+    with pytest.raises(ValueError, match="'vta.max_seg_lenn' is not a key"):
+        viz.main(["--run", vta_run, "--out_dir", str(tmp_path), "vta.max_seg_lenn=5"])
+    with pytest.raises(SystemExit):  # a stray word is neither a flag nor key=value
+        viz.main(["--run", vta_run, "stray"])
+
+
+def test_eval_script_writes_json_with_truth_and_several_percentiles(vta_run, tmp_path):
+    ev = _script("vta_boundary_eval")
+    out_json = tmp_path / "eval.json"
+    ev.main(["--run", vta_run, "--episodes", "3", "--delta_percentile", "80", "95",
+             "vta.boundary_force_scale=0.0", "--permutations", "20", "--out_json", str(out_json)])
+    data = json.loads(out_json.read_text())  # strict JSON: NaN became null
+    assert data["boundary_options"]["boundary_force_scale"] == 0.0
+    assert data["boundary_options"]["max_seg_len"] == 37
+    assert data["overrides"] == [{"key": "vta.boundary_force_scale", "saved": 3.5, "used": 0.0}]
+    assert set(data["episodes"][0]) == {"delta_p80", "delta_p95", "true_change"}
+    assert len(data["episodes"]) == 3 and data["episode_lengths"] == [12, 12, 12]
+    truth = data["truth"]
+    assert set(truth) >= {"model", "random", "periodic"} and truth["model"]["n_true"] > 0
+    m = data["pooled"]["true_change"]
+    assert m["n_steps"] == 33
+    for key, value in m.items():
+        if value is None:
+            assert key in m["nan_reasons"]
+        elif isinstance(value, float):
+            assert not math.isnan(value)
