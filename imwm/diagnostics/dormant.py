@@ -1,0 +1,313 @@
+"""Dormant-neuron ratio and a monitor that measures it on a training update.
+
+Sokar, Agarwal, Castro & Evci, "The Dormant Neuron Phenomenon in Deep Reinforcement Learning",
+ICML 2023. For a layer with neurons ``i = 1..N`` and activations ``a_i(x)`` over inputs ``x``::
+
+    m_i = E_x |a_i(x)|            s_i = m_i / ((1/N) sum_j m_j)            dormant  <=>  s_i <= tau
+
+and the dormant ratio is the fraction of dormant neurons. A convolutional channel is one neuron:
+its ``m_i`` averages over batch *and* space. A layer whose activations are all zero has every
+neuron dormant (ratio 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+_ACTIVATIONS = (
+    nn.SiLU, nn.ReLU, nn.ELU, nn.GELU, nn.Tanh, nn.LeakyReLU, nn.Mish, nn.Sigmoid, nn.Softplus, nn.CELU, nn.SELU,
+)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_LINEARS = (nn.Linear,)
+
+
+def check_tau(tau: float) -> float:
+    """``float(tau)`` or a ``ValueError`` if ``tau`` is outside [0, 1]."""
+    tau = float(tau)
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"dormant tau must be in [0, 1], got {tau}")
+    return tau
+
+
+def _per_neuron_sums(activations: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, int]:
+    a = activations.detach().abs().float().movedim(channel_dim, -1)
+    flat = a.reshape(-1, a.shape[-1])
+    return flat.sum(0), flat.shape[0]
+
+
+def scores_from_means(mean_abs: torch.Tensor) -> torch.Tensor:
+    """``s_i = m_i / mean_j m_j`` (0 where the whole layer is 0)."""
+    layer_mean = mean_abs.mean()
+    return torch.where(layer_mean > 0, mean_abs / layer_mean.clamp_min(torch.finfo(mean_abs.dtype).tiny), 0.0)
+
+
+def neuron_scores(activations: torch.Tensor, channel_dim: int = -1) -> torch.Tensor:
+    """Scores ``s_i`` of every neuron; all other dims (batch, time, space) are averaged over.
+
+    Args:
+        activations: a layer's outputs, e.g. ``[B, N]`` (dense) or ``[B, C, H, W]`` (conv).
+        channel_dim: the neuron dim (``-1`` dense; ``1`` or ``-3`` for ``[B, C, H, W]``).
+    """
+    if activations.ndim < 1 or activations.numel() == 0:
+        raise ValueError(f"activations must be a non-empty tensor, got shape {tuple(activations.shape)}")
+    sums, count = _per_neuron_sums(activations, channel_dim)
+    return scores_from_means(sums / count)
+
+
+def dormant_ratio(activations: torch.Tensor, tau: float = 0.025, channel_dim: int = -1) -> torch.Tensor:
+    """Fraction of dormant neurons (``s_i <= tau``) of one layer, a 0-d tensor.
+
+    Example:
+        >>> a = torch.ones(8, 4); a[:, 0] = 0.0          # one dead unit of four
+        >>> dormant_ratio(a).item()
+        0.25
+        >>> dormant_ratio(torch.ones(2, 3, 5, 5), channel_dim=1).item()   # 3 channels, none dormant
+        0.0
+    """
+    tau = check_tau(tau)
+    return (neuron_scores(activations, channel_dim) <= tau).float().mean()
+
+
+@dataclass
+class _Layer:
+    """Accumulates ``sum_x |a_i(x)|`` and the count of ``x`` over every call during a measurement."""
+
+    name: str  # metric suffix, e.g. "world_rew_layer0"
+    group: str  # "world", "actor", "critic"
+    channel_dim: int = -1
+    conv_channels: int | None = None
+    module: nn.Module | None = None  # activation module (for ReDo)
+    sums: torch.Tensor | None = None
+    count: int = 0
+    keys: tuple = field(default_factory=tuple)
+
+    def add(self, value: torch.Tensor) -> None:
+        dim = self.channel_dim
+        if self.conv_channels is not None:
+            # conv activations: channels-first [.., C, H, W], or channels-last if a norm permuted them
+            dim = -3 if value.ndim >= 3 and value.shape[-3] == self.conv_channels else -1
+        sums, count = _per_neuron_sums(value, dim)
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.count += count
+
+    def scores(self) -> torch.Tensor | None:
+        return None if self.sums is None else scores_from_means(self.sums / max(self.count, 1))
+
+
+# Where each part lives on imwm's DreamerAgent, and the prefix of its per-layer metrics.
+_WORLD_PARTS = (
+    ("encoder", "world_enc_layer"),
+    ("dynamics", "world_dyn_layer"),
+    ("decoder", "world_dec_layer"),
+    ("reward_head", "world_rew_layer"),
+    ("continue_head", "world_cont_layer"),
+)
+_DETER_KEYS = ("deter", "abs_belief", "obs_belief")  # RSSM, VTA
+_STOCH_KEYS = ("stoch", "abs_stoch", "obs_stoch")
+
+
+class DormantMonitor:
+    """Dormant-neuron ratios of world model, actor and critic, measured on one training update.
+
+    Forward hooks are attached only inside :meth:`track` (or :meth:`step` when the update is due)
+    and removed on exit, so the monitor costs nothing between measurements. Per neuron it keeps
+    a running ``sum |a|`` and a count over every forward call of the measured code (the actor and
+    critic run on imagined states, the world model on the replay batch), so no activation is stored.
+
+    Measured layers: every activation module (SiLU, ReLU, ELU, ...) of the encoder, dynamics,
+    decoder, reward head, continue head, actor and critic; plus the encoder output (tokens) and
+    the posterior ``deter`` / ``stoch`` of ``dynamics.observe`` / ``obs_step`` (VTA: the beliefs /
+    samples of both levels pooled), recorded by wrapping those two methods for the measurement.
+
+    Metrics (SPEC.md section 6), 0-d tensors, after a measurement:
+    ``dormant/world_tokens``, ``dormant/world_deter``, ``dormant/world_stoch``,
+    ``dormant/world_penultimate`` (the decoder's last hidden layer, the features its output layer
+    reads; the reward head's if there is no decoder), ``dormant/world_all`` (pooled over every
+    world-model neuron above), ``dormant/world_{enc,dyn,dec,rew,cont}_layer{i}``,
+    ``dormant/actor_layer{i}``, ``dormant/actor_all``, ``dormant/critic_layer{i}``,
+    ``dormant/critic_all``. ``*_all`` pool neurons (dormant count / neuron count), they do not
+    average layer ratios.
+
+    Args:
+        agent: an object with ``world_model`` (with ``encoder``, ``dynamics``, ``decoder``,
+            ``reward_head``, ``continue_head``; missing parts are skipped), ``actor``, ``critic``.
+        tau: dormancy threshold in [0, 1] (paper and SPEC: 0.025).
+        every: measure every ``every`` updates in :meth:`step` (>= 1).
+        modules: instead of ``agent``, explicit ``{"world": {part: module}, "actor": module,
+            "critic": module}``; part names as the attribute names above.
+
+    Example:
+        >>> monitor = DormantMonitor(agent, tau=0.025, every=1000)          # doctest: +SKIP
+        >>> metrics, signals = monitor.step(update, agent.train_step, batch)  # doctest: +SKIP
+        >>> metrics.update(monitor.pop_metrics())                           # doctest: +SKIP
+    """
+
+    def __init__(self, agent: Any = None, *, tau: float = 0.025, every: int = 1000, modules: dict | None = None):
+        self.tau = check_tau(tau)
+        if int(every) != every or every < 1:
+            raise ValueError(f"dormant every must be an integer >= 1, got {every}")
+        self.every = int(every)
+        if (agent is None) == (modules is None):
+            raise ValueError("DormantMonitor needs exactly one of agent= or modules=")
+        if modules is None:
+            world = getattr(agent, "world_model", None)
+            if world is None or not hasattr(agent, "actor") or not hasattr(agent, "critic"):
+                raise ValueError("DormantMonitor(agent): the agent must have world_model, actor and critic attributes")
+            modules = {
+                "world": {part: getattr(world, part) for part, _ in _WORLD_PARTS if getattr(world, part, None) is not None},
+                "actor": agent.actor,
+                "critic": agent.critic,
+            }
+        self.modules = modules
+        self.redo = None  # set by imwm.diagnostics.redo.ReDo
+        self._handles: list = []
+        self._patched: list = []
+        self._layers: list[_Layer] = []
+        self._metrics: dict[str, torch.Tensor] = {}
+        self.last_scores: dict[str, tuple[torch.Tensor, nn.Module | None]] = {}
+
+    # -- structure --------------------------------------------------------------------------------
+    @staticmethod
+    def _activation_layers(module: nn.Module) -> list[tuple[nn.Module, int, int | None]]:
+        """Activation modules in registration order, with the kind of the layer feeding them."""
+        found, last = [], None
+        for sub in module.modules():
+            if isinstance(sub, _CONVS):
+                last = sub
+            elif isinstance(sub, _LINEARS):
+                last = sub
+            elif isinstance(sub, _ACTIVATIONS):
+                conv_channels = last.out_channels if isinstance(last, _CONVS) else None
+                found.append((sub, -1, conv_channels))
+        return found
+
+    def _build_layers(self) -> None:
+        self._layers = []
+        for group in ("actor", "critic"):
+            if self.modules.get(group) is None:
+                continue
+            for i, (act, dim, ch) in enumerate(self._activation_layers(self.modules[group])):
+                self._layers.append(_Layer(f"{group}_layer{i}", group, dim, ch, act))
+        for part, prefix in _WORLD_PARTS:
+            module = self.modules.get("world", {}).get(part)
+            if module is None:
+                continue
+            for i, (act, dim, ch) in enumerate(self._activation_layers(module)):
+                self._layers.append(_Layer(f"{prefix}{i}", "world", dim, ch, act))
+
+    def _hook(self, layer: _Layer) -> Callable:
+        def hook(_module, _inputs, output):
+            if isinstance(output, torch.Tensor) and output.numel() > 0:
+                layer.add(output)
+
+        return hook
+
+    # -- measuring --------------------------------------------------------------------------------
+    @property
+    def num_hooks(self) -> int:
+        """Hooks and method wrappers currently attached (0 outside a measurement)."""
+        return len(self._handles) + len(self._patched)
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        """Attach hooks for the code inside the ``with`` block; compute the metrics on exit."""
+        if self.num_hooks:
+            raise RuntimeError("DormantMonitor.track() is not re-entrant")
+        self._build_layers()
+        tokens = _Layer("world_tokens", "world")
+        deter = _Layer("world_deter", "world")
+        stoch = _Layer("world_stoch", "world")
+        try:
+            for layer in self._layers:
+                self._handles.append(layer.module.register_forward_hook(self._hook(layer)))
+            encoder = self.modules.get("world", {}).get("encoder")
+            if encoder is not None:
+                self._handles.append(encoder.register_forward_hook(self._hook(tokens)))
+            dynamics = self.modules.get("world", {}).get("dynamics")
+            if dynamics is not None:
+                self._wrap_dynamics(dynamics, deter, stoch)
+            yield
+        finally:
+            for handle in self._handles:
+                handle.remove()
+            self._handles = []
+            for obj, name in self._patched:
+                del obj.__dict__[name]  # back to the class method
+            self._patched = []
+        self._finish(tokens, deter, stoch)
+
+    def _wrap_dynamics(self, dynamics: nn.Module, deter: _Layer, stoch: _Layer) -> None:
+        def record(posterior) -> None:
+            for keys, layer in ((_DETER_KEYS, deter), (_STOCH_KEYS, stoch)):
+                present = [posterior.get(k) for k in keys if k in posterior.keys()]
+                if present:
+                    layer.add(torch.cat([p.detach() for p in present], -1))
+
+        for name in ("observe", "obs_step"):
+            original = getattr(dynamics, name, None)
+            if original is None or name in dynamics.__dict__:
+                continue
+
+            def wrapped(*args, _original=original, **kwargs):
+                out = _original(*args, **kwargs)
+                record(out[0])
+                return out
+
+            dynamics.__dict__[name] = wrapped
+            self._patched.append((dynamics, name))
+
+    def _finish(self, tokens: _Layer, deter: _Layer, stoch: _Layer) -> None:
+        metrics: dict[str, torch.Tensor] = {}
+        pooled: dict[str, list[torch.Tensor]] = {"world": [], "actor": [], "critic": []}
+        self.last_scores = {}
+        for layer in [tokens, deter, stoch, *self._layers]:
+            scores = layer.scores()
+            if scores is None:
+                continue  # the measured code never ran this layer
+            dormant = scores <= self.tau
+            metrics[f"dormant/{layer.name}"] = dormant.float().mean()
+            pooled[layer.group].append(dormant)
+            self.last_scores[layer.name] = (scores, layer.module)
+        for group, flags in pooled.items():
+            if flags:
+                metrics[f"dormant/{group}_all"] = torch.cat(flags).float().mean()
+        for prefix in ("world_dec_layer", "world_rew_layer"):
+            names = [layer.name for layer in self._layers if layer.name.startswith(prefix)]
+            names = [n for n in names if f"dormant/{n}" in metrics]
+            if names:
+                metrics["dormant/world_penultimate"] = metrics[f"dormant/{names[-1]}"]
+                break
+        self._metrics = metrics
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """Metrics of the last measurement (empty before the first)."""
+        return dict(self._metrics)
+
+    def pop_metrics(self) -> dict[str, torch.Tensor]:
+        """Metrics of the last measurement, then forget them (so a loop logs each once)."""
+        out, self._metrics = self._metrics, {}
+        return out
+
+    def due(self, update: int) -> bool:
+        """Whether :meth:`step` measures at this update (every ``every``, or when ReDo recycles)."""
+        redo_due = self.redo is not None and self.redo.due(update)
+        return update % self.every == 0 or redo_due
+
+    def step(self, update: int, fn: Callable, *args, **kwargs):
+        """Run ``fn(*args, **kwargs)`` (e.g. ``agent.train_step``), measured when :meth:`due`.
+
+        When ReDo is attached and due, it recycles the dormant units right after the measurement.
+        Returns what ``fn`` returns; read the measurement with :meth:`pop_metrics`.
+        """
+        if not self.due(update):
+            return fn(*args, **kwargs)
+        with self.track():
+            out = fn(*args, **kwargs)
+        if self.redo is not None and self.redo.due(update):
+            self._metrics.update(self.redo.recycle())
+        return out
