@@ -181,7 +181,8 @@ def plot_boundary_internal(trace: Mapping[str, Any], path: str, *, start: int = 
     true = trace.get("true_boundary")
     trues = steps[as_flags(true, "true_boundary")[start:stop]] if true is not None else None
     panels = [
-        ("READ probability", [("read_prob", "posterior P(READ)", "black")], (0, 1)),
+        ("READ probability", [("read_prob", "posterior P(READ)", "black"),
+                              ("detector_read_prob", "detector P(READ), before forcing", "tab:olive")], (-0.02, 1.02)),
         ("segment counters", [("seg_len", "seg_len", "tab:purple"), ("seg_num", "seg_num", "tab:orange")], None),
         ("KL (nats)", [("kl_abs", "abstract KL", "tab:red"), ("kl_obs", "observation KL", "tab:blue")], None),
         ("reward", [("reward", "reward", "tab:green")], None),

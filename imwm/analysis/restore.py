@@ -202,9 +202,17 @@ def _build_vta_run(config: Mapping) -> tuple[nn.Module, str]:
 
 
 def _build_agent(config: Mapping) -> tuple[nn.Module, str]:
+    from imwm.envs import make_env
     from imwm.training.build_model import build_agent
 
-    return build_agent(config), "agent"
+    # the env fixes the observation shape and the action count, as in training (imwm.training.loop)
+    env = make_env(**dict(config["env"]), num_envs=1, seed=int(config.get("seed", 0)))
+    try:
+        obs_shape = tuple(env.observation_spec["observation"].shape[1:])
+        action_dim = int(env.action_spec.shape[-1])
+    finally:
+        env.close()
+    return build_agent(config, obs_shape=obs_shape, action_dim=action_dim, device="cpu"), "agent"
 
 
 BUILDERS: dict[str, Callable[[Mapping], tuple[nn.Module, str]]] = {

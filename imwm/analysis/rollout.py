@@ -28,7 +28,8 @@ import torch
 
 from imwm.analysis.events import frame_delta as compute_frame_delta
 
-__all__ = ["rollout_vta_sequences", "heldout_moving_shapes", "trace_slice"]
+__all__ = ["rollout_vta_sequences", "heldout_moving_shapes", "trace_slice", "play_episode",
+           "boundary_trace", "rollout_agent"]
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -110,3 +111,130 @@ def trace_slice(trace: Mapping[str, Any], start: int, stop: int | None = None) -
     length = len(trace["boundary"])
     return {k: (v[start:stop] if isinstance(v, np.ndarray) and v.shape[:1] == (length,) else v)
             for k, v in trace.items()}
+
+
+@torch.no_grad()
+def play_episode(env, *, policy=None, max_steps: int = 1000) -> dict[str, np.ndarray]:
+    """Play one episode of a TorchRL env with batch ``[1]`` and record it in replay layout.
+
+    Record ``t`` holds ``observation`` o_t, the ``action`` that led to it (zeros at t = 0),
+    the ``reward`` received on arriving at it, ``lives`` and ``is_last`` (docs/architecture.md).
+
+    Args:
+        env: e.g. ``imwm.envs.make_env(name="atari", ...)`` with ``num_envs=1``.
+        policy: a TensorDict module writing ``action`` (``agent.policy(1)``, reset here), or
+            ``None`` for uniformly random actions.
+        max_steps: cap on actions taken; the episode is cut (``is_last`` set) when reached.
+    """
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    if policy is not None and hasattr(policy, "reset"):
+        policy.reset()
+    from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
+
+    with set_exploration_type(ExplorationType.RANDOM):  # the actor samples, as when collecting data
+        return _play(env, policy, max_steps, step_mdp)
+
+
+def _play(env, policy, max_steps: int, step_mdp) -> dict[str, np.ndarray]:
+    td = env.reset()
+    action_dim = int(env.action_spec.shape[-1])
+    rec = {"observation": [], "action": [], "reward": [], "lives": [], "is_last": []}
+
+    def record(src, action, reward):
+        rec["observation"].append(_np(src["observation"][0]))
+        rec["action"].append(action)
+        rec["reward"].append(reward)
+        rec["lives"].append(float(src["lives"].reshape(-1)[0]) if "lives" in src.keys() else np.nan)
+
+    record(td, np.zeros(action_dim, np.float32), 0.0)
+    for step in range(max_steps):
+        td = policy(td) if policy is not None else td.set("action", env.action_spec.rand())
+        action = _np(td["action"].reshape(-1, action_dim)[0]).astype(np.float32)
+        td = env.step(td)
+        nxt = td["next"]
+        record(nxt, action, float(nxt["reward"].reshape(-1)[0]))
+        done = bool(nxt["done"].reshape(-1)[0])
+        rec["is_last"].append(done)
+        if done:
+            break
+        td = step_mdp(td)
+    rec["is_last"] = [False] + rec["is_last"]
+    rec["is_last"][-1] = True  # done, or cut at max_steps
+    out = {k: np.stack(v) if k in ("observation", "action") else np.asarray(v) for k, v in rec.items()}
+    out["is_last"] = out["is_last"].astype(bool)
+    return out
+
+
+@torch.no_grad()
+def boundary_trace(world_model, episode: Mapping[str, np.ndarray]) -> dict:
+    """Run ``world_model.encoder`` + ``world_model.dynamics.observe`` over a whole recorded episode.
+
+    The posterior is computed as in training (``observe``: the boundary conv sees the next
+    frame too), in ``eval()`` mode (boundary = the posterior's mode). ``read_prob`` is the READ
+    probability the model acted on (softmax of the stored ``boundary_logit``, after forcing);
+    ``detector_read_prob`` is the posterior detector's own, before forcing.
+
+    Raises:
+        ValueError: when the dynamics has no boundary (``dynamics=rssm``).
+    """
+    dynamics = world_model.dynamics
+    if not hasattr(dynamics, "post_boundary"):
+        raise ValueError(f"this run's dynamics is {type(dynamics).__name__}, which has no boundary; "
+                         f"boundary analysis needs a run trained with dynamics=vta")
+    ref = next(world_model.parameters())
+    obs = torch.as_tensor(episode["observation"], device=ref.device)
+    embed = torch.cat([world_model.encoder(chunk) for chunk in obs.split(256)], 0).unsqueeze(0)
+    action = torch.as_tensor(episode["action"], device=ref.device, dtype=ref.dtype).unsqueeze(0)
+    is_first = torch.zeros(1, obs.shape[0], 1, dtype=torch.bool, device=ref.device)
+    is_first[:, 0] = True
+    posterior, prior = dynamics.observe(embed, action, is_first)
+    _, metrics = dynamics.kl_loss(posterior, prior, free_bits=0.0, dyn_scale=1.0, rep_scale=1.0)
+    detector = torch.softmax(dynamics.post_boundary(embed), -1)[..., 0]
+    frames = episode["observation"]
+    trace = {
+        "frames": frames,
+        "boundary": _np(posterior["boundary"][0, :, 0]) > 0.5,
+        "read_prob": _np(torch.softmax(posterior["boundary_logit"][0], -1)[:, 0]).astype(np.float64),
+        "detector_read_prob": _np(detector[0]).astype(np.float64),
+        "seg_len": _np(posterior["seg_len"][0, :, 0]).astype(np.float64),
+        "seg_num": _np(posterior["seg_num"][0, :, 0]).astype(np.float64),
+        "kl_abs": _np(metrics["kl_abs"][0]).astype(np.float64),
+        "kl_obs": _np(metrics["kl_obs"][0]).astype(np.float64),
+        "frame_delta": compute_frame_delta(frames),
+    }
+    for key in ("reward", "lives", "is_last"):
+        trace[key] = episode[key]
+    trace["raw_reward"] = episode["reward"]  # the env's reward is the raw ALE score change
+    trace["action"] = episode["action"].argmax(-1)
+    return trace
+
+
+@torch.no_grad()
+def rollout_agent(agent, config: Mapping[str, Any], *, episodes: int, seed: int = 0, max_steps: int = 1000,
+                  policy: str = "agent") -> list[dict]:
+    """Fresh episodes of the run's env, played by the trained actor (or randomly), then traced.
+
+    Episode ``i`` uses a new env seeded ``seed + i`` (never the training seeds' stream). The
+    actor samples its actions (as when collecting data); ``policy="random"`` acts uniformly.
+    """
+    from imwm.envs import make_env
+
+    if policy not in ("agent", "random"):
+        raise ValueError(f"policy must be 'agent' or 'random', got {policy!r}")
+    was_training = agent.training
+    agent.eval()
+    traces = []
+    try:
+        for i in range(episodes):
+            env = make_env(**dict(config["env"]), num_envs=1, seed=int(seed) + i)
+            try:
+                torch.manual_seed(int(seed) + i)
+                actor = agent.policy(1) if policy == "agent" else None
+                episode = play_episode(env, policy=actor, max_steps=max_steps)
+            finally:
+                env.close()
+            traces.append(boundary_trace(agent.world_model, episode))
+    finally:
+        agent.train(was_training)
+    return traces
