@@ -53,13 +53,12 @@ def read_storage_key(storage: Storage, key, positions: torch.Tensor) -> torch.Te
     """
     data = getattr(storage, "_storage", None)
     if isinstance(data, TensorDictBase):
-        try:
-            values = data.get(key)
-        except KeyError:
+        values = data.get(key, None)
+        if values is None:
             raise KeyError(
                 f"the replay storage has no entry {key!r}; the slice samplers need it to find "
                 f"trajectory boundaries (keys: {list(data.keys(True, True))})"
-            ) from None
+            )
         values = values[positions.to(values.device)]
     else:
         values = storage[positions][key]
