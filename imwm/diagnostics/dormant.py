@@ -141,10 +141,15 @@ class DormantMonitor:
         modules: instead of ``agent``, explicit ``{"world": {part: module}, "actor": module,
             "critic": module}``; part names as the attribute names above.
 
+    Two ways to measure: :meth:`maybe_measure` (a separate no-grad forward of the training batch
+    after the update; what the training loop calls) or :meth:`step` (hooks on the update itself:
+    the actor and critic are then measured on exactly the imagined states they trained on).
+
     Example:
         >>> monitor = DormantMonitor(agent, tau=0.025, every=1000)          # doctest: +SKIP
-        >>> metrics, signals = monitor.step(update, agent.train_step, batch)  # doctest: +SKIP
-        >>> metrics.update(monitor.pop_metrics())                           # doctest: +SKIP
+        >>> metrics, signals = agent.train_step(batch)                      # doctest: +SKIP
+        >>> metrics.update(monitor.maybe_measure(batch, update))            # doctest: +SKIP
+        >>> # or: metrics, signals = monitor.step(update, agent.train_step, batch)
     """
 
     def __init__(self, agent: Any = None, *, tau: float = 0.025, every: int = 1000, modules: dict | None = None):
@@ -164,6 +169,7 @@ class DormantMonitor:
                 "critic": agent.critic,
             }
         self.modules = modules
+        self.agent = agent
         self.redo = None  # set by imwm.diagnostics.redo.ReDo
         self._handles: list = []
         self._patched: list = []
@@ -297,6 +303,45 @@ class DormantMonitor:
         """Whether :meth:`step` measures at this update (every ``every``, or when ReDo recycles)."""
         redo_due = self.redo is not None and self.redo.due(update)
         return update % self.every == 0 or redo_due
+
+    @torch.no_grad()
+    def measure(self, batch) -> dict[str, torch.Tensor]:
+        """Measure on a replay batch ``[B, T]`` with a separate forward pass (no gradients).
+
+        Runs ``world_model(batch)`` (encoder, dynamics), the decoder, reward and continue heads on
+        the posterior ``feat``, ``agent.imagine`` from the posteriors (the actor acts on imagined
+        states, as in training) and the critic on the imagined ``feat``. Needs ``agent=``.
+        """
+        if self.agent is None:
+            raise ValueError("DormantMonitor.measure needs the monitor to be built with agent=")
+        agent, world = self.agent, self.agent.world_model
+        with self.track():
+            out = world(batch.clone(False))
+            feat = out.get("feat")
+            for part in ("decoder", "reward_head", "continue_head"):
+                head = getattr(world, part, None)
+                if head is not None:
+                    head(feat)
+            if hasattr(agent, "imagine"):
+                traj = agent.imagine(out.get("posterior"), batch.get("is_terminal", None))
+                agent.critic(traj.get("feat"))
+            else:
+                agent.actor(feat)
+                agent.critic(feat)
+        return self.metrics()
+
+    def maybe_measure(self, batch, update: int) -> dict[str, torch.Tensor]:
+        """:meth:`measure` (and ReDo when due) if :meth:`due` at ``update``, else ``{}`` at no cost.
+
+        This is the training loop's hook: call it after ``agent.train_step(batch)``.
+        """
+        if not self.due(update):
+            return {}
+        metrics = self.measure(batch)
+        if self.redo is not None and self.redo.due(update):
+            metrics.update(self.redo.recycle())
+        self._metrics = {}
+        return metrics
 
     def step(self, update: int, fn: Callable, *args, **kwargs):
         """Run ``fn(*args, **kwargs)`` (e.g. ``agent.train_step``), measured when :meth:`due`.
