@@ -1,0 +1,69 @@
+"""The sparse-reward chain used by the intrinsic-reward benchmark."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from imwm.envs.sparse_chain import ENV_ID, SparseChainEnv, cells_from_observations
+
+
+def test_dynamics_reward_and_termination():
+    env = SparseChainEnv(length=4, max_steps=10)
+    obs, info = env.reset(seed=0)
+    assert obs.dtype == np.float32 and obs.tolist() == [1, 0, 0, 0] and info["cell"] == 0
+    obs, r, term, trunc, _ = env.step(0)  # left at cell 0 stays
+    assert cells_from_observations(obs) == 0 and r == 0.0 and not term
+    for expected in (1, 2):
+        obs, r, term, trunc, _ = env.step(1)
+        assert cells_from_observations(obs) == expected and r == 0.0 and not term and not trunc
+    obs, r, term, trunc, _ = env.step(1)
+    assert cells_from_observations(obs) == 3 and r == 1.0 and term and not trunc
+
+
+def test_truncation_and_bad_input():
+    env = SparseChainEnv(length=5, max_steps=3)
+    env.reset()
+    outs = [env.step(0) for _ in range(3)]
+    assert [o[3] for o in outs] == [False, False, True] and not any(o[2] for o in outs)
+    with pytest.raises(ValueError, match="action"):
+        env.step(2)
+    with pytest.raises(ValueError, match="length"):
+        SparseChainEnv(length=1)
+    with pytest.raises(ValueError, match="max_steps"):
+        SparseChainEnv(max_steps=0)
+
+
+def test_gymnasium_api_and_registration():
+    check_env(SparseChainEnv(), skip_render_check=True)
+    env = gym.make(ENV_ID)
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == (20,)
+
+
+def test_random_policy_rarely_reaches_the_goal():
+    env = SparseChainEnv()
+    rng = np.random.default_rng(0)
+    hits, furthest = 0, []
+    for _ in range(500):
+        env.reset()
+        best = 0
+        for _ in range(env.max_steps):
+            obs, r, term, trunc, _ = env.step(int(rng.integers(2)))
+            best = max(best, int(cells_from_observations(obs)))
+            hits += int(r > 0)
+            if term or trunc:
+                break
+        furthest.append(best)
+    assert hits / 500 < 0.02
+    assert 5 < np.mean(furthest) < 9
+
+
+def test_through_torchrl_gym_env():
+    from imwm.envs.gym_vector import make_gym_env
+
+    env = make_gym_env(ENV_ID, num_envs=2, seed=0)
+    td = env.rollout(5)
+    assert td["observation"].shape == (2, 5, 20) and td["observation"].dtype == torch.float32
+    assert td["action"].shape == (2, 5, 2)
