@@ -43,20 +43,25 @@ def split_counts(n: int, fracs: Sequence[float], generator: torch.Generator | No
         >>> sum(split_counts(10, [0.25, 0.75]))   # 2.5 / 7.5: one of them gets the extra item
         10
     """
-    f = torch.as_tensor(list(fracs), dtype=torch.float64)
-    total = float(f.sum())
-    if total <= 0:
+    f = [float(x) for x in fracs]
+    total = sum(f)
+    if not total > 0:
         raise ValueError(f"fractions must have a positive sum, got {list(fracs)}")
-    expected = n * f / total
-    base = expected.floor()
-    rest = n - int(base.sum())
+    expected = [n * x / total for x in f]
+    counts = [math.floor(e) for e in expected]
+    rest = n - sum(counts)
     if rest > 0:
-        frac = (expected - base).clamp(min=0)
-        frac = frac * (rest / float(frac.sum()))  # exact sum despite round-off
-        edges = frac.cumsum(0)
+        # plain floats: a handful of shares, called once per batch (torch ops cost more here)
+        parts = [e - c for e, c in zip(expected, counts)]
+        scale = rest / sum(parts)  # exact sum despite round-off
         u = float(torch.rand((), generator=generator, dtype=torch.float64))
-        points = torch.arange(rest, dtype=torch.float64) + u
-        # share i gets one extra item per systematic point falling in its interval
-        hits = torch.searchsorted(edges, points, right=True).clamp(max=len(f) - 1)
-        base += torch.bincount(hits, minlength=len(f)).to(base.dtype)
-    return [int(x) for x in base.tolist()]
+        edge, point, i = 0.0, u, 0
+        for i, part in enumerate(parts):
+            edge += part * scale
+            while point < edge and point < rest:  # share i gets one per point in its interval
+                counts[i] += 1
+                point += 1.0
+        while point < rest:  # round-off left a point past the last edge
+            counts[len(parts) - 1] += 1
+            point += 1.0
+    return counts
