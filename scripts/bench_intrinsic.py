@@ -1,0 +1,350 @@
+"""Benchmark: effect and cost of the intrinsic rewards and of the dormant-neuron monitor.
+
+Effect. Trains with the real loop (``imwm.training.loop.run``) on the sparse-reward chain
+``imwm/SparseChain-v0`` (20 cells, 40 steps, reward only at the far end; see
+``imwm/envs/sparse_chain.py``) with ``intrinsic=none|adaptive|lexa_style|disagreement`` for several
+seeds, each run in its own process. From the run's replay it reports the state-visitation
+coverage (distinct cells visited / 20, prefill included), the furthest cell, the env step of the
+first reward and how many episodes reached the goal, plus the final greedy evaluation return.
+
+Overhead. In one process, on one fixed replay batch of the same config: the median wall time of
+``agent.train_step`` with each intrinsic reward against ``none`` (alternating, after warm-up), and
+of an update followed by a dormant measurement at every update (``DormantMonitor.maybe_measure``,
+what the loop calls) or measured on the update itself (``DormantMonitor.step``) against off.
+
+Prints markdown tables and the command used; ``--out`` also writes them to a file.
+
+Example:
+    python scripts/bench_intrinsic.py --seeds 0 1 2 --env-steps 2000 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+METHODS = ("none", "adaptive", "lexa_style", "disagreement")
+CHAIN = 20
+
+
+def _overrides(args, method: str, seed: int, run_dir: str) -> list[str]:
+    return [
+        "env.name=gym",
+        "env.task=imwm/SparseChain-v0",
+        f"intrinsic={method}",
+        f"seed={seed}",
+        f"run_dir={run_dir}",
+        "resume=false",
+        "logger=csv",
+        f"threads={args.threads}",
+        f"model.deter={args.deter}",
+        f"model.hidden={args.deter}",
+        f"model.stoch={args.stoch}",
+        f"model.classes={args.stoch}",
+        f"model.mlp_units={args.units}",
+        "model.mlp_layers=1",
+        "model.cnn_depth=4",
+        f"replay.batch_size={args.batch}",
+        f"replay.batch_length={args.length}",
+        f"replay.capacity={max(args.env_steps * 2, 1000)}",
+        f"total_env_steps={args.env_steps}",
+        f"prefill={args.prefill}",
+        f"train_ratio={args.train_ratio}",
+        "num_envs=1",
+        f"frames_per_batch={args.frames_per_batch}",
+        f"eval_every={args.env_steps}",
+        "eval_episodes=1",
+        f"eval_max_steps={2 * CHAIN}",
+        f"checkpoint_every={args.env_steps}",
+        f"log_every={args.env_steps // 4}",
+        *(["agent.learned_std=true"] if method == "lexa_style" else []),
+        *args.override,
+    ]
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        return compose(config_name="config", overrides=overrides)
+
+
+# -- one training run (child process) --------------------------------------------------------------
+def _single(args) -> None:
+    import torch
+
+    import imwm.envs.sparse_chain  # noqa: F401  registers imwm/SparseChain-v0
+    from imwm.training.build_replay import build_replay
+    from imwm.training.checkpoint import load_replay
+    from imwm.training.config import to_plain
+    from imwm.training.loop import run
+
+    method, seed = args.single[0], int(args.single[1])
+    run_dir = Path(args.workdir) / f"{method}-s{seed}"
+    cfg = _compose(_overrides(args, method, seed, str(run_dir)))
+    t0 = time.perf_counter()
+    summary = run(cfg)
+    wall = time.perf_counter() - t0
+    plain = to_plain(cfg)
+    buffer = build_replay(**plain["replay"], device="cpu", seed=seed)
+    load_replay(buffer, run_dir / "replay")
+    data = buffer.storage[: len(buffer)]
+    cells = data["observation"].argmax(-1)
+    is_first = data["is_first"].reshape(-1)
+    reward = data["reward"].reshape(-1)
+    env_step = torch.cumsum((~is_first).long(), 0)  # a record that is not an episode start is one env step
+    hits = torch.nonzero(reward > 0).flatten()
+    after_prefill = env_step > plain["prefill"]
+    result = {
+        "method": method,
+        "seed": seed,
+        "coverage": cells.unique().numel() / CHAIN,
+        "coverage_after_prefill": cells[after_prefill].unique().numel() / CHAIN if after_prefill.any() else 0.0,
+        "max_cell": int(cells.max()),
+        "first_reward_step": int(env_step[hits[0]]) if hits.numel() else None,
+        "goal_episodes": int(hits.numel()),
+        "goal_episodes_after_prefill": int((reward[after_prefill] > 0).sum()),
+        "eval_return": float(summary["eval_return"]),
+        "env_steps": int(summary["env_steps"]),
+        "updates": int(summary["updates"]),
+        "wall_s": wall,
+    }
+    Path(args.result).write_text(json.dumps(result))
+
+
+def _effect(args) -> list[dict]:
+    jobs = [(m, s) for s in args.seeds for m in args.methods]
+    results, running = [], []
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    passthrough = [a for a in _child_args(args)]
+    while jobs or running:
+        while jobs and len(running) < args.jobs:
+            method, seed = jobs.pop(0)
+            result = workdir / f"{method}-s{seed}.json"
+            log = open(workdir / f"{method}-s{seed}.log", "w")
+            cmd = [sys.executable, __file__, "--single", method, str(seed), "--result", str(result), *passthrough]
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), result, log, method, seed))
+        time.sleep(1.0)
+        for item in list(running):
+            proc, result, log, method, seed = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            if proc.returncode == 0 and result.exists():
+                results.append(json.loads(result.read_text()))
+                r = results[-1]
+                print(f"  done {method} seed {seed}: coverage {r['coverage']:.2f}, first reward "
+                      f"{r['first_reward_step']}, {r['wall_s']:.0f} s", flush=True)
+            else:
+                print(f"  FAILED {method} seed {seed} (rc {proc.returncode}); see {log.name}", flush=True)
+                results.append({"method": method, "seed": seed, "failed": True})
+    return results
+
+
+def _child_args(args) -> list[str]:
+    out = ["--workdir", args.workdir, "--threads", str(args.threads), "--env-steps", str(args.env_steps),
+           "--prefill", str(args.prefill), "--train-ratio", str(args.train_ratio), "--batch", str(args.batch),
+           "--length", str(args.length), "--deter", str(args.deter), "--stoch", str(args.stoch),
+           "--units", str(args.units), "--frames-per-batch", str(args.frames_per_batch)]
+    for o in args.override:
+        out += ["--override", o]
+    return out
+
+
+def _mean_sd(values) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _effect_table(results: list[dict], args) -> str:
+    lines = [
+        f"Effect on `imwm/SparseChain-v0` ({CHAIN} cells, reward only at cell {CHAIN - 1}), "
+        f"{args.env_steps} env steps ({args.prefill} random prefill), seeds {list(args.seeds)}; "
+        "mean ± sd over seeds (first reward: median over seeds that found it).",
+        "",
+        "| intrinsic | coverage | coverage after prefill | furthest cell | seeds with a reward | first reward (env step) | goal episodes after prefill | final greedy return | min/run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in args.methods:
+        rs = [r for r in results if r["method"] == m and not r.get("failed")]
+        failed = sum(1 for r in results if r["method"] == m and r.get("failed"))
+        if not rs:
+            lines.append(f"| {m} | failed ({failed}) | | | | | | | |")
+            continue
+        firsts = [r["first_reward_step"] for r in rs if r["first_reward_step"] is not None]
+        first = f"{statistics.median(firsts):.0f}" if firsts else "never"
+        lines.append(
+            f"| {m} | {_mean_sd([r['coverage'] for r in rs])} | {_mean_sd([r['coverage_after_prefill'] for r in rs])} "
+            f"| {_mean_sd([r['max_cell'] for r in rs])} | {len(firsts)}/{len(rs)} | {first} "
+            f"| {_mean_sd([r['goal_episodes_after_prefill'] for r in rs])} | {_mean_sd([r['eval_return'] for r in rs])} "
+            f"| {statistics.mean(r['wall_s'] for r in rs) / 60:.1f} |" + (f" ({failed} failed)" if failed else "")
+        )
+    return "\n".join(lines)
+
+
+# -- overhead (in process) --------------------------------------------------------------------------
+def _replay_batch(batch: int, length: int, action_dim: int, seed: int):
+    """A replay batch in the record layout of docs/architecture.md, from random walks on the chain."""
+    import torch
+    from tensordict import TensorDict
+
+    g = torch.Generator().manual_seed(seed)
+    moves = torch.randint(0, action_dim, (batch, length), generator=g)
+    step = torch.where(moves == 1, 1, -1)
+    cells = torch.cumsum(step, 1).clamp(0, CHAIN - 1)
+    action = torch.nn.functional.one_hot(moves, action_dim).float()
+    is_first = torch.zeros(batch, length, 1, dtype=torch.bool)
+    is_first[:, 0] = True
+    action[:, 0] = 0.0
+    return TensorDict(
+        {
+            "observation": torch.nn.functional.one_hot(cells, CHAIN).float(),
+            "action": action,
+            "reward": (cells == CHAIN - 1).float().unsqueeze(-1),
+            "is_first": is_first,
+            "is_terminal": torch.zeros(batch, length, 1, dtype=torch.bool),
+            "is_last": torch.zeros(batch, length, 1, dtype=torch.bool),
+        },
+        [batch, length],
+    )
+
+
+def _overhead(args) -> str:
+    import torch
+
+    import imwm.envs.sparse_chain  # noqa: F401
+    from imwm.training.build_intrinsic import build_dormant, build_intrinsic
+    from imwm.training.build_model import build_agent
+
+    torch.set_num_threads(args.threads)
+    obs_shape, action_dim = (CHAIN,), 2
+    agents = {}
+    for m in args.methods:
+        cfg = _compose(_overrides(args, m, 0, tempfile.mkdtemp()))
+        torch.manual_seed(0)
+        agent = build_agent(cfg, obs_shape=obs_shape, action_dim=action_dim, device="cpu")
+        agent.intrinsic = build_intrinsic(cfg.intrinsic, agent)
+        agents[m] = agent
+    batch = _replay_batch(args.batch, args.length, action_dim, seed=0)
+    cfg_none = _compose(_overrides(args, "none", 0, tempfile.mkdtemp()))
+    torch.manual_seed(0)
+    dormant_agent = build_agent(cfg_none, obs_shape=obs_shape, action_dim=action_dim, device="cpu")
+    dormant_cfg = {"enable": True, "tau": 0.025, "every": 1, "redo": {"enable": False, "reset_period": 1000}}
+    monitor = build_dormant(dormant_cfg, dormant_agent)
+
+    def update(m):
+        return agents[m].train_step(batch)
+
+    variants = {f"intrinsic={m}": (lambda m=m: update(m)) for m in args.methods}
+    counter = {"n": 0}
+
+    def dormant_off():
+        return dormant_agent.train_step(batch)
+
+    def dormant_measure():
+        counter["n"] += 1
+        out = dormant_agent.train_step(batch)
+        assert monitor.maybe_measure(batch, counter["n"])
+        return out
+
+    def dormant_hooks():
+        counter["n"] += 1
+        out = monitor.step(counter["n"], dormant_agent.train_step, batch)
+        assert monitor.pop_metrics()
+        return out
+
+    variants.update({"dormant off": dormant_off, "dormant every update (maybe_measure)": dormant_measure,
+                     "dormant every update (hooks on the update)": dormant_hooks})
+    times = {k: [] for k in variants}
+    for _ in range(args.warmup):
+        for fn in variants.values():
+            fn()
+    for _ in range(args.repeats):
+        for name, fn in variants.items():  # alternate so CPU contention hits all alike
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    lines = [
+        f"Update time (median of {args.repeats} after {args.warmup} warm-up, alternating), batch "
+        f"{args.batch}x{args.length}, horizon 15, model deter {args.deter}, {args.stoch}x{args.stoch} latents, "
+        f"MLP {args.units}, {args.threads} thread(s), vector obs [{CHAIN}].",
+        "",
+        "| variant | ms / update | ratio |",
+        "|---|---|---|",
+    ]
+    for m in args.methods:
+        k = f"intrinsic={m}"
+        lines.append(f"| {k} | {med[k]:.1f} | {med[k] / med['intrinsic=none']:.2f}x vs none |")
+    for k in ("dormant off", "dormant every update (maybe_measure)", "dormant every update (hooks on the update)"):
+        lines.append(f"| {k} | {med[k]:.1f} | {med[k] / med['dormant off']:.2f}x vs off |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--env-steps", type=int, default=2000)
+    p.add_argument("--prefill", type=int, default=400)
+    p.add_argument("--train-ratio", type=float, default=64.0)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--length", type=int, default=16)
+    p.add_argument("--deter", type=int, default=64)
+    p.add_argument("--stoch", type=int, default=8)
+    p.add_argument("--units", type=int, default=64)
+    p.add_argument("--frames-per-batch", type=int, default=16)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--jobs", type=int, default=2, help="training runs in parallel (one process each)")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--skip-effect", action="store_true")
+    p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--override", action="append", default=[], help="extra Hydra override for every run")
+    p.add_argument("--workdir", default=str(ROOT / "runs" / "bench_intrinsic"))
+    p.add_argument("--out", default=None, help="also write the tables to this markdown file")
+    p.add_argument("--single", nargs=2, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.single:
+        _single(args)
+        return
+    command = "python scripts/bench_intrinsic.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    sections = []
+    if not args.skip_effect:
+        print(f"effect runs: {len(args.methods)} methods x {len(args.seeds)} seeds, {args.jobs} at a time", flush=True)
+        t0 = time.perf_counter()
+        results = _effect(args)
+        sections.append(_effect_table(results, args))
+        Path(args.workdir, "effect.json").write_text(json.dumps(results, indent=1))
+        print(f"effect runs took {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    if not args.skip_overhead:
+        sections.append(_overhead(args))
+    report = "\n\n".join(sections) + f"\n\nCommand: `{command}`\n"
+    print("\n" + report)
+    if args.out:
+        Path(args.out).write_text(report)
+
+
+if __name__ == "__main__":
+    main()
