@@ -113,3 +113,52 @@ def test_missing_parent_reward_key_is_named():
     env = _LatentEnv()
     with pytest.raises(KeyError, match="extrinsic"):
         env.append_transform(AdaptiveIntrinsicReward(reward_key="extrinsic")).full_reward_spec
+
+
+def test_with_torchrl_dreamer_env_and_rssm_prior_v3():
+    """TorchRL's own DreamerEnv (imagination env of its DreamerV3) with its RSSMPriorV3."""
+    from torchrl.envs.model_based.dreamer import DreamerEnv
+    from torchrl.modules import MLP as TorchRLMLP
+    from torchrl.modules import WorldModelWrapper
+    from torchrl.modules.models.model_based import RSSMPriorV3
+
+    cats, classes, belief_dim, n = 4, 4, 8, 3
+    prior = RSSMPriorV3(hidden_dim=8, rnn_hidden_dim=belief_dim, num_categoricals=cats, num_classes=classes, action_dim=2)
+    imagination = WorldModelWrapper(
+        TensorDictModule(prior, in_keys=["state", "belief", "action"], out_keys=["prior_logits", "state", "belief"]),
+        TensorDictModule(TorchRLMLP(in_features=cats * classes + belief_dim, out_features=1, num_cells=8, depth=1),
+                         in_keys=["state", "belief"], out_keys=["reward"]),
+    )
+    env = DreamerEnv(imagination, prior_shape=(cats * classes,), belief_shape=(belief_dim,))
+    env.observation_spec = Composite(
+        state=Unbounded(cats * classes), belief=Unbounded(belief_dim), prior_logits=Unbounded((cats, classes))
+    )
+    env.state_spec = Composite(state=Unbounded(cats * classes), belief=Unbounded(belief_dim))
+    env.action_spec = OneHot(2)
+    env.reward_spec = Unbounded((1,))
+
+    def prior_entropy(logits):  # the RSSM's uncertainty: entropy of the prior categoricals
+        logp = logits.log_softmax(-1)
+        return -(logp.exp() * logp).sum((-2, -1)).unsqueeze(-1)
+
+    adaptive = AdaptiveIntrinsicReward(uncertainty_fn=prior_entropy, state_key="prior_logits")
+    disagreement = DisagreementIntrinsicReward(feat_dim=cats * classes, action_dim=2, target_dim=cats * classes,
+                                               feat_key="state", hidden=8, ensemble_size=3)
+    start = TensorDict({"state": torch.zeros(n, cats * classes), "belief": torch.zeros(n, belief_dim),
+                        "prior_logits": torch.zeros(n, cats, classes)}, [n])
+    for transform in (adaptive, disagreement):
+        tenv = env.append_transform(transform)
+        tenv.train()
+        with torch.no_grad():
+            td = tenv.rollout(4, auto_reset=False, tensordict=start.clone())
+        r = td["next", "intrinsic_reward"]
+        assert r.shape == (n, 4, 1) and torch.isfinite(r).all() and r.abs().sum() > 0
+        assert torch.allclose(td["next", "total_reward"], td["next", "reward"] + r)
+    # frozen statistics: the reward is the documented formula of the prior entropy of each next state
+    tenv = env.append_transform(adaptive)  # eval mode
+    with torch.no_grad():
+        td = tenv.rollout(4, auto_reset=False, tensordict=start.clone())
+    u = prior_entropy(td["next", "prior_logits"])
+    w = adaptive.mix
+    expected = (adaptive.scale * ((1 - w) * u + w / (u + adaptive.epsilon))).clamp(-10, 10)
+    assert torch.allclose(td["next", "intrinsic_reward"], expected, atol=1e-5)
