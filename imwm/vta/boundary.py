@@ -76,11 +76,11 @@ def gumbel_sampling(
 def straight_through(prob: Tensor) -> Tensor:
     """Straight-through one-hot: forward is ``onehot(argmax(prob))``, backward is ``d prob``.
 
-    ``hard.detach() + prob - prob.detach()`` (Bengio et al. 2013): the value is exactly one-hot,
+    ``hard + (prob - prob.detach())`` (Bengio et al. 2013): the value is exactly one-hot,
     the gradient is the gradient of the soft probabilities.
     """
     hard = torch.nn.functional.one_hot(prob.argmax(-1), prob.shape[-1]).to(prob.dtype)
-    return hard + prob - prob.detach()
+    return hard + (prob - prob.detach())  # bracketed: the forward value is exactly one-hot
 
 
 def boundary_sample(

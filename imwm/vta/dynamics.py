@@ -161,7 +161,7 @@ class VTADynamics(BoundaryOptions):
         else:
             soft = torch.softmax((logits + noise) / self.current_temp, -1)
         hard = (soft[..., :1] >= soft[..., 1:]).to(soft.dtype)
-        read = hard + soft[..., :1] - soft[..., :1].detach()
+        read = hard + (soft[..., :1] - soft[..., :1].detach())  # exactly 0/1 forward
         read = torch.where(forced, torch.ones_like(read), read)
         forced_logits = torch.tensor([_FORCED_READ_LOGIT, -_FORCED_READ_LOGIT], dtype=logits.dtype, device=logits.device)
         return read, torch.where(forced, forced_logits, logits)
@@ -201,6 +201,7 @@ class VTADynamics(BoundaryOptions):
               abs_noise: Tensor, obs_noise: Tensor) -> dict:
         """Transition given the boundary; posterior heads when ``*_pre`` are given, else priors."""
         copy = 1.0 - read
+        hard = read.detach() > 0.5  # counters use the exact flag (hard + soft - soft is only ~1)
         abs_belief = self.abs_gru(torch.cat([prev["abs_stoch"], a], -1), prev["abs_belief"])
         abs_belief = read * abs_belief + copy * prev["abs_belief"]
         if abs_pre is None:
@@ -219,7 +220,7 @@ class VTADynamics(BoundaryOptions):
         return dict(
             abs_belief=abs_belief, abs_stoch=abs_stoch, abs_mean=abs_mean, abs_std=abs_std,
             obs_belief=obs_belief, obs_stoch=obs_mean + obs_std * obs_noise, obs_mean=obs_mean, obs_std=obs_std,
-            seg_len=read + copy * (prev["seg_len"] + 1.0), seg_num=prev["seg_num"] + read,
+            seg_len=torch.where(hard, 1.0, prev["seg_len"] + 1.0), seg_num=prev["seg_num"] + hard.to(read.dtype),
         )
 
     @property

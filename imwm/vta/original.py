@@ -195,7 +195,7 @@ class VTAOriginal(BoundaryOptions):
         first[..., 0] = 1.0
         boundary = torch.cat([first, boundary[:, 1:]], 1)  # frame 0 always starts a segment
         read, copy = boundary[..., :1], boundary[..., 1:]
-        seg_len, seg_num = self._segment_stats(read.detach())
+        seg_len, seg_num = self._segment_stats((read.detach() > 0.5).to(read.dtype))
 
         # bidirectional posterior RNNs
         h_af = embed.new_zeros(B, self.belief_dim)
@@ -291,7 +291,7 @@ class VTAOriginal(BoundaryOptions):
                 "kl_obs": kl_obs,
                 "kl_mask": kl_mask,
                 "boundary_kl": boundary_kl,
-                "boundary": read,
+                "boundary": read,  # straight-through READ flag (value ~exactly 0/1)
                 "read_prob": read_prob,
                 "prior_read_prob": torch.softmax(prior_logits, -1)[..., :1],
                 "seg_len": p["seg_len"],
@@ -362,8 +362,9 @@ class VTAOriginal(BoundaryOptions):
             obs_belief = self._obs_belief_step(r, c, abs_feat, obs_belief, obs_state)
             obs_state = self._sample(self.prior_obs_state, obs_belief)
             obs_feat = self.obs_feat(torch.cat([obs_belief, obs_state], -1))
-            seg_len = r + c * (seg_len + 1)
-            seg_num = seg_num + r
+            hard = (r > 0.5).to(r.dtype)
+            seg_len = hard + (1.0 - hard) * (seg_len + 1)
+            seg_num = seg_num + hard
             for k, v in zip(keep, (self.decoder(obs_feat), r, seg_len, seg_num)):
                 keep[k].append(v)
         return TensorDict({k: torch.stack(v, 1) for k, v in keep.items()}, batch_size=[obs.shape[0], steps])

@@ -1,0 +1,219 @@
+"""VTADynamics: protocol, state keys/shapes, boundary bookkeeping, kl weighting, generation, bad input."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from imwm.dynamics.base import Dynamics, check_dynamics
+from imwm.vta import VTA_STATE_KEYS, VTADynamics
+
+SMALL = dict(action_dim=3, embed_dim=6, abs_belief_dim=10, obs_belief_dim=12, abs_stoch_dim=4, obs_stoch_dim=5,
+             hidden=8, boundary_hidden=8)
+
+
+def small(**kw):
+    return VTADynamics(**{**SMALL, **kw})
+
+
+class FixedBoundary(nn.Module):
+    """Stands in for the conv detector: READ logit +20 where pattern is 1, -20 elsewhere."""
+
+    def __init__(self, pattern):
+        super().__init__()
+        self.pattern = torch.as_tensor(pattern, dtype=torch.float32)
+
+    def forward(self, embed):
+        read = self.pattern.expand(embed.shape[0], -1) * 40.0 - 20.0
+        return torch.stack([read, torch.zeros_like(read)], -1)
+
+
+def test_protocol_and_default_state_shapes():
+    vta = VTADynamics(action_dim=4, embed_dim=16)
+    check_dynamics(vta)
+    assert isinstance(vta, Dynamics)
+    s = vta.initial(3)
+    want = dict(abs_belief=512, abs_stoch=32, abs_mean=32, abs_std=32, obs_belief=512, obs_stoch=32, obs_mean=32,
+                obs_std=32, boundary=1, boundary_logit=2, seg_len=1, seg_num=1)
+    assert set(s.keys()) == set(want) == set(VTA_STATE_KEYS)
+    for k, n in want.items():
+        assert s[k].shape == (3, n), k
+    assert vta.feat_dim == 512 + 32 + 512 + 32 and vta.get_feat(s).shape == (3, vta.feat_dim)
+
+
+def test_observe_shapes_and_gradients():
+    vta = small()
+    embed = torch.randn(2, 7, 6, requires_grad=True)
+    post, prior = vta.observe(embed, torch.randn(2, 7, 3), torch.zeros(2, 7, 1, dtype=torch.bool))
+    for td in (post, prior):
+        assert td.batch_size == (2, 7) and set(td.keys()) == set(VTA_STATE_KEYS)
+    assert post["abs_belief"].shape == (2, 7, 10) and post["obs_stoch"].shape == (2, 7, 5)
+    loss, metrics = vta.kl_loss(post, prior, free_bits=0.0, dyn_scale=0.5, rep_scale=0.1)
+    assert loss.shape == (2, 7) and metrics["kl"].shape == (2, 7)
+    loss.sum().backward()
+    # boundary gradients reach the conv detector through the straight-through READ flag
+    assert vta.post_boundary.net[0].weight.grad.abs().sum() > 0
+    assert vta.prior_boundary.net[0].weight.grad.abs().sum() > 0
+    assert embed.grad.abs().sum() > 0
+
+
+def test_segment_bookkeeping_on_known_boundaries():
+    vta = small().eval()
+    pattern = [1, 0, 0, 1, 0, 1, 0, 0, 0]
+    vta.post_boundary = FixedBoundary(pattern)
+    post, prior = vta.observe(torch.randn(2, 9, 6), torch.randn(2, 9, 3), torch.zeros(2, 9, 1, dtype=torch.bool))
+    assert post["boundary"][..., 0].tolist() == [pattern] * 2
+    assert post["seg_len"][0, :, 0].tolist() == [1, 2, 3, 1, 2, 1, 2, 3, 4]
+    assert post["seg_num"][0, :, 0].tolist() == [1, 1, 1, 2, 2, 3, 3, 3, 3]
+    for t, b in enumerate(pattern):
+        if t and not b:  # COPY: the abstract state is a copy
+            for k in ("abs_belief", "abs_stoch", "abs_mean", "abs_std"):
+                assert torch.equal(post[k][:, t], post[k][:, t - 1]), (k, t)
+        elif t:  # READ: it transitions
+            assert not torch.equal(post["abs_belief"][:, t], post["abs_belief"][:, t - 1])
+    # observation level is reset at READ: obs belief at a READ does not depend on the previous obs state
+    vta2 = copy.deepcopy(vta)
+    torch.manual_seed(1)
+    e, a = torch.randn(1, 9, 6), torch.randn(1, 9, 3)
+    torch.manual_seed(2)
+    p1, _ = vta.observe(e, a, torch.zeros(1, 9, 1, dtype=torch.bool))
+    e2 = e.clone()
+    e2[:, 1] += 3.0  # changes the observation state at t=1 only (inside segment 0)
+    torch.manual_seed(2)
+    p2, _ = vta2.observe(e2, a, torch.zeros(1, 9, 1, dtype=torch.bool))
+    assert not torch.allclose(p1["obs_belief"][:, 2], p2["obs_belief"][:, 2])
+    # at t=3 (READ) obs_belief = GRU([0, a, abs], 0): only the abstract level carries the past
+    diff_abs = (p1["abs_belief"][:, 3] - p2["abs_belief"][:, 3]).abs().max()
+    assert diff_abs == 0  # the abstract transition reads abs_stoch, unaffected by frame 1's obs state
+    torch.testing.assert_close(p1["obs_belief"][:, 3], p2["obs_belief"][:, 3])
+
+
+def test_first_step_and_is_first_force_read():
+    vta = small().eval()
+    vta.post_boundary = FixedBoundary([0] * 6)  # the detector never fires
+    is_first = torch.zeros(1, 6, 1, dtype=torch.bool)
+    is_first[0, 3] = True
+    post, _ = vta.observe(torch.randn(1, 6, 6), torch.randn(1, 6, 3), is_first)
+    assert post["boundary"][0, :, 0].tolist() == [1, 0, 0, 1, 0, 0]
+    assert post["seg_num"][0, :, 0].tolist() == [1, 1, 1, 1, 1, 1]
+    assert post["seg_len"][0, :, 0].tolist() == [1, 2, 3, 1, 2, 3]
+
+
+def test_max_seg_len_forcing_and_zero_force():
+    pattern = [0] * 12
+    forced = small(max_seg_len=3, max_seg_num=100, boundary_force_scale=100.0).eval()
+    forced.post_boundary = FixedBoundary(pattern)
+    post, _ = forced.observe(torch.randn(1, 12, 6), torch.zeros(1, 12, 3), torch.zeros(1, 12, 1, dtype=torch.bool))
+    assert post["boundary"][0, :, 0].tolist() == [1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0]
+    free = small(max_seg_len=3, max_seg_num=100, boundary_force_scale=0.0).eval()
+    free.post_boundary = FixedBoundary(pattern)
+    post, _ = free.observe(torch.randn(1, 12, 6), torch.zeros(1, 12, 3), torch.zeros(1, 12, 1, dtype=torch.bool))
+    assert post["boundary"][0, :, 0].tolist() == [1] + [0] * 11
+    # max_seg_num pushes COPY once enough segments exist
+    capped = small(max_seg_len=100, max_seg_num=2, boundary_force_scale=100.0).eval()
+    capped.post_boundary = FixedBoundary([1] * 6)
+    post, _ = capped.observe(torch.randn(1, 6, 6), torch.zeros(1, 6, 3), torch.zeros(1, 6, 1, dtype=torch.bool))
+    assert post["boundary"][0, :, 0].tolist() == [1, 1, 0, 0, 0, 0]
+
+
+def test_kl_abstract_term_is_zero_on_copy():
+    vta = small().eval()
+    pattern = [1, 0, 0, 1, 0, 0]
+    vta.post_boundary = FixedBoundary(pattern)
+    post, prior = vta.observe(torch.randn(2, 6, 6), torch.randn(2, 6, 3), torch.zeros(2, 6, 1, dtype=torch.bool))
+    kw = dict(free_bits=0.0, dyn_scale=0.5, rep_scale=0.1)
+    base, metrics = vta.kl_loss(post, prior, **kw)
+    moved = prior.clone()
+    moved["abs_mean"] = prior["abs_mean"] + 1.0  # a different abstract prior everywhere
+    loss2, _ = vta.kl_loss(post, moved, **kw)
+    copy = torch.tensor(pattern) == 0
+    torch.testing.assert_close(loss2[:, copy], base[:, copy])  # COPY steps: abstract KL does not count
+    assert (loss2[:, ~copy] > base[:, ~copy]).all()  # READ steps: it does
+    # hand formula at a READ step with free bits 0: 0.6 * (KL_z + KL_s + KL_m)
+    t = 3
+    expected = 0.6 * (metrics["kl_abs"][:, t] + metrics["kl_obs"][:, t] + metrics["kl_boundary"][:, t])
+    torch.testing.assert_close(base[:, t], expected)
+    torch.testing.assert_close(metrics["kl"][:, t], metrics["kl_abs"][:, t] + metrics["kl_obs"][:, t] + metrics["kl_boundary"][:, t])
+    # free bits clamp each level
+    fb, _ = vta.kl_loss(post, prior, free_bits=100.0, dyn_scale=0.5, rep_scale=0.1)
+    torch.testing.assert_close(fb[:, 1], torch.full((2,), 0.6 * 100.0) + 0.6 * metrics["kl_boundary"][:, 1])
+
+
+def test_boundary_rate_prior():
+    vta = small(boundary_rate=0.2, boundary_scale=3.0)
+    post, prior = vta.observe(torch.randn(2, 5, 6), torch.zeros(2, 5, 3), torch.zeros(2, 5, 1, dtype=torch.bool))
+    loss, m = vta.kl_loss(post, prior, free_bits=0.0, dyn_scale=0.5, rep_scale=0.1)
+    p = torch.softmax(post["boundary_logit"], -1)[..., 0]
+    bern = p * torch.log(p / 0.2) + (1 - p) * torch.log((1 - p) / 0.8)
+    torch.testing.assert_close(m["boundary_kl"][:, 1:], bern[:, 1:].detach())
+    assert (m["boundary_kl"][:, 0] == 0).all()  # the forced first READ is not pulled
+    off = small()
+    off.load_state_dict(vta.state_dict())
+    with pytest.raises(ValueError, match="boundary_rate"):
+        small(boundary_scale=1.0)
+
+
+def test_img_obs_step_and_generation_shapes():
+    vta = small()
+    post, _ = vta.observe(torch.randn(2, 4, 6), torch.zeros(2, 4, 3), torch.zeros(2, 4, 1, dtype=torch.bool))
+    nxt = vta.img_step(post[:, -1], torch.zeros(2, 3))
+    assert nxt.batch_size == (2,) and set(nxt.keys()) == set(VTA_STATE_KEYS)
+    flat = vta.img_step(post.reshape(-1), torch.zeros(8, 3))
+    assert flat.batch_size == (8,) and flat["abs_belief"].shape == (8, 10)
+    p1, pr1 = vta.obs_step(post[:, -1], torch.zeros(2, 3), torch.randn(2, 6), torch.tensor([[True], [False]]))
+    assert p1.batch_size == (2,) and p1["seg_num"][0, 0] == 1 and p1["boundary"][0, 0] == 1
+    assert p1["seg_num"][1, 0] >= post["seg_num"][1, -1, 0]
+    jumpy = vta.jumpy_generation(post[:, -1], 5)
+    assert jumpy.batch_size == (2, 5) and (jumpy["boundary"] == 1).all()
+    assert (jumpy["seg_num"][:, :, 0] == post["seg_num"][:, -1] + torch.arange(1, 6)).all()
+    full = vta.full_generation(post[:, -1], 7)
+    assert full.batch_size == (2, 7) and full["boundary_logit"].shape == (2, 7, 2)
+    assert vta.entropy(post).shape == (2, 4, 1) and vta.uncertainty(post).shape == (2, 4, 1)
+    torch.testing.assert_close(vta.uncertainty(post), post["obs_std"].mean(-1, keepdim=True))
+
+
+def test_schedules_follow_progress_and_are_saved():
+    vta = small(boundary_force_scale=0.0, boundary_force_schedule="linear", boundary_force_start=2.0,
+                boundary_force_decay_updates=10, boundary_temp=1.0, boundary_temp_min=0.5,
+                boundary_temp_anneal_rate=0.1)
+    assert vta.current_force_scale == 2.0 and vta.current_temp == 1.0
+    vta.set_progress(5)
+    assert vta.current_force_scale == pytest.approx(1.0)
+    again = small(**{k: v for k, v in vta.boundary_options().items()})
+    again.load_state_dict(vta.state_dict())
+    assert again.current_force_scale == pytest.approx(1.0) and again.boundary_options() == vta.boundary_options()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(max_seg_len=0), "max_seg_len"),
+        (dict(boundary_temp=-1.0), "boundary_temp"),
+        (dict(boundary_force_scale=-0.5), "force_scale"),
+        (dict(boundary_force_schedule="cosine", boundary_force_decay_updates=5), "schedule"),
+        (dict(hidden=0), "hidden"),
+        (dict(min_std=0.0), "min_std"),
+        (dict(bogus=1), "unknown boundary options"),
+    ],
+)
+def test_bad_options(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        small(**kwargs)
+
+
+def test_bad_input_shapes():
+    vta = small()
+    ok = dict(embed=torch.randn(2, 4, 6), action=torch.zeros(2, 4, 3), is_first=torch.zeros(2, 4, 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="embed"):
+        vta.observe(**{**ok, "embed": torch.randn(2, 4, 7)})
+    with pytest.raises(ValueError, match=r"embed must be \[B, T, E\]"):
+        vta.observe(**{**ok, "embed": torch.randn(2, 6)})
+    with pytest.raises(ValueError, match="action"):
+        vta.observe(**{**ok, "action": torch.zeros(2, 4, 2)})
+    with pytest.raises(ValueError, match="is_first"):
+        vta.observe(**{**ok, "is_first": torch.zeros(2, 4, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="action"):
+        vta.img_step(vta.initial(2), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="embed"):
+        vta.obs_step(vta.initial(2), torch.zeros(2, 3), torch.randn(2, 5), torch.zeros(2, 1, dtype=torch.bool))
