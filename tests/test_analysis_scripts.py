@@ -89,3 +89,28 @@ def test_eval_script_writes_json_with_truth_and_several_percentiles(vta_run, tmp
             assert key in m["nan_reasons"]
         elif isinstance(value, float):
             assert not math.isnan(value)
+
+
+def test_dreamer_variant_run_restores_its_options(tmp_path, capsys):
+    """vta=dreamer (VTADynamics inside a small world model): the eval restores max_seg_len=3 and
+    the forced boundaries obey it (posterior forcing with the trained force scale)."""
+    run_dir = tmp_path / "tiny_dreamer"
+    with initialize_config_dir(config_dir=os.path.join(ROOT, "configs"), version_base="1.3"):
+        cfg = compose("train_vta", overrides=[
+            "vta=dreamer", f"run_dir={run_dir}", "vta.max_seg_len=3", "vta.max_seg_num=100",
+            "vta.boundary_force_scale=1000.0", "vta.cnn_depth=4", "vta.embed_dim=16",
+            "vta.abs_belief_dim=16", "vta.obs_belief_dim=16", "vta.abs_stoch_dim=4", "vta.obs_stoch_dim=4",
+            "vta.hidden=16", "vta.boundary_hidden=8", "train.updates=1", "train.eval_every=0",
+            "data.batch_size=2", "data.seq_len=12", "data.heldout_sequences=2",
+        ])
+    train(cfg)
+    ev = _script("vta_boundary_eval")
+    out = ev.main(["--run", str(run_dir), "--episodes", "2", "--permutations", "10",
+                   "--out_json", str(tmp_path / "e.json")])
+    assert out["boundary_options"]["max_seg_len"] == 3
+    assert out["kind"] == "vta_run"
+    # forced READ once seg_len reaches 3: no segment in the restored model's traces is longer
+    from imwm.analysis.report import collect_traces
+
+    traces = collect_traces(restore_run(str(run_dir), printer=None), episodes=2)
+    assert max(t["seg_len"].max() for t in traces) <= 3
