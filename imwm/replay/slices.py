@@ -151,8 +151,8 @@ class PrioritizedSliceSampler(Sampler):
         return torch.where(self._has_signal[index], p, torch.full_like(p, self.initial))
 
     def _refresh_mass(self, index: torch.Tensor) -> None:
-        mass = torch.where(self._valid[index], self._priority(index), 0.0)
-        self._tree.update(index, mass)
+        mass = self._priority(index).masked_fill(~self._valid[index], 0.0)
+        self._tree._write(index, mass)
 
     def priorities(self, index) -> torch.Tensor:
         """Current priority of the items at ``index`` (float64; ``initial`` until feedback).
@@ -294,9 +294,9 @@ class PrioritizedSliceSampler(Sampler):
             raise TypeError(f"index must hold integers, got dtype {index.dtype}")
         index = index.reshape(-1).long()
         if index.numel():
-            lo, hi = int(index.min()), int(index.max())
-            if lo < 0 or hi >= self.max_capacity:
-                bad = lo if lo < 0 else hi
+            out = (index < 0) | (index >= self.max_capacity)
+            if bool(out.any()):
+                bad = int(index[out][0])
                 raise IndexError(
                     f"index {bad} out of range for a sampler of max_capacity {self.max_capacity}"
                 )
@@ -319,7 +319,7 @@ class PrioritizedSliceSampler(Sampler):
         if values.numel() != index.numel():
             raise ValueError(f"{name} has {values.numel()} values for {index.numel()} indices")
         bad = ~torch.isfinite(values)
-        if bad.any():
+        if bool(bad.any()):
             msg = (f"{name} holds {int(bad.sum())} non-finite value(s) (NaN/inf) at storage "
                    f"index {index[bad][:5].tolist()}")
             if self.nan_policy == "raise":

@@ -84,7 +84,8 @@ class SumTree:
 
     def total(self) -> torch.Tensor:
         """Sum of all leaves (0-d tensor)."""
-        return self.levels[-1].sum()
+        # cumsum, not sum: the same summation order as the descent in find()
+        return self.levels[-1].cumsum(0)[-1]
 
     def __getitem__(self, index) -> torch.Tensor:
         return self.levels[0][_as_index(index, self.capacity, self.device)]
@@ -111,6 +112,10 @@ class SumTree:
             raise ValueError("SumTree leaves must be finite and >= 0 (use PriorityTree for inf)")
         if not index.numel():
             return
+        self._write(index, value)
+
+    def _write(self, index: torch.Tensor, value: torch.Tensor) -> None:
+        """Unchecked :meth:`update` for callers that validated ``index`` and ``value``."""
         self.levels[0][index] = value
         self._refresh_parents(index)
 
@@ -246,9 +251,17 @@ class PriorityTree:
             raise ValueError(f"update got {index.numel()} indices but {priority.numel()} priorities")
         if torch.isnan(priority).any() or (priority < 0).any():
             raise ValueError("priorities must be >= 0 or +inf; got NaN or a negative value")
+        self._write(index, priority)
+
+    def _write(self, index: torch.Tensor, priority: torch.Tensor) -> None:
+        """Unchecked :meth:`update`: ``index`` in range, ``priority`` >= 0 or inf, same shape."""
+        if not index.numel():
+            return
         is_inf = torch.isinf(priority)
-        self.finite.update(index, torch.where(is_inf, torch.zeros_like(priority), priority))
-        self.inf_pool.update(index, is_inf.to(self.inf_pool.dtype))
+        self.finite._write(index, priority.masked_fill(is_inf, 0.0))
+        # the pool only changes if an item enters or leaves it: skip its update otherwise
+        if bool(is_inf.any() | (self.inf_pool.levels[0][index] > 0).any()):
+            self.inf_pool._write(index, is_inf.to(self.inf_pool.dtype))
 
     def set_all(self, priority: torch.Tensor) -> None:
         """Replaces all ``capacity`` priorities at once (O(N))."""
@@ -261,7 +274,8 @@ class PriorityTree:
         """``n`` indices: distinct inf items first, the rest in proportion to finite priority."""
         n = int(n)
         parts = []
-        num_inf = self.num_inf
+        inf_total, finite_total = torch.stack([self.inf_pool.total(), self.finite.total()]).tolist()
+        num_inf = int(inf_total)
         taken = 0
         if num_inf > 0 and n > 0:
             taken = min(n, num_inf)
@@ -269,8 +283,10 @@ class PriorityTree:
             parts.append(self.inf_pool.find(ranks.to(torch.float64) + 0.5))
         rest = n - taken
         if rest > 0:
-            if self.finite.total() > 0:
-                parts.append(self.finite.sample(rest, generator))
+            if finite_total > 0:
+                u = torch.rand(rest, generator=generator, dtype=self.finite.dtype,
+                               device=self.device)
+                parts.append(self.finite.find(u * finite_total))
             elif num_inf > 0:
                 # fewer inf items than the batch and nothing finite: repeat inf items
                 parts.append(self.inf_pool.sample(rest, generator))
@@ -278,7 +294,7 @@ class PriorityTree:
                 raise RuntimeError("no item has a positive priority: nothing can be sampled")
         if not parts:
             return torch.zeros(0, dtype=torch.long, device=self.device)
-        return torch.cat(parts)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def state_dict(self) -> dict:
         return {"finite": self.finite.state_dict(), "inf_pool": self.inf_pool.state_dict()}
