@@ -89,6 +89,8 @@ def _is_number(v: Any) -> bool:
 
 
 def _check_leaf(key: str, name: str, value: Any) -> None:
+    if value is None:  # "unset / use the default"; the owning builder decides what that means
+        return
     if name in POSITIVE_INTS:
         if not _is_int(value) or value < 1:
             raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
@@ -104,7 +106,7 @@ def _check_leaf(key: str, name: str, value: Any) -> None:
     elif name in NON_NEGATIVE_NUMBERS or name.endswith(NON_NEGATIVE_SUFFIXES):
         if _is_number(value) and (value < 0 or math.isnan(value)):
             raise ValueError(f"{key} must be >= 0, got {value!r}")
-        if not _is_number(value) and value is not None:
+        if not _is_number(value):
             raise ValueError(f"{key} must be a number, got {value!r}")
 
 
