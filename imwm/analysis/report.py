@@ -152,12 +152,14 @@ def format_report(result: Mapping[str, Any], *, title: str = "") -> str:
         lines += ["", f"### events: {name}", "",
                   "| episode | steps | " + " | ".join(_HEAD) + " |",
                   "|---|---|" + "---|" * len(_HEAD)]
-        reasons: dict[str, set] = {}
+        reasons: dict[str, dict[str, int]] = {}
         for i, ep in enumerate(result["episodes"]):
             m = ep[name]
             lines.append(f"| {i} | {m['n_steps']} | " + " | ".join(_fmt(m[c]) for c in _COLS) + " |")
             for key, why in m["nan_reasons"].items():
-                reasons.setdefault(why, set()).add(key)
+                if key in METRIC_KEYS:
+                    counts = reasons.setdefault(why, {})
+                    counts[key] = counts.get(key, 0) + 1
         agg = result["aggregate"][name]
         cells = ["", ""] + [
             f"{_fmt(agg[c]['mean'])} [{_fmt(agg[c]['min'])}, {_fmt(agg[c]['max'])}]" if agg[c]["n"] else "NaN"
@@ -166,7 +168,8 @@ def format_report(result: Mapping[str, Any], *, title: str = "") -> str:
         pm = result["pooled"][name]
         lines.append(f"| pooled | {pm['n_steps']} | " + " | ".join(_fmt(pm[c]) for c in _COLS) + " |")
         for why, keys in reasons.items():
-            lines.append(f"\nNaN in {', '.join(sorted(keys))}: {why}")
+            where = ", ".join(f"{k} ({n}/{n_ep} episodes)" for k, n in sorted(keys.items()))
+            lines.append(f"\nNaN in {where}: {why}")
     truth = result.get("truth")
     if truth:
         lines += ["", f"### boundaries vs true changes (±{result['tolerance']} step, one-to-one)", "",
