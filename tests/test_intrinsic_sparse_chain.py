@@ -6,7 +6,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from imwm.envs.sparse_chain import ENV_ID, SparseChainEnv, cells_from_observations
+from imwm.envs.sparse_chain import ENV_ID, PIXELS_ENV_ID, SparseChainEnv, cells_from_observations
 
 
 def test_dynamics_reward_and_termination():
@@ -67,3 +67,27 @@ def test_through_torchrl_gym_env():
     td = env.rollout(5)
     assert td["observation"].shape == (2, 5, 20) and td["observation"].dtype == torch.float32
     assert td["action"].shape == (2, 5, 2)
+
+
+def test_pixel_observations_encode_the_cell():
+    env = SparseChainEnv(pixels=True)
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (3, 16, 16) and obs.dtype == np.uint8
+    seen = [cells_from_observations(obs)]
+    for _ in range(19):
+        obs = env.step(1)[0]
+        seen.append(int(cells_from_observations(obs)))
+    assert seen == list(range(20))
+    assert (obs[:, :, :] == 255).all(0).sum() == 12  # one 4x3 block lit: the agent (now on the goal)
+    batch = np.stack([SparseChainEnv(pixels=True, length=7).reset()[0]] * 2)
+    assert cells_from_observations(batch, length=7).tolist() == [0, 0]
+    with pytest.raises(ValueError, match="length <= 64"):
+        SparseChainEnv(pixels=True, length=65)
+
+
+def test_pixels_through_torchrl_gym_env():
+    from imwm.envs.gym_vector import make_gym_env
+
+    td = make_gym_env(PIXELS_ENV_ID, num_envs=1, seed=0).rollout(3)
+    assert td["observation"].shape == (1, 3, 3, 16, 16) and td["observation"].dtype == torch.uint8
