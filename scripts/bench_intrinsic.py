@@ -1,8 +1,9 @@
 """Benchmark: effect and cost of the intrinsic rewards and of the dormant-neuron monitor.
 
 Effect. Trains with the real loop (``imwm.training.loop.run``) on the sparse-reward chain
-``imwm/SparseChain-v0`` (20 cells, 40 steps, reward only at the far end; see
-``imwm/envs/sparse_chain.py``) with ``intrinsic=none|adaptive|lexa_style|disagreement`` for several
+``imwm/SparseChainPixels-v0`` (20 cells, 40 steps, reward only at the far end, observed as a
+3x16x16 picture so that the image decoder's std exists for LEXA-style; ``--obs vector`` uses the
+one-hot ``imwm/SparseChain-v0``; see ``imwm/envs/sparse_chain.py``) with ``intrinsic=none|adaptive|lexa_style|disagreement`` for several
 seeds, each run in its own process. From the run's replay it reports the state-visitation
 coverage (distinct cells visited / 20, prefill included), the furthest cell, the env step of the
 first reward and how many episodes reached the goal, plus the final greedy evaluation return.
@@ -43,7 +44,7 @@ CHAIN = 20
 def _overrides(args, method: str, seed: int, run_dir: str) -> list[str]:
     return [
         "env.name=gym",
-        "env.task=imwm/SparseChain-v0",
+        f"env.task={'imwm/SparseChainPixels-v0' if args.obs == 'pixels' else 'imwm/SparseChain-v0'}",
         f"intrinsic={method}",
         f"seed={seed}",
         f"run_dir={run_dir}",
@@ -56,7 +57,7 @@ def _overrides(args, method: str, seed: int, run_dir: str) -> list[str]:
         f"model.classes={args.stoch}",
         f"model.mlp_units={args.units}",
         "model.mlp_layers=1",
-        "model.cnn_depth=4",
+        f"model.cnn_depth={args.cnn_depth}",
         f"replay.batch_size={args.batch}",
         f"replay.batch_length={args.length}",
         f"replay.capacity={max(args.env_steps * 2, 1000)}",
@@ -86,7 +87,7 @@ def _compose(overrides: list[str]):
 def _single(args) -> None:
     import torch
 
-    import imwm.envs.sparse_chain  # noqa: F401  registers imwm/SparseChain-v0
+    from imwm.envs.sparse_chain import cells_from_observations  # also registers the env ids
     from imwm.training.build_replay import build_replay
     from imwm.training.checkpoint import load_replay
     from imwm.training.config import to_plain
@@ -102,7 +103,7 @@ def _single(args) -> None:
     buffer = build_replay(**plain["replay"], device="cpu", seed=seed)
     load_replay(buffer, run_dir / "replay")
     data = buffer.storage[: len(buffer)]
-    cells = data["observation"].argmax(-1)
+    cells = torch.as_tensor(cells_from_observations(data["observation"].numpy(), CHAIN))
     is_first = data["is_first"].reshape(-1)
     reward = data["reward"].reshape(-1)
     env_step = torch.cumsum((~is_first).long(), 0)  # a record that is not an episode start is one env step
@@ -158,10 +159,10 @@ def _effect(args) -> list[dict]:
 
 
 def _child_args(args) -> list[str]:
-    out = ["--workdir", args.workdir, "--threads", str(args.threads), "--env-steps", str(args.env_steps),
+    out = ["--obs", args.obs, "--workdir", args.workdir, "--threads", str(args.threads), "--env-steps", str(args.env_steps),
            "--prefill", str(args.prefill), "--train-ratio", str(args.train_ratio), "--batch", str(args.batch),
            "--length", str(args.length), "--deter", str(args.deter), "--stoch", str(args.stoch),
-           "--units", str(args.units), "--frames-per-batch", str(args.frames_per_batch)]
+           "--units", str(args.units), "--cnn-depth", str(args.cnn_depth), "--frames-per-batch", str(args.frames_per_batch)]
     for o in args.override:
         out += ["--override", o]
     return out
@@ -178,7 +179,8 @@ def _mean_sd(values) -> str:
 
 def _effect_table(results: list[dict], args) -> str:
     lines = [
-        f"Effect on `imwm/SparseChain-v0` ({CHAIN} cells, reward only at cell {CHAIN - 1}), "
+        f"Effect on `{'imwm/SparseChainPixels-v0' if args.obs == 'pixels' else 'imwm/SparseChain-v0'}` "
+        f"({CHAIN} cells, reward only at cell {CHAIN - 1}), "
         f"{args.env_steps} env steps ({args.prefill} random prefill), seeds {list(args.seeds)}; "
         "mean ± sd over seeds (first reward: median over seeds that found it).",
         "",
@@ -203,7 +205,7 @@ def _effect_table(results: list[dict], args) -> str:
 
 
 # -- overhead (in process) --------------------------------------------------------------------------
-def _replay_batch(batch: int, length: int, action_dim: int, seed: int):
+def _replay_batch(batch: int, length: int, action_dim: int, seed: int, pixels: bool):
     """A replay batch in the record layout of docs/architecture.md, from random walks on the chain."""
     import torch
     from tensordict import TensorDict
@@ -216,9 +218,20 @@ def _replay_batch(batch: int, length: int, action_dim: int, seed: int):
     is_first = torch.zeros(batch, length, 1, dtype=torch.bool)
     is_first[:, 0] = True
     action[:, 0] = 0.0
+    if pixels:
+        from imwm.envs.sparse_chain import SparseChainEnv
+
+        env = SparseChainEnv(length=CHAIN, pixels=True)
+        frames = []
+        for cell in cells.flatten().tolist():
+            env._cell = cell
+            frames.append(torch.from_numpy(env._obs()))
+        observation = torch.stack(frames).reshape(batch, length, 3, 16, 16)
+    else:
+        observation = torch.nn.functional.one_hot(cells, CHAIN).float()
     return TensorDict(
         {
-            "observation": torch.nn.functional.one_hot(cells, CHAIN).float(),
+            "observation": observation,
             "action": action,
             "reward": (cells == CHAIN - 1).float().unsqueeze(-1),
             "is_first": is_first,
@@ -237,7 +250,7 @@ def _overhead(args) -> str:
     from imwm.training.build_model import build_agent
 
     torch.set_num_threads(args.threads)
-    obs_shape, action_dim = (CHAIN,), 2
+    obs_shape, action_dim = ((3, 16, 16) if args.obs == "pixels" else (CHAIN,)), 2
     agents = {}
     for m in args.methods:
         cfg = _compose(_overrides(args, m, 0, tempfile.mkdtemp()))
@@ -245,7 +258,7 @@ def _overhead(args) -> str:
         agent = build_agent(cfg, obs_shape=obs_shape, action_dim=action_dim, device="cpu")
         agent.intrinsic = build_intrinsic(cfg.intrinsic, agent)
         agents[m] = agent
-    batch = _replay_batch(args.batch, args.length, action_dim, seed=0)
+    batch = _replay_batch(args.batch, args.length, action_dim, seed=0, pixels=args.obs == "pixels")
     cfg_none = _compose(_overrides(args, "none", 0, tempfile.mkdtemp()))
     torch.manual_seed(0)
     dormant_agent = build_agent(cfg_none, obs_shape=obs_shape, action_dim=action_dim, device="cpu")
@@ -288,7 +301,8 @@ def _overhead(args) -> str:
     lines = [
         f"Update time (median of {args.repeats} after {args.warmup} warm-up, alternating), batch "
         f"{args.batch}x{args.length}, horizon 15, model deter {args.deter}, {args.stoch}x{args.stoch} latents, "
-        f"MLP {args.units}, {args.threads} thread(s), vector obs [{CHAIN}].",
+        f"MLP {args.units}, cnn depth {args.cnn_depth}, {args.threads} thread(s), "
+        f"{'uint8 [3,16,16]' if args.obs == 'pixels' else f'vector [{CHAIN}]'} observations.",
         "",
         "| variant | ms / update | ratio |",
         "|---|---|---|",
@@ -313,6 +327,10 @@ def main() -> None:
     p.add_argument("--deter", type=int, default=64)
     p.add_argument("--stoch", type=int, default=8)
     p.add_argument("--units", type=int, default=64)
+    p.add_argument("--cnn-depth", type=int, default=8)
+    p.add_argument("--obs", choices=("pixels", "vector"), default="pixels",
+                   help="chain observed as a 3x16x16 picture (all methods; LEXA-style needs an image decoder) "
+                        "or as a one-hot vector (LEXA-style then unavailable)")
     p.add_argument("--frames-per-batch", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--jobs", type=int, default=2, help="training runs in parallel (one process each)")
@@ -326,6 +344,8 @@ def main() -> None:
     p.add_argument("--single", nargs=2, default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.obs == "vector" and "lexa_style" in args.methods:
+        p.error("lexa_style reads the image decoder's std: use --obs pixels or drop it from --methods")
     if args.single:
         _single(args)
         return
