@@ -1,0 +1,209 @@
+"""DreamerV3 world-model loss as a TorchRL ``LossModule``.
+
+Hafner et al., 2023 (DreamerV3), per replayed step t:
+
+``L_t = image_scale * L_pred_image + reward_scale * L_pred_reward + continue_scale * L_pred_cont
+       + dyn_scale * max(free_bits, KL(sg(q_t) || p_t)) + rep_scale * max(free_bits, KL(q_t || sg(p_t)))``
+
+with the reward target ``reward[t]`` (two-hot cross entropy on ``symlog``), the continue target
+``1 - is_terminal[t]`` (Bernoulli NLL), the image term from the decoder (squared error summed
+over pixels, or Gaussian NLL with a learned std), and the KL terms from
+``dynamics.kl_loss`` — so a dynamics with its own KL (VTA's boundary-weighted KL and
+boundary-rate prior) flows through unchanged. The loss is the mean of ``L_t`` over ``[B, T]``.
+
+Written instead of reusing ``torchrl.objectives.DreamerV3ModelLoss`` because, in TorchRL
+0.14.1, that class departs from DreamerV3 in its defaults and cannot host another dynamics:
+its default ``kl_mode="balanced"`` is DreamerV2's alpha-balanced KL (alpha 0.8) with free bits
+clamped per categorical rather than on the KL summed over the latents; the KL ignores unimix
+unless told (``unimix=0.0`` default); images are compared in symlog space by default
+(``reco_symlog=True``; DreamerV3 uses plain MSE on pixels); the reward two-hot interpolates in
+raw space between symexp-spaced bins (the later DreamerV3 code, not the paper); the continue loss
+is off by default (``lambda_continue=0``); and it reads prior/posterior logits only, so a
+hierarchical dynamics cannot supply its own KL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
+from torchrl.objectives import LossModule
+
+from imwm.world_model.world_model import WorldModel
+
+__all__ = ["WorldModelLoss"]
+
+
+class WorldModelLoss(LossModule):
+    """DreamerV3 world-model loss over a replay batch ``[B, T]``.
+
+    Args:
+        world_model: :class:`~imwm.world_model.WorldModel` (encoder, dynamics, decoder, heads).
+        dyn_scale: weight of the dynamics KL term (DreamerV3: 0.5).
+        rep_scale: weight of the representation KL term (DreamerV3: 0.1).
+        free_bits: KL floor in nats, per step, after summing over latents (DreamerV3: 1.0).
+        image_scale, reward_scale, continue_scale: weights of the prediction terms (1.0).
+
+    Input keys (see :meth:`set_keys`): ``observation``, ``action``, ``is_first``, ``reward``
+    ``[B,T,1]``, ``is_terminal`` ``[B,T,1]``; the replay layout of docs/architecture.md.
+
+    Output TensorDict (batch ``[]``):
+
+    - ``loss_world_model``: scalar total, with gradient;
+    - scalar metrics (detached): ``loss_image``, ``loss_reward``, ``loss_continue``, ``loss_kl``
+      (the scaled KL terms), ``kl_mean``, ``entropy_mean``, and the batch mean of every other
+      metric of ``dynamics.kl_loss`` under its own name (RSSM: ``dyn``, ``rep``);
+    - per-sequence signals for replay priorities (detached, ``[B]``): ``model_loss`` (mean over
+      T of ``L_t``), ``kl`` (mean over T of the raw KL), ``entropy`` (mean over T of the posterior
+      entropy);
+    - the world model's outputs (detached): ``posterior``, ``prior`` (``[B,T]`` state
+      TensorDicts) and ``feat`` ``[B,T,F]``, so imagination starts from them without a second
+      pass.
+
+    Example:
+        >>> from imwm.dynamics import RSSMDynamics
+        >>> wm = WorldModel.build((4,), 2, lambda e: RSSMDynamics(deter=16, stoch=2, classes=4,
+        ...     hidden=16, blocks=2, action_dim=2, embed_dim=e), cnn_depth=4, mlp_units=16,
+        ...     mlp_layers=1)
+        >>> loss = WorldModelLoss(wm)
+        >>> td = TensorDict({"observation": torch.randn(3, 5, 4), "action": torch.zeros(3, 5, 2),
+        ...     "is_first": torch.zeros(3, 5, 1, dtype=torch.bool), "reward": torch.zeros(3, 5, 1),
+        ...     "is_terminal": torch.zeros(3, 5, 1, dtype=torch.bool)}, [3, 5])
+        >>> out = loss(td)
+        >>> out["loss_world_model"].shape, out["model_loss"].shape
+        (torch.Size([]), torch.Size([3]))
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable input keys.
+
+        Attributes:
+            observation: frames uint8 ``[B,T,3,64,64]`` or vectors ``[B,T,D]``.
+                Defaults to ``"observation"``.
+            action: the action that led to each observation ``[B,T,A]``. Defaults to ``"action"``.
+            is_first: first step of an episode ``[B,T,1]``. Defaults to ``"is_first"``.
+            reward: reward received on arriving at each observation ``[B,T,1]``.
+                Defaults to ``"reward"``.
+            is_terminal: the MDP ended at this observation ``[B,T,1]``.
+                Defaults to ``"is_terminal"``.
+        """
+
+        observation: NestedKey = "observation"
+        action: NestedKey = "action"
+        is_first: NestedKey = "is_first"
+        reward: NestedKey = "reward"
+        is_terminal: NestedKey = "is_terminal"
+
+    tensor_keys: _AcceptedKeys
+    default_keys = _AcceptedKeys
+
+    def __init__(
+        self,
+        world_model: WorldModel,
+        *,
+        dyn_scale: float = 0.5,
+        rep_scale: float = 0.1,
+        free_bits: float = 1.0,
+        image_scale: float = 1.0,
+        reward_scale: float = 1.0,
+        continue_scale: float = 1.0,
+    ):
+        super().__init__()
+        for name, value in (
+            ("dyn_scale", dyn_scale),
+            ("rep_scale", rep_scale),
+            ("free_bits", free_bits),
+            ("image_scale", image_scale),
+            ("reward_scale", reward_scale),
+            ("continue_scale", continue_scale),
+        ):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        self.world_model = world_model
+        self.dyn_scale = float(dyn_scale)
+        self.rep_scale = float(rep_scale)
+        self.free_bits = float(free_bits)
+        self.image_scale = float(image_scale)
+        self.reward_scale = float(reward_scale)
+        self.continue_scale = float(continue_scale)
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        pass  # no value estimator
+
+    def _get(self, tensordict: TensorDictBase, name: str) -> torch.Tensor:
+        key = getattr(self.tensor_keys, name)
+        value = tensordict.get(key, None)
+        if value is None:
+            raise KeyError(f"WorldModelLoss needs key {key!r} ({name}) in the input TensorDict")
+        return value
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDict:
+        if tensordict.batch_dims != 2:
+            raise ValueError(
+                f"WorldModelLoss expects a [B, T] batch, got batch_size {tuple(tensordict.batch_size)}"
+            )
+        observation = self._get(tensordict, "observation")
+        reward = self._get(tensordict, "reward")
+        is_terminal = self._get(tensordict, "is_terminal")
+        batch, time = tensordict.batch_size
+        for name, value in (("reward", reward), ("is_terminal", is_terminal)):
+            if tuple(value.shape) != (batch, time, 1):
+                raise ValueError(f"{name} must have shape {(batch, time, 1)}, got {tuple(value.shape)}")
+
+        wm = self.world_model
+        out = wm.observe(
+            observation, self._get(tensordict, "action"), self._get(tensordict, "is_first")
+        )
+        posterior, prior, feat = out["posterior"], out["prior"], out["feat"]
+
+        image = wm.decoder.loss(wm.decoder(feat), observation)
+        reward_loss = wm.reward_head.loss(wm.reward_head(feat), reward)
+        continue_target = 1.0 - is_terminal.to(feat.dtype)
+        continue_loss = wm.continue_head.loss(wm.continue_head(feat), continue_target)
+        kl_loss, metrics = wm.dynamics.kl_loss(
+            posterior,
+            prior,
+            free_bits=self.free_bits,
+            dyn_scale=self.dyn_scale,
+            rep_scale=self.rep_scale,
+        )
+        for name, value in (
+            ("image", image),
+            ("reward", reward_loss),
+            ("continue", continue_loss),
+            ("kl", kl_loss),
+        ):
+            if tuple(value.shape) != (batch, time):
+                raise ValueError(f"{name} loss must be [B, T] = {(batch, time)}, got {tuple(value.shape)}")
+
+        per_step = (
+            self.image_scale * image
+            + self.reward_scale * reward_loss
+            + self.continue_scale * continue_loss
+            + kl_loss
+        )
+        with torch.no_grad():
+            kl = metrics["kl"].detach()
+            entropy = wm.dynamics.entropy(posterior).squeeze(-1)
+            result = {
+                "loss_image": image.mean(),
+                "loss_reward": reward_loss.mean(),
+                "loss_continue": continue_loss.mean(),
+                "loss_kl": kl_loss.mean(),
+                "kl_mean": kl.mean(),
+                "entropy_mean": entropy.mean(),
+                "model_loss": per_step.mean(1),
+                "kl": kl.mean(1),
+                "entropy": entropy.mean(1),
+            }
+            for name, value in metrics.items():
+                if name != "kl":
+                    result[name] = value.detach().float().mean()
+        result["loss_world_model"] = per_step.mean()
+        result["posterior"] = posterior.detach()
+        result["prior"] = prior.detach()
+        result["feat"] = feat.detach()
+        return TensorDict(result, batch_size=[])

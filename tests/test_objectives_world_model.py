@@ -1,0 +1,160 @@
+"""WorldModelLoss: keys, targets and alignment, scales, gradients, set_keys, learning."""
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from imwm.dynamics import RSSMDynamics
+from imwm.objectives.world_model import WorldModelLoss
+from imwm.world_model import WorldModel
+
+from test_world_model import ScaledKLDynamics  # tests/ is on sys.path (rootdir-relative import mode)
+
+A = 3
+
+
+def factory(embed_dim):
+    return RSSMDynamics(deter=16, stoch=4, classes=4, hidden=16, blocks=2, action_dim=A,
+                        embed_dim=embed_dim)
+
+
+def vector_wm(**kw):
+    return WorldModel.build((5,), A, kw.pop("dyn", factory), cnn_depth=2, mlp_units=16,
+                            mlp_layers=1, **kw)
+
+
+def batch(obs_shape=(5,), b=4, t=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if len(obs_shape) == 3:
+        obs = torch.randint(0, 256, (b, t, *obs_shape), dtype=torch.uint8, generator=g)
+    else:
+        obs = torch.randn(b, t, *obs_shape, generator=g) * 3
+    is_first = torch.zeros(b, t, 1, dtype=torch.bool)
+    is_first[:, 0] = True
+    action = torch.nn.functional.one_hot(torch.randint(0, A, (b, t), generator=g), A).float()
+    action[:, 0] = 0
+    reward = torch.randint(0, 3, (b, t, 1), generator=g).float() * 2
+    reward[:, 0] = 0
+    is_terminal = torch.zeros(b, t, 1, dtype=torch.bool)
+    is_terminal[0, -1] = True
+    return TensorDict({"observation": obs, "action": action, "is_first": is_first,
+                       "reward": reward, "is_terminal": is_terminal}, [b, t])
+
+
+def test_output_keys_shapes_and_total():
+    loss = WorldModelLoss(vector_wm())
+    out = loss(batch())
+    scalars = ["loss_world_model", "loss_image", "loss_reward", "loss_continue", "loss_kl",
+               "kl_mean", "entropy_mean", "dyn", "rep"]
+    for key in scalars:
+        assert out[key].shape == (), key
+    for key in ("model_loss", "kl", "entropy"):
+        assert out[key].shape == (4,) and not out[key].requires_grad, key
+    assert out["loss_world_model"].requires_grad
+    assert out["feat"].shape == (4, 6, loss.world_model.feat_dim) and not out["feat"].requires_grad
+    assert out["posterior"].batch_size == (4, 6)
+    total = out["loss_image"] + out["loss_reward"] + out["loss_continue"] + out["loss_kl"]
+    assert torch.allclose(out["loss_world_model"], total, rtol=1e-5)
+    assert torch.allclose(out["model_loss"].mean(), out["loss_world_model"].detach(), rtol=1e-5)
+
+
+def test_targets_are_aligned_with_the_replay_layout():
+    wm = vector_wm()
+    td = batch()
+    out = WorldModelLoss(wm, free_bits=0.5)(td)
+    feat = out["feat"]
+    # reward[t] and 1 - is_terminal[t] are predicted from the state at t
+    reward = wm.reward_head.loss(wm.reward_head(feat), td["reward"]).mean()
+    cont = wm.continue_head.loss(wm.continue_head(feat), 1.0 - td["is_terminal"].float()).mean()
+    image = wm.decoder.loss(wm.decoder(feat), td["observation"]).mean()
+    kl_loss, metrics = wm.dynamics.kl_loss(out["posterior"], out["prior"], free_bits=0.5,
+                                            dyn_scale=0.5, rep_scale=0.1)
+    assert torch.allclose(out["loss_reward"], reward, rtol=1e-5)
+    assert torch.allclose(out["loss_continue"], cont, rtol=1e-5)
+    assert torch.allclose(out["loss_image"], image, rtol=1e-5)
+    assert torch.allclose(out["loss_kl"], kl_loss.mean(), rtol=1e-5)
+    assert torch.allclose(out["kl"], metrics["kl"].mean(1), rtol=1e-5)
+    entropy = wm.dynamics.entropy(out["posterior"]).squeeze(-1).mean(1)
+    assert torch.allclose(out["entropy"], entropy, rtol=1e-5)
+
+
+def test_continue_target_is_one_minus_is_terminal():
+    wm = vector_wm()
+    with torch.no_grad():
+        wm.continue_head.mlp.net[-1].weight.zero_()
+        wm.continue_head.mlp.net[-1].bias.fill_(8.0)  # predicts "continues"
+    td = batch()
+    td["is_terminal"].zero_()
+    low = WorldModelLoss(wm)(td)["loss_continue"]
+    td["is_terminal"].fill_(True)
+    high = WorldModelLoss(wm)(td)["loss_continue"]
+    assert low < 1e-3 and high > 7.9
+
+
+def test_scales_and_gradients_to_every_parameter_group():
+    torch.manual_seed(0)
+    wm = WorldModel.build((3, 64, 64), A, factory, cnn_depth=2, mlp_units=16, mlp_layers=1)
+    loss = WorldModelLoss(wm, free_bits=0.0)
+    opt = torch.optim.Adam(wm.parameters(), lr=1e-3)
+    got_grad = set()
+    td = batch((3, 64, 64), b=2, t=3)
+    for _ in range(2):  # the zero-initialised reward output blocks its MLP's gradient on step 1
+        opt.zero_grad()
+        loss(td)["loss_world_model"].backward()
+        got_grad |= {n for n, p in wm.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        opt.step()
+    missing = {n for n, _ in wm.named_parameters()} - got_grad
+    assert not missing, missing
+    # image_scale=0 cuts the decoder off
+    wm.zero_grad()
+    WorldModelLoss(wm, image_scale=0.0)(td)["loss_world_model"].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in wm.decoder.parameters())
+
+
+def test_dynamics_kl_and_metrics_flow_through():
+    wm = vector_wm(dyn=lambda e: ScaledKLDynamics(factory(e)))
+    out = WorldModelLoss(wm, free_bits=0.0)(batch())
+    assert torch.allclose(out["boundary_rate"], torch.tensor(0.25))
+    kl_loss, _ = wm.dynamics.inner.kl_loss(out["posterior"], out["prior"], free_bits=0.0,
+                                            dyn_scale=0.5, rep_scale=0.1)
+    assert torch.allclose(out["loss_kl"], 2 * kl_loss.mean(), rtol=1e-5)
+
+
+def test_set_keys_and_bad_inputs():
+    loss = WorldModelLoss(vector_wm())
+    td = batch()
+    td.rename_key_("observation", "pixels")
+    with pytest.raises(KeyError, match="observation"):
+        loss(td)
+    loss.set_keys(observation="pixels")
+    assert loss(td)["loss_world_model"].isfinite()
+    with pytest.raises(ValueError, match="not an accepted"):
+        loss.set_keys(nonsense="x")
+    with pytest.raises(ValueError, match=r"\[B, T\]"):
+        loss(td[0])
+    td["reward"] = td["reward"].squeeze(-1)
+    with pytest.raises(ValueError, match="reward must have shape"):
+        loss(td)
+    with pytest.raises(ValueError, match="free_bits"):
+        WorldModelLoss(vector_wm(), free_bits=-1.0)
+
+
+@pytest.mark.parametrize("obs_shape", [(5,), (3, 64, 64)])
+def test_loss_decreases_on_a_fixed_batch(obs_shape):
+    torch.manual_seed(0)
+    wm = WorldModel.build(obs_shape, A, factory, cnn_depth=4, mlp_units=32, mlp_layers=1)
+    loss = WorldModelLoss(wm)
+    small = len(obs_shape) == 3  # keep the conv case fast
+    td = batch(obs_shape, b=2 if small else 4, t=6 if small else 8, seed=1)
+    opt = torch.optim.Adam(wm.parameters(), lr=3e-3)
+    history = []
+    for _ in range(30):
+        out = loss(td)
+        opt.zero_grad()
+        out["loss_world_model"].backward()
+        opt.step()
+        history.append({k: out[k].item() for k in ("loss_world_model", "loss_image", "loss_reward")})
+    first, last = history[0], history[-1]
+    assert last["loss_world_model"] < 0.7 * first["loss_world_model"], (first, last)
+    assert last["loss_image"] < first["loss_image"]
+    assert last["loss_reward"] < first["loss_reward"]
