@@ -136,7 +136,6 @@ class DreamerAgent(nn.Module):
         self.model_opt = _adam(world_model.parameters(), model_lr, model_eps, "model")
         self.actor_opt = _adam(actor.parameters(), actor_lr, actor_eps, "actor")
         self.critic_opt = _adam(critic.parameters(), critic_lr, critic_eps, "critic")
-        self._imagine_fns = {}
         self.compiled = False
         if compile:
             self._try_compile()
@@ -171,17 +170,25 @@ class DreamerAgent(nn.Module):
         )
 
     @torch.no_grad()
-    def decoded_image_std(self, feat: torch.Tensor) -> torch.Tensor:
-        """Mean predicted per-pixel std of the decoded frames, ``[..., 1]`` (LEXA-style curiosity)."""
-        decoded = self.world_model.decoder(feat)
-        std = decoded.get("image_std", None) if isinstance(decoded, TensorDictBase) else None
-        if std is None:
-            raise ValueError(
-                "the intrinsic reward asks for ('decoded', 'image_std') but the decoder predicts no std: "
-                "build the agent with agent.learned_std=true"
-            )
+    def decoded_image_std(self, feat: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+        """Mean predicted per-pixel std of the decoded frames, ``[..., 1]`` (LEXA-style curiosity).
+
+        Decodes ``chunk`` rows at a time: the N*(H+1) imagined frames at once would need
+        gigabytes of activations at DreamerV3 sizes.
+        """
         lead = feat.shape[:-1]
-        return std.reshape(*lead, -1).mean(-1, keepdim=True)
+        flat = feat.reshape(-1, feat.shape[-1])
+        out = []
+        for part in flat.split(chunk):
+            decoded = self.world_model.decoder(part)
+            std = decoded.get("image_std", None) if isinstance(decoded, TensorDictBase) else None
+            if std is None:
+                raise ValueError(
+                    "the intrinsic reward asks for ('decoded', 'image_std') but the decoder predicts no "
+                    "std: build the agent with agent.learned_std=true (image observations)"
+                )
+            out.append(std.reshape(part.shape[0], -1).mean(-1, keepdim=True))
+        return torch.cat(out).reshape(*lead, 1)
 
     # ------------------------------------------------------------------ update
     def train_step(self, batch: TensorDictBase) -> tuple[dict[str, torch.Tensor], TensorDict]:
