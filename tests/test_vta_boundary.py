@@ -147,3 +147,18 @@ def test_temperature_annealing():
     assert temperature_at(10**6, temp=1.0, temp_min=0.5, anneal_rate=1e-3) == 0.5
     with pytest.raises(ValueError, match="anneal_rate"):
         temperature_at(0, temp=1.0, temp_min=0.5, anneal_rate=-1.0)
+
+
+def test_bernoulli_and_rate_prior_kl():
+    from imwm.vta.boundary import bernoulli_kl, rate_prior_kl
+
+    p = torch.tensor([0.5, 0.1])
+    expected = torch.tensor([0.5 * math.log(0.5 / 0.1) + 0.5 * math.log(0.5 / 0.9), 0.0])
+    torch.testing.assert_close(bernoulli_kl(p, 0.1), expected)
+    # a sure detector firing at the target rate on average pays nothing
+    sure = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    assert rate_prior_kl(sure, 0.25).abs().max() < 1e-5
+    mask = torch.tensor([[False, True, True, True]] * 2)
+    torch.testing.assert_close(rate_prior_kl(sure, 0.25, mask), bernoulli_kl(torch.tensor([0.0, 1 / 3]), 0.25))
+    with pytest.raises(ValueError, match="boundary_rate"):
+        bernoulli_kl(p, 0.0)

@@ -39,6 +39,7 @@ __all__ = [
     "temperature_at",
     "check_boundary_options",
     "bernoulli_kl",
+    "rate_prior_kl",
 ]
 
 
@@ -256,3 +257,27 @@ def bernoulli_kl(prob: Tensor, rate: float, eps: float = 1e-6) -> Tensor:
         raise ValueError(f"boundary_rate must be in (0, 1), got {rate!r}")
     p = prob.clamp(eps, 1.0 - eps)
     return p * (torch.log(p) - math.log(rate)) + (1.0 - p) * (torch.log1p(-p) - math.log1p(-rate))
+
+
+def rate_prior_kl(read_prob: Tensor, rate: float, mask: Tensor | None = None) -> Tensor:
+    """Boundary-rate prior per sequence: ``KL(Bern(mean_t q_t(READ)) || Bern(rate))`` -> ``[B]``.
+
+    The mean READ probability of each sequence (over the steps where ``mask`` is true, e.g. all
+    but the forced first step) is pulled towards ``rate``. Pulling every step's probability to
+    ``rate`` instead (a per-step KL) would reward an undecided detector that reads everywhere with
+    probability ``rate``; on the mean, the detector stays free to be sure at changes and silent
+    elsewhere as long as it fires at the target rate overall.
+
+    Args:
+        read_prob: ``[B, T]`` posterior READ probabilities.
+        rate: target READ rate in (0, 1).
+        mask: optional ``[B, T]`` bool, the steps that count.
+    """
+    if read_prob.dim() != 2:
+        raise ValueError(f"read_prob must be [B, T], got shape {tuple(read_prob.shape)}")
+    if mask is None:
+        mean = read_prob.mean(1)
+    else:
+        m = mask.to(read_prob.dtype)
+        mean = (read_prob * m).sum(1) / m.sum(1).clamp_min(1.0)
+    return bernoulli_kl(mean, rate)

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import Tensor, nn
 
-from imwm.vta.boundary import bernoulli_kl, regularize_boundary
+from imwm.vta.boundary import rate_prior_kl, regularize_boundary
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
 from imwm.vta.options import BoundaryOptions
 
@@ -355,7 +355,10 @@ class VTADynamics(BoundaryOptions):
         ``loss = READ * [dyn_scale * max(fb, KL_z(sg q || p)) + rep_scale * max(fb, KL_z(q || sg p))]
         + dyn_scale * max(fb, KL_s(sg q || p)) + rep_scale * max(fb, KL_s(q || sg p))
         + dyn_scale * KL_m(sg q || p) + rep_scale * KL_m(q || sg p)
-        + boundary_scale * KL(Bern(q(READ)) || Bern(boundary_rate))``
+        + boundary_scale * KL(Bern(mean_t q_t(READ)) || Bern(boundary_rate))``
+
+        The rate prior is per sequence (the mean READ probability over its steps, the forced first
+        READ excluded; :func:`imwm.vta.boundary.rate_prior_kl`), added to every step of it.
 
         ``z`` is the abstract latent (its KL counts only where a segment starts; on COPY the state
         is a copy and contributes nothing), ``s`` the observation latent, ``m`` the boundary.
@@ -363,7 +366,7 @@ class VTADynamics(BoundaryOptions):
         Returns:
             ``loss [B, T]`` and detached metrics, all ``[B, T]``: ``kl`` (raw ``READ * KL_z + KL_s +
             KL_m``), ``kl_abs`` (raw, unweighted), ``kl_obs``, ``kl_boundary``, ``boundary_kl`` (the
-            rate prior's Bernoulli KL, zeros when off), ``read_rate`` (the READ flags), ``read_prob``.
+            sequence's rate-prior KL on each of its steps, zeros when off), ``read_rate`` (the READ flags), ``read_prob``.
         """
         if free_bits < 0:
             raise ValueError(f"free_bits must be >= 0, got {free_bits!r}")
@@ -388,9 +391,11 @@ class VTADynamics(BoundaryOptions):
             + dyn_scale * dyn_m + rep_scale * rep_m
         )
         read_prob = torch.softmax(q["boundary_logit"], -1)[..., 0]
-        first = (q["seg_num"][..., 0] < 1.5) & (read > 0.5)  # forced first READ: no rate prior
+        first = (q["seg_num"][..., 0] < 1.5) & (read > 0.5)  # forced first READ: not in the rate
         if self.boundary_scale > 0:
-            rate_kl = bernoulli_kl(read_prob, self.boundary_rate) * (~first).to(read_prob.dtype)
+            if read_prob.dim() != 2:
+                raise ValueError(f"the boundary-rate prior needs [B, T] states, got {tuple(read_prob.shape)}")
+            rate_kl = rate_prior_kl(read_prob, self.boundary_rate, ~first).unsqueeze(1).expand_as(read_prob)
             loss = loss + self.boundary_scale * rate_kl
         else:
             rate_kl = torch.zeros_like(read_prob)

@@ -20,7 +20,8 @@ Loss per step (summed over pixels, averaged over batch and time)::
 The segment constraints (``max_seg_len``, ``max_seg_num``, ``boundary_force_scale``) act on the
 *prior* boundary, as in the authors' code (``regularize_prior_boundary``): the Concrete KL then
 pulls the posterior towards them. Frame 0 is always READ. The optional boundary-rate prior
-(``boundary_rate``, ``boundary_scale``) adds ``scale * KL(Bern(q(READ)) || Bern(rate))``.
+(``boundary_rate``, ``boundary_scale``) adds ``scale * KL(Bern(mean_t q_t(READ)) || Bern(rate))`` per
+sequence (:func:`imwm.vta.boundary.rate_prior_kl`; frame 0 excluded).
 
 Written from the paper and the SPEC; the authors' code was not copied.
 """
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import Tensor, nn
 
-from imwm.vta.boundary import bernoulli_kl, boundary_sample, log_density_concrete, regularize_boundary
+from imwm.vta.boundary import boundary_sample, log_density_concrete, rate_prior_kl, regularize_boundary
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
 from imwm.vta.options import BoundaryOptions
 
@@ -276,9 +277,8 @@ class VTAOriginal(BoundaryOptions):
         kl_mask = torch.cat([zeros[..., 0], kl_mask[:, 1:]], 1)  # frame 0 is forced, not sampled
 
         read_prob = torch.softmax(p["post_logits"], -1)[..., :1]
-        if self.boundary_scale > 0:
-            boundary_kl = bernoulli_kl(read_prob[:, 1:, 0], self.boundary_rate)
-            boundary_kl = torch.cat([zeros[..., 0], boundary_kl], 1)
+        if self.boundary_scale > 0:  # per-sequence rate prior, spread evenly over the steps
+            boundary_kl = rate_prior_kl(read_prob[:, 1:, 0], self.boundary_rate).unsqueeze(1).expand(B, T)
         else:
             boundary_kl = torch.zeros_like(kl_mask)
         total = obs_cost + kl_abs + kl_obs + kl_mask + self.boundary_scale * boundary_kl

@@ -7,7 +7,7 @@ Dynamics protocol; this one only keeps what video needs: encoder -> VTADynamics 
 
 - encoder: 4 x [Conv2d(k=4, s=2, p=1) -> channel LayerNorm -> SiLU] -> Flatten -> Linear (DreamerV3 style);
 - decoder: Linear -> 4 transposed convs (LayerNorm + SiLU between), mean frame in ``x / 255 - 0.5`` units;
-- loss per step: ``0.5 * ||x - x_hat||^2`` summed over pixels (unit-variance Gaussian, as DreamerV3's
+- loss per step: ``0.5 * ||(x - x_hat) / obs_std||^2`` summed over pixels (``obs_std = 1`` is DreamerV3's
   image MSE) + ``VTADynamics.kl_loss(free_bits, dyn_scale, rep_scale)``.
 
 ``forward(obs [B, T, C, H, W] uint8)`` returns the same keys as :meth:`VTAOriginal.forward`
@@ -40,6 +40,8 @@ class VTASequenceModel(nn.Module):
     Args:
         image_size, channels, cnn_depth, embed_dim: image geometry and encoder/decoder widths.
         free_bits, dyn_scale, rep_scale: DreamerV3 KL balancing passed to ``kl_loss``.
+        obs_std: std of the Gaussian image likelihood (1.0 = DreamerV3's MSE); small objects on a
+            black background give a weak signal at 1.0, so the Moving Shapes runs use less.
         **dynamics_kwargs: every other kwarg goes to :class:`VTADynamics` (sizes and boundary
             options; ``action_dim`` is 1 and ``embed_dim`` is set here).
     """
@@ -54,12 +56,15 @@ class VTASequenceModel(nn.Module):
         free_bits: float = 1.0,
         dyn_scale: float = 0.5,
         rep_scale: float = 0.1,
+        obs_std: float = 1.0,
         **dynamics_kwargs,
     ):
         super().__init__()
         if image_size < 16 or image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {image_size!r}")
-        self.image_size, self.channels = image_size, channels
+        if not obs_std > 0:
+            raise ValueError(f"obs_std must be > 0, got {obs_std!r}")
+        self.image_size, self.channels, self.obs_std = image_size, channels, float(obs_std)
         self.free_bits, self.dyn_scale, self.rep_scale = float(free_bits), float(dyn_scale), float(rep_scale)
         self.dynamics = VTADynamics(action_dim=1, embed_dim=embed_dim, **dynamics_kwargs)
         layers, cin = [], channels
@@ -108,7 +113,7 @@ class VTASequenceModel(nn.Module):
         feat = self.dynamics.get_feat(post)
         h = self.decoder_in(feat.flatten(0, 1)).view(B * T, self._cin, self._base, self._base)
         recon = self.decoder(h).view_as(x)
-        obs_cost = 0.5 * (recon - x).pow(2).flatten(2).sum(-1)
+        obs_cost = 0.5 * ((recon - x) / self.obs_std).pow(2).flatten(2).sum(-1)
         kl, m = self.dynamics.kl_loss(
             post, prior, free_bits=self.free_bits, dyn_scale=self.dyn_scale, rep_scale=self.rep_scale
         )
