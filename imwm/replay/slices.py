@@ -140,6 +140,9 @@ class PrioritizedSliceSampler(Sampler):
         self._num_valid = 0
         self._head = 0
         self._pending: list[torch.Tensor] = []
+        # starts whose visit count rose but whose tree mass was not refreshed yet (see
+        # record_visits); refreshed before the next draw or by the feedback on them
+        self._stale: torch.Tensor | None = None
         self._tree.clear()
 
     # ------------------------------------------------------------------ priorities
@@ -258,6 +261,7 @@ class PrioritizedSliceSampler(Sampler):
         if len(storage) == 0:
             raise RuntimeError("Cannot sample from an empty storage.")
         self._refresh(storage)
+        self._flush_stale()
         if self._num_valid == 0:
             raise RuntimeError(
                 f"no valid slice start: no trajectory in the storage has {self.slice_len} "
@@ -281,7 +285,17 @@ class PrioritizedSliceSampler(Sampler):
             (starts,), torch.ones_like(starts, dtype=self._visits.dtype), accumulate=True
         )
         if self._uses_visits:
-            self._refresh_mass(starts)
+            # The tree mass of these starts is refreshed lazily: in the usual loop the feedback
+            # on exactly these starts comes next and refreshes them anyway, so refreshing here
+            # too would write the same tree paths twice. priorities() reads the stats, not the
+            # tree, so it is current either way.
+            self._flush_stale()
+            self._stale = starts
+
+    def _flush_stale(self) -> None:
+        if self._stale is not None:
+            stale, self._stale = self._stale, None
+            self._refresh_mass(stale)
 
     # ------------------------------------------------------------------ feedback
     def _check_index(self, index) -> torch.Tensor:
@@ -331,6 +345,9 @@ class PrioritizedSliceSampler(Sampler):
     def _set_signal(self, index: torch.Tensor, signal: torch.Tensor) -> None:
         self._signal[index] = signal.to(self._signal.dtype)
         self._has_signal[index] = True
+        stale = self._stale
+        if stale is not None and stale.shape == index.shape and torch.equal(stale, index):
+            self._stale = None  # the refresh below covers them
         self._refresh_mass(index)
 
     def update_signals(self, index, signals) -> None:
@@ -349,6 +366,7 @@ class PrioritizedSliceSampler(Sampler):
     # ------------------------------------------------------------------ state
     def metrics(self) -> dict[str, float]:
         """Mean visit count, fraction of inf-priority starts, priority entropy, valid starts."""
+        self._flush_stale()
         out = {"valid_starts": float(self._num_valid)}
         filled = self._filled
         out["mean_visits"] = float(self._visits[filled].double().mean()) if filled.any() else 0.0
@@ -371,6 +389,7 @@ class PrioritizedSliceSampler(Sampler):
                 "initial": self.initial}
 
     def state_dict(self) -> dict[str, Any]:
+        self._flush_stale()
         pending = torch.cat(self._pending) if self._pending else torch.zeros(0, dtype=torch.long)
         return {
             "hyper": self._hyper(),
@@ -402,6 +421,7 @@ class PrioritizedSliceSampler(Sampler):
         self._head = int(state_dict["head"])
         pending = state_dict["pending"].to(dev)
         self._pending = [pending] if pending.numel() else []
+        self._stale = None
         # the tree is a function of the stats: rebuild it in one O(N) pass
         everything = torch.arange(self.max_capacity, device=dev)
         mass = torch.where(self._valid, self._priority(everything), 0.0)
