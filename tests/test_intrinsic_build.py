@@ -1,5 +1,7 @@
 """build_intrinsic / build_dormant: config files, defaults = class defaults, validation errors."""
 
+import copy
+import functools
 import inspect
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,8 +20,19 @@ from imwm.training.build_intrinsic import build_dormant, build_intrinsic
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+@functools.lru_cache(maxsize=None)
+def _composed(name):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        cfg = compose(config_name="config", overrides=[f"intrinsic={name}", "model=XS"])
+    return OmegaConf.to_container(cfg.intrinsic, resolve=True)
+
+
 def _cfg(name):
-    return yaml.safe_load((CONFIGS / "intrinsic" / f"{name}.yaml").read_text())
+    """The intrinsic group as Hydra composes it (interpolations resolved), a fresh copy."""
+    return copy.deepcopy(_composed(name))
 
 
 def _agent(learned_std=True):
@@ -48,8 +61,9 @@ def test_config_files_match_class_defaults_and_build(name, cls):
     cfg = _cfg(name)
     assert cfg["enable"] is True and cfg["typ"] == name
     params = inspect.signature(cls.__init__).parameters
-    for key, value in cfg[name].items():
-        if key == "target":
+    raw = yaml.safe_load((CONFIGS / "intrinsic" / f"{name}.yaml").read_text())[name]
+    for key, value in raw.items():
+        if key == "target" or isinstance(value, str):  # "auto" / interpolated from model.*
             continue
         assert params[key].default == pytest.approx(value), f"{name}.{key}"
     t = build_intrinsic(cfg, _agent())
@@ -73,6 +87,8 @@ def test_none_builds_nothing():
 def test_disagreement_sizes_come_from_the_dynamics():
     agent = _agent()
     t = build_intrinsic(_cfg("disagreement"), agent)
+    xs = yaml.safe_load((CONFIGS / "model" / "XS.yaml").read_text())
+    assert t.ensemble.weights[0].shape[-1] == xs["mlp_units"] and len(t.ensemble.weights) == xs["mlp_layers"] + 1
     dyn = agent.world_model.dynamics
     assert (t.feat_dim, t.action_dim, t.target_dim) == (dyn.feat_dim, 3, dyn.stoch_dim)
     assert t.target_key == ("posterior", "stoch")

@@ -62,7 +62,7 @@ def test_training_uses_action_that_led_to_the_target():
              "is_first": torch.zeros(8, 6, 1, dtype=torch.bool)},
             [8, 6],
         )
-        losses.append(t.world_model_update(wm)["intrinsic/ensemble_loss"].item())
+        losses.append(t.world_model_update(wm)["ensemble_loss"].item())
     assert losses[-1] < 0.05 * losses[0]
 
 
@@ -96,7 +96,7 @@ def test_is_first_steps_are_masked():
     stoch_b[0, 2] = 1e3  # garbage at the masked step only
     la = t.world_model_update(TensorDict({**base, "posterior": {"stoch": stoch_a}, "is_first": is_first}, [2, 4]))
     lb = t.world_model_update(TensorDict({**base, "posterior": {"stoch": stoch_b}, "is_first": is_first}, [2, 4]))
-    assert la["intrinsic/ensemble_loss"].item() == pytest.approx(lb["intrinsic/ensemble_loss"].item(), rel=1e-4)
+    assert la["ensemble_loss"].item() == pytest.approx(lb["ensemble_loss"].item(), rel=1e-4)
 
 
 def test_ensemble_state_and_optimizer_state_are_saveable():

@@ -59,7 +59,7 @@ def test_transform_in_imagination_feeds_actor_and_critic(dyn_name, kind):
     if hasattr(transform, "world_model_update"):  # agent step 2
         metrics = transform.world_model_update(TensorDict(
             {"feat": feat.detach(), "posterior": posterior.detach(), "action": action}, [B, T]))
-        assert torch.isfinite(metrics["intrinsic/ensemble_loss"])
+        assert torch.isfinite(metrics["ensemble_loss"])
     traj = imagine(dyn, actor, reward_head, continue_head, posterior, H)  # agent step 3
     assert traj.batch_size == (B * T, H + 1)
     if transform.needs_decoder_std:  # agent step 4

@@ -83,3 +83,8 @@ def test_replay_snapshot_round_trip(tmp_path):
     assert torch.equal(fresh[:25]["observation"], buf[:25]["observation"])
     sample = fresh.sample()
     assert sample.shape == (8,)
+    # No pickle is left in the snapshot, and one planted there is refused, not unpickled.
+    assert not (tmp_path / "replay" / "prefetch.pkl").exists()
+    (tmp_path / "replay" / "prefetch.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="prefetch.pkl"):
+        load_replay(_buffer(), tmp_path / "replay")

@@ -19,7 +19,7 @@ Example:
     >>> import imwm.envs.sparse_chain  # registers the id
     >>> env = gym.make("imwm/SparseChain-v0")
     >>> obs, info = env.reset(seed=0)
-    >>> obs.shape, obs.argmax(), info["cell"]
+    >>> obs.shape, int(obs.argmax()), info["cell"]
     ((20,), 0, 0)
 """
 

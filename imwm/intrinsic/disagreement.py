@@ -54,7 +54,7 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
         >>> wm = TensorDict({"feat": torch.randn(3, 5, 8), "action": torch.randn(3, 5, 2),
         ...                  "posterior": {"stoch": torch.randn(3, 5, 4)}}, [3, 5])
         >>> sorted(t.world_model_update(wm))
-        ['intrinsic/ensemble_loss']
+        ['ensemble_loss']
         >>> traj = TensorDict({"feat": torch.randn(6, 4, 8), "action": torch.randn(6, 4, 2),
         ...                    "reward": torch.zeros(6, 4, 1)}, [6, 4])
         >>> t(traj)["intrinsic_reward"][:, 0].abs().sum().item()
@@ -108,7 +108,10 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
 
     # -- training ---------------------------------------------------------------------------------
     def world_model_update(self, wm_td: TensorDictBase) -> dict[str, torch.Tensor]:
-        """One regression step of the ensemble on a replay batch ``[B, T]`` (see class docstring)."""
+        """One regression step of the ensemble on a replay batch ``[B, T]`` (see class docstring).
+
+        Returns ``{"ensemble_loss": mean member MSE}`` (0-d, detached) for logging.
+        """
         feat = self._get(wm_td, self.feat_key, "the world-model features").detach()
         action = self._get(wm_td, self.action_key, "the replayed actions").detach()
         target = self._get(wm_td, self.target_key, "the next-latent target").detach()
@@ -136,7 +139,8 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
             torch.nn.utils.clip_grad_norm_(self.ensemble.parameters(), self.grad_clip)
             self.optimizer.step()
         self.last_loss.copy_(per_member.detach().mean())
-        return {"intrinsic/ensemble_loss": self.last_loss.clone()}
+        # the agent logs these under "intrinsic/<key>"
+        return {"ensemble_loss": self.last_loss.clone()}
 
     def optimizer_state_dict(self) -> dict:
         """State of the ensemble's Adam (for checkpoints; plain tensors)."""
