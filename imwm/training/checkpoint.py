@@ -64,6 +64,7 @@ def save_replay(buffer, directory: str | os.PathLike) -> Path:
         if stale.exists():
             shutil.rmtree(stale)
     buffer.dumps(tmp)
+    _drop_empty_prefetch_pickle(tmp)
     if directory.exists():
         os.replace(directory, old)
     os.replace(tmp, directory)
@@ -72,8 +73,30 @@ def save_replay(buffer, directory: str | os.PathLike) -> Path:
     return directory
 
 
+# Files that TorchRL's ``ReplayBuffer.loads`` would unpickle / ``torch.load`` without weights_only.
+_UNSAFE_REPLAY_FILES = ("prefetch.pkl", "transform.t")
+
+
+def _drop_empty_prefetch_pickle(directory: Path) -> None:
+    """TorchRL writes ``prefetch.pkl`` (a pickle) even with no prefetching; ``loads`` would
+    unpickle it. We remove it when it holds nothing, so a snapshot needs no unpickling."""
+    import pickle
+
+    path = directory / "prefetch.pkl"
+    if not path.exists():
+        return
+    with open(path, "rb") as f:  # our own file, written a moment ago
+        state = pickle.load(f)
+    if state is None or not state.get("queue"):
+        path.unlink()
+
+
 def load_replay(buffer, directory: str | os.PathLike) -> None:
-    """Restores a buffer written by :func:`save_replay` (storage, sampler, writer state)."""
+    """Restores a buffer written by :func:`save_replay` (storage, sampler, writer state).
+
+    Refuses snapshots holding files that TorchRL would unpickle (``prefetch.pkl``,
+    ``transform.t``): resuming must not run code from the run folder.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         old = directory.with_name(directory.name + ".old")
@@ -81,6 +104,11 @@ def load_replay(buffer, directory: str | os.PathLike) -> None:
             directory = old
         else:
             raise FileNotFoundError(f"no replay snapshot at {directory}")
+    unsafe = [name for name in _UNSAFE_REPLAY_FILES if (directory / name).exists()]
+    if unsafe:
+        raise ValueError(
+            f"replay snapshot {directory} holds {unsafe}, which loading would unpickle; refusing"
+        )
     buffer.loads(directory)
 
 

@@ -202,7 +202,8 @@ def run(cfg) -> dict[str, Any]:
         return save_checkpoint(ckpt_path, state)
 
     def run_eval() -> float:
-        result = evaluate(eval_env, agent.policy(plain["eval_episodes"]), max_steps=plain["eval_max_steps"])
+        policy = agent.policy(plain["eval_episodes"], action_dtype=eval_env.action_spec.dtype)
+        result = evaluate(eval_env, policy, max_steps=plain["eval_max_steps"])
         mean = result["returns"].mean().item()
         log.log({"eval/return": mean, "eval/return_std": result["returns"].std(unbiased=False).item(),
                  "eval/length": result["lengths"].mean().item(),
@@ -226,15 +227,19 @@ def run(cfg) -> dict[str, Any]:
     try:
         if counters["env_steps"] < total:
             collector = Collector(
-                env, agent.policy(num_envs), frames_per_batch=frames_per_batch, total_frames=-1,
+                env, agent.policy(num_envs, action_dtype=env.action_spec.dtype),
+                frames_per_batch=frames_per_batch, total_frames=-1,
                 init_random_frames=math.ceil(prefill_left / frames_per_batch) * frames_per_batch or None,
                 policy_device=device, env_device="cpu", storing_device="cpu",
             )
             for batch in collector:
+                before = counters["env_steps"]
                 _consume(batch, layout, buffer, counters, ep_returns, ep_lengths, log)
                 reward = batch.get(("next", "reward"))
-                if counters["env_steps"] >= plain["prefill"]:
-                    counters["update_credit"] += batch.numel() * updates_per_step
+                # Only env steps after the prefill earn updates.
+                earned = max(0, counters["env_steps"] - plain["prefill"]) - max(0, before - plain["prefill"])
+                if earned:
+                    counters["update_credit"] += earned * updates_per_step
                     while counters["update_credit"] >= 1.0:
                         counters["update_credit"] -= 1.0
                         sample, info = buffer.sample(return_info=True)

@@ -1,0 +1,66 @@
+"""scripts/train.py through the real Hydra entry point: a debug run, then a resume that continues."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train(tmp_path, *overrides, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "IMWM_PROGRESS": "0",
+           "HYDRA_FULL_ERROR": "1"}
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "preset=debug", "logger=csv",
+           f"run_dir={tmp_path / 'run'}", *overrides]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_debug_run_then_resume_continues_the_step_counter(tmp_path):
+    first = train(tmp_path, "total_env_steps=200")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "run"
+    ckpt_path = run / "checkpoints" / "latest.pt"
+    for path in (run / "config.yaml", run / "metrics.csv", ckpt_path, run / "replay"):
+        assert path.exists(), path
+    assert f"checkpoint: {ckpt_path}" in first.stdout
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert ckpt["counters"]["env_steps"] == 200
+    updates_first = ckpt["counters"]["updates"]
+    # prefill 100 then 0.5 updates per env step for the remaining 100 steps.
+    assert updates_first == 50
+    assert ckpt["config"]["model"]["deter"] == 32
+    assert not list(run.rglob("*.tmp"))
+    evals = [r for r in rows(run / "metrics.csv") if r.get("eval/return")]
+    assert evals and float(evals[-1]["eval/return"]) > 0
+
+    second = train(tmp_path, "total_env_steps=300")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed" in second.stdout and "at env step 200" in second.stdout
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert ckpt["counters"]["env_steps"] == 300
+    assert ckpt["counters"]["updates"] == updates_first + 50
+    steps = [int(r["env_step"]) for r in rows(run / "metrics.csv")]
+    assert steps == sorted(steps) and steps[-1] == 300
+    # The replay kept the first run's records: ids continue, nothing was lost.
+    assert ckpt["layout"]["next_traj_id"] > 0
+
+    # A model-shape change is refused, naming the key.
+    third = train(tmp_path, "total_env_steps=400", "model.deter=64")
+    assert third.returncode != 0
+    assert "model.deter: saved 32, now 64" in third.stderr
+
+
+def test_bad_config_fails_fast_naming_the_key(tmp_path):
+    out = train(tmp_path, "replay.batch_size=-1")
+    assert out.returncode != 0 and "replay.batch_size must be an integer >= 1" in out.stderr
+    out = train(tmp_path, "env=atary")
+    assert out.returncode != 0 and "atary" in out.stderr
