@@ -1,0 +1,67 @@
+"""DormantMonitor and ReDo on the real DreamerAgent (RSSM and VTA), as the training loop uses them."""
+
+import pytest
+import torch
+
+from imwm.training.build_intrinsic import build_dormant
+
+from test_intrinsic_agent import chain_batch, make_agent  # noqa: E402  (tests dir is on sys.path)
+
+SPEC_METRICS = (
+    "dormant/world_tokens", "dormant/world_deter", "dormant/world_stoch", "dormant/world_all",
+    "dormant/world_penultimate", "dormant/actor_all", "dormant/critic_all", "dormant/world_rew_layer0",
+    "dormant/actor_layer0", "dormant/critic_layer0",
+)
+
+
+def _hooks(agent):
+    return sum(len(m._forward_hooks) for m in agent.modules())
+
+
+@pytest.mark.parametrize("dynamics", ["rssm", "vta"])
+def test_maybe_measure_on_the_real_agent(dynamics):
+    torch.manual_seed(0)
+    agent = make_agent(dynamics, learned_std=False)
+    monitor = build_dormant({"enable": True, "tau": 0.025, "every": 2}, agent)
+    batch = chain_batch()
+    agent.train_step(batch)
+    assert monitor.maybe_measure(batch, 1) == {}  # not due: nothing attached, nothing run
+    metrics = monitor.maybe_measure(batch, 2)
+    for name in SPEC_METRICS:
+        assert name in metrics, name
+        assert 0.0 <= metrics[name].item() <= 1.0
+    assert any(k.startswith("dormant/world_enc_layer") for k in metrics)
+    assert any(k.startswith("dormant/world_dec_layer") for k in metrics)
+    assert _hooks(agent) == 0 and monitor.num_hooks == 0
+    assert "observe" not in agent.world_model.dynamics.__dict__
+    agent.train_step(batch)  # the agent trains normally afterwards
+
+
+def test_measuring_the_update_itself_and_redo_with_the_agents_optimizers():
+    torch.manual_seed(0)
+    agent = make_agent("rssm", learned_std=False)
+    monitor = build_dormant({"enable": True, "tau": 0.5, "every": 100, "redo": {"enable": True, "reset_period": 2}},
+                            agent)
+    assert monitor.redo.optimizers == [agent.model_opt, agent.actor_opt, agent.critic_opt]
+    batch = chain_batch()
+    monitor.step(1, agent.train_step, batch)
+    assert monitor.pop_metrics() == {}
+    metrics, _ = monitor.step(2, agent.train_step, batch)  # ReDo due: measured on this update, then recycled
+    dormant = monitor.pop_metrics()
+    assert "dormant/actor_all" in dormant and "dormant/critic_all" in dormant
+    # with tau = 0.5 some units are below half their layer's mean activity: they get recycled
+    assert dormant["dormant/redo_recycled"].item() > 0
+    # the same by hand, to compare weights right before and after the recycle
+    with monitor.track():
+        agent.train_step(batch)
+    critic_w = agent.critic.net.net[0].weight.detach().clone()
+    monitor.redo.recycle()
+    scores, _ = monitor.last_scores["critic_layer0"]
+    recycled = torch.nonzero(scores <= 0.5).flatten()
+    kept = torch.nonzero(scores > 0.5).flatten()
+    w = agent.critic.net.net[0].weight.detach()
+    assert torch.equal(w[kept], critic_w[kept])
+    assert recycled.numel() > 0 and not torch.equal(w[recycled], critic_w[recycled])
+    assert _hooks(agent) == 0
+    metrics, _ = agent.train_step(batch)
+    assert torch.isfinite(metrics["loss_world_model"])

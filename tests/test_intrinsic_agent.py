@@ -1,0 +1,86 @@
+"""The intrinsic rewards inside the real DreamerAgent.train_step, with RSSM and VTA dynamics."""
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from imwm.agent import Actor, Critic, DreamerAgent
+from imwm.dynamics import RSSMDynamics
+from imwm.envs.sparse_chain import SparseChainEnv
+from imwm.intrinsic import AdaptiveIntrinsicReward, DisagreementIntrinsicReward, LexaStyleIntrinsicReward
+from imwm.objectives import WorldModelLoss
+from imwm.training.build_intrinsic import build_intrinsic
+from imwm.vta import VTADynamics
+from imwm.world_model import WorldModel
+
+A, B, T = 2, 3, 6
+
+
+def make_agent(dynamics: str, learned_std: bool) -> DreamerAgent:
+    def factory(embed_dim):
+        if dynamics == "rssm":
+            return RSSMDynamics(deter=16, stoch=4, classes=4, hidden=16, blocks=2, action_dim=A, embed_dim=embed_dim)
+        return VTADynamics(action_dim=A, embed_dim=embed_dim, abs_belief_dim=16, obs_belief_dim=16, abs_stoch_dim=4,
+                           obs_stoch_dim=4, hidden=16, boundary_hidden=8)
+
+    wm = WorldModel.build((3, 16, 16), A, factory, cnn_depth=4, mlp_units=16, mlp_layers=1, learned_std=learned_std)
+    actor = Actor(wm.feat_dim, A, mlp_units=16, mlp_layers=1)
+    critic = Critic(wm.feat_dim, mlp_units=16, mlp_layers=1)
+    return DreamerAgent(wm, WorldModelLoss(wm), actor, critic, horizon=4)
+
+
+def chain_batch(seed: int = 0) -> TensorDict:
+    """A replay batch [B, T] of random walks on the pixel chain, in the record layout."""
+    g = torch.Generator().manual_seed(seed)
+    env = SparseChainEnv(pixels=True)
+    moves = torch.randint(0, A, (B, T), generator=g)
+    cells = torch.cumsum(torch.where(moves == 1, 1, -1), 1).clamp(0, 19)
+    frames = []
+    for cell in cells.flatten().tolist():
+        env._cell = cell
+        frames.append(torch.from_numpy(env._obs()))
+    action = torch.nn.functional.one_hot(moves, A).float()
+    action[:, 0] = 0
+    is_first = torch.zeros(B, T, 1, dtype=torch.bool)
+    is_first[:, 0] = True
+    flags = torch.zeros(B, T, 1, dtype=torch.bool)
+    return TensorDict({"observation": torch.stack(frames).reshape(B, T, 3, 16, 16), "action": action,
+                       "reward": torch.zeros(B, T, 1), "is_first": is_first, "is_terminal": flags,
+                       "is_last": flags.clone()}, [B, T])
+
+
+@pytest.mark.parametrize("dynamics", ["rssm", "vta"])
+@pytest.mark.parametrize("typ", ["adaptive", "lexa_style", "disagreement"])
+def test_train_step_with_intrinsic(dynamics, typ):
+    torch.manual_seed(0)
+    agent = make_agent(dynamics, learned_std=typ == "lexa_style")
+    blocks = {"disagreement": {"hidden": 16, "layers": 1, "ensemble_size": 3}}
+    agent.intrinsic = build_intrinsic({"enable": True, "typ": typ, typ: blocks.get(typ, {})}, agent)
+    cls = {"adaptive": AdaptiveIntrinsicReward, "lexa_style": LexaStyleIntrinsicReward,
+           "disagreement": DisagreementIntrinsicReward}[typ]
+    assert isinstance(agent.intrinsic, cls)
+    if typ == "disagreement":
+        expected = "stoch" if dynamics == "rssm" else "obs_stoch"
+        assert agent.intrinsic.target_key == ("posterior", expected)
+        before = [p.detach().clone() for p in agent.intrinsic.ensemble.parameters()]
+    actor_before = [p.detach().clone() for p in agent.actor.parameters()]
+
+    metrics, signals = agent.train_step(chain_batch())
+    assert torch.isfinite(metrics["intrinsic_reward"]) and metrics["intrinsic_reward"] != 0
+    assert metrics["imagined_total_reward"] != metrics["imagined_reward"]
+    assert any(not torch.equal(a, p) for a, p in zip(actor_before, agent.actor.parameters()))
+    assert all(torch.isfinite(v) for v in agent.intrinsic.metrics().values())
+    assert agent.intrinsic.initialized  # statistics moved: the agent is in training mode
+    if typ == "disagreement":
+        assert torch.isfinite(metrics["intrinsic/ensemble_loss"])
+        assert all(not torch.equal(a, p) for a, p in zip(before, agent.intrinsic.ensemble.parameters()))
+    if typ == "lexa_style":
+        assert agent.intrinsic.metrics()["intrinsic/visual"] > 0
+    # the transform's state travels with the agent's state_dict (checkpoints)
+    assert any(k.startswith("intrinsic.") for k in agent.state_dict())
+
+
+def test_lexa_needs_the_learned_std_decoder():
+    agent = make_agent("rssm", learned_std=False)
+    with pytest.raises(ValueError, match="learned_std"):
+        build_intrinsic({"enable": True, "typ": "lexa_style"}, agent)
