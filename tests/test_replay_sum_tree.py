@@ -159,3 +159,13 @@ def test_state_dict_round_trip():
     assert float(other.finite_total()) == pytest.approx(float(tree.finite_total()), rel=1e-12)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     assert torch.equal(tree.sample(50, generator=g1), other.sample(50, generator=g2))
+
+
+def test_bulk_update_rebuilds_levels_consistently():
+    tree = SumTree(5000, arity=4)
+    g = torch.Generator().manual_seed(0)
+    tree.update(torch.randint(5000, (20,), generator=g), torch.rand(20, generator=g))
+    big = torch.randint(5000, (4000,), generator=g)  # more than a quarter of a level: bulk path
+    tree.update(big, torch.rand(4000, generator=g))
+    assert _internal_sums_ok(tree)
+    assert float(tree.total()) == pytest.approx(float(tree.leaves().sum()), rel=1e-12)

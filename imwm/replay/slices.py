@@ -265,7 +265,9 @@ class PrioritizedSliceSampler(Sampler):
         if self._num_valid == 0:
             raise RuntimeError(
                 f"no valid slice start: no trajectory in the storage has {self.slice_len} "
-                f"consecutive records (before the write head)"
+                f"consecutive records (before the write head). Records of one episode must be "
+                f"contiguous in storage: with several envs written batch by batch, each env's "
+                f"chunk must hold at least slice_len={self.slice_len} records"
             )
         starts = self._tree.sample(num_slices, generator=self._rng)
         if self._count_visits:

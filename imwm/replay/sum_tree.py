@@ -122,14 +122,22 @@ class SumTree:
     def _refresh_parents(self, index: torch.Tensor) -> None:
         k = self.arity
         node = index
-        for lower, upper in zip(self.levels[:-1], self.levels[1:]):
+        for i, (lower, upper) in enumerate(zip(self.levels[:-1], self.levels[1:])):
+            if node.numel() * 4 > upper.numel():
+                # a bulk write: re-summing whole levels from here up is cheaper (and gathers no
+                # [n, arity] block per written leaf)
+                self._rebuild_from(i)
+                return
             node = torch.div(node, k, rounding_mode="floor")
             upper[node] = lower.view(-1, k)[node].sum(-1)
 
     def rebuild(self) -> None:
         """Recomputes every internal sum from the leaves (after a bulk leaf write or a load)."""
+        self._rebuild_from(0)
+
+    def _rebuild_from(self, level: int) -> None:
         k = self.arity
-        for lower, upper in zip(self.levels[:-1], self.levels[1:]):
+        for lower, upper in zip(self.levels[level:-1], self.levels[level + 1:]):
             sums = lower.view(-1, k).sum(-1)
             upper.zero_()
             upper[: sums.numel()] = sums
