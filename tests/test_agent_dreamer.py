@@ -204,3 +204,19 @@ def test_agent_policy_in_collector_on_cartpole():
     data = torch.cat(list(collector))
     collector.shutdown()
     assert data["action"].shape == (64, 2) and torch.all(data["action"].sum(-1) == 1)
+
+
+def test_compile_falls_back_to_eager_when_compilation_fails(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no compiler here")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    agent = build_agent(tiny_cfg(compile=True), obs_shape=(4,), action_dim=3)
+    assert agent.compiled
+    with pytest.warns(UserWarning, match="running it eagerly"):
+        metrics, _ = agent.train_step(batch((4,)))
+    assert torch.isfinite(metrics["loss_actor"])
+    assert agent.actor._compiled_call_impl is None  # eager from now on
+    assert set(agent.state_dict()) == set(build_agent(tiny_cfg(), obs_shape=(4,), action_dim=3).state_dict())

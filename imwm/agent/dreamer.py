@@ -37,6 +37,24 @@ def _adam(params, lr: float, eps: float, name: str) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, eps=eps)
 
 
+def _compile_with_fallback(module: nn.Module, name: str) -> None:
+    try:
+        compiled = torch.compile(module._call_impl, dynamic=False)
+    except Exception as err:  # compile is an optimisation, never a requirement
+        warnings.warn(f"DreamerAgent: torch.compile({name}) failed ({err!r}); running it eagerly")
+        return
+
+    def call(*args, **kwargs):
+        try:
+            return compiled(*args, **kwargs)
+        except Exception as err:
+            warnings.warn(f"DreamerAgent: compiled {name} failed ({type(err).__name__}: {err}); running it eagerly")
+            module._compiled_call_impl = None
+            return module._call_impl(*args, **kwargs)
+
+    module._compiled_call_impl = call
+
+
 class DreamerAgent(nn.Module):
     """A DreamerV3 agent around any :class:`~imwm.dynamics.Dynamics`.
 
@@ -148,13 +166,23 @@ class DreamerAgent(nn.Module):
         return self
 
     def _try_compile(self) -> None:
-        try:
-            self._actor_fn = torch.compile(self.actor, dynamic=False)
-            self._critic_fn = torch.compile(self.critic, dynamic=False)
-            self.compiled = True
-        except Exception as err:  # compile is an optimisation, never a requirement
-            warnings.warn(f"DreamerAgent: torch.compile failed ({err!r}); running eager")
-            self.compiled = False
+        """``torch.compile`` the MLPs that run on the large imagined batches, in place.
+
+        In place (``Module._compiled_call_impl``, what ``nn.Module.compile`` sets) so that
+        ``state_dict`` keys do not change. A module whose compiled call raises (no compiler,
+        an unsupported op, ...) warns once and runs eagerly from then on.
+        """
+        wm = self.world_model
+        targets = {
+            "actor": self.actor,
+            "critic": self.critic,
+            "slow_critic": self.slow_critic,
+            "reward_head": wm.reward_head,
+            "continue_head": wm.continue_head,
+        }
+        for name, module in targets.items():
+            _compile_with_fallback(module, name)
+        self.compiled = True
 
     # ------------------------------------------------------------------ pieces
     @property
