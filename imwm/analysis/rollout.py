@@ -166,6 +166,12 @@ def _play(env, policy, max_steps: int, step_mdp) -> dict[str, np.ndarray]:
     return out
 
 
+def _require_boundary(dynamics) -> None:
+    if not hasattr(dynamics, "post_boundary"):
+        raise ValueError(f"this run's dynamics is {type(dynamics).__name__}, which has no boundary; "
+                         f"boundary analysis needs a run trained with dynamics=vta")
+
+
 @torch.no_grad()
 def boundary_trace(world_model, episode: Mapping[str, np.ndarray]) -> dict:
     """Run ``world_model.encoder`` + ``world_model.dynamics.observe`` over a whole recorded episode.
@@ -179,9 +185,7 @@ def boundary_trace(world_model, episode: Mapping[str, np.ndarray]) -> dict:
         ValueError: when the dynamics has no boundary (``dynamics=rssm``).
     """
     dynamics = world_model.dynamics
-    if not hasattr(dynamics, "post_boundary"):
-        raise ValueError(f"this run's dynamics is {type(dynamics).__name__}, which has no boundary; "
-                         f"boundary analysis needs a run trained with dynamics=vta")
+    _require_boundary(dynamics)
     ref = next(world_model.parameters())
     obs = torch.as_tensor(episode["observation"], device=ref.device)
     embed = torch.cat([world_model.encoder(chunk) for chunk in obs.split(256)], 0).unsqueeze(0)
@@ -222,6 +226,7 @@ def rollout_agent(agent, config: Mapping[str, Any], *, episodes: int, seed: int 
 
     if policy not in ("agent", "random"):
         raise ValueError(f"policy must be 'agent' or 'random', got {policy!r}")
+    _require_boundary(agent.world_model.dynamics)
     was_training = agent.training
     agent.eval()
     traces = []
