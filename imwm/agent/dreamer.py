@@ -75,8 +75,10 @@ class DreamerAgent(nn.Module):
             (writes ``total_reward``), or None. Settable at any time.
 
     ``state_dict()`` holds the weights of all networks (``world_model.*``, ``actor.*``,
-    ``critic.*``, ``slow_critic.*``), the return normaliser (``retnorm.*``) and, when set, the
-    intrinsic transform's; optimisers are saved apart with :meth:`optimizers_state_dict`.
+    ``critic.*``, ``slow_critic.*``), the return normaliser (``retnorm.*``), the update count
+    (``_extra_state``: ``{"num_updates": int}``; a dynamics with ``set_progress(update)``, such as
+    VTA's schedules, is told it before every update) and, when set, the intrinsic transform's;
+    optimisers are saved apart with :meth:`optimizers_state_dict`.
     """
 
     def __init__(
@@ -154,9 +156,17 @@ class DreamerAgent(nn.Module):
         self.model_opt = _adam(world_model.parameters(), model_lr, model_eps, "model")
         self.actor_opt = _adam(actor.parameters(), actor_lr, actor_eps, "actor")
         self.critic_opt = _adam(critic.parameters(), critic_lr, critic_eps, "critic")
+        self.num_updates = 0  # completed train_steps; saved in state_dict (extra state)
         self.compiled = False
         if compile:
             self._try_compile()
+
+    # ------------------------------------------------------------------ state
+    def get_extra_state(self) -> dict:
+        return {"num_updates": int(self.num_updates)}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.num_updates = int(state["num_updates"])
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True):
@@ -230,6 +240,10 @@ class DreamerAgent(nn.Module):
         if batch.batch_dims != 2:
             raise ValueError(f"train_step expects a replay batch [B, T], got batch size {tuple(batch.batch_size)}")
         metrics: dict[str, torch.Tensor] = {}
+        # schedules inside the dynamics (VTA's boundary forcing and temperature) follow the update count
+        set_progress = getattr(self.world_model.dynamics, "set_progress", None)
+        if set_progress is not None:
+            set_progress(self.num_updates)
 
         # 1. world model
         wm_out = self.world_model_loss(batch)
@@ -282,6 +296,7 @@ class DreamerAgent(nn.Module):
 
         # 6. slow critic
         self.critic_loss.update_slow_critic()
+        self.num_updates += 1
 
         for out in (actor_out, critic_out):
             for key, value in out.items():
