@@ -218,3 +218,15 @@ def test_bad_input_shapes():
         vta.img_step(vta.initial(2), torch.zeros(2, 5))
     with pytest.raises(ValueError, match="embed"):
         vta.obs_step(vta.initial(2), torch.zeros(2, 3), torch.randn(2, 5), torch.zeros(2, 1, dtype=torch.bool))
+
+
+def test_registry_builds_vta_from_config_keys():
+    from imwm.training.build_model import DYNAMICS_BUILDERS, build_dynamics
+
+    assert "vta" in DYNAMICS_BUILDERS
+    cfg = {"name": "vta", **{k: v for k, v in SMALL.items() if k not in ("action_dim", "embed_dim")},
+           "max_seg_len": 50, "boundary_force_scale": 0.0}
+    vta = build_dynamics(cfg, action_dim=3, embed_dim=6)
+    assert isinstance(vta, VTADynamics) and vta.max_seg_len == 50 and vta.boundary_force_scale == 0.0
+    with pytest.raises(ValueError, match="dynamics.bogus"):
+        build_dynamics({**cfg, "bogus": 1}, action_dim=3, embed_dim=6)

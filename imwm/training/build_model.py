@@ -50,8 +50,18 @@ def _build_rssm(dynamics_cfg: dict, *, action_dim: int, embed_dim: int) -> RSSMD
     return RSSMDynamics(**dynamics_cfg, action_dim=action_dim, embed_dim=embed_dim)
 
 
+def _build_vta(dynamics_cfg: dict, *, action_dim: int, embed_dim: int):
+    """VTA (imwm.vta.VTADynamics); the agent/trainer should call ``dynamics.set_progress(update)``."""
+    from imwm.vta import BOUNDARY_OPTION_DEFAULTS, VTADynamics
+
+    skip = ("action_dim", "embed_dim", *BOUNDARY_OPTION_DEFAULTS)  # boundary options arrive as **kwargs
+    _check_kwargs("dynamics", dynamics_cfg, VTADynamics.__init__, skip=skip)
+    return VTADynamics(**dynamics_cfg, action_dim=action_dim, embed_dim=embed_dim)
+
+
 DYNAMICS_BUILDERS: dict[str, Callable[..., Any]] = {
     "rssm": _build_rssm,
+    "vta": _build_vta,
 }
 
 # agent.* keys that are not DreamerAgent kwargs: they configure the networks and the world-model loss
