@@ -16,7 +16,7 @@ what the loop calls) or measured on the update itself (``DormantMonitor.step``) 
 Prints markdown tables and the command used; ``--out`` also writes them to a file.
 
 Example:
-    python scripts/bench_intrinsic.py --seeds 0 1 2 --env-steps 2000 --jobs 2
+    python scripts/bench_intrinsic.py --seeds 0 1 2 --jobs 2 --out runs/bench_intrinsic/RESULTS_intrinsic.md
 """
 
 from __future__ import annotations
@@ -319,14 +319,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--env-steps", type=int, default=2000)
-    p.add_argument("--prefill", type=int, default=400)
+    p.add_argument("--env-steps", type=int, default=1000)
+    p.add_argument("--prefill", type=int, default=200)
     p.add_argument("--train-ratio", type=float, default=64.0)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--length", type=int, default=16)
-    p.add_argument("--deter", type=int, default=64)
-    p.add_argument("--stoch", type=int, default=8)
-    p.add_argument("--units", type=int, default=64)
+    p.add_argument("--deter", type=int, default=32)
+    p.add_argument("--stoch", type=int, default=4)
+    p.add_argument("--units", type=int, default=32)
     p.add_argument("--cnn-depth", type=int, default=8)
     p.add_argument("--obs", choices=("pixels", "vector"), default="pixels",
                    help="chain observed as a 3x16x16 picture (all methods; LEXA-style needs an image decoder) "
