@@ -14,7 +14,8 @@ which costs the same for every sampler. A storage of 10 million DreamerV3 record
 frames) would need ~120 GB, so the storage here holds only ``traj_ids`` (episodes of 200 to 2000
 steps) and one float per record; the samplers never read anything else.
 
-Method: for each capacity, rounds of ``--block`` calls per method, methods interleaved, repeated
+Method (``--clock wall`` or ``process``; process time excludes time the OS gave to other jobs):
+for each capacity, rounds of ``--block`` calls per method, methods interleaved, repeated
 for ``--rounds`` rounds; the table reports the median microseconds per call over rounds. On a
 shared machine the numbers are noisy: compare the columns of one run, not runs.
 
@@ -66,6 +67,7 @@ class Naive:
 
 def bench_capacity(capacity: int, args) -> dict[str, float]:
     B, T = args.batch, args.length
+    clock = time.process_time if args.clock == "process" else time.perf_counter
     storage = make_storage(capacity, args.seed)
     g = torch.Generator().manual_seed(args.seed)
 
@@ -113,10 +115,10 @@ def bench_capacity(capacity: int, args) -> dict[str, float]:
     for _ in range(args.rounds):
         for name, fn in methods.items():
             block = args.block if name in ("curious", "uniform") else max(1, args.block // 10)
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(block):
                 fn()
-            per_call[name].append((time.perf_counter() - t0) / block * 1e6)
+            per_call[name].append((clock() - t0) / block * 1e6)
     return {name: statistics.median(v) for name, v in per_call.items()}
 
 
@@ -130,6 +132,9 @@ def main(argv=None) -> None:
     p.add_argument("--arity", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clock", choices=["wall", "process"], default="wall",
+                   help="process = CPU time of this process: less sensitive to other jobs on a "
+                        "shared machine (the benchmark is single-threaded by default)")
     p.add_argument("--methods", nargs="+", default=["curious", "uniform", "torchrl", "naive"])
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -145,7 +150,8 @@ def main(argv=None) -> None:
     names = list(rows[0][1])
     base_cap, base = rows[0]
     print(f"\nreplay step = sample {args.batch} slices of {args.length} (+ update of {args.batch} "
-          f"priorities for curious/naive); median us per step; torch {torch.__version__}, "
+          f"priorities for curious/naive); median us per step ({args.clock} clock); "
+          f"torch {torch.__version__}, "
           f"{args.threads} thread(s), sum-tree arity {args.arity}\n")
     header = ["capacity"] + [f"{n} (us)" for n in names]
     header += ["curious growth", "log N growth", "curious / torchrl", "curious / uniform"]

@@ -68,6 +68,9 @@ def read_storage_key(storage: Storage, key, positions: torch.Tensor) -> torch.Te
 class PrioritizedSliceSampler(Sampler):
     """Samples slices of ``slice_len`` records whose start is drawn by a per-item priority.
 
+    Assumes TorchRL's default ``RoundRobinWriter`` (records written in order, circularly) on a
+    1-D storage; the last index of each ``extend`` is taken as the newest record.
+
     Subclasses define :meth:`_formula` (priority of items that received feedback) and which
     feedback signal they read (``signal_key``). Items without feedback have priority ``initial``
     (``inf``: sampled before any item with feedback, see :class:`~imwm.replay.sum_tree.PriorityTree`).
@@ -211,17 +214,16 @@ class PrioritizedSliceSampler(Sampler):
         pos = unrolled % n
         filled = self._filled[pos]
         brk = torch.zeros(pos.shape, dtype=torch.bool, device=self.device)
-        if t > 1:
-            # read only written positions (unwritten rows of a lazy storage may not exist yet)
-            safe = torch.where(filled, pos, pos[filled][:1].expand_as(pos)) if filled.any() else pos
-            if filled.any():
-                if self.traj_key is not None:
-                    ids = read_storage_key(storage, self.traj_key, safe)
-                    change = (ids[1:] != ids[:-1]).any(-1)
-                else:
-                    ends = read_storage_key(storage, self.end_key, safe).bool().any(-1)
-                    change = ends[:-1]
-                brk[1:] = change | (pos[1:] == self._head) | ~filled[1:] | ~filled[:-1]
+        if t > 1 and bool(filled.any()):
+            # read written rows only (point unwritten ones at a written row: their value is moot)
+            safe = torch.where(filled, pos, pos[filled][:1].expand_as(pos))
+            if self.traj_key is not None:
+                ids = read_storage_key(storage, self.traj_key, safe)
+                change = (ids[1:] != ids[:-1]).any(-1)
+            else:
+                ends = read_storage_key(storage, self.end_key, safe).bool().any(-1)
+                change = ends[:-1]
+            brk[1:] = change | (pos[1:] == self._head) | ~filled[1:] | ~filled[:-1]
         csum = brk.to(torch.int32).cumsum(0)
         # start i is valid iff written and no break between i and i + t - 1
         valid = filled[:count] & (csum[t - 1: t - 1 + count] == csum[:count])
