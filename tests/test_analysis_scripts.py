@@ -114,3 +114,72 @@ def test_dreamer_variant_run_restores_its_options(tmp_path, capsys):
 
     traces = collect_traces(restore_run(str(run_dir), printer=None), episodes=2)
     assert max(t["seg_len"].max() for t in traces) <= 3
+
+
+@pytest.fixture(scope="module")
+def atari_vta_run(tmp_path_factory):
+    """A run folder as scripts/train.py writes it (resolved config.yaml + checkpoints/latest.pt
+    with ``agent``) for a tiny, untrained dynamics=vta agent on PrivateEye, max_seg_len=4."""
+    import yaml
+
+    from imwm.envs import make_env
+    from imwm.training.build_model import build_agent
+    from imwm.training.checkpoint import save_checkpoint
+    from imwm.training.config import to_plain
+
+    run_dir = tmp_path_factory.mktemp("runs") / "atari_vta"
+    with initialize_config_dir(config_dir=os.path.join(ROOT, "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "env=atari", "env.task=private_eye", "dynamics=vta", "logger=none", f"run_dir={run_dir}",
+            "model.deter=16", "model.hidden=16", "model.stoch=4", "model.classes=4", "model.cnn_depth=4",
+            "model.mlp_units=16", "model.mlp_layers=1", "dynamics.boundary_hidden=8",
+            "dynamics.max_seg_len=4", "dynamics.max_seg_num=1000", "dynamics.boundary_force_scale=1000.0",
+        ])
+    plain = to_plain(cfg)
+    env = make_env(**plain["env"], num_envs=1, seed=0)
+    obs_shape, action_dim = tuple(env.observation_spec["observation"].shape[1:]), int(env.action_spec.shape[-1])
+    env.close()
+    agent = build_agent(plain, obs_shape=obs_shape, action_dim=action_dim)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(plain))
+    save_checkpoint(run_dir / "checkpoints" / "latest.pt", {"agent": agent.state_dict(), "config": plain})
+    return str(run_dir)
+
+
+def test_atari_vta_run_eval_on_fresh_episodes(atari_vta_run, tmp_path, capsys):
+    ev = _script("vta_boundary_eval")
+    out = ev.main(["--run", atari_vta_run, "--episodes", "2", "--max_steps", "40", "--permutations", "20",
+                   "--delta_percentile", "90", "99", "--out_json", str(tmp_path / "e.json"),
+                   "dynamics.boundary_force_scale=500.0"])
+    assert out["kind"] == "agent"
+    assert out["boundary_options"]["max_seg_len"] == 4
+    assert out["boundary_options"]["boundary_force_scale"] == 500.0
+    assert "override dynamics.boundary_force_scale: 1000.0 -> 500.0" in capsys.readouterr().out
+    assert set(out["episodes"][0]) == {"delta_p90", "delta_p99", "reward", "score_change", "life_loss",
+                                       "episode_end"}
+    assert all(n <= 41 for n in out["episode_lengths"])
+    # forcing at seg_len >= 4 with an overwhelming scale: at least one READ in every 4 steps
+    m = out["pooled"]["delta_p90"]
+    assert m["n_boundaries"] >= m["n_steps"] // 4
+
+
+def test_atari_vta_run_viz(atari_vta_run, tmp_path):
+    viz = _script("vta_boundary_viz")
+    out = viz.main(["--run", atari_vta_run, "--length", "10", "--max_steps", "15", "--out_dir", str(tmp_path),
+                    "--policy", "random"])
+    assert out["trace"]["frames"].shape[1:] == (3, 64, 64) and out["trace"]["seg_len"].max() <= 4
+    assert os.path.getsize(out["paths"]["boundary_grid"]) > 1000
+
+
+def test_atari_vta_run_refuses_shape_changes_and_notes_resolved_interpolations(atari_vta_run, capsys):
+    viz = _script("vta_boundary_viz")
+    with pytest.raises(ValueError, match="env.size=96 refused"):
+        viz.main(["--run", atari_vta_run, "env.size=96"])
+    with pytest.raises(ValueError, match=r"dynamics.abs_belief_dim=32 \(trained: 16\) change the model's shapes"):
+        viz.main(["--run", atari_vta_run, "dynamics.abs_belief_dim=32"])
+    # config.yaml is resolved: dynamics.*_belief_dim were ${model.deter}; an override of model.deter
+    # alone cannot reach them, and the restore says so instead of staying silent
+    restore_run(atari_vta_run, ["model.deter=24"])
+    out = capsys.readouterr().out
+    assert "override model.deter: 16 -> 24" in out
+    assert "note: " in out and "dynamics.abs_belief_dim" in out and "override them too" in out

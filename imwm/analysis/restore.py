@@ -138,6 +138,14 @@ def apply_overrides(config: Mapping, overrides: Mapping[str, Any]) -> tuple[dict
     return new, changes
 
 
+def same_value_keys(leaves: Mapping[str, Any], key: str, value: Any) -> list[str]:
+    """Other leaves holding ``value`` (possible ``${key}`` interpolation targets in a resolved
+    config). Booleans, None, strings and the common numbers 0 and 1 are not reported."""
+    if isinstance(value, (bool, str)) or value is None or value in (0, 1):
+        return []
+    return sorted(k for k, v in leaves.items() if k != key and type(v) is type(value) and v == value)
+
+
 def check_state_dict_fits(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
                           changes: Sequence[tuple[str, Any, Any]] = ()) -> None:
     """Raise ``ValueError`` unless ``state_dict`` has exactly the model's tensors and shapes.
@@ -150,6 +158,8 @@ def check_state_dict_fits(model: nn.Module, state_dict: Mapping[str, torch.Tenso
     for name, tensor in state_dict.items():
         if name not in own:
             problems.append(f"{name}: in the checkpoint, not in the rebuilt model")
+        elif not (hasattr(tensor, "shape") and hasattr(own[name], "shape")):
+            continue  # extra state (get_extra_state) has no shape; load_state_dict checks it
         elif tuple(own[name].shape) != tuple(tensor.shape):
             problems.append(f"{name}: checkpoint {tuple(tensor.shape)}, rebuilt {tuple(own[name].shape)}")
     problems += [f"{name}: in the rebuilt model, not in the checkpoint"
@@ -245,8 +255,13 @@ def restore_run(run_dir: str, overrides: Sequence[str] | Mapping[str, Any] = (),
         raise FileNotFoundError(f"checkpoint {ckpt_path} not found")
     state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     say(f"restored config from {os.path.join(run_dir, 'config.yaml')} ({kind})")
+    saved_leaves = _leaves(saved)
     for key, old, new in changes:
         say(f"  override {key}: {old!r} -> {new!r}")
+        twins = same_value_keys(saved_leaves, key, old)
+        if twins and new != old:
+            say(f"    note: {', '.join(twins)} hold the same saved value {old!r}; config.yaml is resolved, so "
+                f"keys that were interpolated from {key} at training time keep {old!r}: override them too if meant")
     model, weights_key = BUILDERS[kind](config)
     if weights_key not in state:
         raise ValueError(f"{ckpt_path} has no {weights_key!r} entry (keys: {sorted(state)})")
