@@ -10,8 +10,13 @@ from torch import nn
 
 from imwm.diagnostics.dormant import _ACTIVATIONS, _CONVS, _LINEARS, DormantMonitor, check_tau
 
-_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
+_NORMS = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
 _TRUNC_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2]
+
+
+def _is_norm(module: nn.Module) -> bool:
+    # also catches custom norms such as TorchRL's _DreamerV3RMSNorm inside its RSSM
+    return isinstance(module, _NORMS) or "Norm" in type(module).__name__
 
 
 class _Unit:
@@ -38,7 +43,7 @@ def _map_units(root: nn.Module) -> dict[nn.Module, _Unit]:
                 continue
             incoming, norm = None, None
             for prev in reversed(children[:k]):
-                if isinstance(prev, _NORMS) and norm is None:
+                if _is_norm(prev) and norm is None:
                     norm = prev
                 elif isinstance(prev, (*_LINEARS, *_CONVS)):
                     incoming = prev
