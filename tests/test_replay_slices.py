@@ -98,7 +98,7 @@ def test_slices_never_cross_episode_end_or_write_head(cls):
         batch = rb.sample().reshape(6, T)
         ids = batch["traj_ids"]
         assert (ids == ids[:, :1]).all(), "slice crossed an episode boundary"
-        assert (batch["t"].diff(dim=1) == 1).all(), "slice crossed the write head or is not contiguous"
+        assert (batch["t"].diff(dim=1) == 1).all(), "slice crossed the write head / not contiguous"
         if hasattr(rb.sampler, "update_priority") and cls is not UniformSliceSampler:
             rb.sampler.update_priority(batch["index"].view(6, T, -1)[:, 0, 0], torch.rand(6))
 

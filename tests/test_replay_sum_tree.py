@@ -49,7 +49,8 @@ def test_sampling_frequencies_match_leaves_chi_square():
     stat, pval = chisquare(counts[nz].numpy(), (p[nz] * n).numpy())
     assert pval > 1e-3, (stat, pval)
     # the test has power: a uniform hypothesis over the same leaves is rejected
-    _, p_uniform = chisquare(counts[nz].numpy(), (torch.full((int(nz.sum()),), n / nz.sum())).numpy())
+    flat = torch.full((int(nz.sum()),), n / nz.sum())
+    _, p_uniform = chisquare(counts[nz].numpy(), flat.numpy())
     assert p_uniform < 1e-6
 
 

@@ -11,7 +11,7 @@
 from imwm.replay.composite import CompositeSampler
 from imwm.replay.curious import CuriousSampler
 from imwm.replay.explore_exploit import ExploreExploitSampler, UniformSliceSampler
-from imwm.replay.fractions import check_fracs, split_counts
+from imwm.replay.batch_split import check_fracs, split_counts
 from imwm.replay.mixture import MixtureSampler
 from imwm.replay.slices import PrioritizedSliceSampler, read_storage_key, slice_index
 from imwm.replay.sum_tree import PriorityTree, SumTree

@@ -8,7 +8,7 @@ from typing import Any
 from torchrl.data.replay_buffers.samplers import Sampler
 
 from imwm.replay.composite import CompositeSampler
-from imwm.replay.fractions import check_fracs, split_counts
+from imwm.replay.batch_split import check_fracs, split_counts
 from imwm.replay.trend import TrendMixture
 
 __all__ = ["MixtureSampler"]
@@ -18,7 +18,7 @@ class MixtureSampler(CompositeSampler):
     """Per-batch mixture of named sequence samplers (the source's ``replay.fracs``).
 
     A batch of ``n`` slices gives child ``i`` ``n * fracs[i]`` slices, rounded without bias
-    (:func:`~imwm.replay.fractions.split_counts`, drawn from the buffer's generator); the shares are
+    (:func:`~imwm.replay.batch_split.split_counts`, drawn from the buffer's generator); the shares are
     concatenated in the order of ``samplers``. A child with fraction 0 is dropped (never sampled,
     not written to). ``fracs`` must sum to 1 and name only keys of ``samplers``.
 

@@ -1,4 +1,4 @@
-"""Shared machinery of imwm's sequence samplers: valid slice starts, per-item stats, a priority tree.
+"""Shared machinery of imwm's sequence samplers: valid slice starts, per-item stats, sum trees.
 
 DreamerV3 trains on slices ``[B, T]``. A storage position ``s`` is a *valid start* iff the ``T``
 records ``s, s+1, ..., s+T-1`` (circularly) are all written, belong to the same trajectory (same
@@ -15,8 +15,8 @@ with one cumulative sum per contiguous run of writes. The cost is O(written * T)
 :class:`PrioritizedSliceSampler` is the base of :class:`~imwm.replay.CuriousSampler`,
 :class:`~imwm.replay.ExploreExploitSampler` and :class:`~imwm.replay.UniformSliceSampler`. It is
 ours rather than TorchRL's ``PrioritizedSliceSampler`` because that one needs the C++ segment trees
-(which do not load with torch 2.13), samples the *end* of a slice over all items including ones whose
-slice is cut short, and has no notion of visit counts or an infinite-priority pool.
+(which do not load with torch 2.13), rescans trajectory boundaries over the whole storage, and has
+PER's ``priority ** alpha`` with importance weights, not visit counts or an infinite-priority pool.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ class PrioritizedSliceSampler(Sampler):
 
     Subclasses define :meth:`_formula` (priority of items that received feedback) and which
     feedback signal they read (``signal_key``). Items without feedback have priority ``initial``
-    (``inf``: sampled before any item with feedback, see :class:`~imwm.replay.sum_tree.PriorityTree`).
+    (``inf``: sampled before any item with feedback, see
+    :class:`~imwm.replay.sum_tree.PriorityTree`).
 
     Args:
         max_capacity: capacity of the storage this sampler serves (checked at sampling).
@@ -355,7 +356,7 @@ class PrioritizedSliceSampler(Sampler):
         self._refresh_mass(index)
 
     def update_signals(self, index, signals) -> None:
-        """Reads this sampler's ``signal_key`` from ``signals`` (``[B]`` per slice) and applies it."""
+        """Applies this sampler's ``signal_key`` entry of ``signals`` (``[B]``, one per slice)."""
         if self.signal_key is None:
             return
         try:

@@ -256,7 +256,9 @@ class PriorityTree:
         priority = torch.as_tensor(priority, dtype=self.finite.dtype, device=self.device)
         priority = priority.expand(index.shape) if priority.numel() == 1 else priority.reshape(-1)
         if priority.shape != index.shape:
-            raise ValueError(f"update got {index.numel()} indices but {priority.numel()} priorities")
+            raise ValueError(
+                f"update got {index.numel()} indices but {priority.numel()} priorities"
+            )
         if torch.isnan(priority).any() or (priority < 0).any():
             raise ValueError("priorities must be >= 0 or +inf; got NaN or a negative value")
         self._write(index, priority)

@@ -9,7 +9,7 @@ import torch
 from torchrl.data.replay_buffers.samplers import Sampler
 
 from imwm.replay.composite import CompositeSampler
-from imwm.replay.fractions import split_counts
+from imwm.replay.batch_split import split_counts
 
 __all__ = ["TrendMixture"]
 
@@ -27,12 +27,13 @@ class TrendMixture(CompositeSampler):
         trend = (fast - slow) / (|slow| + eps)
         gate  = clamp(sigmoid(k * trend), gate_min, gate_max)
 
-    The normalisation by ``|slow|`` is the source's; near a zero reward level it makes the gate
-    close to a switch (any rise from 0 saturates ``sigmoid``), so rewards should be on their
-    natural scale, not centred. Both averages start at the first reward seen, so the gate is ``gate_init`` until rewards
-    arrive and ``sigmoid(0) = 0.5`` on a reward that never changes. An accelerating reward keeps
-    ``fast - slow`` growing and pushes the gate to ``gate_max``; once the reward goes flat the
-    averages converge and the gate falls back. Gate 0 means all-explore, 1 all-exploit: of a batch
+    The source document gives the ingredients (fast/slow EMAs, ``k``, ``eps``, clamp, init) but
+    not the formula; normalising by ``|slow| + eps`` is our reading. Near a zero reward level it
+    makes the gate close to a switch (any rise from 0 saturates the sigmoid), so feed rewards on
+    their natural scale, not centred. Both averages start at the first reward seen, so the gate is
+    ``gate_init`` until rewards arrive and ``sigmoid(0) = 0.5`` on a reward that never changes.
+    An accelerating reward keeps ``fast - slow`` growing and pushes the gate to ``gate_max``; once
+    the reward goes flat the averages converge and the gate falls back. Gate 0 means all-explore, 1 all-exploit: of a batch
     of ``n`` slices, ``n * gate`` (rounded without bias) come from ``exploit``.
 
     Args:

@@ -3,10 +3,10 @@
 The training loop calls, with ``cfg.replay`` expanded one key per keyword::
 
     buffer = build_replay(**cfg.replay, device="cpu", seed=cfg.seed)
-    buffer.extend(records)                              # records: TensorDict [N] (architecture.md layout)
-    batch, info = buffer.sample(return_info=True)       # batch: [B * T] flat, slices in order
+    buffer.extend(records)                          # TensorDict [N], architecture.md layout
+    batch, info = buffer.sample(return_info=True)   # [B * T] flat, slice after slice
     batch = batch.reshape(B, T)
-    ...                                                 # world-model update -> signals TensorDict [B]
+    ...                                             # world-model update -> signals [B]
     replay_feedback(buffer, info, signals, reward=collected_reward)
     logger.log(replay_metrics(buffer))
 
