@@ -132,6 +132,9 @@ class VTADynamics(BoundaryOptions):
         self.feat_dim = abs_belief_dim + abs_stoch_dim + obs_belief_dim + obs_stoch_dim
         ld = dict(hidden_dim=hidden, flavour="dreamer", min_std=min_std)
 
+        self.register_buffer(
+            "_forced_logits", torch.tensor([_FORCED_READ_LOGIT, -_FORCED_READ_LOGIT]), persistent=False
+        )
         self.post_boundary = PostBoundaryDetector(
             embed_dim, hidden_dim=_positive("boundary_hidden", boundary_hidden),
             num_layers=_positive("boundary_layers", boundary_layers), flavour="dreamer",
@@ -162,9 +165,8 @@ class VTADynamics(BoundaryOptions):
             soft = torch.softmax((logits + noise) / self.current_temp, -1)
         hard = (soft[..., :1] >= soft[..., 1:]).to(soft.dtype)
         read = hard + (soft[..., :1] - soft[..., :1].detach())  # exactly 0/1 forward
-        read = torch.where(forced, torch.ones_like(read), read)
-        forced_logits = torch.tensor([_FORCED_READ_LOGIT, -_FORCED_READ_LOGIT], dtype=logits.dtype, device=logits.device)
-        return read, torch.where(forced, forced_logits, logits)
+        read = torch.where(forced, 1.0, read)
+        return read, torch.where(forced, self._forced_logits.to(logits.dtype), logits)
 
     def _gumbel(self, shape, ref: Tensor) -> Tensor | None:
         if not self.training:
@@ -174,6 +176,14 @@ class VTADynamics(BoundaryOptions):
 
     def _regularize(self, logits: Tensor, seg_len: Tensor, seg_num: Tensor) -> Tensor:
         return regularize_boundary(logits, seg_len, seg_num, self.max_seg_len, self.max_seg_num, self.current_force_scale)
+
+    @staticmethod
+    def _reset(prev: dict, keep: Tensor) -> dict:
+        """``initial()`` where ``keep == 0`` (zeros, unit stds), ``prev`` elsewhere."""
+        out = {key: v * keep for key, v in prev.items()}
+        out["abs_std"] = out["abs_std"] + (1.0 - keep)
+        out["obs_std"] = out["obs_std"] + (1.0 - keep)
+        return out
 
     def _state(self, batch_size, **values) -> TensorDict:
         return TensorDict(values, batch_size=batch_size)
@@ -265,11 +275,10 @@ class VTADynamics(BoundaryOptions):
 
         prev = {k: state[k] for k in VTA_STATE_KEYS}
         prevs, outs = [], []
+        reset_steps = is_first.bool().any(0)[:, 0].tolist()  # one host read; most steps need no reset
         for t in range(T):
-            k = keep[:, t]
-            prev = {key: v * k for key, v in prev.items()}  # reset to initial() where is_first (stds below)
-            prev["abs_std"] = prev["abs_std"] + (1.0 - k)
-            prev["obs_std"] = prev["obs_std"] + (1.0 - k)
+            if reset_steps[t]:
+                prev = self._reset(prev, keep[:, t])
             prevs.append(prev)
             forced = prev["seg_num"] < 0.5
             logits = self._regularize(post_logits_all[:, t], prev["seg_len"], prev["seg_num"])
@@ -307,9 +316,7 @@ class VTADynamics(BoundaryOptions):
         self._check("action", action, (B, self.action_dim))
         self._check("is_first", is_first, (B, 1))
         k = (~is_first.bool()).to(embed.dtype)
-        prev = {key: state[key] * k for key in VTA_STATE_KEYS}
-        prev["abs_std"] = prev["abs_std"] + (1.0 - k)
-        prev["obs_std"] = prev["obs_std"] + (1.0 - k)
+        prev = self._reset({key: state[key] for key in VTA_STATE_KEYS}, k)
         action = action * k
         forced = prev["seg_num"] < 0.5
         logits = self._prior_boundary_logits(prev, action)
