@@ -146,9 +146,10 @@ class ReDo:
             if norm.weight.shape[0] > int(index.max()):
                 norm.weight.index_fill_(0, index, 1.0)
                 self._reset_moments(norm.weight, 0, index)
-                if norm.bias is not None:
-                    norm.bias.index_fill_(0, index, 0.0)
-                    self._reset_moments(norm.bias, 0, index)
+                bias = getattr(norm, "bias", None)  # RMSNorm has none
+                if bias is not None:
+                    bias.index_fill_(0, index, 0.0)
+                    self._reset_moments(bias, 0, index)
 
     def _zero_outgoing(self, unit: _Unit, index: torch.Tensor) -> None:
         layer = unit.outgoing
