@@ -123,6 +123,8 @@ class DormantMonitor:
     decoder, reward head, continue head, actor and critic; plus the encoder output (tokens) and
     the posterior ``deter`` / ``stoch`` of ``dynamics.observe`` / ``obs_step`` (VTA: the beliefs /
     samples of both levels pooled), recorded by wrapping those two methods for the measurement.
+    The RSSM's ``stoch`` is the flattened one-hot sample, so there a class that no state of the
+    batch drew counts as a dormant neuron (unused codes), as measuring the sampled state implies.
 
     Metrics (SPEC.md section 6), 0-d tensors, after a measurement:
     ``dormant/world_tokens``, ``dormant/world_deter``, ``dormant/world_stoch``,
