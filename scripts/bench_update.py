@@ -246,7 +246,7 @@ class TorchRLUpdate:
             torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
         self.updater.step()
-        float(total)
+        total.detach().item()
 
 
 # ----------------------------------------------------------------------------- main

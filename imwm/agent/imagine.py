@@ -91,6 +91,9 @@ def imagine(
 
     # the start posterior may carry keys the prior step does not write: keep the common ones
     keys = list(states[-1].keys(True, True))
+    missing = [k for k in keys if k not in states[0].keys(True, True)]
+    if missing:
+        raise KeyError(f"start_state lacks key(s) {missing} that dynamics.img_step writes")
     states[0] = states[0].select(*keys)
     state_seq = torch.stack(states, 1)
     feat_seq = torch.stack(feats, 1)
