@@ -201,18 +201,16 @@ def run(cfg) -> dict[str, Any]:
         counters["last_checkpoint"] = counters["env_steps"]
         return save_checkpoint(ckpt_path, state)
 
-    def run_eval() -> float:
+    def run_eval() -> dict[str, float]:
         policy = agent.policy(plain["eval_episodes"], action_dtype=eval_env.action_spec.dtype)
         result = evaluate(eval_env, policy, max_steps=plain["eval_max_steps"])
         mean = result["returns"].mean().item()
-        log.log({"eval/return": mean, "eval/return_std": result["returns"].std(unbiased=False).item(),
-                 "eval/length": result["lengths"].mean().item(),
-                 "eval/truncated": result["truncated"].float().mean().item()},
-                counters["env_steps"])
         counters["last_eval"] = counters["env_steps"]
         tqdm_write(f"[imwm] eval at env step {counters['env_steps']}: return {mean:.1f} "
                    f"({plain['eval_episodes']} episodes)")
-        return mean
+        return {"eval/return": mean, "eval/return_std": result["returns"].std(unbiased=False).item(),
+                "eval/length": result["lengths"].mean().item(),
+                "eval/truncated": result["truncated"].float().mean().item()}
 
     updates_per_step = plain["train_ratio"] / (batch_size * batch_length)
     prefill_left = max(0, plain["prefill"] - counters["env_steps"])
@@ -223,7 +221,7 @@ def run(cfg) -> dict[str, Any]:
     ep_returns: list[float] = []
     ep_lengths: list[float] = []
     t_start = time.perf_counter()
-    steps_at_start, updates_at_start = counters["env_steps"], counters["updates"]
+    window = {"time": t_start, "steps": counters["env_steps"], "updates": counters["updates"]}
     try:
         if counters["env_steps"] < total:
             collector = Collector(
@@ -255,34 +253,41 @@ def run(cfg) -> dict[str, Any]:
                                 means.add(dormant_metrics)
                 steps = counters["env_steps"]
                 log.progress(steps, counters["updates"])
+                row: dict[str, float] = {}
                 if plain["log_every"] and steps - counters["last_log"] >= plain["log_every"]:
-                    row = means.pop()
-                    elapsed = time.perf_counter() - t_start
+                    now = time.perf_counter()
+                    row.update(means.pop())
                     row.update({
                         "train/updates": counters["updates"],
                         "train/episodes": counters["episodes"],
-                        "train/env_steps_per_s": (steps - steps_at_start) / elapsed,
-                        "train/updates_per_s": (counters["updates"] - updates_at_start) / elapsed,
+                        "train/env_steps_per_s": (steps - window["steps"]) / (now - window["time"]),
+                        "train/updates_per_s": (counters["updates"] - window["updates"]) / (now - window["time"]),
                         "train/buffer_size": len(buffer),
+                        "train/minutes": (now - t_start) / 60,
                     })
+                    window.update(time=now, steps=steps, updates=counters["updates"])
                     if ep_returns:
                         row["train/episode_return"] = float(np.mean(ep_returns))
                         row["train/episode_length"] = float(np.mean(ep_lengths))
                         ep_returns.clear()
                         ep_lengths.clear()
                     row.update({k: float(v) for k, v in replay_metrics(buffer).items()})
-                    log.log(row, steps)
                     counters["last_log"] = steps
                 if eval_env is not None and plain["eval_every"] and \
                         steps - counters["last_eval"] >= plain["eval_every"]:
-                    eval_return = run_eval()
+                    row.update(run_eval())
+                    eval_return = row["eval/return"]
+                if row:
+                    log.log(row, steps)
                 if plain["checkpoint_every"] and \
                         steps - counters["last_checkpoint"] >= plain["checkpoint_every"]:
                     checkpoint()
                 if steps >= total:
                     break
         if eval_env is not None and counters["last_eval"] != counters["env_steps"]:
-            eval_return = run_eval()
+            row = run_eval()
+            eval_return = row["eval/return"]
+            log.log(row, counters["env_steps"])
         path = checkpoint()
     except KeyboardInterrupt:
         path = checkpoint()
