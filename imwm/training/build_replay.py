@@ -221,8 +221,10 @@ def replay_feedback(
     starts = slice_starts(info["index"], batch_length)
     if signals is not None:
         sampler.update_signals(starts, signals)
-    trend = getattr(sampler, "trend", None)
-    if trend is not None:
+    from imwm.replay import TrendMixture  # noqa: PLC0415
+
+    trend = sampler if isinstance(sampler, TrendMixture) else getattr(sampler, "trend", None)
+    if isinstance(trend, TrendMixture):
         if reward is not None:
             trend.update_reward(reward)
         elif not getattr(sampler, "_warned_no_reward", False):
