@@ -123,6 +123,13 @@ def _single(args) -> None:
         "updates": int(summary["updates"]),
         "wall_s": wall,
     }
+    # the transform's final running statistics (scale, mix, ...) from the checkpoint's agent state
+    saved = torch.load(summary["checkpoint"], weights_only=True)
+    result["intrinsic_state"] = {
+        k.removeprefix("intrinsic."): float(v)
+        for k, v in saved["agent"].items()
+        if k.startswith("intrinsic.") and torch.is_tensor(v) and v.ndim == 0 and v.is_floating_point()
+    }
     Path(args.result).write_text(json.dumps(result))
 
 
@@ -201,6 +208,14 @@ def _effect_table(results: list[dict], args) -> str:
             f"| {_mean_sd([r['goal_episodes_after_prefill'] for r in rs])} | {_mean_sd([r['eval_return'] for r in rs])} "
             f"| {statistics.mean(r['wall_s'] for r in rs) / 60:.1f} |" + (f" ({failed} failed)" if failed else "")
         )
+    for m in args.methods:
+        states = [r["intrinsic_state"] for r in results if r["method"] == m and r.get("intrinsic_state")]
+        if states:
+            keys = [k for k in states[0] if k in ("scale", "mix", "reward_ema", "last_intrinsic_mean",
+                                                  "last_weight_mean", "last_visual_mean", "last_loss",
+                                                  "last_disagreement")]
+            stats = ", ".join(f"{k} {statistics.mean(s[k] for s in states):.3g}" for k in keys)
+            lines.append(f"\nFinal `{m}` statistics (mean over seeds): {stats}.")
     return "\n".join(lines)
 
 
