@@ -161,23 +161,71 @@ class RSSMDynamics(nn.Module):
         action = action / action.detach().abs().clamp_min(1.0)
         return self._gru.action_projection(action)
 
-    def _gru_step(
-        self, stoch: torch.Tensor, deter: torch.Tensor, action_features: torch.Tensor
+    def _fused_weights(self) -> dict[str, torch.Tensor]:
+        """Re-arrange TorchRL's GRU weights so one step needs few, dense matmuls.
+
+        The first block-linear layer sees ``[deter_g, features]`` for every block g; its
+        ``deter`` part is a block-diagonal matrix and its ``features`` part is the same for all
+        blocks, so ``x0 = deter @ block_diag(W_d) + [bp, sp] @ W_bs + act @ W_a + b0`` without
+        materialising the ``[N, blocks, deter/blocks + 3*hidden]`` input (the action share is
+        computed for all steps at once). ``deter`` then feeds the next step's belief projection
+        and block-diagonal part through one matmul ``w_deter``. Same function as TorchRL's
+        ``_DreamerV3BlockGRU`` (tested); the gradients reach the original parameters.
+        """
+        gru, h = self._gru, self.hidden
+        width = self.deter // self.blocks
+        first = gru.hidden_layers[0]
+        w0 = first.weight  # [blocks, width + 3 * hidden, width]
+        w_bd = torch.block_diag(*w0[:, :width, :].unbind(0))
+        w_feat = w0[:, width:, :].permute(1, 0, 2).reshape(3 * h, self.deter)
+        return {
+            "w_deter": torch.cat([gru.belief_projection[0].weight.t(), w_bd], 1),
+            "w_bs": w_feat[: 2 * h],
+            "w_a": w_feat[2 * h :],
+            "b0": first.bias,
+        }
+
+    def _core(
+        self,
+        w: dict[str, torch.Tensor],
+        deter: torch.Tensor,
+        stoch: torch.Tensor,
+        deter_proj: torch.Tensor,
+        action_part: torch.Tensor,
     ) -> torch.Tensor:
-        """Block-GRU update ``h_t = f(h_{t-1}, z_{t-1}, a)`` with pre-projected action."""
-        gru = self._gru
-        features = torch.cat(
-            [gru.belief_projection(deter), gru.state_projection(stoch), action_features], -1
+        """One block-GRU update on 2-D inputs; ``deter_proj = deter @ w["w_deter"]`` and
+        ``action_part = action_features @ w["w_a"]`` (both precomputed by the caller)."""
+        gru, h = self._gru, self.hidden
+        lin_b, norm_b, act_b = gru.belief_projection
+        belief = act_b(norm_b(deter_proj[:, :h] + lin_b.bias))
+        state = gru.state_projection(stoch)
+        x = torch.addmm(
+            deter_proj[:, h:] + action_part + w["b0"], torch.cat([belief, state], -1), w["w_bs"]
         )
-        groups = deter.unflatten(-1, (self.blocks, self.deter // self.blocks))
-        features = features.unsqueeze(-2).expand(*features.shape[:-1], self.blocks, -1)
-        hidden = gru.hidden_layers(torch.cat([groups, features], -1).flatten(-2))
-        gates = gru.gates(hidden).unflatten(-1, (self.blocks, 3, self.deter // self.blocks))
+        for layer in list(gru.hidden_layers)[1:]:
+            x = layer(x)
+        gates = gru.gates(x).unflatten(-1, (self.blocks, 3, self.deter // self.blocks))
         reset, candidate, update = gates.unbind(-2)
         reset = torch.sigmoid(reset.flatten(-2))
         candidate = torch.tanh(reset * candidate.flatten(-2))
         update = torch.sigmoid(update.flatten(-2) - 1.0)  # DreamerV3's update-gate bias of -1
         return deter + update * (candidate - deter)
+
+    def _gru_step(
+        self, stoch: torch.Tensor, deter: torch.Tensor, action_features: torch.Tensor
+    ) -> torch.Tensor:
+        """Block-GRU update ``h_t = f(h_{t-1}, z_{t-1}, a)``, any leading shape."""
+        lead = deter.shape[:-1]
+        stoch, deter = stoch.reshape(-1, self.stoch_dim), deter.reshape(-1, self.deter)
+        w = self._fused_weights()
+        out = self._core(
+            w,
+            deter,
+            stoch,
+            deter @ w["w_deter"],
+            action_features.reshape(-1, action_features.shape[-1]) @ w["w_a"],
+        )
+        return out.reshape(*lead, self.deter)
 
     def _posterior_logits(self, deter: torch.Tensor, embed_part: torch.Tensor) -> torch.Tensor:
         """Unimixed posterior log-probs; ``embed_part`` = embedding's share of layer 1 (+ bias)."""
@@ -244,16 +292,25 @@ class RSSMDynamics(nn.Module):
         keep = (~is_first.bool()).to(embed.dtype)  # [B, T, 1]
 
         # everything that does not depend on the previous step, batched over [B, T]
-        action_features = self._action_features(action * keep).transpose(0, 1)
+        w = self._fused_weights()
+        action_part = (self._action_features(action * keep) @ w["w_a"]).transpose(0, 1)
         embed_part = self._embed_part(embed).transpose(0, 1)
         uniform = torch.rand(time, batch, self.stoch, device=embed.device, dtype=embed.dtype)
         keep_t = keep.transpose(0, 1)
+        # deter_t feeds the posterior now and the GRU next step: one matmul for all three
+        h = self.hidden
+        w_out = torch.cat([self._post_in.weight[:, : self.deter].t(), w["w_deter"]], 1)
 
         deter, stoch = state["deter"], state["stoch"]
+        deter_proj = deter @ w["w_deter"]
         deters, stochs, post_logits = [], [], []
         for t in range(time):
-            deter = self._gru_step(stoch * keep_t[t], deter * keep_t[t], action_features[t])
-            logits = self._posterior_logits(deter, embed_part[t])
+            k = keep_t[t]
+            deter = self._core(w, deter * k, stoch * k, deter_proj * k, action_part[t])
+            proj = deter @ w_out
+            deter_proj = proj[:, h:]
+            raw = self._post_rest(proj[:, :h] + embed_part[t])
+            logits = unimix_logits(raw.unflatten(-1, (self.stoch, self.classes)), self.unimix)
             stoch = self._sample(logits, uniform[t])
             deters.append(deter)
             stochs.append(stoch)
