@@ -79,3 +79,32 @@ def test_two_envs_with_short_chunks_fail_loudly():
         rb.extend(layout(env.batch(4)))  # 4 steps per env per batch < T
     with pytest.raises(RuntimeError, match="each env's chunk must hold at least slice_len"):
         rb.sample()
+
+
+@pytest.mark.parametrize("fracs", [
+    {"uniform": 1.0},
+    {"curious": 0.5, "uniform": 0.5},
+])
+def test_stream_writer_makes_multi_env_slices_work(fracs):
+    T, B, n_envs = 12, 6, 3
+    rb = build_replay(capacity=600, batch_size=B, batch_length=T, fracs=fracs, seed=0,
+                      num_streams=n_envs)
+    layout, env = DreamerRecordLayout(n_envs), FakeCollector(n_envs, seed=1)
+    for k in range(80):  # 4 steps per env per batch: far shorter than T; rings wrap (200 each)
+        rb.extend(layout(env.batch(4)))
+        if k < 6:
+            continue
+        batch, info = rb.sample(return_info=True)
+        batch = batch.reshape(B, T)
+        assert (batch["traj_ids"] == batch["traj_ids"][:, :1]).all()
+        assert not batch["is_first"][:, 1:].any() and not batch["is_last"][:, :-1].any()
+        env_id = batch["observation"][..., 1]
+        assert (env_id == env_id[:, :1]).all(), "a slice mixed two envs"
+        steps = batch["observation"][..., 0].diff(dim=1)
+        assert ((steps == 1) | ((steps == 0) & batch["is_first"][:, :-1, 0])).all()
+        signals = TensorDict({"model_loss": torch.rand(B), "kl": torch.rand(B),
+                              "entropy": torch.rand(B)}, [B])
+        replay_feedback(rb, info, signals)
+    sampler = rb.sampler if not hasattr(rb.sampler, "children") else rb.sampler.children["uniform"]
+    # most records can start a slice: only the last T-1 of each episode (and ring seams) cannot
+    assert sampler._num_valid > 0.4 * len(rb)

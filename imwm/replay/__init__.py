@@ -6,6 +6,7 @@
 - :class:`MixtureSampler` — fixed per-batch fractions of named samplers.
 - :class:`UniformSliceSampler` — uniform over valid slice starts, O(log N).
 - :class:`SumTree`, :class:`PriorityTree` — vectorised torch sum trees (inf-priority pool).
+- :class:`StreamWriter` — one storage ring per concurrent trajectory (several envs).
 """
 
 from imwm.replay.composite import CompositeSampler
@@ -14,6 +15,7 @@ from imwm.replay.explore_exploit import ExploreExploitSampler, UniformSliceSampl
 from imwm.replay.batch_split import check_fracs, split_counts
 from imwm.replay.mixture import MixtureSampler
 from imwm.replay.slices import PrioritizedSliceSampler, read_storage_key, slice_index
+from imwm.replay.streams import StreamWriter
 from imwm.replay.sum_tree import PriorityTree, SumTree
 from imwm.replay.trend import TrendMixture
 
@@ -24,6 +26,7 @@ __all__ = [
     "MixtureSampler",
     "PrioritizedSliceSampler",
     "PriorityTree",
+    "StreamWriter",
     "SumTree",
     "TrendMixture",
     "UniformSliceSampler",

@@ -2,8 +2,8 @@
 
 DreamerV3 trains on slices ``[B, T]``. A storage position ``s`` is a *valid start* iff the ``T``
 records ``s, s+1, ..., s+T-1`` (circularly) are all written, belong to the same trajectory (same
-``traj_key``, or no ``end_key`` flag before the last one) and do not cross the circular write head
-(newest record followed by the oldest). Only valid starts carry sampling mass; everything about
+``traj_key``, or no ``end_key`` flag before the last one) and were written in that order, which
+rules out crossing a circular write head (where the newest record is followed by the oldest). Only valid starts carry sampling mass; everything about
 an item (its priority, visit count, feedback) lives at its start position, so the per-sequence
 loss of slice ``b`` maps back to ``info["index"].view(B, T)[b, 0]``.
 
@@ -68,8 +68,9 @@ def read_storage_key(storage: Storage, key, positions: torch.Tensor) -> torch.Te
 class PrioritizedSliceSampler(Sampler):
     """Samples slices of ``slice_len`` records whose start is drawn by a per-item priority.
 
-    Assumes TorchRL's default ``RoundRobinWriter`` (records written in order, circularly) on a
-    1-D storage; the last index of each ``extend`` is taken as the newest record.
+    Works on a 1-D storage with any writer that writes each trajectory's records in time order
+    (TorchRL's ``RoundRobinWriter``, :class:`~imwm.replay.StreamWriter`): the write-order stamp of
+    consecutive records must increase along a slice, which is what stops slices at a write head.
 
     Subclasses define :meth:`_formula` (priority of items that received feedback) and which
     feedback signal they read (``signal_key``). Items without feedback have priority ``initial``
@@ -142,7 +143,10 @@ class PrioritizedSliceSampler(Sampler):
         self._filled = torch.zeros(n, dtype=torch.bool, device=dev)
         self._valid = torch.zeros(n, dtype=torch.bool, device=dev)
         self._num_valid = 0
-        self._head = 0
+        # write order of each record: a slice must see it strictly increase, which stops it at
+        # the circular write head (newest record followed by the oldest) of any writer
+        self._stamp = torch.zeros(n, dtype=torch.int64, device=dev)
+        self._writes = 0
         self._pending: list[torch.Tensor] = []
         # starts whose visit count rose but whose tree mass was not refreshed yet (see
         # record_visits); refreshed before the next draw or by the feedback on them
@@ -184,7 +188,8 @@ class PrioritizedSliceSampler(Sampler):
         self._signal[index] = 0.0
         self._has_signal[index] = False
         self._filled[index] = True
-        self._head = int(index[-1] + 1) % self.max_capacity
+        self._stamp[index] = self._writes + torch.arange(index.numel(), device=self.device)
+        self._writes += index.numel()
         self._pending.append(index)
 
     def _refresh(self, storage: Storage) -> None:
@@ -224,7 +229,8 @@ class PrioritizedSliceSampler(Sampler):
             else:
                 ends = read_storage_key(storage, self.end_key, safe).bool().any(-1)
                 change = ends[:-1]
-            brk[1:] = change | (pos[1:] == self._head) | ~filled[1:] | ~filled[:-1]
+            stamp = self._stamp[pos]
+            brk[1:] = change | (stamp[1:] <= stamp[:-1]) | ~filled[1:] | ~filled[:-1]
         csum = brk.to(torch.int32).cumsum(0)
         # start i is valid iff written and no break between i and i + t - 1
         valid = filled[:count] & (csum[t - 1: t - 1 + count] == csum[:count])
@@ -404,7 +410,8 @@ class PrioritizedSliceSampler(Sampler):
             "filled": self._filled.clone(),
             "valid": self._valid.clone(),
             "num_valid": self._num_valid,
-            "head": self._head,
+            "stamp": self._stamp.clone(),
+            "writes": self._writes,
             "pending": pending.clone(),
         }
 
@@ -423,7 +430,8 @@ class PrioritizedSliceSampler(Sampler):
         self._filled = state_dict["filled"].to(dev, torch.bool).clone()
         self._valid = state_dict["valid"].to(dev, torch.bool).clone()
         self._num_valid = int(state_dict["num_valid"])
-        self._head = int(state_dict["head"])
+        self._stamp = state_dict["stamp"].to(dev, torch.int64).clone()
+        self._writes = int(state_dict["writes"])
         pending = state_dict["pending"].to(dev)
         self._pending = [pending] if pending.numel() else []
         self._stale = None

@@ -77,6 +77,7 @@ def build_replay(
     trend: Mapping | None = None,
     traj_key: str = "traj_ids",
     arity: int = 32,
+    num_streams: int = 1,
     device: str | torch.device = "cpu",
     seed: int | None = None,
 ) -> TensorDictReplayBuffer:
@@ -96,6 +97,12 @@ def build_replay(
         trend: ``enable`` plus the keyword arguments of :class:`imwm.replay.TrendMixture`.
         traj_key: record key holding the episode id; slices never cross a change of it.
         arity: branching factor of the samplers' sum trees.
+        num_streams: with more than one, a :class:`imwm.replay.StreamWriter` keeps each of that
+            many concurrent trajectories in its own ring of the storage; pass the number of envs
+            when several envs are collected batch by batch (otherwise their chunks interleave and
+            no slice is longer than a chunk). The ``uniform`` sampler is then imwm's
+            ``UniformSliceSampler``: TorchRL's ``SliceSampler`` would read the unwritten rows of
+            rings that are not full yet as data.
         device: storage device.
         seed: seeds the buffer's own ``torch.Generator`` (sampling and fraction rounding).
 
@@ -121,7 +128,20 @@ def build_replay(
         generator = torch.Generator()
         generator.manual_seed(int(seed))
 
-    if set(active) == {"uniform"} and not trend_on:
+    if not isinstance(num_streams, int) or isinstance(num_streams, bool) or num_streams < 1:
+        raise ValueError(f"num_streams must be an integer >= 1, got {num_streams!r}")
+    if capacity // num_streams < batch_length:
+        raise ValueError(
+            f"replay.capacity={capacity} split into num_streams={num_streams} rings leaves "
+            f"{capacity // num_streams} records per ring, fewer than batch_length={batch_length}"
+        )
+    writer = None
+    if num_streams > 1:
+        from imwm.replay import StreamWriter  # noqa: PLC0415
+
+        writer = StreamWriter(num_streams, traj_key=traj_key)
+
+    if set(active) == {"uniform"} and not trend_on and num_streams == 1:
         # The baseline: TorchRL's sampler, untouched. No truncated/is_init keys are added: the
         # DreamerV3 record layout carries its own is_first / is_last flags.
         sampler = SliceSampler(
@@ -137,6 +157,7 @@ def build_replay(
     return TensorDictReplayBuffer(
         storage=LazyTensorStorage(capacity, device=device),
         sampler=sampler,
+        writer=writer,
         batch_size=batch_size * batch_length,
         generator=generator,
     )

@@ -1,0 +1,161 @@
+"""StreamWriter: one circular region of the storage per concurrently running trajectory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchrl.data.replay_buffers.writers import TensorDictRoundRobinWriter
+
+__all__ = ["StreamWriter"]
+
+
+class StreamWriter(TensorDictRoundRobinWriter):
+    """Writes each trajectory into its own stream: a contiguous ring of ``capacity // num_streams``.
+
+    With several envs collected batch by batch, a plain round-robin writer interleaves the envs'
+    chunks (env 0's records of batch k, env 1's, env 0's of batch k+1, ...), so an episode is cut
+    at every batch and no slice can be longer than a chunk. This writer keeps every trajectory's
+    records consecutive in storage instead: each run of records with one ``traj_key`` value goes to
+    the stream that trajectory holds, and a new trajectory takes a free stream (one whose last
+    trajectory ended with ``last_key`` set) or else the least recently written one. Slices then
+    only break at episode ends and at each stream's own write head (the samplers see heads as a
+    drop of the write stamp, see :class:`~imwm.replay.slices.PrioritizedSliceSampler`).
+
+    With ``num_streams`` = number of envs, no stream ever has to take over an open trajectory.
+    Storage positions past ``num_streams * (capacity // num_streams)`` stay unused, and until every
+    ring is full ``len(buffer)`` may count unwritten rows: it covers the highest row written.
+
+    Args:
+        num_streams: number of streams (>= 1), e.g. the number of envs.
+        traj_key: record key of the trajectory id.
+        last_key: boolean record key marking the last record of a trajectory (optional in the
+            data; without it streams are only reclaimed least-recently-used).
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+        >>> rb = TensorDictReplayBuffer(storage=LazyTensorStorage(8), writer=StreamWriter(2))
+        >>> rb.extend(TensorDict({"traj_ids": torch.tensor([0, 0, 1, 1])}, [4])).tolist()
+        [0, 1, 4, 5]
+        >>> rb.extend(TensorDict({"traj_ids": torch.tensor([0, 1])}, [2])).tolist()
+        [2, 6]
+    """
+
+    def __init__(self, num_streams: int, *, traj_key: str = "traj_ids",
+                 last_key: str | None = "is_last"):
+        if not isinstance(num_streams, int) or isinstance(num_streams, bool) or num_streams < 1:
+            raise ValueError(f"num_streams must be an integer >= 1, got {num_streams!r}")
+        super().__init__()
+        self.num_streams = num_streams
+        self.traj_key = traj_key
+        self.last_key = last_key
+        self._reset_streams()
+
+    def _reset_streams(self) -> None:
+        e = self.num_streams
+        self._offsets = [0] * e          # next write offset inside each ring
+        self._open = [-1] * e            # trajectory currently written to each stream (-1: free)
+        self._last_write = [-1] * e      # write count at the stream's last write (LRU)
+
+    def _ring_size(self, data) -> int:
+        capacity = self._storage._max_size_along_dim0(batched_data=data)
+        size = capacity // self.num_streams
+        if size < 1:
+            raise ValueError(
+                f"capacity {capacity} is smaller than num_streams={self.num_streams}"
+            )
+        return size
+
+    def _stream_for(self, traj: int) -> int:
+        if traj in self._open:
+            return self._open.index(traj)
+        free = [s for s in range(self.num_streams) if self._open[s] == -1]
+        if free:
+            return min(free, key=lambda s: self._last_write[s])
+        return min(range(self.num_streams), key=lambda s: self._last_write[s])
+
+    def extend(self, data) -> torch.Tensor:
+        n = len(data)
+        if n == 0:
+            raise RuntimeError("Expected at least one element in extend.")
+        size = self._ring_size(data)
+        ids = data.get(self.traj_key, None)
+        if ids is None:
+            raise KeyError(f"StreamWriter needs the trajectory id {self.traj_key!r} in the data")
+        ids = ids.reshape(n, -1)[:, 0].cpu()
+        last = data.get(self.last_key, None) if self.last_key is not None else None
+        if last is not None:
+            last = last.reshape(n, -1)[:, 0].bool().cpu()
+        cut = (torch.nonzero(ids[1:] != ids[:-1]).reshape(-1) + 1).tolist()
+        bounds = list(zip([0] + cut, cut + [n]))
+        index = torch.empty(n, dtype=torch.long)
+        ids_list = ids.tolist()
+        for a, b in bounds:  # a few runs per batch: one per env and per episode boundary
+            traj = int(ids_list[a])
+            s = self._stream_for(traj)
+            self._open[s] = traj
+            index[a:b] = s * size + (self._offsets[s] + torch.arange(b - a)) % size
+            self._offsets[s] = (self._offsets[s] + b - a) % size
+            self._last_write[s] = self._write_count + b
+            if last is not None and bool(last[b - 1]):
+                self._open[s] = -1  # the episode ended: the stream is free
+        index = index.to(getattr(data, "device", None) or "cpu")
+        self._write_count += n
+        data.set("index", index)
+        # rows are filled ring by ring, not as a prefix: the storage length must cover the highest
+        # row written (so len(buffer) may count unwritten rows of rings that are not full)
+        self._storage.set(index, data)
+        self._update_storage_len_for_write_at(index)
+        self._bump_generation(index, data)
+        index = self._replicate_index(index)
+        self._mark_update_entities(index)
+        return index
+
+    def add(self, data) -> int:
+        return int(self.extend(data.unsqueeze(0))[0])
+
+    def write_at(self, index, data):
+        raise RuntimeError("StreamWriter decides where records go; write_at is not supported")
+
+    # ------------------------------------------------------------------ state
+    def _stream_state(self) -> dict[str, Any]:
+        return {"num_streams": self.num_streams, "offsets": list(self._offsets),
+                "open": list(self._open), "last_write": list(self._last_write)}
+
+    def _load_stream_state(self, state: dict[str, Any]) -> None:
+        if int(state["num_streams"]) != self.num_streams:
+            raise ValueError(
+                f"state has num_streams={state['num_streams']}, this writer {self.num_streams}"
+            )
+        self._offsets = [int(x) for x in state["offsets"]]
+        self._open = [int(x) for x in state["open"]]
+        self._last_write = [int(x) for x in state["last_write"]]
+
+    def state_dict(self) -> dict[str, Any]:
+        out = super().state_dict()
+        out["streams"] = self._stream_state()
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._load_stream_state(state_dict["streams"])
+
+    def dumps(self, path) -> None:
+        super().dumps(path)
+        with open(Path(path).absolute() / "streams.json", "w") as f:
+            json.dump(self._stream_state(), f)
+
+    def loads(self, path) -> None:
+        super().loads(path)
+        with open(Path(path).absolute() / "streams.json") as f:
+            self._load_stream_state(json.load(f))
+
+    def _empty(self, empty_write_count: bool = True) -> None:
+        super()._empty(empty_write_count)
+        self._reset_streams()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_streams={self.num_streams}, open={self._open})"
