@@ -38,6 +38,7 @@ from tensordict import TensorDict
 from torch import nn
 from torchrl.modules.models.model_based import RSSMPosteriorV3, RSSMPriorV3
 
+from imwm.dynamics.deferred import DeferredMatmuls
 from imwm.nn.distributions import (
     categorical_entropy,
     categorical_kl,
@@ -79,6 +80,9 @@ class RSSMDynamics(nn.Module):
         >>> loss.shape, metrics["kl"].shape
         (torch.Size([3, 5]), torch.Size([3, 5]))
     """
+
+    #: batch the loop's weight gradients over time (see :mod:`imwm.dynamics.deferred`)
+    deferred_weight_grads: bool = True
 
     def __init__(
         self,
@@ -192,19 +196,34 @@ class RSSMDynamics(nn.Module):
         stoch: torch.Tensor,
         deter_proj: torch.Tensor,
         action_part: torch.Tensor,
+        mats: DeferredMatmuls | None = None,
     ) -> torch.Tensor:
         """One block-GRU update on 2-D inputs; ``deter_proj = deter @ w["w_deter"]`` and
-        ``action_part = action_features @ w["w_a"]`` (both precomputed by the caller)."""
+        ``action_part = action_features @ w["w_a"]`` (both precomputed by the caller).
+
+        With ``mats`` (the sequence loop) the weight matmuls go through
+        :class:`~imwm.dynamics.deferred.DeferredMatmuls` and the gates use a dense
+        block-diagonal matrix (one GEMM, cheap at small batch); without, plain ops (the gates'
+        batched matmul keeps large imagination batches at the block FLOP count).
+        """
         gru, h = self._gru, self.hidden
         lin_b, norm_b, act_b = gru.belief_projection
+        lin_s, norm_s, act_s = gru.state_projection
         belief = act_b(norm_b(deter_proj[:, :h] + lin_b.bias))
-        state = gru.state_projection(stoch)
-        x = torch.addmm(
-            deter_proj[:, h:] + action_part + w["b0"], torch.cat([belief, state], -1), w["w_bs"]
-        )
+        base = deter_proj[:, h:] + action_part + w["b0"]
+        if mats is None:
+            state = gru.state_projection(stoch)
+            x = torch.addmm(base, torch.cat([belief, state], -1), w["w_bs"])
+        else:
+            state = act_s(norm_s(mats.mm("w_state", stoch) + lin_s.bias))
+            x = base + mats.mm("w_bs", torch.cat([belief, state], -1))
         for layer in list(gru.hidden_layers)[1:]:
             x = layer(x)
-        gates = gru.gates(x).unflatten(-1, (self.blocks, 3, self.deter // self.blocks))
+        if mats is None:
+            gates = gru.gates(x)
+        else:
+            gates = mats.mm("w_gates", x) + gru.gates.bias
+        gates = gates.unflatten(-1, (self.blocks, 3, self.deter // self.blocks))
         reset, candidate, update = gates.unbind(-2)
         reset = torch.sigmoid(reset.flatten(-2))
         candidate = torch.tanh(reset * candidate.flatten(-2))
@@ -299,17 +318,34 @@ class RSSMDynamics(nn.Module):
         keep_t = keep.transpose(0, 1)
         # deter_t feeds the posterior now and the GRU next step: one matmul for all three
         h = self.hidden
-        w_out = torch.cat([self._post_in.weight[:, : self.deter].t(), w["w_deter"]], 1)
+        post_mid = list(self.posterior_net.obs_rnn_to_post_projector)[1:-1]
+        post_out = self.posterior_net.obs_rnn_to_post_projector[-1]
+        gru = self._gru
+        mats = DeferredMatmuls(
+            {
+                "w_out": torch.cat([self._post_in.weight[:, : self.deter].t(), w["w_deter"]], 1),
+                "w_state": gru.state_projection[0].weight.t(),
+                "w_bs": w["w_bs"],
+                "w_gates": torch.block_diag(*gru.gates.weight.unbind(0)),
+                "w_post": post_out.weight.t(),
+            },
+            enabled=self.deferred_weight_grads
+            and torch.is_grad_enabled()
+            and self._post_in.weight.requires_grad,
+        )
 
-        deter, stoch = state["deter"], state["stoch"]
-        deter_proj = deter @ w["w_deter"]
+        deter, stoch = mats.anchor(state["deter"], state["stoch"])
+        deter_proj = mats.mm("w_out", deter)[:, h:]
         deters, stochs, post_logits = [], [], []
         for t in range(time):
             k = keep_t[t]
-            deter = self._core(w, deter * k, stoch * k, deter_proj * k, action_part[t])
-            proj = deter @ w_out
+            deter = self._core(w, deter * k, stoch * k, deter_proj * k, action_part[t], mats)
+            proj = mats.mm("w_out", deter)
             deter_proj = proj[:, h:]
-            raw = self._post_rest(proj[:, :h] + embed_part[t])
+            hidden = proj[:, :h] + embed_part[t]
+            for layer in post_mid:
+                hidden = layer(hidden)
+            raw = mats.mm("w_post", hidden) + post_out.bias
             logits = unimix_logits(raw.unflatten(-1, (self.stoch, self.classes)), self.unimix)
             stoch = self._sample(logits, uniform[t])
             deters.append(deter)
