@@ -1,0 +1,56 @@
+"""Greedy evaluation on a real env, and metrics.csv writing/resume trimming."""
+import csv
+
+import pytest
+import torch
+from torchrl.envs.utils import ExplorationType, exploration_type
+
+from imwm.envs import make_gym_env
+from imwm.training.evaluate import evaluate
+from imwm.training.logging import RunLogger
+
+
+class ConstantPolicy:
+    """Always pushes the cart left; records the exploration type it was called under."""
+
+    def __init__(self, n):
+        self.n, self.types = n, set()
+
+    def __call__(self, td):
+        self.types.add(exploration_type())
+        return td.set("action", torch.nn.functional.one_hot(torch.zeros(self.n, dtype=torch.long), 2))
+
+
+def test_evaluate_one_episode_per_env_greedy():
+    env = make_gym_env("CartPole-v1", num_envs=3, seed=0)
+    policy = ConstantPolicy(3)
+    out = evaluate(env, policy, max_steps=500)
+    # Pushing one way topples the pole in ~8-11 steps; every step pays 1.
+    assert out["returns"].shape == (3,) and not out["truncated"].any()
+    assert torch.equal(out["returns"], out["lengths"])
+    assert ((out["returns"] >= 7) & (out["returns"] <= 12)).all()
+    assert policy.types == {ExplorationType.DETERMINISTIC}
+    capped = evaluate(env, ConstantPolicy(3), max_steps=3)
+    assert capped["truncated"].all() and capped["returns"].tolist() == [3.0, 3.0, 3.0]
+    with pytest.raises(ValueError, match="max_steps"):
+        evaluate(env, policy, max_steps=0)
+
+
+def test_metrics_csv_columns_grow_and_resume_drops_later_rows(tmp_path):
+    log = RunLogger(tmp_path, backend="none", project="p", mode="offline", run_name="r",
+                    total_env_steps=10, progress=False)
+    log.log({"train/loss": torch.tensor(1.5)}, 10)
+    log.log({"train/loss": 1.0, "eval/return": 20.0}, 20)
+    log.log({"train/loss": 0.5}, 30)
+    log.close()
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [r["env_step"] for r in rows] == ["10", "20", "30"]
+    assert rows[0]["eval/return"] == "" and float(rows[1]["eval/return"]) == 20.0
+    # Resuming from a checkpoint taken at step 20: the row logged at 30 is dropped.
+    log = RunLogger(tmp_path, backend="csv", project="p", mode="offline", run_name="r",
+                    total_env_steps=10, start_step=20, progress=False)
+    log.log({"train/loss": 0.25}, 30)
+    log.close()
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [(r["env_step"], r["train/loss"]) for r in rows] == [("10", "1.5"), ("20", "1.0"), ("30", "0.25")]
+    assert (tmp_path / "csv").is_dir()  # TorchRL's CSVLogger wrote beside it
