@@ -84,6 +84,11 @@ def test_moving_shapes_bad_input_and_stream():
         generate_moving_shapes(1, 10, min_seg_len=5, max_seg_len=3)
     with pytest.raises(ValueError, match="split"):
         generate_moving_shapes(1, 10, split="test")
+    with pytest.raises(ValueError, match="object_size"):
+        generate_moving_shapes(1, 10, object_size=(0.3, 0.2))
+    small = generate_moving_shapes(4, 6, image_size=32, seed=2)["observation"]
+    big = generate_moving_shapes(4, 6, image_size=32, seed=2, object_size=(0.2, 0.28))["observation"]
+    assert (big.sum(2) > 0).float().mean() > 2 * (small.sum(2) > 0).float().mean()
     s = MovingShapesStream(2, 12, image_size=32, seed=3)
     b0, b1 = s.batch(0), s.batch(1)
     assert b0.batch_size == torch.Size([2, 12]) and not torch.equal(b0["observation"], b1["observation"])

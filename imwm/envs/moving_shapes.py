@@ -87,9 +87,9 @@ def _masks(shape_id: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: float, 
     return np.where(s == 0, square, np.where(s == 1, disc, tri))
 
 
-def _one_sequence(rng: np.random.Generator, seq_len: int, size: int, lo: int, hi: int):
+def _one_sequence(rng: np.random.Generator, seq_len: int, size: int, lo: int, hi: int, object_size=(0.09, 0.14)):
     scale = size / 64.0
-    radius = float(rng.uniform(6.0, 9.0)) * scale
+    radius = float(rng.uniform(*object_size)) * size
     starts = _segment_starts(rng, seq_len, lo, hi)
     boundary = np.zeros(seq_len, dtype=bool)
     boundary[starts] = True
@@ -142,8 +142,11 @@ def generate_moving_shapes(
     seed: int = 0,
     split: str = "train",
     start_index: int = 0,
+    object_size: tuple[float, float] = (0.09, 0.14),
 ) -> TensorDict:
     """Generate ``num_sequences`` sequences of ``seq_len`` frames (deterministic per arguments).
+
+    ``object_size`` is the range of the actor's radius as a fraction of the frame side.
 
     Sequence ``i`` of a split is drawn from ``default_rng([seed, split_id, start_index + i])``, so
     any sub-range can be regenerated on its own (``start_index``) and the splits never overlap.
@@ -162,13 +165,16 @@ def generate_moving_shapes(
     _check("min_seg_len", min_seg_len, 1)
     _check("max_seg_len", max_seg_len, min_seg_len)
     _check("start_index", start_index, 0)
+    lo_size, hi_size = (float(v) for v in object_size)
+    if not 0.02 <= lo_size <= hi_size <= 0.4:
+        raise ValueError(f"object_size must be (lo, hi) with 0.02 <= lo <= hi <= 0.4, got {tuple(object_size)!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     frames = np.empty((num_sequences, seq_len, 3, image_size, image_size), dtype=np.uint8)
     bounds = np.empty((num_sequences, seq_len), dtype=bool)
     for i in range(num_sequences):
         rng = np.random.default_rng([seed, SPLITS[split], start_index + i])
-        frames[i], bounds[i] = _one_sequence(rng, seq_len, image_size, min_seg_len, max_seg_len)
+        frames[i], bounds[i] = _one_sequence(rng, seq_len, image_size, min_seg_len, max_seg_len, (lo_size, hi_size))
     is_first = np.zeros((num_sequences, seq_len, 1), dtype=bool)
     is_first[:, 0] = True
     return TensorDict(

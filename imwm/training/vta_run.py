@@ -87,8 +87,12 @@ def heldout_data(cfg: Mapping):
     d = _plain(cfg)["data"]
     return generate_moving_shapes(
         d["heldout_sequences"], d["seq_len"], image_size=d["image_size"], min_seg_len=d["min_seg_len"],
-        max_seg_len=d["max_seg_len"], seed=d["seed"], split="heldout",
+        max_seg_len=d["max_seg_len"], seed=d["seed"], split="heldout", object_size=_object_size(d),
     )
+
+
+def _object_size(d: Mapping) -> tuple[float, float]:
+    return tuple(float(v) for v in d.get("object_size", (0.09, 0.14)))
 
 
 @torch.no_grad()
@@ -172,7 +176,7 @@ def train(cfg: Any) -> Path:
     log = _CsvLog(run_dir / "metrics.csv", resume=start > 0)
     stream = MovingShapesStream(
         d["batch_size"], d["seq_len"], image_size=d["image_size"], min_seg_len=d["min_seg_len"],
-        max_seg_len=d["max_seg_len"], seed=d["seed"],
+        max_seg_len=d["max_seg_len"], seed=d["seed"], object_size=_object_size(d),
     )
     heldout = heldout_data(cfg)
 
