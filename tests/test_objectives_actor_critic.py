@@ -179,3 +179,30 @@ def test_critic_loss_bad_input():
         CriticLoss(critic, gamma=2.0)
     with pytest.raises(KeyError, match="total_reward"):
         CriticLoss(critic).targets(_critic_traj().exclude("total_reward"))
+
+
+def test_actor_and_critic_learn_a_two_armed_bandit_in_imagination():
+    """Action 0 pays 1 on the next step, action 1 pays 0: the policy must come to prefer action 0."""
+    torch.manual_seed(0)
+    actor = Actor(F, 2, mlp_units=16, mlp_layers=1)
+    critic = Critic(F, mlp_units=16, mlp_layers=1)
+    actor_loss, critic_loss = ActorLoss(actor), CriticLoss(critic, gamma=0.9, lmbda=0.95)
+    opt = torch.optim.Adam([*actor.parameters(), *critic.parameters()], lr=3e-3)
+    feat = torch.randn(64, H + 1, F)
+    for _ in range(150):
+        log_probs = actor(feat)
+        action = Actor.sample(log_probs)
+        reward = torch.zeros(64, H + 1, 1)
+        reward[:, 1:] = action[:, :-1, :1]  # paid on arrival at the next state
+        traj = TensorDict({"feat": feat, "action": action, "action_log_probs": log_probs,
+                           "total_reward": reward, "continue": torch.ones(64, H + 1, 1)}, [64, H + 1])
+        critic_loss.targets(traj)
+        loss = actor_loss(traj)["loss_actor"] + critic_loss(traj)["loss_critic"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        critic_loss.update_slow_critic()
+    p0 = actor(feat).exp()[..., 0].mean()
+    assert p0 > 0.9, p0
+    # the critic's values approach the discounted return of always paying 1 (bounded by 1/(1-0.9))
+    assert critic.mean(critic(feat)).mean() > 1.0
