@@ -10,6 +10,11 @@ DreamerV3 update on CPU. Here the loop touches only tensors and the dynamics' ``
 dynamics run without autograd (the discrete actor learns by REINFORCE, so no gradient has to
 flow through imagined states; this also frees the loop from storing a graph), and the heads run
 once on all ``[N, H+1]`` features after the loop.
+
+Continue: the imagined ``continue`` is the head's probability ``sigmoid(logit)`` (as
+docs/architecture.md fixes and TorchRL's ``DreamerV3ActorLoss`` uses); danijar's reference code
+takes the Bernoulli mode (0/1) instead. With a well-trained head the two agree except near
+terminal states, where the probability gives a smoother weight.
 """
 
 from __future__ import annotations
