@@ -183,7 +183,8 @@ def plot_boundary_internal(trace: Mapping[str, Any], path: str, *, start: int = 
     panels = [
         ("READ probability", [("read_prob", "posterior P(READ)", "black"),
                               ("detector_read_prob", "detector P(READ), before forcing", "tab:olive")], (-0.02, 1.02)),
-        ("segment counters", [("seg_len", "seg_len", "tab:purple"), ("seg_num", "seg_num", "tab:orange")], None),
+        ("seg_len (steps)", [("seg_len", "seg_len (left axis)", "tab:purple"),
+                             ("seg_num", "seg_num (right axis)", "tab:orange", "right")], None),
         ("KL (nats)", [("kl_abs", "abstract KL", "tab:red"), ("kl_obs", "observation KL", "tab:blue")], None),
         ("reward", [("reward", "reward", "tab:green")], None),
         ("frame change", [("frame_delta", "frame delta (mean |f_t - f_t-1|)", "tab:gray")], None),
@@ -196,11 +197,16 @@ def plot_boundary_internal(trace: Mapping[str, Any], path: str, *, start: int = 
             for t in trues:
                 ax.axvline(t, color=TRUE_COLOUR, ls="--", lw=0.9)
         drawn = False
-        for key, label, colour in lines:
+        handles_here = []
+        for key, label, colour, *side in lines:
             y = _series(trace, key, start, stop)
             if y is None:
                 continue
-            ax.plot(steps, y, color=colour, lw=1.2, marker=".", ms=3, label=label)
+            target = ax
+            if side == ["right"]:  # a counter on another scale (seg_num grows, seg_len resets)
+                target = ax.twinx()
+                target.set_ylabel(key, fontsize=9, color=colour)
+            handles_here += target.plot(steps, y, color=colour, lw=1.2, marker=".", ms=3, label=label)
             drawn = True
         if not drawn:
             ax.text(0.5, 0.5, "not recorded for this model", transform=ax.transAxes,
@@ -209,7 +215,7 @@ def plot_boundary_internal(trace: Mapping[str, Any], path: str, *, start: int = 
             ax.set_ylim(*ylim)
         ax.set_ylabel(ylabel, fontsize=9)
         if drawn:
-            ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+            ax.legend(handles=handles_here, loc="upper right", fontsize=7, framealpha=0.8)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("time step")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
