@@ -87,7 +87,7 @@ def _frame_grid(images: np.ndarray, steps: np.ndarray, bars: list[tuple[float, f
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.35 * ncols + 0.4, 1.6 * nrows + 0.9),
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.35 * ncols + 0.4, 1.8 * nrows + 0.9),
                              squeeze=False)
     height = images.shape[1] if n else 64
     bar_h = max(3, height // 10)
@@ -108,7 +108,7 @@ def _frame_grid(images: np.ndarray, steps: np.ndarray, bars: list[tuple[float, f
     fig.suptitle(title, fontsize=10)
     if legend:
         fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06 if legend else 0, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.06 if legend else 0, 1, 0.95), h_pad=0.8)
     return fig
 
 
