@@ -75,12 +75,12 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/bench_learning")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--cartpole-steps", type=int, default=5000)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cartpole-steps", type=int, default=None, help="default: the laptop preset's")
     p.add_argument("--skip-cartpole", action="store_true")
     p.add_argument("--cartpole-override", action="append", default=[])
     p.add_argument("--atari-task", default="pong")
-    p.add_argument("--atari-steps", type=int, default=20000)
+    p.add_argument("--atari-steps", type=int, default=10000)
     p.add_argument("--skip-atari", action="store_true")
     p.add_argument("--atari-override", action="append", default=[])
     args = p.parse_args(argv)
@@ -93,8 +93,9 @@ def main(argv=None) -> None:
               "resume=false"]
     jobs = []
     if not args.skip_cartpole:
-        jobs.append(("CartPole-v1", ["preset=laptop", f"total_env_steps={args.cartpole_steps}",
-                                     f"run_dir={out / 'cartpole'}", *common, *args.cartpole_override],
+        steps = [f"total_env_steps={args.cartpole_steps}"] if args.cartpole_steps else []
+        jobs.append(("CartPole-v1", ["preset=laptop", *steps, f"run_dir={out / 'cartpole'}", *common,
+                                     *args.cartpole_override],
                      ["env=cartpole"]))
     if not args.skip_atari:
         # A small image model and a modest train ratio: a CPU-sized Atari check, not Atari100k.
@@ -102,8 +103,8 @@ def main(argv=None) -> None:
             "preset=atari", f"env.task={args.atari_task}", "env.full_action_space=false",
             "model=XS", "model.deter=256", "model.cnn_depth=16", "model.mlp_units=256",
             "replay.capacity=200000", "replay.batch_size=16", "replay.batch_length=32",
-            f"total_env_steps={args.atari_steps}", "prefill=2000", "train_ratio=64",
-            "eval_every=5000", "eval_episodes=3", "eval_max_steps=4500", "checkpoint_every=5000",
+            f"total_env_steps={args.atari_steps}", "prefill=2000", "train_ratio=32",
+            "eval_every=2500", "eval_episodes=3", "eval_max_steps=4500", "checkpoint_every=5000",
             "log_every=1000", f"run_dir={out / ('atari_' + args.atari_task)}", *common, *args.atari_override,
         ], ["env=atari", f"env.task={args.atari_task}", "eval_max_steps=4500"]))
 

@@ -100,7 +100,9 @@ class AleVectorEnv(EnvBase):
         self.num_actions = int(self._vec.single_action_space.n)
         n = num_envs
         self.observation_spec = Composite(
-            observation=Bounded(0, 255, shape=(n, 3, size, size), dtype=torch.uint8, device=self.device),
+            observation=Bounded(
+                0, 255, shape=(n, 3, size, size), dtype=torch.uint8, device=self.device
+            ),
             lives=Unbounded(shape=(n, 1), dtype=torch.int64, device=self.device),
             shape=(n,),
             device=self.device,
@@ -162,7 +164,8 @@ class AleVectorEnv(EnvBase):
         action = tensordict.get("action")
         if action.shape[-1] != self.num_actions:
             raise ValueError(
-                f"action must be one-hot [{self.num_envs}, {self.num_actions}], got shape {tuple(action.shape)}"
+                f"action must be one-hot [{self.num_envs}, {self.num_actions}], "
+                f"got shape {tuple(action.shape)}"
             )
         idx = action.float().argmax(-1).reshape(self.num_envs).cpu().numpy().astype(np.int64)
         obs, reward, terminated, truncated, info = self._vec.step(idx)

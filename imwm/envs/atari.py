@@ -19,7 +19,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-from torchrl.envs import Compose, EnvBase, ExcludeTransform, GymEnv, InitTracker, RewardSum, SerialEnv, StepCounter, TransformedEnv
+from torchrl.envs import (Compose, EnvBase, ExcludeTransform, GymEnv, InitTracker, RewardSum,
+                          SerialEnv, StepCounter, TransformedEnv)
 
 from imwm.envs.ale_vector import AleVectorEnv
 from imwm.envs.resize import ResizeFrames

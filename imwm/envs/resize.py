@@ -32,7 +32,9 @@ def resize_frames(frames: torch.Tensor, size: int, *, channels_last: bool = True
         torch.Size([3, 64, 64])
     """
     if frames.ndim < 3:
-        raise ValueError(f"frames must have at least 3 dims [..., H, W, C], got shape {tuple(frames.shape)}")
+        raise ValueError(
+            f"frames must have at least 3 dims [..., H, W, C], got shape {tuple(frames.shape)}"
+        )
     if channels_last:
         frames = frames.movedim(-1, -3)
     lead = frames.shape[:-3]
@@ -80,7 +82,9 @@ class ResizeFrames(ObservationTransform):
     def _apply_transform(self, obs: torch.Tensor) -> torch.Tensor:
         return resize_frames(obs, self.size, channels_last=self.channels_last)
 
-    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+    def _reset(
+        self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase
+    ) -> TensorDictBase:
         with _set_missing_tolerance(self, True):
             tensordict_reset = self._call(tensordict_reset)
         return tensordict_reset

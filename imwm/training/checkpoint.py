@@ -1,10 +1,11 @@
 """Atomic, pickle-free checkpoints and replay snapshots (docs/architecture.md, "Checkpoints").
 
 A checkpoint is ``torch.save`` of a plain dict of tensors, numbers, strings, lists and dicts, so
-``torch.load(path, weights_only=True)`` reads it and cannot run code from the file. Files are written
-to ``<name>.tmp`` and moved into place with ``os.replace`` (atomic on POSIX), so a crash mid-write
-leaves the previous checkpoint intact. The replay buffer goes beside it through TorchRL's
-``ReplayBuffer.dumps`` into a temporary directory that is then renamed.
+``torch.load(path, weights_only=True)`` reads it and cannot run code from the file. Files are
+written to ``<name>.tmp`` and moved into place with ``os.replace`` (atomic on POSIX), so a crash
+mid-write leaves the previous checkpoint intact. The replay buffer goes beside it through
+TorchRL's ``ReplayBuffer.dumps`` into a temporary directory that is then renamed; TorchRL's
+pickle of an (empty) prefetch queue is removed from the snapshot and refused on load.
 """
 from __future__ import annotations
 

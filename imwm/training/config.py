@@ -145,7 +145,8 @@ def _check_replay_keys(replay: Mapping) -> None:
     unknown = sorted(set(replay) - allowed)
     if unknown:
         raise ValueError(
-            f"unknown config key(s) {[f'replay.{k}' for k in unknown]}; valid keys: {sorted(allowed)}"
+            f"unknown config key(s) {[f'replay.{k}' for k in unknown]}; "
+            f"valid keys: {sorted(allowed)}"
         )
 
 

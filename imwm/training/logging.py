@@ -41,7 +41,9 @@ def make_torchrl_logger(*, backend: str, project: str, mode: str, run_name: str,
 
 
 def _fmt(value: float) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return repr(float(value))
 
 
 class RunLogger:

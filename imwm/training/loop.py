@@ -70,9 +70,12 @@ def _build_extras(cfg, agent):
         for group in ("intrinsic", "dormant"):
             if bool(cfg[group].get("enable", False)):
                 raise RuntimeError(
-                    f"{group}.enable is true but imwm.training.build_intrinsic is not available ({err})"
+                    f"{group}.enable is true but imwm.training.build_intrinsic is not "
+                    f"available ({err})"
                 ) from err
-        warnings.warn(f"imwm.training.build_intrinsic not importable ({err}); intrinsic/dormant off")
+        warnings.warn(
+            f"imwm.training.build_intrinsic not importable ({err}); intrinsic/dormant off"
+        )
         return None, None
     return build_intrinsic(cfg.intrinsic, agent), build_dormant(cfg.dormant, agent)
 
@@ -208,7 +211,8 @@ def run(cfg) -> dict[str, Any]:
         counters["last_eval"] = counters["env_steps"]
         tqdm_write(f"[imwm] eval at env step {counters['env_steps']}: return {mean:.1f} "
                    f"({plain['eval_episodes']} episodes)")
-        return {"eval/return": mean, "eval/return_std": result["returns"].std(unbiased=False).item(),
+        return {"eval/return": mean,
+                "eval/return_std": result["returns"].std(unbiased=False).item(),
                 "eval/length": result["lengths"].mean().item(),
                 "eval/truncated": result["truncated"].float().mean().item()}
 
@@ -227,7 +231,9 @@ def run(cfg) -> dict[str, Any]:
             collector = Collector(
                 env, agent.policy(num_envs, action_dtype=env.action_spec.dtype),
                 frames_per_batch=frames_per_batch, total_frames=-1,
-                init_random_frames=math.ceil(prefill_left / frames_per_batch) * frames_per_batch or None,
+                init_random_frames=(
+                    math.ceil(prefill_left / frames_per_batch) * frames_per_batch or None
+                ),
                 policy_device=device, env_device="cpu", storing_device="cpu",
             )
             for batch in collector:
@@ -235,7 +241,8 @@ def run(cfg) -> dict[str, Any]:
                 _consume(batch, layout, buffer, counters, ep_returns, ep_lengths, log)
                 reward = batch.get(("next", "reward"))
                 # Only env steps after the prefill earn updates.
-                earned = max(0, counters["env_steps"] - plain["prefill"]) - max(0, before - plain["prefill"])
+                prefill = plain["prefill"]
+                earned = max(0, counters["env_steps"] - prefill) - max(0, before - prefill)
                 if earned:
                     counters["update_credit"] += earned * updates_per_step
                     while counters["update_credit"] >= 1.0:
@@ -256,12 +263,13 @@ def run(cfg) -> dict[str, Any]:
                 row: dict[str, float] = {}
                 if plain["log_every"] and steps - counters["last_log"] >= plain["log_every"]:
                     now = time.perf_counter()
+                    dt = now - window["time"]
                     row.update(means.pop())
                     row.update({
                         "train/updates": counters["updates"],
                         "train/episodes": counters["episodes"],
-                        "train/env_steps_per_s": (steps - window["steps"]) / (now - window["time"]),
-                        "train/updates_per_s": (counters["updates"] - window["updates"]) / (now - window["time"]),
+                        "train/env_steps_per_s": (steps - window["steps"]) / dt,
+                        "train/updates_per_s": (counters["updates"] - window["updates"]) / dt,
                         "train/buffer_size": len(buffer),
                         "train/minutes": (now - t_start) / 60,
                     })
@@ -309,9 +317,10 @@ def run(cfg) -> dict[str, Any]:
         "updates": counters["updates"],
         "eval_return": eval_return,
     }
-    print(f"[imwm] run folder: {run_dir}\n[imwm] checkpoint: {path}\n[imwm] metrics: {log.metrics_path}\n"
-          f"[imwm] config: {config_path}\n[imwm] env steps: {counters['env_steps']}, updates: "
-          f"{counters['updates']}, last eval return: {eval_return:.1f}")
+    print(f"[imwm] run folder: {run_dir}\n[imwm] checkpoint: {path}\n"
+          f"[imwm] metrics: {log.metrics_path}\n[imwm] config: {config_path}\n"
+          f"[imwm] env steps: {counters['env_steps']}, updates: {counters['updates']}, "
+          f"last eval return: {eval_return:.1f}")
     return summary
 
 
