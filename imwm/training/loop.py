@@ -188,7 +188,9 @@ def run(cfg) -> dict[str, Any]:
         eval_env = make_env(**env_kwargs, num_envs=plain["eval_episodes"], seed=seed + 10_000)
 
     def checkpoint() -> Path:
-        save_replay(buffer, run_dir / "replay")
+        # Checkpoint first, replay second: a crash between the two leaves a replay *older* than
+        # the counters (some data lost), never newer (which could reuse episode ids).
+        counters["last_checkpoint"] = counters["env_steps"]
         sampler_state = buffer.sampler.state_dict() if hasattr(buffer.sampler, "state_dict") else {}
         state = {
             "agent": agent.state_dict(),
@@ -201,8 +203,9 @@ def run(cfg) -> dict[str, Any]:
             "config": plain,
             "logger": {"run_id": log.run_id},
         }
-        counters["last_checkpoint"] = counters["env_steps"]
-        return save_checkpoint(ckpt_path, state)
+        path = save_checkpoint(ckpt_path, state)
+        save_replay(buffer, run_dir / "replay")
+        return path
 
     def run_eval() -> dict[str, float]:
         policy = agent.policy(plain["eval_episodes"], action_dtype=eval_env.action_spec.dtype)
