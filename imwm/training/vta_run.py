@@ -129,6 +129,22 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
     }
 
 
+def _optimizer(model: torch.nn.Module, *, lr: float, eps: float, boundary_lr_scale: float) -> torch.optim.Adam:
+    """Adam; the posterior boundary detector's learning rate is ``lr * boundary_lr_scale``.
+
+    The detector only learns through the straight-through estimator of a discrete choice, whose
+    gradient is small next to the reconstruction's; a larger step for it is a cheap remedy.
+    """
+    if not boundary_lr_scale > 0:
+        raise ValueError(f"train.boundary_lr_scale must be > 0, got {boundary_lr_scale!r}")
+    detector = model.post_boundary if hasattr(model, "post_boundary") else model.dynamics.post_boundary
+    ids = {id(p) for p in detector.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return torch.optim.Adam(
+        [{"params": rest}, {"params": list(detector.parameters()), "lr": lr * boundary_lr_scale}], lr=lr, eps=eps
+    )
+
+
 def _write_config(run_dir: Path, cfg: dict) -> None:
     tmp = run_dir / "config.yaml.tmp"
     tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -163,7 +179,8 @@ def train(cfg: Any) -> Path:
     _write_config(run_dir, cfg)
 
     model = build_vta_model(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=float(tr["lr"]), eps=float(tr["adam_eps"]))
+    opt = _optimizer(model, lr=float(tr["lr"]), eps=float(tr["adam_eps"]),
+                     boundary_lr_scale=float(tr.get("boundary_lr_scale", 1.0)))
     start, ckpt_path = 0, run_dir / "checkpoints" / "latest.pt"
     spent_cpu = 0.0
     if cfg.get("resume", True) and ckpt_path.exists():
