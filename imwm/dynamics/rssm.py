@@ -21,6 +21,15 @@ reference DreamerV3 layers. Not reused, and why:
   posterior layer are computed for all ``[B, T]`` before the loop, and the prior head (plus its
   sample) for all ``[B, T]`` after it, each in one batched call. Noise for the loop is drawn
   once. No host syncs; one TensorDict per output.
+- *the GRU arithmetic*: the same function as TorchRL's ``_DreamerV3BlockGRU`` (tested equal),
+  with its weights re-arranged (:meth:`RSSMDynamics._fused_weights`) so a step is a few dense
+  matmuls and never materialises the ``[N, blocks, deter/blocks + 3*hidden]`` block input, and,
+  in :meth:`RSSMDynamics.observe`, with weight gradients computed once per sequence
+  (:mod:`imwm.dynamics.deferred`).
+
+Measured on this project's shared 2-core CPU (CPU time, 1 thread, size S: deter 512, 32x32
+latents, batch 16x64, observe + KL + backward): TorchRL ``RSSMRolloutV3`` ~1.75-2.1 s, this
+class ~1.06 s; 15 no-grad ``img_step`` from 1024 states: ``RSSMPriorV3`` 2.36 s, this 1.75 s.
 
 State keys: ``deter [.., deter]``, ``stoch [.., stoch*classes]`` (one-hot samples with
 straight-through gradients, flattened), ``logits [.., stoch, classes]`` (unimixed log-probs).

@@ -16,7 +16,10 @@ Written instead of reusing ``torchrl.objectives.DreamerV3ModelLoss`` because, in
 its default ``kl_mode="balanced"`` is DreamerV2's alpha-balanced KL (alpha 0.8) with free bits
 clamped per categorical rather than on the KL summed over the latents; the KL ignores unimix
 unless told (``unimix=0.0`` default); images are compared in symlog space by default
-(``reco_symlog=True``; DreamerV3 uses plain MSE on pixels); the reward two-hot interpolates in
+(``reco_symlog=True``; DreamerV3 uses plain MSE on pixels) and, in that branch, uint8 targets are
+not divided by 255, so the target becomes ``symlog(0..255)`` = 0..5.5 while
+``DreamerV3ImageDecoder`` predicts on the ``x/255`` scale (checked: ``symlog(uint8 [0, 128,
+255]) = [0, 4.86, 5.55]``); the reward two-hot interpolates in
 raw space between symexp-spaced bins (the later DreamerV3 code, not the paper); the continue loss
 is off by default (``lambda_continue=0``); and it reads prior/posterior logits only, so a
 hierarchical dynamics cannot supply its own KL.
