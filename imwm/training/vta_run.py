@@ -39,6 +39,7 @@ VARIANTS = ("original", "dreamer")
 METRIC_COLUMNS = (
     "update", "wall_s", "cpu_s", "loss", "obs_cost", "kl_abs", "kl_obs", "kl_mask", "boundary_kl",
     "read_rate", "temp", "force_scale", "eval_precision", "eval_recall", "eval_f1", "eval_read_rate",
+    "eval_auc",
 )
 
 
@@ -116,12 +117,16 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
     evenly spaced baselines use the same number of boundaries per sequence as the model.
     """
     from imwm.analysis.boundary_truth import boundary_prf, periodic_baseline_prf, random_baseline_prf
+    from imwm.analysis.metrics import roc_auc
 
-    pred = predict_boundaries(model, data)["boundary"][:, 1:].numpy()
+    predicted = predict_boundaries(model, data)
+    pred = predicted["boundary"][:, 1:].numpy()
     true = data["true_boundary"][:, 1:, 0].numpy()
     counts = pred.sum(-1)
     return {
         "model": boundary_prf(pred, true, tolerance=1),
+        # threshold-free: does q(READ) rank the true change steps above the others? (0.5 = no signal)
+        "auc_read_prob": float(roc_auc(predicted["read_prob"][:, 1:].numpy().ravel(), true.ravel())),
         "random": random_baseline_prf(true, counts, draws=draws, seed=seed, tolerance=1),
         "periodic": periodic_baseline_prf(true, counts, tolerance=1),
         "read_rate": float(pred.mean()),
@@ -234,7 +239,7 @@ def train(cfg: Any) -> Path:
             if evaluate:
                 ev = evaluate_boundaries(model, heldout, draws=20)
                 row.update(eval_precision=ev["model"]["precision"], eval_recall=ev["model"]["recall"],
-                           eval_f1=ev["model"]["f1"], eval_read_rate=ev["read_rate"])
+                           eval_f1=ev["model"]["f1"], eval_read_rate=ev["read_rate"], eval_auc=ev["auc_read_prob"])
             log.write(row)
             print(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()), flush=True)
             sums, n_sum = {}, 0
@@ -264,4 +269,29 @@ def format_eval_table(ev: dict, *, name: str) -> str:
         r = ev[key]
         std = f" ± {r['f1_std']:.3f}" if "f1_std" in r else ""
         lines.append(f"| {key} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f}{std} | {r['n_pred']} / {r['n_true']} true |")
+    lines.append(f"\nROC AUC of q(READ) vs true changes: {ev['auc_read_prob']:.3f}; CPU time {ev.get('cpu_s', float('nan')):.0f} s")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m imwm.training.vta_run RUN_DIR [RUN_DIR ...]``: held-out boundary table of finished runs."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("run_dirs", nargs="+")
+    parser.add_argument("--draws", type=int, default=200, help="random-baseline placements")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for run in args.run_dirs:
+        model, cfg = load_vta_run(run)
+        t0 = time.process_time()
+        ev = evaluate_boundaries(model, heldout_data(cfg), draws=args.draws, seed=int(cfg["seed"]))
+        state = load_checkpoint(Path(run) / "checkpoints" / "latest.pt")
+        ev.update(cpu_s=float(state["counters"]["cpu_s"]))
+        print(format_eval_table(ev, name=f"{run} ({cfg['vta']['variant']}, {state['counters']['update']} updates)"))
+        print(f"boundary options: {model.boundary_options()}; eval CPU {time.process_time() - t0:.1f} s\n")
+
+
+if __name__ == "__main__":
+    main()
