@@ -240,3 +240,21 @@ def test_deferred_weight_grads_equal_plain_autograd():
     for n, p in rssm.named_parameters():
         if n in once:
             assert torch.allclose(p.grad, 2 * once[n], atol=1e-5, rtol=1e-4), n
+
+
+def test_other_layer_counts_match_torchrl_and_step_path():
+    rssm = make(dyn_layers=2, obs_layers=2, img_layers=1)
+    stoch, deter, action = torch.randn(B, 20), torch.randn(B, 16), torch.randn(B, A)
+    assert torch.allclose(rssm._gru_step(stoch, deter, rssm._action_features(action)),
+                          rssm.prior_net.rnn(stoch, deter, action), atol=1e-6)
+    embed, action, is_first = batch(is_first_at=(0,))
+    post, prior = rssm.observe(embed, action, is_first)
+    state = rssm.initial(B)
+    for t in range(T):
+        p, q = rssm.obs_step(state, action[:, t], embed[:, t], is_first[:, t])
+        assert torch.allclose(p["logits"], post["logits"][:, t], atol=1e-5)
+        assert torch.allclose(q["logits"], prior["logits"][:, t], atol=1e-5)
+        state = post[:, t]
+    (rssm.get_feat(post).sum() + prior["logits"].sum()).backward()
+    for name, param in rssm.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
