@@ -54,3 +54,14 @@ def test_metrics_csv_columns_grow_and_resume_drops_later_rows(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [(r["env_step"], r["train/loss"]) for r in rows] == [("10", "1.5"), ("20", "1.0"), ("30", "0.25")]
     assert (tmp_path / "csv").is_dir()  # TorchRL's CSVLogger wrote beside it
+
+
+def test_metric_means_average_each_key_over_its_own_measurements():
+    from imwm.training.loop import _MetricMeans
+
+    means = _MetricMeans()
+    means.add({"loss": torch.tensor(1.0)})
+    means.add({"loss": torch.tensor(3.0), "dormant/actor_all": torch.tensor(0.25)})
+    means.add({"loss": 5.0})
+    assert means.pop() == {"loss": 3.0, "dormant/actor_all": 0.25}
+    assert means.pop() == {}

@@ -91,21 +91,25 @@ def _module_state(obj) -> dict | None:
 
 
 class _MetricMeans:
-    """Sums 0-d metric tensors without host syncs; ``.pop()`` converts once per log row."""
+    """Sums 0-d metric tensors without host syncs; ``.pop()`` converts once per log row.
+
+    Counts are kept per key: metrics measured only now and then (dormant ratios) are averaged
+    over their own measurements.
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}
 
     def add(self, metrics: dict[str, Any]) -> None:
         for k, v in metrics.items():
             v = torch.as_tensor(v).detach().float()
             self.sums[k] = self.sums[k] + v if k in self.sums else v
-        self.count += 1
+            self.counts[k] = self.counts.get(k, 0) + 1
 
     def pop(self) -> dict[str, float]:
-        out = {k: (v / self.count).item() for k, v in self.sums.items()} if self.count else {}
-        self.sums, self.count = {}, 0
+        out = {k: (v / self.counts[k]).item() for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
         return out
 
 
