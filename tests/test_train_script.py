@@ -45,6 +45,7 @@ def test_debug_run_then_resume_continues_the_step_counter(tmp_path):
     second = train(tmp_path, "total_env_steps=300")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed" in second.stdout and "at env step 200" in second.stdout
+    assert "resuming with changed config: total_env_steps: 200 -> 300" in second.stdout
     ckpt = torch.load(ckpt_path, weights_only=True)
     assert ckpt["counters"]["env_steps"] == 300
     assert ckpt["counters"]["updates"] == updates_first + 50

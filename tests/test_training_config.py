@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 
-from imwm.training.config import shape_mismatches, validate_config
+from imwm.training.config import config_changes, shape_mismatches, validate_config
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -96,3 +96,12 @@ def test_shape_mismatches_name_keys():
     assert any(d.startswith("dynamics.deter") for d in diffs)  # interpolated from model.deter
     assert not any("train_ratio" in d for d in diffs)
     assert shape_mismatches(a, a) == []
+
+
+def test_config_changes_lists_every_difference():
+    a = composed("preset=debug")
+    b = composed("preset=debug", "train_ratio=8", "replay=curious")
+    changes = config_changes(a, b)
+    assert "train_ratio: 16 -> 8" in changes
+    assert any(c.startswith("replay.fracs.curious: None -> 1.0") for c in changes)
+    assert config_changes(a, a) == []

@@ -228,3 +228,11 @@ def shape_mismatches(saved: Mapping, current: Mapping) -> list[str]:
             if a.get(k) != b.get(k):
                 diffs.append(f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}")
     return diffs
+
+
+def config_changes(saved: Mapping, current: Mapping) -> list[str]:
+    """Every full key whose value differs between two plain configs (``hydra`` ignored)."""
+    a = _flatten("", {k: v for k, v in saved.items() if k != "hydra"}, {})
+    b = _flatten("", {k: v for k, v in current.items() if k != "hydra"}, {})
+    return [f"{k[1:]}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]

@@ -32,7 +32,7 @@ from torchrl.collectors import Collector
 from imwm.envs import make_env
 from imwm.training.checkpoint import (load_checkpoint, load_replay, rng_state, save_checkpoint,
                                       save_replay, set_rng_state)
-from imwm.training.config import shape_mismatches, validate_config
+from imwm.training.config import config_changes, shape_mismatches, validate_config
 from imwm.training.evaluate import evaluate
 from imwm.training.layout import DreamerRecordLayout, finished_episodes
 from imwm.training.logging import RunLogger
@@ -140,6 +140,9 @@ def run(cfg) -> dict[str, Any]:
                 f"refusing to resume {ckpt_path}: model-shape config differs from the saved run: "
                 + "; ".join(diffs)
             )
+        changes = config_changes(saved["config"], plain)
+        if changes:  # allowed (e.g. a longer total_env_steps), but never silent
+            print("[imwm] resuming with changed config: " + "; ".join(changes))
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = _write_config(run_dir, plain)
 
