@@ -8,7 +8,8 @@ from imwm.dynamics import RSSMDynamics
 from imwm.objectives.world_model import WorldModelLoss
 from imwm.world_model import WorldModel
 
-from test_world_model import ScaledKLDynamics  # tests/ is on sys.path (rootdir-relative import mode)
+# tests/ is on sys.path (pytest prepend import mode, no __init__.py)
+from test_world_model import ScaledKLDynamics
 
 A = 3
 
@@ -101,7 +102,8 @@ def test_scales_and_gradients_to_every_parameter_group():
     for _ in range(2):  # the zero-initialised reward output blocks its MLP's gradient on step 1
         opt.zero_grad()
         loss(td)["loss_world_model"].backward()
-        got_grad |= {n for n, p in wm.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        got_grad |= {n for n, p in wm.named_parameters()
+                     if p.grad is not None and p.grad.abs().sum() > 0}
         opt.step()
     missing = {n for n, _ in wm.named_parameters()} - got_grad
     assert not missing, missing
@@ -153,7 +155,8 @@ def test_loss_decreases_on_a_fixed_batch(obs_shape):
         opt.zero_grad()
         out["loss_world_model"].backward()
         opt.step()
-        history.append({k: out[k].item() for k in ("loss_world_model", "loss_image", "loss_reward")})
+        keys = ("loss_world_model", "loss_image", "loss_reward")
+        history.append({k: out[k].item() for k in keys})
     first, last = history[0], history[-1]
     assert last["loss_world_model"] < 0.7 * first["loss_world_model"], (first, last)
     assert last["loss_image"] < first["loss_image"]
@@ -203,7 +206,8 @@ def test_world_model_learns_cartpole_dynamics():
     torch.manual_seed(0)
     data = _cartpole_sequences()
     wm = WorldModel.build((4,), 2, lambda e: RSSMDynamics(deter=64, stoch=8, classes=8, hidden=64,
-                          blocks=4, action_dim=2, embed_dim=e), cnn_depth=2, mlp_units=64, mlp_layers=2)
+                          blocks=4, action_dim=2, embed_dim=e),
+                          cnn_depth=2, mlp_units=64, mlp_layers=2)
     loss = WorldModelLoss(wm)
     opt = torch.optim.Adam(wm.parameters(), lr=1e-3)
     first = None
@@ -220,4 +224,5 @@ def test_world_model_learns_cartpole_dynamics():
     terminal = data["is_terminal"]
     assert terminal.any()
     # terminal states (pole fallen / cart out) are told apart from the rest (1 in ~20 frames)
-    assert cont[terminal].mean() < cont[~terminal].mean() - 0.15, (cont[terminal].mean(), cont[~terminal].mean())
+    at_end, elsewhere = cont[terminal].mean(), cont[~terminal].mean()
+    assert at_end < elsewhere - 0.15, (at_end, elsewhere)

@@ -22,7 +22,8 @@ class ScaledKLDynamics(nn.Module):
     def __init__(self, inner):
         super().__init__()
         self.inner = inner
-        self.feat_dim, self.action_dim, self.embed_dim = inner.feat_dim, inner.action_dim, inner.embed_dim
+        self.feat_dim, self.action_dim = inner.feat_dim, inner.action_dim
+        self.embed_dim = inner.embed_dim
 
     def _add(self, state):
         state = state.clone(False)
@@ -89,7 +90,8 @@ def test_build_vector_world_model_with_instance():
     wm = WorldModel.build((5,), A, dyn, cnn_depth=2, mlp_units=8, mlp_layers=2)
     assert isinstance(wm.encoder, VectorEncoder) and isinstance(wm.decoder, VectorDecoder)
     assert wm.dynamics is dyn
-    out = wm.observe(torch.randn(2, 3, 5), torch.zeros(2, 3, A), torch.ones(2, 3, 1, dtype=torch.bool))
+    is_first = torch.ones(2, 3, 1, dtype=torch.bool)
+    out = wm.observe(torch.randn(2, 3, 5), torch.zeros(2, 3, A), is_first)
     assert out.batch_size == (2, 3) and out["feat"].shape == (2, 3, dyn.feat_dim)
 
 
@@ -105,7 +107,8 @@ def test_build_rejects_mismatches():
                          learned_std=True)
     wm = WorldModel.build((5,), A, rssm_factory, cnn_depth=2, mlp_units=8, mlp_layers=1)
     with pytest.raises(KeyError, match="is_first"):
-        wm(TensorDict({"observation": torch.randn(2, 3, 5), "action": torch.zeros(2, 3, A)}, [2, 3]))
+        wm(TensorDict({"observation": torch.randn(2, 3, 5), "action": torch.zeros(2, 3, A)},
+                      [2, 3]))
 
 
 def test_any_dynamics_plugs_in():

@@ -50,9 +50,11 @@ def test_channel_layer_norm_matches_definition():
     x = torch.randn(2, 6, 5, 5)
     mean = x.mean(1, keepdim=True)
     var = x.var(1, unbiased=False, keepdim=True)
-    expected = (x - mean) / torch.sqrt(var + 1e-3) * norm.weight[:, None, None] + norm.bias[:, None, None]
+    scale, shift = norm.weight[:, None, None], norm.bias[:, None, None]
+    expected = (x - mean) / torch.sqrt(var + 1e-3) * scale + shift
     assert torch.allclose(norm(x), expected, atol=1e-5)
-    assert torch.allclose(norm(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-5)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(norm(x_cl), expected, atol=1e-5)
 
 
 def test_channels_last_and_contiguous_give_the_same_function():

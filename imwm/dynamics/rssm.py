@@ -1,4 +1,4 @@
-"""DreamerV3's recurrent state-space model (RSSM) behind the :class:`~imwm.dynamics.Dynamics` protocol.
+"""DreamerV3's recurrent state-space model (RSSM) behind the ``Dynamics`` protocol.
 
 Hafner et al., 2023, "Mastering Diverse Domains through World Models" (DreamerV3):
 
@@ -443,7 +443,7 @@ class RSSMDynamics(nn.Module):
         return categorical_entropy(state["logits"]).sum(-1, keepdim=True)
 
     def uncertainty(self, state: TensorDict) -> torch.Tensor:
-        """For the RSSM, the categorical entropy of the state (same as :meth:`entropy`), ``[..., 1]``.
+        """RSSM: the categorical entropy of the state (same as :meth:`entropy`), ``[..., 1]``.
 
         On a prior state it measures how unsure the dynamics are about the next latent; that is
         what the adaptive intrinsic reward reads as ``Std(s')``.

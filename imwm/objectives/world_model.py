@@ -2,8 +2,8 @@
 
 Hafner et al., 2023 (DreamerV3), per replayed step t:
 
-``L_t = image_scale * L_pred_image + reward_scale * L_pred_reward + continue_scale * L_pred_cont
-       + dyn_scale * max(free_bits, KL(sg(q_t) || p_t)) + rep_scale * max(free_bits, KL(q_t || sg(p_t)))``
+``L_t = image_scale * L_image + reward_scale * L_reward + continue_scale * L_cont
++ dyn_scale * max(free_bits, KL(sg(q_t) || p_t)) + rep_scale * max(free_bits, KL(q_t || sg(p_t)))``
 
 with the reward target ``reward[t]`` (two-hot cross entropy on ``symlog``), the continue target
 ``1 - is_terminal[t]`` (Bernoulli NLL), the image term from the decoder (squared error summed
@@ -146,7 +146,8 @@ class WorldModelLoss(LossModule):
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
         if tensordict.batch_dims != 2:
             raise ValueError(
-                f"WorldModelLoss expects a [B, T] batch, got batch_size {tuple(tensordict.batch_size)}"
+                "WorldModelLoss expects a [B, T] batch, got batch_size "
+                f"{tuple(tensordict.batch_size)}"
             )
         observation = self._get(tensordict, "observation")
         reward = self._get(tensordict, "reward")
@@ -154,7 +155,9 @@ class WorldModelLoss(LossModule):
         batch, time = tensordict.batch_size
         for name, value in (("reward", reward), ("is_terminal", is_terminal)):
             if tuple(value.shape) != (batch, time, 1):
-                raise ValueError(f"{name} must have shape {(batch, time, 1)}, got {tuple(value.shape)}")
+                raise ValueError(
+                    f"{name} must have shape {(batch, time, 1)}, got {tuple(value.shape)}"
+                )
 
         wm = self.world_model
         out = wm.observe(
@@ -180,7 +183,9 @@ class WorldModelLoss(LossModule):
             ("kl", kl_loss),
         ):
             if tuple(value.shape) != (batch, time):
-                raise ValueError(f"{name} loss must be [B, T] = {(batch, time)}, got {tuple(value.shape)}")
+                raise ValueError(
+                    f"{name} loss must be [B, T] = {(batch, time)}, got {tuple(value.shape)}"
+                )
 
         per_step = (
             self.image_scale * image

@@ -1,4 +1,4 @@
-"""DreamerV3 world model: encoders/decoders (image, vector), reward and continue heads, WorldModel."""
+"""DreamerV3 world model: image/vector encoders and decoders, reward/continue heads, WorldModel."""
 
 from imwm.world_model.heads import ContinueHead, RewardHead
 from imwm.world_model.image import ChannelLayerNorm, ImageDecoder, ImageEncoder

@@ -31,7 +31,9 @@ class ChannelLayerNorm(nn.LayerNorm):
     """LayerNorm over the channel axis of ``[N, C, H, W]`` maps (fastest on channels_last)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        y = F.layer_norm(
+            x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps
+        )
         return y.permute(0, 3, 1, 2)
 
 
@@ -174,7 +176,9 @@ class ImageDecoder(nn.Module):
 
     def forward(self, feat: torch.Tensor) -> TensorDict:
         if feat.shape[-1] != self.feat_dim:
-            raise ValueError(f"feat must end with feat_dim={self.feat_dim}, got {tuple(feat.shape)}")
+            raise ValueError(
+                f"feat must end with feat_dim={self.feat_dim}, got {tuple(feat.shape)}"
+            )
         lead = feat.shape[:-1]
         x = self.linear(feat.reshape(-1, self.feat_dim))
         # [N, H, W, C] -> logical [N, C, H, W] view over channels_last memory
@@ -197,7 +201,7 @@ class ImageDecoder(nn.Module):
         return observation.float() / 255.0 - 0.5
 
     def loss(self, decoded: TensorDict, observation: torch.Tensor) -> torch.Tensor:
-        """Per-frame loss ``[...]`` (sum over pixels): squared error, or Gaussian NLL if learned std."""
+        """Per-frame loss ``[...]``, summed over pixels: squared error or (learned std) Gaussian NLL."""
         mean = decoded["image"]
         if observation.shape != mean.shape:
             raise ValueError(

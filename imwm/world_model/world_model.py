@@ -103,7 +103,9 @@ class WorldModel(TensorDictModuleBase):
             batch_size=batch,
         )
 
-    def forward(self, tensordict: TensorDictBase, state: TensorDict | None = None) -> TensorDictBase:
+    def forward(
+        self, tensordict: TensorDictBase, state: TensorDict | None = None
+    ) -> TensorDictBase:
         for key in self.in_keys:
             if key not in tensordict.keys():
                 raise KeyError(f"WorldModel needs key {key!r} in the input TensorDict")
@@ -163,13 +165,16 @@ class WorldModel(TensorDictModuleBase):
         elif len(obs_shape) == 1:
             if learned_std:
                 raise ValueError("learned_std applies to image observations only")
-            encoder = VectorEncoder(obs_dim=obs_shape[0], mlp_units=mlp_units, mlp_layers=mlp_layers)
+            encoder = VectorEncoder(
+                obs_dim=obs_shape[0], mlp_units=mlp_units, mlp_layers=mlp_layers
+            )
         else:
             raise ValueError(f"obs_shape must be (C, H, W) or (D,), got {obs_shape}")
         if not isinstance(dynamics, Dynamics):
             if not callable(dynamics):
                 raise TypeError(
-                    f"dynamics must be a Dynamics or a factory embed_dim -> Dynamics, got {type(dynamics)}"
+                    "dynamics must be a Dynamics or a factory embed_dim -> Dynamics, "
+                    f"got {type(dynamics)}"
                 )
             dynamics = dynamics(encoder.embed_dim)
         check_dynamics(dynamics)
@@ -197,7 +202,9 @@ class WorldModel(TensorDictModuleBase):
             dynamics=dynamics,
             decoder=decoder,
             reward_head=RewardHead(feat_dim=feat_dim, mlp_units=mlp_units, mlp_layers=mlp_layers),
-            continue_head=ContinueHead(feat_dim=feat_dim, mlp_units=mlp_units, mlp_layers=mlp_layers),
+            continue_head=ContinueHead(
+                feat_dim=feat_dim, mlp_units=mlp_units, mlp_layers=mlp_layers
+            ),
         )
 
 
