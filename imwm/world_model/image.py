@@ -201,7 +201,7 @@ class ImageDecoder(nn.Module):
         return observation.float() / 255.0 - 0.5
 
     def loss(self, decoded: TensorDict, observation: torch.Tensor) -> torch.Tensor:
-        """Per-frame loss ``[...]``, summed over pixels: squared error or (learned std) Gaussian NLL."""
+        """Per-frame loss ``[...]`` over pixels: squared error, or Gaussian NLL with learned std."""
         mean = decoded["image"]
         if observation.shape != mean.shape:
             raise ValueError(
