@@ -29,7 +29,7 @@ reference DreamerV3 layers. Not reused, and why:
 
 Measured on this project's shared 2-core CPU (CPU time, 1 thread, size S: deter 512, 32x32
 latents, batch 16x64, observe + KL + backward): TorchRL ``RSSMRolloutV3`` ~1.75-2.1 s, this
-class ~1.06 s; 15 no-grad ``img_step`` from 1024 states: ``RSSMPriorV3`` 2.36 s, this 1.75 s.
+class ~1.06 s; 15 no-grad ``img_step`` from 1024 states: ``RSSMPriorV3`` 2.2-2.4 s, this 1.5-1.6 s.
 
 State keys: ``deter [.., deter]``, ``stoch [.., stoch*classes]`` (one-hot samples with
 straight-through gradients, flattened), ``logits [.., stoch, classes]`` (unimixed log-probs).
