@@ -23,6 +23,7 @@ class Critic(nn.Module):
         num_bins: two-hot bins (DreamerV3: 255).
 
     Example:
+        >>> import torch
         >>> critic = Critic(8, mlp_units=16, mlp_layers=1)
         >>> logits = critic(torch.randn(5, 8))
         >>> critic.mean(logits).squeeze(-1)  # zero-initialised output layer
