@@ -54,8 +54,8 @@ def test_viz_script_restores_max_seg_len_and_writes_three_figures(vta_run, tmp_p
         assert os.path.getsize(out["paths"][name]) > 1000
     assert "max_seg_len=37" in capsys.readouterr().out
     # an analysis-time override wins, and is reported with the value it replaces
-    out = viz.main(["--run", vta_run, "--length", "8", "--out_dir", str(tmp_path), "vta.max_seg_len=5"])
-    assert out["restored"].model.max_seg_len == 5
+    restored = restore_run(vta_run, ["vta.max_seg_len=5"])
+    assert restored.model.max_seg_len == 5
     assert "override vta.max_seg_len: 37 -> 5" in capsys.readouterr().out
 
 
