@@ -26,7 +26,7 @@ class Critic(nn.Module):
         >>> import torch
         >>> critic = Critic(8, mlp_units=16, mlp_layers=1)
         >>> logits = critic(torch.randn(5, 8))
-        >>> critic.mean(logits).squeeze(-1)  # zero-initialised output layer
+        >>> critic.mean(logits).detach().squeeze(-1)  # zero-initialised output layer
         tensor([0., 0., 0., 0., 0.])
     """
 
