@@ -142,6 +142,8 @@ def _optimizer(model: torch.nn.Module, *, lr: float, eps: float, boundary_lr_sca
     """
     if not boundary_lr_scale > 0:
         raise ValueError(f"train.boundary_lr_scale must be > 0, got {boundary_lr_scale!r}")
+    if boundary_lr_scale == 1.0:  # one group, so checkpoints of either layout resume as written
+        return torch.optim.Adam(model.parameters(), lr=lr, eps=eps)
     detector = model.post_boundary if hasattr(model, "post_boundary") else model.dynamics.post_boundary
     ids = {id(p) for p in detector.parameters()}
     rest = [p for p in model.parameters() if id(p) not in ids]
