@@ -86,3 +86,19 @@ def test_rollout_vta_sequences_keys_and_truth():
     assert np.isnan(tr["frame_delta"][0]) and np.isfinite(tr["frame_delta"][1:]).all()
     with pytest.raises(ValueError, match="true_boundary must be"):
         rollout_vta_sequences(model, data["observation"], true_boundary=data["true_boundary"][:2])
+
+
+def test_heldout_sequences_match_the_trainers_heldout_split():
+    """Every dataset option of the run reaches the generator (object_size included), so the
+    analysis sees the same held-out data as the trainer's own evaluation."""
+    from imwm.analysis.rollout import heldout_moving_shapes
+    from imwm.training.vta_run import heldout_data
+
+    data_cfg = {"image_size": 16, "seq_len": 9, "min_seg_len": 2, "max_seg_len": 5, "object_size": [0.2, 0.3],
+                "batch_size": 4, "heldout_sequences": 3, "seed": 4}
+    ours = heldout_moving_shapes(data_cfg, 3)
+    theirs = heldout_data({"data": data_cfg})
+    assert torch.equal(ours["observation"], theirs["observation"])
+    assert torch.equal(ours["true_boundary"], theirs["true_boundary"])
+    longer = heldout_moving_shapes(data_cfg, 2, seq_len=20)
+    assert longer["observation"].shape[:2] == (2, 20)
