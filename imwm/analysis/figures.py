@@ -87,7 +87,7 @@ def _frame_grid(images: np.ndarray, steps: np.ndarray, bars: list[tuple[float, f
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.35 * ncols + 0.4, 1.8 * nrows + 0.9),
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(7.0, 1.35 * ncols + 0.4), 1.8 * nrows + 0.9),
                              squeeze=False)
     height = images.shape[1] if n else 64
     bar_h = max(3, height // 10)
@@ -245,5 +245,6 @@ def plot_all(trace: Mapping[str, Any], out_dir: str, *, length: int = 30, window
             title=f"{prefix}boundary internals, steps {start}-{stop - 1}"),
         "boundary_fired": plot_boundary_fired(
             trace, os.path.join(out_dir, "boundary_fired.png"), start=start, stop=stop,
-            title=""),
+            title=f"{prefix}READ frames, steps {start}-{stop - 1}: "
+                  f"{int(as_flags(trace['boundary'], 'boundary')[start:stop].sum())} fired"),
     }
