@@ -52,7 +52,7 @@ def test_run_folder_and_exact_restore(tmp_path, variant, sizes):
     assert [r["update"] for r in rows] == ["1", "2"] and rows[1]["eval_f1"] != ""
     ev = json.loads((run / "eval.json").read_text())
     assert {"model", "random", "periodic", "cpu_s"} <= set(ev)
-    assert ev["boundary_options"]["max_seg_len"] == 7
+    assert ev["boundary_options"]["max_seg_len"] == 7 and ev["updates"] == 2
     # the restored model predicts exactly what a model rebuilt from config.yaml + weights predicts
     import yaml
 

@@ -213,7 +213,7 @@ def train(cfg: Any) -> Path:
     wall0, cpu0 = time.time(), time.process_time()
     max_s = float(tr.get("max_minutes", 0)) * 60
     model.train()
-    update = start
+    done = start
     sums: dict[str, float] = {}
     n_sum = 0
     for update in range(start, int(tr["updates"])):
@@ -250,11 +250,9 @@ def train(cfg: Any) -> Path:
         if timed_out:
             print(f"stopping after {tr['max_minutes']} minutes at update {done}")
             break
-    else:
-        done = start
     cpu_s = spent_cpu + time.process_time() - cpu0
     ev = evaluate_boundaries(model, heldout, draws=200, seed=int(cfg["seed"]))
-    ev.update(updates=done if start < int(tr["updates"]) else start, cpu_s=cpu_s, wall_s=time.time() - wall0,
+    ev.update(updates=done, cpu_s=cpu_s, wall_s=time.time() - wall0,
               boundary_options=model.boundary_options())
     (run_dir / "eval.json").write_text(json.dumps(ev, indent=2, default=float))
     print(format_eval_table(ev, name=cfg.get("name", run_dir.name)))
