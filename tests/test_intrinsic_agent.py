@@ -70,6 +70,7 @@ def test_train_step_with_intrinsic(dynamics, typ):
     assert metrics["imagined_total_reward"] != metrics["imagined_reward"]
     assert any(not torch.equal(a, p) for a, p in zip(actor_before, agent.actor.parameters()))
     assert all(torch.isfinite(v) for v in agent.intrinsic.metrics().values())
+    assert set(agent.intrinsic.metrics()) <= set(metrics)  # scale / mix / trend weight are logged
     assert agent.intrinsic.initialized  # statistics moved: the agent is in training mode
     if typ == "disagreement":
         assert torch.isfinite(metrics["intrinsic/ensemble_loss"])

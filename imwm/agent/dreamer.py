@@ -312,6 +312,9 @@ class DreamerAgent(nn.Module):
         metrics["imagined_continue"] = traj.get("continue").mean()
         if "intrinsic_reward" in traj.keys():
             metrics["intrinsic_reward"] = traj.get("intrinsic_reward").detach().mean()
+        if intrinsic is not None and hasattr(intrinsic, "metrics"):
+            # the transform's own state: its scale, explore/exploit mix or trend weight
+            metrics.update(intrinsic.metrics())
         return metrics, signals
 
     # ------------------------------------------------------------------ acting
