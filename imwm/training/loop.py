@@ -20,7 +20,6 @@ import math
 import os
 import random
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,9 @@ from torchrl.collectors import Collector
 from imwm.envs import make_env
 from imwm.training.checkpoint import (load_checkpoint, load_replay, rng_state, save_checkpoint,
                                       save_replay, set_rng_state)
+from imwm.training.build_intrinsic import build_dormant, build_intrinsic
+from imwm.training.build_model import build_agent
+from imwm.training.build_replay import build_replay, replay_feedback, replay_metrics
 from imwm.training.config import config_changes, shape_mismatches, validate_config
 from imwm.training.evaluate import evaluate
 from imwm.training.layout import DreamerRecordLayout, finished_episodes
@@ -60,30 +62,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _build_extras(cfg, agent):
-    """Intrinsic reward transform and dormant monitor from E's builders (absent -> only if off)."""
-    try:
-        from imwm.training.build_intrinsic import build_dormant, build_intrinsic
-    except ImportError as err:
-        for group in ("intrinsic", "dormant"):
-            if bool(cfg[group].get("enable", False)):
-                raise RuntimeError(
-                    f"{group}.enable is true but imwm.training.build_intrinsic is not "
-                    f"available ({err})"
-                ) from err
-        warnings.warn(
-            f"imwm.training.build_intrinsic not importable ({err}); intrinsic/dormant off"
-        )
-        return None, None
-    return build_intrinsic(cfg.intrinsic, agent), build_dormant(cfg.dormant, agent)
-
-
-def _replay_hooks():
-    from imwm.training.build_replay import build_replay, replay_feedback, replay_metrics
-
-    return build_replay, replay_feedback, replay_metrics
 
 
 def _module_state(obj) -> dict | None:
@@ -158,14 +136,13 @@ def run(cfg) -> dict[str, Any]:
     obs_shape = tuple(env.observation_spec["observation"].shape[1:])
     action_dim = int(env.action_spec.shape[-1])
 
-    from imwm.training.build_model import build_agent
-
     agent = build_agent(cfg, obs_shape=obs_shape, action_dim=action_dim, device=device)
-    build_replay, replay_feedback, replay_metrics = _replay_hooks()
     replay = plain["replay"]
     batch_size, batch_length = replay["batch_size"], replay["batch_length"]
-    buffer = build_replay(**replay, device="cpu", seed=seed)
-    intrinsic, dormant = _build_extras(cfg, agent)
+    # one storage ring per env, so every env's records stay contiguous and give full slices
+    buffer = build_replay(**replay, num_streams=num_envs, device="cpu", seed=seed)
+    intrinsic = build_intrinsic(cfg.intrinsic, agent)
+    dormant = build_dormant(cfg.dormant, agent)
     agent.intrinsic = intrinsic
     layout = DreamerRecordLayout(num_envs)
 
@@ -177,6 +154,8 @@ def run(cfg) -> dict[str, Any]:
         agent.load_optimizers_state_dict(saved["optimizers"])
         if intrinsic is not None and saved.get("intrinsic") is not None:
             intrinsic.load_state_dict(saved["intrinsic"])
+        if saved.get("intrinsic_optimizer") is not None:
+            intrinsic.load_optimizer_state_dict(saved["intrinsic_optimizer"])
         load_replay(buffer, run_dir / "replay")
         if saved.get("sampler"):
             buffer.sampler.load_state_dict(saved["sampler"])
@@ -203,6 +182,9 @@ def run(cfg) -> dict[str, Any]:
             "agent": agent.state_dict(),
             "optimizers": agent.optimizers_state_dict(),
             "intrinsic": _module_state(intrinsic),
+            # Plan2Explore's ensemble learns with its own Adam
+            "intrinsic_optimizer": (intrinsic.optimizer_state_dict()
+                                    if hasattr(intrinsic, "optimizer_state_dict") else None),
             "sampler": sampler_state,
             "layout": layout.state_dict(),
             "counters": dict(counters),
