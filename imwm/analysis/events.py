@@ -74,13 +74,19 @@ def percentile_events(values: Any, percentile: float) -> np.ndarray:
     return finite & (np.where(finite, vals, -np.inf) > threshold)
 
 
-def reward_events(reward: Any) -> np.ndarray:
-    """Steps with a non-zero reward (a trailing ``[..., 1]`` is squeezed)."""
-    arr = to_numpy(reward, "reward").astype(np.float64)
+def _series(values: Any, name: str) -> np.ndarray:
+    """A per-step float series ``[T]`` (a trailing ``[..., 1]`` is squeezed)."""
+    arr = to_numpy(values, name).astype(np.float64)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:
-        raise ValueError(f"reward must be [T], got shape {arr.shape}")
+        raise ValueError(f"{name} must be [T], got shape {arr.shape}")
+    return arr
+
+
+def reward_events(reward: Any) -> np.ndarray:
+    """Steps with a non-zero reward (a trailing ``[..., 1]`` is squeezed)."""
+    arr = _series(reward, "reward")
     return arr != 0
 
 
@@ -91,22 +97,14 @@ def score_change_events(raw_reward: Any) -> np.ndarray:
     differs when the stored reward was transformed (clipped, scaled, or with an intrinsic
     reward added), which is why the rollout keeps the raw reward for this event.
     """
-    arr = to_numpy(raw_reward, "raw_reward").astype(np.float64)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise ValueError(f"raw_reward must be [T], got shape {arr.shape}")
+    arr = _series(raw_reward, "raw_reward")
     score = np.cumsum(arr)
     return np.diff(score, prepend=0.0) != 0
 
 
 def life_loss_events(lives: Any) -> np.ndarray:
     """Steps at which ALE's ``lives`` counter is lower than at the previous step."""
-    arr = to_numpy(lives, "lives").astype(np.float64)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise ValueError(f"lives must be [T], got shape {arr.shape}")
+    arr = _series(lives, "lives")
     out = np.zeros(arr.shape, dtype=bool)
     out[1:] = arr[1:] < arr[:-1]
     return out

@@ -48,18 +48,13 @@ from torch import nn
 from torchrl.modules.models.model_based import RSSMPosteriorV3, RSSMPriorV3
 
 from imwm.dynamics.deferred import DeferredMatmuls
+from imwm.dynamics.base import positive_int
 from imwm.nn.distributions import (
     categorical_entropy,
     categorical_kl,
     straight_through_sample,
     unimix_logits,
 )
-
-
-def _positive(name: str, value: int) -> int:
-    if int(value) != value or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 class RSSMDynamics(nn.Module):
@@ -109,16 +104,16 @@ class RSSMDynamics(nn.Module):
         dyn_layers: int = 1,
     ):
         super().__init__()
-        self.deter = _positive("deter", deter)
-        self.stoch = _positive("stoch", stoch)
-        self.classes = _positive("classes", classes)
-        self.hidden = _positive("hidden", hidden)
-        self.blocks = _positive("blocks", blocks)
-        self.action_dim = _positive("action_dim", action_dim)
-        self.embed_dim = _positive("embed_dim", embed_dim)
-        _positive("img_layers", img_layers)
-        _positive("obs_layers", obs_layers)
-        _positive("dyn_layers", dyn_layers)
+        self.deter = positive_int("deter", deter)
+        self.stoch = positive_int("stoch", stoch)
+        self.classes = positive_int("classes", classes)
+        self.hidden = positive_int("hidden", hidden)
+        self.blocks = positive_int("blocks", blocks)
+        self.action_dim = positive_int("action_dim", action_dim)
+        self.embed_dim = positive_int("embed_dim", embed_dim)
+        positive_int("img_layers", img_layers)
+        positive_int("obs_layers", obs_layers)
+        positive_int("dyn_layers", dyn_layers)
         if self.deter % self.blocks:
             raise ValueError(f"deter ({deter}) must be divisible by blocks ({blocks})")
         if not 0.0 <= unimix < 1.0:

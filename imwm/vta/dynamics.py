@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import Tensor, nn
 
+from imwm.dynamics.base import positive_int
 from imwm.vta.boundary import rate_prior_kl, regularize_boundary
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
 from imwm.vta.options import BoundaryOptions
@@ -66,12 +67,6 @@ def _gauss_kl(mq: Tensor, sq: Tensor, mp: Tensor, sp: Tensor) -> Tensor:
 def _cat_kl(lq: Tensor, lp: Tensor) -> Tensor:
     lq, lp = torch.log_softmax(lq, -1), torch.log_softmax(lp, -1)
     return (lq.exp() * (lq - lp)).sum(-1)
-
-
-def _positive(name: str, value) -> int:
-    if int(value) != value or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 class VTADynamics(BoundaryOptions):
@@ -118,13 +113,13 @@ class VTADynamics(BoundaryOptions):
         **boundary_options,
     ):
         super().__init__()
-        self.action_dim = _positive("action_dim", action_dim)
-        self.embed_dim = _positive("embed_dim", embed_dim)
-        self.abs_belief_dim = _positive("abs_belief_dim", abs_belief_dim)
-        self.obs_belief_dim = _positive("obs_belief_dim", obs_belief_dim)
-        self.abs_stoch_dim = _positive("abs_stoch_dim", abs_stoch_dim)
-        self.obs_stoch_dim = _positive("obs_stoch_dim", obs_stoch_dim)
-        self.hidden = _positive("hidden", hidden)
+        self.action_dim = positive_int("action_dim", action_dim)
+        self.embed_dim = positive_int("embed_dim", embed_dim)
+        self.abs_belief_dim = positive_int("abs_belief_dim", abs_belief_dim)
+        self.obs_belief_dim = positive_int("obs_belief_dim", obs_belief_dim)
+        self.abs_stoch_dim = positive_int("abs_stoch_dim", abs_stoch_dim)
+        self.obs_stoch_dim = positive_int("obs_stoch_dim", obs_stoch_dim)
+        self.hidden = positive_int("hidden", hidden)
         if not min_std > 0:
             raise ValueError(f"min_std must be > 0, got {min_std!r}")
         self._init_boundary_options(**boundary_options)
@@ -136,8 +131,8 @@ class VTADynamics(BoundaryOptions):
             "_forced_logits", torch.tensor([_FORCED_READ_LOGIT, -_FORCED_READ_LOGIT]), persistent=False
         )
         self.post_boundary = PostBoundaryDetector(
-            embed_dim, hidden_dim=_positive("boundary_hidden", boundary_hidden),
-            num_layers=_positive("boundary_layers", boundary_layers), flavour="dreamer",
+            embed_dim, hidden_dim=positive_int("boundary_hidden", boundary_hidden),
+            num_layers=positive_int("boundary_layers", boundary_layers), flavour="dreamer",
         )
         self.prior_boundary = PriorBoundaryDetector(self.feat_dim + action_dim, hidden_dim=hidden, flavour="dreamer")
         self.abs_gru = nn.GRUCell(abs_stoch_dim + action_dim, abs_belief_dim)
