@@ -95,6 +95,23 @@ def test_build_vector_world_model_with_instance():
     assert out.batch_size == (2, 3) and out["feat"].shape == (2, 3, dyn.feat_dim)
 
 
+def test_build_vector_world_model_with_learned_std():
+    wm = WorldModel.build((5,), A, rssm_factory, cnn_depth=2, mlp_units=8, mlp_layers=1,
+                          learned_std=True, min_std=0.25)
+    assert isinstance(wm.decoder, VectorDecoder)
+    assert wm.decoder.learned_std and wm.decoder.min_std == 0.25
+    is_first = torch.ones(2, 3, 1, dtype=torch.bool)
+    feat = wm.observe(torch.randn(2, 3, 5), torch.zeros(2, 3, A), is_first)["feat"]
+    decoded = wm.decoder(feat)
+    assert decoded["vector"].shape == decoded["vector_std"].shape == (2, 3, 5)
+    assert decoded["vector_std"].min() >= 0.25
+    assert wm.decoder.mean_std(decoded).shape == (2, 3, 1)
+    # without the flag the vector decoder keeps its old shape (existing checkpoints still load)
+    plain = WorldModel.build((5,), A, rssm_factory, cnn_depth=2, mlp_units=8, mlp_layers=1)
+    assert not plain.decoder.learned_std and "vector_std" not in plain.decoder(feat).keys()
+    assert plain.decoder.mlp.out_features == 5 and wm.decoder.mlp.out_features == 10
+
+
 def test_build_rejects_mismatches():
     with pytest.raises(ValueError, match="action_dim"):
         WorldModel.build((5,), A + 1, rssm_factory, cnn_depth=2, mlp_units=8, mlp_layers=1)
@@ -102,9 +119,9 @@ def test_build_rejects_mismatches():
         WorldModel.build((5,), A, rssm_factory(99), cnn_depth=2, mlp_units=8, mlp_layers=1)
     with pytest.raises(ValueError, match="obs_shape"):
         WorldModel.build((2, 5), A, rssm_factory, cnn_depth=2, mlp_units=8, mlp_layers=1)
-    with pytest.raises(ValueError, match="learned_std"):
+    with pytest.raises(ValueError, match="min_std must be > 0, got 0.0"):
         WorldModel.build((5,), A, rssm_factory, cnn_depth=2, mlp_units=8, mlp_layers=1,
-                         learned_std=True)
+                         learned_std=True, min_std=0.0)
     wm = WorldModel.build((5,), A, rssm_factory, cnn_depth=2, mlp_units=8, mlp_layers=1)
     with pytest.raises(KeyError, match="is_first"):
         wm(TensorDict({"observation": torch.randn(2, 3, 5), "action": torch.zeros(2, 3, A)},

@@ -5,7 +5,8 @@ Hafner et al. 2023 (DreamerV3). One update on a replayed batch ``[B, T]``:
 1. world-model loss and Adam step (lr 1e-4, eps 1e-8, grad-norm clip 1000);
 2. ``intrinsic.world_model_update(wm_td)`` if the intrinsic-reward transform learns (Plan2Explore);
 3. imagination of ``H`` steps from all ``B*T`` posterior states (detached), :func:`imagine`;
-4. ``("decoded", "image_std")`` if ``intrinsic.needs_decoder_std``; ``intrinsic(traj)`` if set;
+4. ``("decoded", "image_std")`` (the decoder's mean predicted std per step, for image or vector
+   observations) if ``intrinsic.needs_decoder_std``; ``intrinsic(traj)`` if set;
 5. value targets (lambda-returns, weights), actor loss (REINFORCE) and critic loss, one backward,
    Adam steps (lr 3e-5, eps 1e-5, clip 100 each);
 6. slow-critic EMA update.
@@ -78,7 +79,11 @@ class DreamerAgent(nn.Module):
 
     Attributes:
         intrinsic: a ``torchrl.envs.transforms.Transform`` applied to each imagined trajectory
-            (writes ``total_reward``), or None. Settable at any time.
+            (writes ``total_reward``), or None. Settable at any time. One with
+            ``needs_decoder_std = True`` (LEXA-style) finds ``("decoded", "image_std")``
+            ``[N, H+1, 1]`` in the trajectory: the decoder's mean predicted std per imagined step
+            (over pixels for images; over dims of the vector decoder's ``vector_std`` for vector
+            observations; see :meth:`decoded_image_std`).
 
     ``state_dict()`` holds the weights of all networks (``world_model.*``, ``actor.*``,
     ``critic.*``, ``slow_critic.*``), the return normaliser (``retnorm.*``), the update count
@@ -215,23 +220,24 @@ class DreamerAgent(nn.Module):
 
     @torch.no_grad()
     def decoded_image_std(self, feat: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-        """Mean predicted per-pixel std of the decoded frames, ``[..., 1]`` (LEXA-style curiosity).
+        """Mean predicted decoder std per imagined step, ``[..., 1]`` (LEXA-style curiosity).
 
-        Decodes ``chunk`` rows at a time: the N*(H+1) imagined frames at once would need
-        gigabytes of activations at DreamerV3 sizes.
+        The decoder's ``mean_std(decoded)``: the mean over pixels of the image decoder's std,
+        or over dims of the vector decoder's std (the name keeps the ``("decoded",
+        "image_std")`` key it fills). Decodes ``chunk`` rows at a time: the N*(H+1) imagined
+        frames at once would need gigabytes of activations at DreamerV3 sizes.
         """
+        decoder = self.world_model.decoder
+        mean_std = getattr(decoder, "mean_std", None)
+        if mean_std is None:
+            raise ValueError(
+                "the intrinsic reward asks for ('decoded', 'image_std') but the decoder "
+                f"{type(decoder).__name__} has no mean_std(decoded) method; use the image or vector "
+                "decoder with agent.learned_std=true"
+            )
         lead = feat.shape[:-1]
         flat = feat.reshape(-1, feat.shape[-1])
-        out = []
-        for part in flat.split(chunk):
-            decoded = self.world_model.decoder(part)
-            std = decoded.get("image_std", None) if isinstance(decoded, TensorDictBase) else None
-            if std is None:
-                raise ValueError(
-                    "the intrinsic reward asks for ('decoded', 'image_std') but the decoder predicts no "
-                    "std: build the agent with agent.learned_std=true (image observations)"
-                )
-            out.append(std.reshape(part.shape[0], -1).mean(-1, keepdim=True))
+        out = [mean_std(decoder(part)) for part in flat.split(chunk)]
         return torch.cat(out).reshape(*lead, 1)
 
     # ------------------------------------------------------------------ update

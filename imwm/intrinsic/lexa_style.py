@@ -14,15 +14,17 @@ class LexaStyleIntrinsicReward(IntrinsicRewardTransform):
     Source: the "LEXA-style intrinsic reward" of the intrinsic-motivation DreamerV3 fork in
     ``seeds/004`` (SPEC.md section 4.2): the image decoder's Normal std on imagined frames is the
     curiosity signal, and an exponential-moving-average trend detector on the reward weights it.
+    On vector observations the vector decoder's learned std plays the same role.
     Named after LEXA (Mendonca et al., "Discovering and Achieving Goals via World Models",
     NeurIPS 2021) whose explorer seeks what the model does not know. Note: LEXA's own exploration
     signal is the disagreement of an ensemble of latent predictors (Plan2Explore, Sekar et al.
     2020) -- that is :class:`imwm.intrinsic.DisagreementIntrinsicReward`, not this class.
 
-    Per call, with ``s = ("decoded", "image_std")`` (mean predicted pixel std of each imagined
-    frame, ``[..., 1]``; the agent fills it when ``needs_decoder_std`` is true), ``r`` the
-    extrinsic reward and ``d = decay``; the statistics are buffers updated in training mode from
-    detached values before the reward is computed::
+    Per call, with ``s = ("decoded", "image_std")`` (mean predicted std of each imagined step,
+    ``[..., 1]``: over pixels for image observations, over dims of ``vector_std`` for vector
+    observations; the key keeps its name either way; the agent fills it when
+    ``needs_decoder_std`` is true), ``r`` the extrinsic reward and ``d = decay``; the statistics
+    are buffers updated in training mode from detached values before the reward is computed::
 
         mu_t    = d mu_{t-1}    + (1 - d) mean(r)                  # reward EMA   (mu_1 = mean r)
         sigma_t = d sigma_{t-1} + (1 - d) mean |r - mu_t|          # its spread   (sigma_1 = ...)

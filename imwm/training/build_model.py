@@ -97,9 +97,9 @@ def build_agent(
         action_dim: number of discrete actions.
         device: where the networks live.
 
-    The image decoder predicts a per-pixel std when ``agent.learned_std`` is true or when the
-    config enables the LEXA-style intrinsic reward (``intrinsic.enable`` and
-    ``intrinsic.typ == "lexa_style"``), which reads it.
+    The decoder predicts a std (per pixel for images, per dim for vectors) when
+    ``agent.learned_std`` is true or when the config enables the LEXA-style intrinsic reward
+    (``intrinsic.enable`` and ``intrinsic.typ == "lexa_style"``), which reads it.
 
     Example:
         >>> from omegaconf import OmegaConf
@@ -124,8 +124,8 @@ def build_agent(
 
     wm_loss_kwargs = {k: agent_cfg.pop(k) for k in _WORLD_MODEL_LOSS_KEYS if k in agent_cfg}
     explicit_std = bool(agent_cfg.pop("learned_std", False))
-    # implied by LEXA on images only; on vectors the transform itself reports what is missing
-    learned_std = explicit_std or (_wants_decoder_std(plain) and len(tuple(obs_shape)) == 3)
+    # implied by LEXA-style, which reads the decoder's std (image or vector decoder alike)
+    learned_std = explicit_std or _wants_decoder_std(plain)
     actor_kwargs = {new: agent_cfg.pop(old) for old, new in _ACTOR_KEYS.items() if old in agent_cfg}
     _check_kwargs("agent", agent_cfg, DreamerAgent.__init__, skip=("world_model", "world_model_loss", "actor", "critic"))
     _check_kwargs("agent", wm_loss_kwargs, WorldModelLoss.__init__, skip=("world_model",))

@@ -125,6 +125,8 @@ class ImageDecoder(nn.Module):
         (torch.Size([2, 5, 3, 64, 64]), torch.Size([2, 5, 3, 64, 64]))
         >>> dec.loss(out, torch.zeros(2, 5, 3, 64, 64, dtype=torch.uint8)).shape
         torch.Size([2, 5])
+        >>> dec.mean_std(out).shape
+        torch.Size([2, 5, 1])
     """
 
     def __init__(
@@ -214,6 +216,16 @@ class ImageDecoder(nn.Module):
         std = decoded["image_std"]
         nll = 0.5 * (err / std).square() + std.log() + 0.5 * math.log(2 * math.pi)
         return nll.flatten(-3).sum(-1)
+
+    def mean_std(self, decoded: TensorDict) -> torch.Tensor:
+        """Mean predicted std over the frame's pixels, ``[..., 1]`` (LEXA-style curiosity)."""
+        std = decoded.get("image_std", None) if self.learned_std else None
+        if std is None:
+            raise ValueError(
+                "the image decoder predicts no std (no 'image_std'): build the agent with "
+                "agent.learned_std=true"
+            )
+        return std.flatten(-3).mean(-1, keepdim=True)
 
     def reconstruction(self, decoded: TensorDict) -> torch.Tensor:
         """Predicted frames as float in ``[0, 1]``, for figures."""

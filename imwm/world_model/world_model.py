@@ -150,8 +150,9 @@ class WorldModel(TensorDictModuleBase):
             dynamics: a Dynamics instance whose ``embed_dim`` equals
                 :meth:`embed_dim_for`, or a factory ``embed_dim -> Dynamics``.
             cnn_depth, mlp_units, mlp_layers: config ``model.*``.
-            learned_std: image decoder predicts a per-pixel std (needed by the LEXA-style reward).
-            min_std: floor of that std.
+            learned_std: the decoder predicts a std per pixel (images) or per dim (vectors) and
+                trains it with the Gaussian NLL (needed by the LEXA-style reward).
+            min_std: floor of that std (> 0).
             channels_last: conv maps in channels_last memory (faster on CPU).
         """
         obs_shape = tuple(int(s) for s in obs_shape)
@@ -163,8 +164,6 @@ class WorldModel(TensorDictModuleBase):
                 cnn_depth=cnn_depth, in_channels=c, image_size=h, channels_last=channels_last
             )
         elif len(obs_shape) == 1:
-            if learned_std:
-                raise ValueError("learned_std applies to image observations only")
             encoder = VectorEncoder(
                 obs_dim=obs_shape[0], mlp_units=mlp_units, mlp_layers=mlp_layers
             )
@@ -195,7 +194,12 @@ class WorldModel(TensorDictModuleBase):
             )
         else:
             decoder = VectorDecoder(
-                feat_dim=feat_dim, obs_dim=obs_shape[0], mlp_units=mlp_units, mlp_layers=mlp_layers
+                feat_dim=feat_dim,
+                obs_dim=obs_shape[0],
+                mlp_units=mlp_units,
+                mlp_layers=mlp_layers,
+                learned_std=learned_std,
+                min_std=min_std,
             )
         return cls(
             encoder=encoder,
