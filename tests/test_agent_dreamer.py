@@ -151,6 +151,31 @@ def test_intrinsic_hooks_and_total_reward():
         plain.train_step(batch((3, 64, 64)))
 
 
+@pytest.mark.parametrize("obs_shape", [(4,), (3, 64, 64)])
+def test_lexa_style_switches_on_the_decoder_std_for_any_observation(obs_shape):
+    def decoder_std(enable, typ="lexa_style", **agent):
+        cfg = tiny_cfg(**agent)
+        cfg.intrinsic = {"enable": enable, "typ": typ}
+        return build_agent(cfg, obs_shape=obs_shape, action_dim=3).world_model.decoder.learned_std
+
+    assert decoder_std(True)
+    assert not decoder_std(False)  # typ alone does not switch it on
+    assert not decoder_std(True, typ="adaptive")
+    assert decoder_std(False, learned_std=True)
+
+
+def test_vector_agent_fills_the_decoded_std_for_the_transform():
+    agent = build_agent(tiny_cfg(learned_std=True), obs_shape=(4,), action_dim=3)
+    bonus = _RecordingBonus()
+    agent.intrinsic = bonus
+    agent.train_step(batch((4,)))
+    assert bonus.seen_std.shape == (10, 4, 1) and torch.all(bonus.seen_std > agent.world_model.decoder.min_std)
+    plain = build_agent(tiny_cfg(), obs_shape=(4,), action_dim=3)
+    plain.intrinsic = _RecordingBonus()
+    with pytest.raises(ValueError, match="agent.learned_std=true"):
+        plain.train_step(batch((4,)))
+
+
 def test_state_dict_round_trip_weights_only():
     agent = build_agent(tiny_cfg(), obs_shape=(4,), action_dim=3)
     agent.train_step(batch((4,)))
