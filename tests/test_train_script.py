@@ -64,3 +64,22 @@ def test_bad_config_fails_fast_naming_the_key(tmp_path):
     # (An unknown group option such as env=atary is Hydra's error: test_training_config.py.)
     out = train(tmp_path, "replay.batch_size=-1")
     assert out.returncode != 0 and "replay.batch_size must be an integer >= 1" in out.stderr
+
+
+def test_lexa_style_runs_on_a_vector_env(tmp_path):
+    """intrinsic=lexa_style on the one-hot SparseChain: the vector decoder learns a std and the
+    reward reads it (no agent.learned_std needed: lexa_style switches it on)."""
+    out = train(tmp_path, "intrinsic=lexa_style", "env.name=gym", "env.task=imwm/SparseChain-v0",
+                "total_env_steps=150", "prefill=100")
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "latest.pt", weights_only=True)
+    assert ckpt["config"]["intrinsic"]["typ"] == "lexa_style"
+    decoder = {k: v for k, v in ckpt["agent"].items() if k.startswith("world_model.decoder.")}
+    last_bias = [v for k, v in decoder.items() if k.endswith(".bias")][-1]
+    assert last_bias.shape == (2 * 20,)  # mean and std for each of the 20 one-hot dims
+    logged = [r for r in rows(tmp_path / "run" / "metrics.csv") if r.get("intrinsic/visual")]
+    assert logged, "no update logged the intrinsic reward"
+    for r in logged:
+        assert float(r["intrinsic/visual"]) > 0.1  # mean std is above min_std = 0.1
+        assert float(r["intrinsic_reward"]) > 0
+        assert float(r["imagined_total_reward"]) != float(r["imagined_reward"])
