@@ -1,12 +1,20 @@
 """Benchmark: effect and cost of the intrinsic rewards and of the dormant-neuron monitor.
 
 Effect. Trains with the real loop (``imwm.training.loop.run``) on the sparse-reward chain
-``imwm/SparseChainPixels-v0`` (20 cells, 40 steps, reward only at the far end, observed as a
-3x16x16 picture so that the image decoder's std exists for LEXA-style; ``--obs vector`` uses the
-one-hot ``imwm/SparseChain-v0``; see ``imwm/envs/sparse_chain.py``) with ``intrinsic=none|adaptive|lexa_style|disagreement`` for several
-seeds, each run in its own process. From the run's replay it reports the state-visitation
-coverage (distinct cells visited / 20, prefill included), the furthest cell, the env step of the
-first reward and how many episodes reached the goal, plus the final greedy evaluation return.
+``imwm/SparseChain-v0`` (``--chain`` cells, one-hot observations, ``--max-steps`` per episode, the
+only reward at the far end; ``--obs pixels`` uses the 3x16x16 picture ``imwm/SparseChainPixels-v0``;
+see ``imwm/envs/sparse_chain.py``) with ``intrinsic=none|adaptive|lexa_style|disagreement`` for
+several seeds, each run in its own process, every method with the same settings. From each run's
+replay (which keeps every step) it reports the state-visitation coverage (distinct cells visited /
+cells) at a quarter, half and all of the budget, the furthest cell, the mean furthest cell per
+episode in the last quarter (what the current policy does), the env step of the first reward, the
+episodes that reached the goal after the random prefill, and the final greedy evaluation return.
+A uniform random policy over the same number of env steps (simulated on the env, same seeds) is
+the reference row. ``--figure`` plots coverage against env steps.
+
+The learning rates default to 3e-4 for the world model, actor and critic (DreamerV3 uses 1e-4 /
+3e-5 / 3e-5 for runs of millions of updates; at a few thousand updates its actor barely leaves the
+uniform policy, which made an earlier 1,000-step version of this benchmark uninformative).
 
 Overhead. In one process, on one fixed replay batch of the same config: the median wall time of
 ``agent.train_step`` with each intrinsic reward against ``none`` (alternating, after warm-up), and
@@ -38,13 +46,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 METHODS = ("none", "adaptive", "lexa_style", "disagreement")
-CHAIN = 20
+COVERAGE_AT = (0.25, 0.5, 1.0)  # fractions of the env-step budget in the table
+CURVE_POINTS = 50  # coverage samples per run for the figure
+
+
+def _task(args) -> str:
+    return "imwm/SparseChainPixels-v0" if args.obs == "pixels" else "imwm/SparseChain-v0"
+
+
+def _max_steps(args) -> int:
+    return args.max_steps or 2 * args.chain
 
 
 def _overrides(args, method: str, seed: int, run_dir: str) -> list[str]:
     return [
         "env.name=gym",
-        f"env.task={'imwm/SparseChainPixels-v0' if args.obs == 'pixels' else 'imwm/SparseChain-v0'}",
+        f"env.task={_task(args)}",
+        f"+env.kwargs.length={args.chain}",
+        f"+env.kwargs.max_steps={_max_steps(args)}",
         f"intrinsic={method}",
         f"seed={seed}",
         f"run_dir={run_dir}",
@@ -58,6 +77,9 @@ def _overrides(args, method: str, seed: int, run_dir: str) -> list[str]:
         f"model.mlp_units={args.units}",
         "model.mlp_layers=1",
         f"model.cnn_depth={args.cnn_depth}",
+        f"agent.model_lr={args.lr}",
+        f"agent.actor_lr={args.lr}",
+        f"agent.critic_lr={args.lr}",
         f"replay.batch_size={args.batch}",
         f"replay.batch_length={args.length}",
         f"replay.capacity={max(args.env_steps * 2, 1000)}",
@@ -68,10 +90,9 @@ def _overrides(args, method: str, seed: int, run_dir: str) -> list[str]:
         f"frames_per_batch={args.frames_per_batch}",
         f"eval_every={args.env_steps}",
         "eval_episodes=1",
-        f"eval_max_steps={2 * CHAIN}",
+        f"eval_max_steps={_max_steps(args)}",
         f"checkpoint_every={args.env_steps}",
-        f"log_every={args.env_steps // 4}",
-        *(["agent.learned_std=true"] if method == "lexa_style" else []),
+        f"log_every={max(1, args.env_steps // 10)}",
         *args.override,
     ]
 
@@ -81,6 +102,64 @@ def _compose(overrides: list[str]):
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         return compose(config_name="config", overrides=overrides)
+
+
+# -- exploration statistics of one stream of cells ----------------------------------------------
+def _exploration(cells, is_first, reward, prefill: int, chain: int, budget: int) -> dict:
+    """Statistics of one run's visited cells ``[N]`` with episode starts and rewards, in env-step order.
+
+    A record that is not an episode start is one env step (the replay layout stores the reset
+    observation as its own record), so ``env_step`` counts decisions as the loop does.
+    """
+    import torch
+
+    cells, is_first, reward = cells.reshape(-1), is_first.reshape(-1), reward.reshape(-1)
+    env_step = torch.cumsum((~is_first).long(), 0)
+    seen = torch.zeros(chain, dtype=torch.bool)
+    first_visit = torch.full((chain,), -1, dtype=torch.long)
+    for c in cells.unique().tolist():  # the env step at which each cell was first seen
+        first_visit[c] = env_step[cells == c].min()
+        seen[c] = True
+
+    def coverage_at(step: int) -> float:
+        return float(((first_visit >= 0) & (first_visit <= step)).sum()) / chain
+
+    hits = torch.nonzero(reward > 0).flatten()
+    episode = torch.cumsum(is_first.long(), 0)
+    last_quarter = env_step > budget * 3 // 4
+    per_episode_max = [int(cells[(episode == e) & last_quarter].max())
+                       for e in episode[last_quarter].unique().tolist()]
+    after_prefill = env_step > prefill
+    return {
+        **{f"coverage@{f:g}": coverage_at(int(budget * f)) for f in COVERAGE_AT},
+        "curve": [coverage_at(int(budget * (i + 1) / CURVE_POINTS)) for i in range(CURVE_POINTS)],
+        "max_cell": int(cells.max()),
+        "late_episode_max": statistics.mean(per_episode_max) if per_episode_max else None,
+        "first_reward_step": int(env_step[hits[0]]) if hits.numel() else None,
+        "goal_episodes_after_prefill": int((reward[after_prefill] > 0).sum()),
+    }
+
+
+def _random_policy(args, seed: int) -> dict:
+    """The same statistics for a uniform random policy over the same env-step budget."""
+    import numpy as np
+    import torch
+
+    from imwm.envs.sparse_chain import SparseChainEnv
+
+    env = SparseChainEnv(length=args.chain, max_steps=_max_steps(args))
+    rng = np.random.default_rng(seed)
+    _, info = env.reset(seed=seed)
+    cells, firsts, rewards = [info["cell"]], [True], [0.0]
+    for _ in range(args.env_steps):
+        _, r, terminated, truncated, info = env.step(int(rng.integers(2)))
+        cells.append(info["cell"]), firsts.append(False), rewards.append(r)
+        if terminated or truncated:
+            _, info = env.reset()
+            cells.append(info["cell"]), firsts.append(True), rewards.append(0.0)
+    out = _exploration(torch.tensor(cells), torch.tensor(firsts), torch.tensor(rewards),
+                       args.prefill, args.chain, args.env_steps)
+    return {"method": "random", "seed": seed, "eval_return": None, "wall_s": None, **out}
 
 
 # -- one training run (child process) --------------------------------------------------------------
@@ -103,21 +182,11 @@ def _single(args) -> None:
     buffer = build_replay(**plain["replay"], device="cpu", seed=seed)
     load_replay(buffer, run_dir / "replay")
     data = buffer.storage[: len(buffer)]
-    cells = torch.as_tensor(cells_from_observations(data["observation"].numpy(), CHAIN))
-    is_first = data["is_first"].reshape(-1)
-    reward = data["reward"].reshape(-1)
-    env_step = torch.cumsum((~is_first).long(), 0)  # a record that is not an episode start is one env step
-    hits = torch.nonzero(reward > 0).flatten()
-    after_prefill = env_step > plain["prefill"]
+    cells = torch.as_tensor(cells_from_observations(data["observation"].numpy(), args.chain))
     result = {
         "method": method,
         "seed": seed,
-        "coverage": cells.unique().numel() / CHAIN,
-        "coverage_after_prefill": cells[after_prefill].unique().numel() / CHAIN if after_prefill.any() else 0.0,
-        "max_cell": int(cells.max()),
-        "first_reward_step": int(env_step[hits[0]]) if hits.numel() else None,
-        "goal_episodes": int(hits.numel()),
-        "goal_episodes_after_prefill": int((reward[after_prefill] > 0).sum()),
+        **_exploration(cells, data["is_first"], data["reward"], args.prefill, args.chain, args.env_steps),
         "eval_return": float(summary["eval_return"]),
         "env_steps": int(summary["env_steps"]),
         "updates": int(summary["updates"]),
@@ -138,7 +207,7 @@ def _effect(args) -> list[dict]:
     results, running = [], []
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    passthrough = [a for a in _child_args(args)]
+    passthrough = _child_args(args)
     while jobs or running:
         while jobs and len(running) < args.jobs:
             method, seed = jobs.pop(0)
@@ -157,57 +226,71 @@ def _effect(args) -> list[dict]:
             if proc.returncode == 0 and result.exists():
                 results.append(json.loads(result.read_text()))
                 r = results[-1]
-                print(f"  done {method} seed {seed}: coverage {r['coverage']:.2f}, first reward "
-                      f"{r['first_reward_step']}, {r['wall_s']:.0f} s", flush=True)
+                print(f"  done {method} seed {seed}: coverage {r['coverage@1']:.2f}, furthest {r['max_cell']}, "
+                      f"first reward {r['first_reward_step']}, {r['wall_s']:.0f} s", flush=True)
             else:
                 print(f"  FAILED {method} seed {seed} (rc {proc.returncode}); see {log.name}", flush=True)
                 results.append({"method": method, "seed": seed, "failed": True})
     return results
 
 
+_CHILD_OPTIONS = ("obs", "chain", "max_steps", "workdir", "threads", "env_steps", "prefill", "train_ratio", "batch",
+                  "length", "deter", "stoch", "units", "cnn_depth", "frames_per_batch", "lr")
+
+
 def _child_args(args) -> list[str]:
-    out = ["--obs", args.obs, "--workdir", args.workdir, "--threads", str(args.threads), "--env-steps", str(args.env_steps),
-           "--prefill", str(args.prefill), "--train-ratio", str(args.train_ratio), "--batch", str(args.batch),
-           "--length", str(args.length), "--deter", str(args.deter), "--stoch", str(args.stoch),
-           "--units", str(args.units), "--cnn-depth", str(args.cnn_depth), "--frames-per-batch", str(args.frames_per_batch)]
+    out = []
+    for name in _CHILD_OPTIONS:
+        out += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     for o in args.override:
         out += ["--override", o]
     return out
 
 
-def _mean_sd(values) -> str:
+def _mean_sd(values, digits: int = 2) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _effect_table(results: list[dict], args) -> str:
     lines = [
-        f"Effect on `{'imwm/SparseChainPixels-v0' if args.obs == 'pixels' else 'imwm/SparseChain-v0'}` "
-        f"({CHAIN} cells, reward only at cell {CHAIN - 1}), "
-        f"{args.env_steps} env steps ({args.prefill} random prefill), seeds {list(args.seeds)}; "
-        "mean ± sd over seeds (first reward: median over seeds that found it).",
+        f"Effect on `{_task(args)}` ({args.chain} cells, {_max_steps(args)} steps per episode, reward only at cell "
+        f"{args.chain - 1}), {args.env_steps} env steps ({args.prefill} random prefill), train_ratio "
+        f"{args.train_ratio:g} (batch {args.batch}x{args.length}), learning rates {args.lr:g}, seeds "
+        f"{list(args.seeds)}; mean ± sd over seeds (first reward: median over the seeds that found it).",
         "",
-        "| intrinsic | coverage | coverage after prefill | furthest cell | seeds with a reward | first reward (env step) | goal episodes after prefill | final greedy return | min/run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| intrinsic | coverage @25% | coverage @50% | coverage @100% | furthest cell | furthest per episode, last 25% "
+        "| seeds with a reward | first reward (env step) | goal episodes after prefill | greedy return | min/run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for m in args.methods:
+    for m in ("random", *args.methods):
         rs = [r for r in results if r["method"] == m and not r.get("failed")]
         failed = sum(1 for r in results if r["method"] == m and r.get("failed"))
         if not rs:
-            lines.append(f"| {m} | failed ({failed}) | | | | | | | |")
+            lines.append(f"| {m} | failed ({failed}) |" + " |" * 10)
             continue
         firsts = [r["first_reward_step"] for r in rs if r["first_reward_step"] is not None]
         first = f"{statistics.median(firsts):.0f}" if firsts else "never"
+        walls = [r["wall_s"] for r in rs if r["wall_s"] is not None]
+        name = "uniform random policy" if m == "random" else m
+        wall = f"{statistics.mean(walls) / 60:.1f}" if walls else "-"
         lines.append(
-            f"| {m} | {_mean_sd([r['coverage'] for r in rs])} | {_mean_sd([r['coverage_after_prefill'] for r in rs])} "
-            f"| {_mean_sd([r['max_cell'] for r in rs])} | {len(firsts)}/{len(rs)} | {first} "
-            f"| {_mean_sd([r['goal_episodes_after_prefill'] for r in rs])} | {_mean_sd([r['eval_return'] for r in rs])} "
-            f"| {statistics.mean(r['wall_s'] for r in rs) / 60:.1f} |" + (f" ({failed} failed)" if failed else "")
+            f"| {name} | " + " | ".join(_mean_sd([r[f"coverage@{f:g}"] for r in rs]) for f in COVERAGE_AT)
+            + f" | {_mean_sd([r['max_cell'] for r in rs], 1)} | {_mean_sd([r['late_episode_max'] for r in rs], 1)} "
+            f"| {len(firsts)}/{len(rs)} | {first} | {_mean_sd([r['goal_episodes_after_prefill'] for r in rs], 1)} "
+            f"| {_mean_sd([r['eval_return'] for r in rs])} | {wall} |"
         )
+        if failed:
+            lines[-1] += f" ({failed} failed)"
+    lines += ["", "Per seed (coverage @100% / furthest cell / first reward step):", ""]
+    for m in ("random", *args.methods):
+        rs = sorted((r for r in results if r["method"] == m and not r.get("failed")), key=lambda r: r["seed"])
+        cells = "; ".join(f"s{r['seed']}: {r['coverage@1']:.2f} / {r['max_cell']} / {r['first_reward_step']}" for r in rs)
+        lines.append(f"- {m}: {cells}")
     for m in args.methods:
         states = [r["intrinsic_state"] for r in results if r["method"] == m and r.get("intrinsic_state")]
         if states:
@@ -219,8 +302,35 @@ def _effect_table(results: list[dict], args) -> str:
     return "\n".join(lines)
 
 
+def _figure(results: list[dict], args, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    steps = [args.env_steps * (i + 1) / CURVE_POINTS for i in range(CURVE_POINTS)]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for m in ("random", *args.methods):
+        curves = np.array([r["curve"] for r in results if r["method"] == m and not r.get("failed")])
+        if not len(curves):
+            continue
+        mean = curves.mean(0)
+        ax.plot(steps, mean, label="uniform random" if m == "random" else m, ls="--" if m == "random" else "-")
+        if len(curves) > 1:
+            ax.fill_between(steps, curves.min(0), curves.max(0), alpha=0.15)
+    ax.axvline(args.prefill, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(f"cells visited / {args.chain}")
+    ax.set_title(f"SparseChain ({args.chain} cells): coverage, mean and range over {len(args.seeds)} seeds", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 # -- overhead (in process) --------------------------------------------------------------------------
-def _replay_batch(batch: int, length: int, action_dim: int, seed: int, pixels: bool):
+def _replay_batch(batch: int, length: int, action_dim: int, seed: int, pixels: bool, chain: int):
     """A replay batch in the record layout of docs/architecture.md, from random walks on the chain."""
     import torch
     from tensordict import TensorDict
@@ -228,7 +338,7 @@ def _replay_batch(batch: int, length: int, action_dim: int, seed: int, pixels: b
     g = torch.Generator().manual_seed(seed)
     moves = torch.randint(0, action_dim, (batch, length), generator=g)
     step = torch.where(moves == 1, 1, -1)
-    cells = torch.cumsum(step, 1).clamp(0, CHAIN - 1)
+    cells = torch.cumsum(step, 1).clamp(0, chain - 1)
     action = torch.nn.functional.one_hot(moves, action_dim).float()
     is_first = torch.zeros(batch, length, 1, dtype=torch.bool)
     is_first[:, 0] = True
@@ -236,19 +346,19 @@ def _replay_batch(batch: int, length: int, action_dim: int, seed: int, pixels: b
     if pixels:
         from imwm.envs.sparse_chain import SparseChainEnv
 
-        env = SparseChainEnv(length=CHAIN, pixels=True)
+        env = SparseChainEnv(length=chain, pixels=True)
         frames = []
         for cell in cells.flatten().tolist():
             env._cell = cell
             frames.append(torch.from_numpy(env._obs()))
         observation = torch.stack(frames).reshape(batch, length, 3, 16, 16)
     else:
-        observation = torch.nn.functional.one_hot(cells, CHAIN).float()
+        observation = torch.nn.functional.one_hot(cells, chain).float()
     return TensorDict(
         {
             "observation": observation,
             "action": action,
-            "reward": (cells == CHAIN - 1).float().unsqueeze(-1),
+            "reward": (cells == chain - 1).float().unsqueeze(-1),
             "is_first": is_first,
             "is_terminal": torch.zeros(batch, length, 1, dtype=torch.bool),
             "is_last": torch.zeros(batch, length, 1, dtype=torch.bool),
@@ -265,7 +375,7 @@ def _overhead(args) -> str:
     from imwm.training.build_model import build_agent
 
     torch.set_num_threads(args.threads)
-    obs_shape, action_dim = ((3, 16, 16) if args.obs == "pixels" else (CHAIN,)), 2
+    obs_shape, action_dim = ((3, 16, 16) if args.obs == "pixels" else (args.chain,)), 2
     agents = {}
     for m in args.methods:
         cfg = _compose(_overrides(args, m, 0, tempfile.mkdtemp()))
@@ -273,7 +383,7 @@ def _overhead(args) -> str:
         agent = build_agent(cfg, obs_shape=obs_shape, action_dim=action_dim, device="cpu")
         agent.intrinsic = build_intrinsic(cfg.intrinsic, agent)
         agents[m] = agent
-    batch = _replay_batch(args.batch, args.length, action_dim, seed=0, pixels=args.obs == "pixels")
+    batch = _replay_batch(args.batch, args.length, action_dim, seed=0, pixels=args.obs == "pixels", chain=args.chain)
     cfg_none = _compose(_overrides(args, "none", 0, tempfile.mkdtemp()))
     torch.manual_seed(0)
     dormant_agent = build_agent(cfg_none, obs_shape=obs_shape, action_dim=action_dim, device="cpu")
@@ -317,7 +427,7 @@ def _overhead(args) -> str:
         f"Update time (median of {args.repeats} after {args.warmup} warm-up, alternating), batch "
         f"{args.batch}x{args.length}, horizon 15, model deter {args.deter}, {args.stoch}x{args.stoch} latents, "
         f"MLP {args.units}, cnn depth {args.cnn_depth}, {args.threads} thread(s), "
-        f"{'uint8 [3,16,16]' if args.obs == 'pixels' else f'vector [{CHAIN}]'} observations.",
+        f"{'uint8 [3,16,16]' if args.obs == 'pixels' else f'vector [{args.chain}]'} observations.",
         "",
         "| variant | ms / update | ratio |",
         "|---|---|---|",
@@ -334,18 +444,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--env-steps", type=int, default=1000)
-    p.add_argument("--prefill", type=int, default=200)
-    p.add_argument("--train-ratio", type=float, default=64.0)
+    p.add_argument("--chain", type=int, default=30, help="cells of the chain")
+    p.add_argument("--max-steps", type=int, default=0, help="steps per episode (0: 2 x chain)")
+    p.add_argument("--env-steps", type=int, default=5000)
+    p.add_argument("--prefill", type=int, default=500)
+    p.add_argument("--train-ratio", type=float, default=128.0, help="128 = one update per env step at batch 8x16")
+    p.add_argument("--lr", type=float, default=3e-4, help="world-model, actor and critic learning rate")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--length", type=int, default=16)
     p.add_argument("--deter", type=int, default=32)
     p.add_argument("--stoch", type=int, default=4)
     p.add_argument("--units", type=int, default=32)
     p.add_argument("--cnn-depth", type=int, default=8)
-    p.add_argument("--obs", choices=("pixels", "vector"), default="pixels",
-                   help="chain observed as a 3x16x16 picture (all methods; LEXA-style needs an image decoder) "
-                        "or as a one-hot vector (LEXA-style then unavailable)")
+    p.add_argument("--obs", choices=("pixels", "vector"), default="vector",
+                   help="chain observed as a one-hot vector or as a 3x16x16 picture (chain <= 64)")
     p.add_argument("--frames-per-batch", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--jobs", type=int, default=2, help="training runs in parallel (one process each)")
@@ -356,11 +468,12 @@ def main() -> None:
     p.add_argument("--override", action="append", default=[], help="extra Hydra override for every run")
     p.add_argument("--workdir", default=str(ROOT / "runs" / "bench_intrinsic"))
     p.add_argument("--out", default=None, help="also write the tables to this markdown file")
+    p.add_argument("--figure", default=None, help="also plot coverage against env steps to this PNG")
     p.add_argument("--single", nargs=2, default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.obs == "vector" and "lexa_style" in args.methods:
-        p.error("lexa_style reads the image decoder's std: use --obs pixels or drop it from --methods")
+    if args.chain < 2 or (args.obs == "pixels" and args.chain > 64):
+        p.error(f"--chain must be >= 2 (<= 64 with --obs pixels), got {args.chain}")
     if args.single:
         _single(args)
         return
@@ -369,8 +482,10 @@ def main() -> None:
     if not args.skip_effect:
         print(f"effect runs: {len(args.methods)} methods x {len(args.seeds)} seeds, {args.jobs} at a time", flush=True)
         t0 = time.perf_counter()
-        results = _effect(args)
+        results = _effect(args) + [_random_policy(args, seed) for seed in args.seeds]
         sections.append(_effect_table(results, args))
+        if args.figure:
+            _figure(results, args, args.figure)
         Path(args.workdir, "effect.json").write_text(json.dumps(results, indent=1))
         print(f"effect runs took {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     if not args.skip_overhead:

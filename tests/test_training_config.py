@@ -105,3 +105,16 @@ def test_config_changes_lists_every_difference():
     assert "train_ratio: 16 -> 8" in changes
     assert any(c.startswith("replay.fracs.curious: None -> 1.0") for c in changes)
     assert config_changes(a, a) == []
+
+
+def test_env_kwargs_are_optional_checked_and_shape_keys():
+    cfg = composed("env.name=gym", "env.task=imwm/SparseChain-v0", "+env.kwargs.length=40")
+    assert validate_config(cfg)["env"]["kwargs"] == {"length": 40}
+    old = composed("preset=debug")
+    del old["env"]["kwargs"]  # configs saved before env.kwargs existed still validate
+    validate_config(old)
+    assert any(d.startswith("env.kwargs.length") for d in shape_mismatches(composed(), composed("+env.kwargs.length=3")))
+    bad = composed()
+    bad["env"]["kwargs"] = 3
+    with pytest.raises(ValueError, match="env.kwargs must be a mapping"):
+        validate_config(bad)

@@ -1,6 +1,8 @@
 """``make_env``: the one place that maps the ``env.*`` config onto an env constructor."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torchrl.envs import EnvBase
 
@@ -24,6 +26,7 @@ def make_env(
     size: int = 64,
     full_action_space: bool = False,
     max_episode_frames: int = 108_000,
+    kwargs: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
 ) -> EnvBase:
     """Builds the env named by ``env.name`` (keyword arguments match the ``env.*`` config keys).
@@ -32,15 +35,25 @@ def make_env(
     - ``gym``: any gymnasium id with vector observations, given as ``task``;
     - ``atari``: :func:`~imwm.envs.atari.make_atari_env` with ``task`` such as ``"pong"``.
 
+    ``kwargs`` (config ``env.kwargs``) are extra keyword arguments of ``gymnasium.make`` for the
+    ``cartpole`` and ``gym`` envs, e.g. ``+env.kwargs.length=40`` for ``imwm/SparseChain-v0``;
+    the Atari builder has its own keys and refuses them.
+
     Returns a batched env (batch ``[num_envs]``).
     """
+    kwargs = dict(kwargs or {})
     if name == "cartpole":
-        return make_gym_env("CartPole-v1", num_envs=num_envs, seed=seed, device=device)
+        return make_gym_env("CartPole-v1", num_envs=num_envs, seed=seed, env_kwargs=kwargs, device=device)
     if name == "gym":
         if not task:
             raise ValueError("env.task must name a gymnasium id when env.name is 'gym'")
-        return make_gym_env(task, num_envs=num_envs, seed=seed, device=device)
+        return make_gym_env(task, num_envs=num_envs, seed=seed, env_kwargs=kwargs, device=device)
     if name == "atari":
+        if kwargs:
+            raise ValueError(
+                f"env.kwargs applies to env.name=gym|cartpole only; Atari takes its settings from the other "
+                f"env.* keys, got env.kwargs={kwargs}"
+            )
         return make_atari_env(
             task, num_envs=num_envs, backend=backend, frame_skip=frame_skip, sticky=sticky,
             size=size, seed=seed, full_action_space=full_action_space,

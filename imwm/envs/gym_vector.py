@@ -1,6 +1,8 @@
 """Vector-observation gymnasium envs (e.g. ``CartPole-v1``) for cheap learning checks."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torchrl.envs import DoubleToFloat, EnvBase, GymEnv, SerialEnv, TransformedEnv
 
@@ -14,9 +16,13 @@ def make_gym_env(
     *,
     num_envs: int = 1,
     seed: int | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
 ) -> EnvBase:
     """Builds a batched (``[num_envs]``) TorchRL ``GymEnv`` with float32 ``observation``.
+
+    ``env_kwargs`` go to ``gymnasium.make`` (through ``GymEnv``); an argument the env does not
+    take fails here, once, with the offending names.
 
     Discrete actions are one-hot (TorchRL's default encoding). The same episode trackers as
     the Atari envs are added: ``is_init``, ``episode_reward``, ``step_count``.
@@ -32,9 +38,15 @@ def make_gym_env(
         raise ValueError(f"unknown gymnasium env id {task!r} for env.task")
     if num_envs < 1:
         raise ValueError(f"env num_envs must be >= 1, got {num_envs}")
+    env_kwargs = dict(env_kwargs or {})
+    if env_kwargs:
+        try:  # check once, with gymnasium's own message, before the serial env hides it
+            gym.make(task, **env_kwargs).close()
+        except TypeError as err:
+            raise ValueError(f"env.kwargs {env_kwargs} are not accepted by {task!r}: {err}") from err
 
     def make_one() -> EnvBase:
-        env = GymEnv(task, device=device)
+        env = GymEnv(task, device=device, **env_kwargs)
         obs_spec = env.observation_spec["observation"]
         if obs_spec.dtype == torch.float64:
             env = TransformedEnv(env, DoubleToFloat(in_keys=["observation"]))

@@ -29,10 +29,12 @@ TOP_LEVEL = {
 }
 SCHEMAS = {
     "env": {"name", "task", "backend", "frame_skip", "sticky", "size", "full_action_space",
-            "max_episode_frames"},
+            "max_episode_frames", "kwargs"},
     "logger": {"backend", "project", "mode"},
     "model": {"deter", "hidden", "stoch", "classes", "cnn_depth", "mlp_units", "mlp_layers"},
 }
+# Keys a config may lack (configs saved before the key existed stay loadable).
+OPTIONAL_KEYS = {"env": {"kwargs"}}
 CHOICES = {
     "env.name": ("cartpole", "gym", "atari"),
     "env.backend": ("vector", "gym"),
@@ -61,7 +63,7 @@ NON_NEGATIVE_NUMBERS = {"free_bits", "epsilon", "entropy_lambda", "c"}
 
 # Keys that fix parameter shapes (or the meaning of saved weights): a resume must match them.
 SHAPE_KEYS = (
-    "model", "dynamics", "env.name", "env.task", "env.size", "env.full_action_space",
+    "model", "dynamics", "env.name", "env.task", "env.size", "env.full_action_space", "env.kwargs",
     "agent.learned_std", "intrinsic.enable", "intrinsic.typ",
 )
 
@@ -128,7 +130,7 @@ def _check_schema(group: str, node: Any) -> None:
             f"unknown config key(s) {[f'{group}.{k}' for k in unknown]}; "
             f"valid keys of {group}: {sorted(expected)}"
         )
-    missing = sorted(expected - set(node))
+    missing = sorted(expected - set(node) - OPTIONAL_KEYS.get(group, set()))
     if missing:
         raise ValueError(f"missing config key(s) {[f'{group}.{k}' for k in missing]}")
 
@@ -189,6 +191,8 @@ def validate_config(cfg: Any) -> dict:
             f"frames_per_batch ({plain['frames_per_batch']}) must be a multiple of "
             f"num_envs ({plain['num_envs']})"
         )
+    if not isinstance(plain["env"].get("kwargs", {}), Mapping):
+        raise ValueError(f"env.kwargs must be a mapping of gymnasium.make arguments, got {plain['env']['kwargs']!r}")
     if plain["env"]["name"] in ("atari", "gym") and not plain["env"]["task"]:
         raise ValueError(f"env.task must be set when env.name is {plain['env']['name']!r}")
     try:
