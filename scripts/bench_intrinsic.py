@@ -24,7 +24,7 @@ what the loop calls) or measured on the update itself (``DormantMonitor.step``) 
 Prints markdown tables and the command used; ``--out`` also writes them to a file.
 
 Example:
-    python scripts/bench_intrinsic.py --seeds 0 1 2 --jobs 2 --out runs/bench_intrinsic/RESULTS_intrinsic.md
+    python scripts/bench_intrinsic.py --jobs 2 --out runs/bench_intrinsic/RESULTS_intrinsic.md --figure docs/intrinsic_coverage.png
 """
 
 from __future__ import annotations
@@ -443,14 +443,14 @@ def _overhead(args) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
     p.add_argument("--chain", type=int, default=30, help="cells of the chain")
     p.add_argument("--max-steps", type=int, default=0, help="steps per episode (0: 2 x chain)")
     p.add_argument("--env-steps", type=int, default=5000)
     p.add_argument("--prefill", type=int, default=500)
-    p.add_argument("--train-ratio", type=float, default=128.0, help="128 = one update per env step at batch 8x16")
+    p.add_argument("--train-ratio", type=float, default=128.0, help="128 = one update per 2 env steps at batch 16x16")
     p.add_argument("--lr", type=float, default=3e-4, help="world-model, actor and critic learning rate")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=16)
     p.add_argument("--deter", type=int, default=32)
     p.add_argument("--stoch", type=int, default=4)
