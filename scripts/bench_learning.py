@@ -83,7 +83,11 @@ def main(argv=None) -> None:
     p.add_argument("--atari-steps", type=int, default=10000)
     p.add_argument("--skip-atari", action="store_true")
     p.add_argument("--atari-override", action="append", default=[])
+    p.add_argument("--random-episodes", type=int, default=10,
+                   help="episodes of the uniform-random reference policy per task")
     args = p.parse_args(argv)
+    if args.random_episodes < 1:
+        p.error(f"--random-episodes must be >= 1, got {args.random_episodes}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("IMWM_PROGRESS", "1")
@@ -116,7 +120,7 @@ def main(argv=None) -> None:
 
                 shutil.rmtree(stale)
         res = train(name, overrides)
-        res["random"] = random_return(env_overrides, episodes=10, seed=args.seed)
+        res["random"] = random_return(env_overrides, episodes=args.random_episodes, seed=args.seed)
         results.append(res)
 
     cmd = " ".join(["python", "scripts/bench_learning.py"] + (argv if argv is not None else sys.argv[1:]))

@@ -1,0 +1,176 @@
+"""End-to-end smoke runs of the five benchmark scripts through their real entry points, tiny sizes.
+
+Each test runs ``scripts/bench_*.py`` as a subprocess (cwd a temporary folder, one thread, no
+wandb, no progress bars), then parses the markdown table it prints: every expected row and column
+is there, the numbers are finite and positive, the ratios agree with the columns they are computed
+from, and the files named by ``--out``/``--figure`` exist with the printed content.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def bench(tmp_path: Path, script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "IMWM_PROGRESS": "0",
+           "HYDRA_FULL_ERROR": "1"}
+    cmd = [sys.executable, str(ROOT / "scripts" / script), *args]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def ok(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 0, (f"rc {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
+                                  f"stderr:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def table(text: str, first_header: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The markdown table whose header row starts with ``first_header``: (header, rows as dicts)."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |")]
+    assert len(starts) == 1, f"expected one table starting with {first_header!r}, found {len(starts)} in:\n{text}"
+    i = starts[0]
+    header = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+    separator = lines[i + 1].replace("|", "").replace("-", "").replace(":", "").strip()
+    assert separator == "" and lines[i + 1].count("|") == len(header) + 1, lines[i + 1]
+    rows = []
+    for line in lines[i + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        assert len(cells) == len(header), f"row has {len(cells)} cells, header {len(header)}: {line}"
+        rows.append(dict(zip(header, cells)))
+    assert rows, f"table {first_header!r} has no rows"
+    return header, rows
+
+
+def num(cell: str) -> float:
+    """A printed number (``1,234``, ``0.82x``, ``12.5``), which must be finite."""
+    value = float(cell.replace(",", "").removesuffix("x").strip())
+    assert math.isfinite(value), cell
+    return value
+
+
+def keyed(rows: list[dict[str, str]], column: str) -> dict[str, dict[str, str]]:
+    out = {r[column]: r for r in rows}
+    assert len(out) == len(rows), f"duplicate rows in {rows}"
+    return out
+
+
+def is_png(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 1000 and path.read_bytes()[:8] == PNG_MAGIC
+
+
+# ----------------------------------------------------------------------------- bench_update.py
+def test_bench_update_times_imwm_rssm_vta_and_torchrl(tmp_path):
+    proc = bench(tmp_path, "bench_update.py", "--size", "XS", "--batch", "2", "--length", "4", "--horizon", "2",
+                 "--actions", "3", "--repeats", "2", "--warmup", "1", "--threads", "1", "--dynamics", "rssm", "vta")
+    out = ok(proc)
+    header, rows = table(out, "implementation")
+    assert header == ["implementation", "median ms", "min ms", "max ms", "ratio vs torchrl"]
+    rows = keyed(rows, "implementation")
+    assert list(rows) == ["imwm (rssm)", "imwm (vta)", "torchrl 0.14.1"]
+    base = num(rows["torchrl 0.14.1"]["median ms"])
+    for name, row in rows.items():
+        med, lo, hi = num(row["median ms"]), num(row["min ms"]), num(row["max ms"])
+        assert 0 < lo <= med <= hi, row
+        assert row["ratio vs torchrl"].endswith("x"), row
+        ratio = num(row["ratio vs torchrl"])
+        # the ms cells are rounded to whole ms, the ratio is computed before rounding
+        assert ratio > 0 and ratio == pytest.approx(med / base, abs=0.011 + 1.0 / base), (name, row)
+    assert rows["torchrl 0.14.1"]["ratio vs torchrl"] == "1.00x"
+    assert "size XS, batch 2x4" in out and "3 actions, imagination 2 steps from 8 states" in out
+    assert "2 timed repeats after 1 warm-up" in out
+    for name in rows:
+        assert f"warmed up {name}" in proc.stderr
+    assert "repeat 2/2" in proc.stderr
+    # the script re-executes itself with the glibc malloc tunables (DESIGN.md) and shows them
+    command = [line for line in out.splitlines() if line.startswith("command: ")]
+    assert len(command) == 1 and "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=" in command[0], command
+    assert command[0].endswith("--dynamics rssm vta") and "--no-reexec" not in command[0]
+
+
+def test_bench_update_without_torchrl_has_no_ratio_and_bad_sizes_fail(tmp_path):
+    out = ok(bench(tmp_path, "bench_update.py", "--size", "XS", "--batch", "1", "--length", "3", "--horizon", "1",
+                   "--actions", "2", "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-torchrl"))
+    _, rows = table(out, "implementation")
+    assert [r["implementation"] for r in rows] == ["imwm (rssm)"]  # --dynamics defaults to rssm
+    assert rows[0]["ratio vs torchrl"] == "-" and num(rows[0]["median ms"]) > 0
+
+    bad = bench(tmp_path, "bench_update.py", "--batch", "0")
+    assert bad.returncode != 0 and "--batch must be >= 1, got 0" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- bench_env.py
+def test_bench_env_rows_for_raw_vector_and_gym_backends(tmp_path):
+    out = ok(bench(tmp_path, "bench_env.py", "--game", "pong", "--steps", "64", "--repeats", "1",
+                   "--num-envs", "1", "2"))
+    header, rows = table(out, "pipeline")
+    assert header == ["pipeline", "env steps/s (median)", "min", "max", "vs raw"]
+    names = [r["pipeline"] for r in rows]
+    assert names == ["raw gymnasium (1 env, 210x160, no resize)",
+                     "imwm vector backend, Collector (1 env, 64x64)",
+                     "imwm vector backend, Collector (2 envs, 64x64)",
+                     "imwm gym backend, Collector (1 env, GymEnv + resize 64x64)"]
+    raw = num(rows[0]["env steps/s (median)"])
+    for row in rows:
+        med, lo, hi = num(row["env steps/s (median)"]), num(row["min"]), num(row["max"])
+        assert 0 < lo <= med <= hi, row
+        # steps/s are printed as whole numbers; ALE on one core does well under 1e6 steps/s
+        assert med < 1e6, row
+        assert num(row["vs raw"]) == pytest.approx(med / raw, abs=0.011 + 1.0 / raw), row
+    assert rows[0]["vs raw"] == "1.00x"
+    assert "game ALE/Pong-v5, 64 steps x 1 repeats" in out and "OMP_NUM_THREADS=1" in out
+    assert "`python scripts/bench_env.py --game pong --steps 64 --repeats 1 --num-envs 1 2`" in out
+
+
+def test_bench_env_unknown_game_is_refused(tmp_path):
+    bad = bench(tmp_path, "bench_env.py", "--game", "pongg", "--steps", "8", "--repeats", "1")
+    assert bad.returncode != 0 and "pongg" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- bench_replay.py
+def test_bench_replay_all_samplers_at_two_capacities(tmp_path):
+    proc = bench(tmp_path, "bench_replay.py", "--capacities", "2000", "20000", "--batch", "4", "--length", "8",
+                 "--rounds", "2", "--block", "4")
+    out = ok(proc)
+    header, rows = table(out, "capacity")
+    methods = ["curious", "uniform", "torchrl", "naive"]
+    assert header == ["capacity", *(f"{m} (us)" for m in methods), "curious growth", "log N growth",
+                      "curious / torchrl", "curious / uniform"]
+    rows = keyed(rows, "capacity")
+    assert list(rows) == ["2e+03", "2e+04"]
+    first = rows["2e+03"]
+    for cap, row in rows.items():
+        us = {m: num(row[f"{m} (us)"]) for m in methods}
+        assert all(v > 0 for v in us.values()), row
+        # ratios are computed before the us cells are rounded to whole microseconds
+        assert num(row["curious / torchrl"]) == pytest.approx(us["curious"] / us["torchrl"], rel=0.02, abs=0.011)
+        assert num(row["curious / uniform"]) == pytest.approx(us["curious"] / us["uniform"], rel=0.02, abs=0.011)
+        growth = us["curious"] / num(first["curious (us)"])
+        assert num(row["curious growth"]) == pytest.approx(growth, rel=0.02, abs=0.011), row
+    assert first["curious growth"] == "1.00x" and first["log N growth"] == "1.00x"
+    assert num(rows["2e+04"]["log N growth"]) == pytest.approx(math.log(20000) / math.log(2000), abs=0.006)
+    assert "sample 4 slices of 8" in out and "sum-tree arity 32" in out
+    assert "# capacity 2e+03 done" in proc.stderr and "# capacity 2e+04 done" in proc.stderr
+    assert "--capacities 2000 20000" in out.splitlines()[-1] and out.splitlines()[-1].startswith("command: ")
+
+
+def test_bench_replay_method_subset_drops_columns(tmp_path):
+    out = ok(bench(tmp_path, "bench_replay.py", "--capacities", "3000", "--batch", "2", "--length", "4",
+                   "--rounds", "1", "--block", "2", "--methods", "curious", "uniform", "--clock", "process"))
+    header, rows = table(out, "capacity")
+    assert header == ["capacity", "curious (us)", "uniform (us)", "curious growth", "log N growth",
+                      "curious / torchrl", "curious / uniform"]
+    (row,) = rows
+    assert row["capacity"] == "3e+03" and row["curious / torchrl"] == "-"
+    assert num(row["curious / uniform"]) > 0 and "(process clock)" in out
