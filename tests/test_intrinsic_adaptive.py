@@ -20,32 +20,53 @@ def _stream(t, values, u=1.0):
 
 
 def test_first_call_scale_is_capped_relative_to_extrinsic_magnitude():
-    # Explore mode (mix starts at 0): bonus = u = 100; reward 0 -> magnitude floored at 1.
-    t = AdaptiveIntrinsicReward(beta_max=0.1, rho=0.1, epsilon=1e-6)
+    # Explore mode (mix starts at 0): n = u / mean(u) = 1, so the bonus is 1 on the first call.
+    t = AdaptiveIntrinsicReward(beta_max=10.0, rho=0.1, epsilon=1e-6)
     out = t(_td(torch.zeros(2, 3, 1), 100.0))
-    assert t.scale.item() == pytest.approx(1.0 / (100.0 + 1e-6))  # min(0.1, 1/100) = 0.01
+    assert t.scale.item() == pytest.approx(1.0, rel=1e-5)  # reward 0 -> magnitude floored at 1: min(10, 1/1)
     assert torch.allclose(out["intrinsic_reward"], torch.full((2, 3, 1), 1.0), atol=1e-5)
     assert torch.allclose(out["total_reward"], out["reward"] + out["intrinsic_reward"])
-    # Small bonus: the ratio is large, so beta_max caps the coefficient.
+    t = AdaptiveIntrinsicReward(beta_max=10.0)
+    t(_td(torch.full((2, 3, 1), 5.0), 0.5))
+    assert t.scale.item() == pytest.approx(5.0, rel=1e-5)  # min(10, |r| 5 / bonus 1)
+    # beta_max caps the coefficient.
     t = AdaptiveIntrinsicReward(beta_max=0.1)
     out = t(_td(torch.full((2, 3, 1), 5.0), 0.5))
     assert t.scale.item() == pytest.approx(0.1)
-    assert torch.allclose(out["intrinsic_reward"], torch.full((2, 3, 1), 0.05))
+    assert torch.allclose(out["intrinsic_reward"], torch.full((2, 3, 1), 0.1), atol=1e-6)
 
 
 def test_scale_adapts_at_rate_rho():
     t = AdaptiveIntrinsicReward(beta_max=1.0, rho=0.5, trend_decay=0.0, reward_floor=0.0)
-    t(_td(torch.full((1, 2, 1), 2.0), 4.0))  # beta = min(1, 2/4) = 0.5
+    t(_td(torch.full((1, 2, 1), 0.5), 4.0))  # bonus 1 -> beta = min(1, 0.5 / 1) = 0.5
     assert t.scale.item() == pytest.approx(0.5, rel=1e-5)
-    t(_td(torch.full((1, 2, 1), 2.0), 8.0))  # target min(1, 2/8) = 0.25 -> 0.5 + 0.5 * (0.25 - 0.5)
+    t(_td(torch.full((1, 2, 1), 0.25), 8.0))  # target min(1, 0.25 / 1) = 0.25 -> 0.5 + 0.5 * (0.25 - 0.5)
     assert t.scale.item() == pytest.approx(0.375, rel=1e-5)
 
 
 def test_clipping():
     out = AdaptiveIntrinsicReward(beta_max=1.0, clip_max=0.3)(_td(torch.full((2, 1), 3.0), 2.0))
-    assert torch.allclose(out["intrinsic_reward"], torch.full((2, 1), 0.3))  # 1.0 * 2 -> 0.3
+    assert torch.allclose(out["intrinsic_reward"], torch.full((2, 1), 0.3))  # 1.0 * 1 -> 0.3
     out = AdaptiveIntrinsicReward(beta_max=0.1, clip_min=0.5)(_td(torch.full((2, 1), 3.0), 2.0))
-    assert torch.allclose(out["intrinsic_reward"], torch.full((2, 1), 0.5))  # 0.1 * 2 -> 0.5
+    assert torch.allclose(out["intrinsic_reward"], torch.full((2, 1), 0.5))  # 0.1 * 1 -> 0.5
+
+
+def test_uncertainty_is_unit_free_and_the_switch_is_at_one_half():
+    # The same states measured in units 100x larger get the same reward (n = u / running mean of u).
+    g = torch.Generator().manual_seed(0)
+    u = 0.1 + torch.rand(4, 5, 1, generator=g)
+    small, large = AdaptiveIntrinsicReward(), AdaptiveIntrinsicReward()
+    r_small = small(_td(torch.zeros(4, 5, 1), u))["intrinsic_reward"]
+    r_large = large(_td(torch.zeros(4, 5, 1), 100.0 * u))["intrinsic_reward"]
+    assert torch.allclose(r_small, r_large, rtol=1e-4)
+    # Below w = 1/2 the more uncertain state pays more, above it the less uncertain one, for any units.
+    for w, more_uncertain_pays in ((0.4, True), (0.6, False)):
+        for units in (1.0, 50.0):
+            t = AdaptiveIntrinsicReward().eval()
+            t.mix.fill_(w)
+            t.uncertainty_ema.fill_(units)
+            r = t(_td(torch.zeros(2, 1), torch.tensor([[0.5], [2.0]]) * units))["intrinsic_reward"]
+            assert (r[1] > r[0]).item() == more_uncertain_pays, (w, units)
 
 
 def test_second_difference_on_hand_values():
@@ -86,9 +107,11 @@ def test_bonus_formula_with_fixed_statistics_and_eval_freezes_them():
     t = AdaptiveIntrinsicReward(epsilon=1e-6).eval()
     t.mix.fill_(0.25)
     t.scale.fill_(0.1)
+    t.uncertainty_ema.fill_(2.0)
     u = torch.tensor([[0.5], [2.0], [0.0]])
     out = t(_td(torch.ones(3, 1), u))
-    expected = (0.1 * (0.75 * u + 0.25 / (u + 1e-6))).clamp(-10, 10)
+    n = u / (2.0 + 1e-6)
+    expected = (0.1 * (0.75 * n + 0.25 / (n + 1e-6))).clamp(-10, 10)
     assert torch.allclose(out["intrinsic_reward"], expected)
     before = {k: v.clone() for k, v in t.state_dict().items()}
     t(_td(torch.full((3, 1), 9.0), u))
@@ -100,7 +123,8 @@ def test_bonus_formula_with_fixed_statistics_and_eval_freezes_them():
 def test_statistics_are_buffers_and_round_trip_through_state_dict():
     t = _stream(AdaptiveIntrinsicReward(), [0.01 * i**2 for i in range(10)])
     sd = t.state_dict()
-    for key in ("scale", "mix", "reward_ema", "velocity", "accel_ema", "accel_abs_ema", "num_updates"):
+    for key in ("scale", "mix", "reward_ema", "velocity", "accel_ema", "accel_abs_ema", "uncertainty_ema",
+                "num_updates"):
         assert key in sd
     fresh = AdaptiveIntrinsicReward()
     fresh.load_state_dict(sd)
@@ -119,9 +143,11 @@ def test_gradient_flows_through_uncertainty_not_statistics():
 
 def test_uncertainty_fn_is_used_when_key_missing():
     state = TensorDict({"std": torch.full((2, 3, 4), 0.5)}, [2, 3])
-    t = AdaptiveIntrinsicReward(beta_max=1.0, uncertainty_fn=lambda s: s["std"].mean(-1, keepdim=True))
+    t = AdaptiveIntrinsicReward(beta_max=1.0, uncertainty_fn=lambda s: s["std"].mean(-1, keepdim=True)).eval()
+    t.scale.fill_(1.0)
+    t.uncertainty_ema.fill_(1.0)
     out = t(TensorDict({"reward": torch.ones(2, 3, 1), "state": state}, [2, 3]))
-    assert torch.allclose(out["intrinsic_reward"], torch.full((2, 3, 1), 0.5))
+    assert torch.allclose(out["intrinsic_reward"], torch.full((2, 3, 1), 0.5), atol=1e-5)
 
 
 def test_metrics_are_zero_dim_tensors():

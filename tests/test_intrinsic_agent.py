@@ -135,3 +135,26 @@ def test_lexa_on_vectors_without_learned_std_says_what_to_set():
     # a transform asking for the std directly gets the decoder's own message
     with pytest.raises(ValueError, match="agent.learned_std=true"):
         agent.decoded_image_std(torch.zeros(2, agent.world_model.feat_dim))
+
+
+def test_ensemble_gets_episode_starts_and_statistics_move_once_per_update():
+    torch.manual_seed(0)
+    agent = make_agent("rssm", learned_std=False)
+    agent.intrinsic = build_intrinsic(
+        {"enable": True, "typ": "disagreement", "disagreement": {"hidden": 16, "layers": 1, "ensemble_size": 3}}, agent)
+    seen = {}
+    original = agent.intrinsic.world_model_update
+
+    def spy(wm_td):
+        seen["is_first"] = wm_td.get("is_first", None)
+        return original(wm_td)
+
+    agent.intrinsic.world_model_update = spy
+    batch = chain_batch()
+    agent.train_step(batch)
+    assert seen["is_first"] is not None and torch.equal(seen["is_first"], batch["is_first"])  # masks cross-episode pairs
+
+    agent = make_agent("rssm", learned_std=False)
+    agent.intrinsic = build_intrinsic({"enable": True, "typ": "adaptive", "adaptive": {}}, agent)
+    agent.train_step(chain_batch())
+    assert agent.intrinsic.num_updates.item() == 1

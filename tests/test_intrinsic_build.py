@@ -65,6 +65,9 @@ def test_config_files_match_class_defaults_and_build(name, cls):
     for key, value in raw.items():
         if key == "target" or isinstance(value, str):  # "auto" / interpolated from model.*
             continue
+        if key == "center":  # the classes keep the published formula; training centres (see base.py)
+            assert params[key].default is False and value is True
+            continue
         assert params[key].default == pytest.approx(value), f"{name}.{key}"
     t = build_intrinsic(cfg, _agent())
     assert isinstance(t, cls)
@@ -106,8 +109,10 @@ def test_adaptive_uses_the_dynamics_uncertainty_when_absent():
     state = agent.world_model.dynamics.initial(3)
     from tensordict import TensorDict
 
+    t.eval()  # frozen statistics: level U = 1 and no centring baseline yet, so r_int = scale * u
     out = t(TensorDict({"reward": torch.zeros(3, 1), "state": state}, [3]))
-    assert torch.allclose(out["intrinsic_reward"], t.scale * agent.world_model.dynamics.uncertainty(state))
+    expected = t.scale * agent.world_model.dynamics.uncertainty(state) / (1.0 + t.epsilon)
+    assert torch.allclose(out["intrinsic_reward"], expected)
 
 
 def test_lexa_without_learned_std_fails_early():
@@ -137,6 +142,10 @@ def _with(name, block_key=None, **changes):
         (_with("none", enable=True), "typ is 'none'"),
         (_with("disagreement", "disagreement", ensemble_size=1), "ensemble_size"),
         (_with("lexa_style", "lexa_style", clip_weights="true"), "clip_weights"),
+        (_with("adaptive", "adaptive", clip_min=20.0), r"intrinsic.adaptive.clip_min \(20.0\) must be <="),
+        (_with("disagreement", "disagreement", center="yes"), "intrinsic.disagreement.center"),
+        (_with("adaptive", "adaptive", center_decay=1.0), "intrinsic.adaptive.center_decay"),
+        (_with("lexa_style", "lexa_style", min_spread=0.0), "intrinsic.lexa_style.min_spread"),
     ],
 )
 def test_bad_intrinsic_config(cfg, match):

@@ -158,7 +158,7 @@ def test_with_torchrl_dreamer_env_and_rssm_prior_v3():
     tenv = env.append_transform(adaptive)  # eval mode
     with torch.no_grad():
         td = tenv.rollout(4, auto_reset=False, tensordict=start.clone())
-    u = prior_entropy(td["next", "prior_logits"])
+    n = prior_entropy(td["next", "prior_logits"]) / (adaptive.uncertainty_ema + adaptive.epsilon)
     w = adaptive.mix
-    expected = (adaptive.scale * ((1 - w) * u + w / (u + adaptive.epsilon))).clamp(-10, 10)
+    expected = (adaptive.scale * ((1 - w) * n + w / (n + adaptive.epsilon))).clamp(-10, 10)
     assert torch.allclose(td["next", "intrinsic_reward"], expected, atol=1e-5)

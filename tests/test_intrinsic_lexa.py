@@ -58,11 +58,25 @@ def test_rewards_above_trend_reduce_curiosity_over_a_stream():
     t = LexaStyleIntrinsicReward()
     g = torch.Generator().manual_seed(0)
     for _ in range(50):
-        t(_td(0.1 * torch.randn(8, 1, generator=g), 1.0))
+        t(_td(2.0 * torch.randn(8, 1, generator=g), 1.0))
     t.eval()
-    low = t(_td(torch.full((8, 1), -0.5), 1.0))["intrinsic_reward"]
-    high = t(_td(torch.full((8, 1), 0.5), 1.0))["intrinsic_reward"]
+    low = t(_td(torch.full((8, 1), -5.0), 1.0))["intrinsic_reward"]
+    high = t(_td(torch.full((8, 1), 5.0), 1.0))["intrinsic_reward"]
     assert torch.all(low == 1.0) and torch.all(high == 0.0)
+
+
+def test_min_spread_keeps_reward_head_noise_from_switching_curiosity_off():
+    # Before any reward is found the predicted reward is ~0 with noise ~1e-3: curiosity must stay on.
+    g = torch.Generator().manual_seed(0)
+    floored, unfloored = LexaStyleIntrinsicReward(), LexaStyleIntrinsicReward(min_spread=1e-8)
+    for _ in range(20):
+        r = 1e-3 * torch.randn(64, 1, generator=g)
+        w_floored = floored(_td(r, 1.0))["intrinsic_reward"]
+        w_unfloored = unfloored(_td(r, 1.0))["intrinsic_reward"]
+    assert w_floored.min().item() > 0.99
+    assert (w_unfloored == 0).float().mean().item() > 0.1  # the scale-free z-score: noise decides
+    with pytest.raises(ValueError, match="min_spread"):
+        LexaStyleIntrinsicReward(min_spread=0.0)
 
 
 def test_state_dict_round_trip_and_metrics():

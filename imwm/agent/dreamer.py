@@ -276,7 +276,8 @@ class DreamerAgent(nn.Module):
         intrinsic = self.intrinsic
         if intrinsic is not None and hasattr(intrinsic, "world_model_update"):
             wm_td = TensorDict(
-                {"feat": wm_out.get("feat").detach(), "posterior": posterior, "action": batch.get("action")},
+                {"feat": wm_out.get("feat").detach(), "posterior": posterior, "action": batch.get("action"),
+                 "is_first": batch.get("is_first")},  # pairs across an episode start are masked
                 batch_size=batch.batch_size,
             )
             for key, value in (intrinsic.world_model_update(wm_td) or {}).items():

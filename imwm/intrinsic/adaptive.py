@@ -37,11 +37,19 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
         A_t    = EMA_d(a_t),  |A|_t = EMA_d(|a_t|)         # signed and absolute acceleration
         w*     = clip(A_t / (|A|_t + epsilon), 0, 1)       # consistent acceleration -> 1
         w_t    = w_{t-1} + rho (w* - w_{t-1})              # exploit weight ("mix"), w_0 = 0
-        b      = (1 - w_t) * u + w_t / (u + epsilon)       # explore bonus / exploit bonus
+        U_t    = EMA_d(mean u)                             # the uncertainty's running level (U_0 = 1)
+        n      = u / (U_t + epsilon)                       # unit-free uncertainty, ~1 on average
+        b      = (1 - w_t) * n + w_t / (n + epsilon)       # explore bonus / exploit bonus
         R_t    = EMA_d(mean |r|),  B_t = EMA_d(mean |b|)
         beta*  = min(beta_max, max(R_t, reward_floor) / (B_t + epsilon))
         beta_t = beta_{t-1} + rho (beta* - beta_{t-1})     # beta_1 = beta*, beta_0 = beta_max
         r_int  = clip(beta_t * b, clip_min, clip_max);     total = r + r_int
+        (with ``center``: r_int <- r_int - running mean, see IntrinsicRewardTransform)
+
+    Why ``n`` and not ``u``: the slope of ``(1 - w) u + w / u`` in ``u`` turns negative only for
+    ``w > u^2 / (1 + u^2)``; with the RSSM's entropy (``u`` ~5 at 4x4 latents, ~55 at 32x32) the
+    "exploit" mode would still pay for uncertain states until ``w`` > 0.96 (resp. 0.9997). On the
+    unit-free ``n`` the switch happens at ``w = 1/2`` for either dynamics, whatever their units.
 
     So: an accelerating reward stream (``A`` consistently > 0) moves the weight to exploitation
     (prefer states the model is sure about), a flat, noisy or decelerating one back to
@@ -64,6 +72,7 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
         clip_min, clip_max: clipping range of ``r_int`` (``clip_min <= clip_max``).
         trend_decay: EMA decay ``d`` of the reward statistics, in [0, 1).
         reward_floor: floor of the extrinsic magnitude in the scale (>= 0).
+        center, center_decay: subtract a running mean of ``r_int`` (see :class:`IntrinsicRewardTransform`).
         uncertainty_key: key of ``u`` (default ``"uncertainty"``, as in the imagined trajectory).
         uncertainty_fn: optional ``state TensorDict -> [..., 1]`` used when ``uncertainty_key``
             is absent (e.g. ``dynamics.uncertainty`` inside a TorchRL model-based env).
@@ -89,6 +98,8 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
         clip_max: float = 10.0,
         trend_decay: float = 0.9,
         reward_floor: float = 1.0,
+        center: bool = False,
+        center_decay: float = 0.99,
         uncertainty_key: NestedKey = "uncertainty",
         uncertainty_fn: Callable[[TensorDictBase], torch.Tensor] | None = None,
         state_key: NestedKey = "state",
@@ -101,6 +112,8 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
             intrinsic_key=intrinsic_key,
             total_reward_key=total_reward_key,
             extra_in_keys=[uncertainty_key],
+            center=center,
+            center_decay=center_decay,
         )
         self.beta_max = check_finite_nonnegative("beta_max", beta_max)
         self.rho = check_unit_interval("rho", rho)
@@ -113,8 +126,10 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
         self.trend_decay = check_unit_interval("trend_decay", trend_decay, open_high=True)
         self.reward_floor = check_finite_nonnegative("reward_floor", reward_floor)
         self._uncertainty = UncertaintyReader(uncertainty_key, uncertainty_fn, state_key)
-        for name in ("reward_ema", "velocity", "accel_ema", "accel_abs_ema", "mix", "reward_abs_ema", "bonus_abs_ema"):
+        for name in ("reward_ema", "velocity", "accel_ema", "accel_abs_ema", "mix", "reward_abs_ema", "bonus_abs_ema",
+                     "uncertainty_ema"):
             self.register_buffer(name, torch.zeros(()))
+        self.uncertainty_ema.fill_(1.0)  # n = u until the first training call sets the level
         self.register_buffer("scale", torch.tensor(self.beta_max))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
@@ -142,9 +157,11 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
     def _intrinsic(self, td, reward, update, prev):
         u = self._uncertainty(self, td, reward)
         if update:
+            ema_update(self.uncertainty_ema, u.detach().mean(), 1.0 - self.trend_decay, self.num_updates > 0)
             self._update_trend(reward)
+        n = u / (self.uncertainty_ema + self.epsilon)
         w = self.mix
-        bonus = (1.0 - w) * u + w / (u + self.epsilon)
+        bonus = (1.0 - w) * n + w / (n + self.epsilon)
         if update:
             first = self.num_updates == 0
             ema_update(self.bonus_abs_ema, bonus.detach().abs().mean(), 1.0 - self.trend_decay, ~first)
@@ -164,6 +181,7 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
                 "intrinsic/mix": self.mix.clone(),
                 "intrinsic/reward_ema": self.reward_ema.clone(),
                 "intrinsic/accel": self.accel_ema.clone(),
+                "intrinsic/uncertainty": self.uncertainty_ema.clone(),
             }
         )
         return out

@@ -11,6 +11,8 @@ that can be used in three places with the same object:
 
 Each call reads the extrinsic reward and the signal of the subclass, writes
 ``intrinsic_reward`` and ``total_reward = reward + intrinsic_reward`` (key names configurable),
+optionally centred (``center=True``: a running mean of the bonus is subtracted, see
+:class:`IntrinsicRewardTransform`),
 and, when the module is in training mode, updates its running statistics once (as TorchRL's
 ``RNDTransform``; note that ``TransformedEnv`` puts an appended transform in eval mode, so call
 ``env.train()`` for the statistics to move in the env path). Running
@@ -70,6 +72,18 @@ class IntrinsicRewardTransform(Transform):
             overwrite the reward in place (useful in a TorchRL pipeline whose loss reads
             ``("next", "reward")``).
         extra_in_keys: the other keys the subclass reads (for ``in_keys`` bookkeeping).
+        center: subtract a running mean ``b`` of the bonus: ``r_int <- r_int - b``, with
+            ``b <- b + (1 - center_decay) (mean(r_int) - b)`` once per training call (``b`` starts
+            at the first mean). Why: all the bonuses here are >= 0, and an always-positive bonus
+            pays the agent for staying alive -- an episode that ends (reaching a terminal goal)
+            forfeits the bonus stream of the steps after it, so with a learned continue flag the
+            agent learns to avoid the very reward it was exploring for. A constant shift changes
+            nothing in a task without termination; centred, termination is neutral on average.
+            (Burda et al., 2019, "Exploration by Random Network Distillation", make the intrinsic
+            return non-episodic for the same reason; centring is the cheaper cure that keeps one
+            critic.) Off by default in the class (the published formulas); on in the training
+            config.
+        center_decay: EMA decay of ``b``, in [0, 1).
 
     Attributes:
         needs_decoder_std (bool): the agent must provide ``("decoded", "image_std")`` before
@@ -85,13 +99,18 @@ class IntrinsicRewardTransform(Transform):
         intrinsic_key: NestedKey = "intrinsic_reward",
         total_reward_key: NestedKey = "total_reward",
         extra_in_keys: list[NestedKey] | tuple = (),
+        center: bool = False,
+        center_decay: float = 0.99,
     ):
         super().__init__(in_keys=[reward_key, *extra_in_keys], out_keys=[intrinsic_key, total_reward_key])
         self.reward_key = reward_key
         self.intrinsic_key = intrinsic_key
         self.total_reward_key = total_reward_key
+        self.center = bool(center)
+        self.center_decay = check_unit_interval("center_decay", center_decay, open_high=True)
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.register_buffer("last_intrinsic_mean", torch.zeros(()))
+        self.register_buffer("baseline", torch.zeros(()))
 
     # -- to implement -------------------------------------------------------------------------
     def _intrinsic(
@@ -103,7 +122,10 @@ class IntrinsicRewardTransform(Transform):
 
     def metrics(self) -> dict[str, torch.Tensor]:
         """0-d tensors to log (detached). Subclasses extend this."""
-        return {"intrinsic/mean": self.last_intrinsic_mean.clone()}
+        out = {"intrinsic/mean": self.last_intrinsic_mean.clone()}
+        if self.center:
+            out["intrinsic/baseline"] = self.baseline.clone()
+        return out
 
     # -- the three call paths ---------------------------------------------------------------
     def _get(self, td: TensorDictBase, key: NestedKey, what: str) -> torch.Tensor:
@@ -128,6 +150,10 @@ class IntrinsicRewardTransform(Transform):
             f"{type(self).__name__}: intrinsic reward shape {tuple(intrinsic.shape)} != reward shape "
             f"{tuple(reward.shape)}"
         )
+        if self.center:
+            if update:
+                ema_update(self.baseline, intrinsic.detach().mean(), 1.0 - self.center_decay, self.initialized)
+            intrinsic = intrinsic - self.baseline
         self.last_intrinsic_mean.copy_(intrinsic.detach().mean())
         if update:
             self.initialized.fill_(True)

@@ -41,6 +41,7 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
         ensemble_size: ``K`` (>= 2). hidden, layers: size of each head.
         lr: Adam learning rate of the ensemble (> 0). grad_clip: max gradient norm (> 0).
         scale: coefficient of the disagreement (>= 0).
+        center, center_decay: subtract a running mean of ``r_int`` (see :class:`IntrinsicRewardTransform`).
         feat_key, action_key: inputs. target_key: the next latent in ``world_model_update``'s
             TensorDict (RSSM: ``("posterior", "stoch")``; VTA: ``("posterior", "obs_stoch")``).
         is_first_key: episode-start flags in the replay batch (optional there).
@@ -73,6 +74,8 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
         lr: float = 3e-4,
         grad_clip: float = 100.0,
         scale: float = 1.0,
+        center: bool = False,
+        center_decay: float = 0.99,
         feat_key: NestedKey = "feat",
         action_key: NestedKey = "action",
         target_key: NestedKey = ("posterior", "stoch"),
@@ -88,6 +91,8 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
             intrinsic_key=intrinsic_key,
             total_reward_key=total_reward_key,
             extra_in_keys=[feat_key, action_key],
+            center=center,
+            center_decay=center_decay,
         )
         if not float(lr) > 0:
             raise ValueError(f"lr must be > 0, got {lr}")

@@ -28,7 +28,7 @@ class LexaStyleIntrinsicReward(IntrinsicRewardTransform):
 
         mu_t    = d mu_{t-1}    + (1 - d) mean(r)                  # reward EMA   (mu_1 = mean r)
         sigma_t = d sigma_{t-1} + (1 - d) mean |r - mu_t|          # its spread   (sigma_1 = ...)
-        z       = (r - mu_t) / (sigma_t + 1e-8)                    # per step: reward trend
+        z       = (r - mu_t) / max(sigma_t, min_spread)            # per step: reward trend
         w       = 1 - z;   w <- clip(w, 0, 1) if clip_weights;   w <- sg(w) if stop_grad_weights
         r_int   = visual_scale * w * s;        total = r + r_int
 
@@ -37,11 +37,18 @@ class LexaStyleIntrinsicReward(IntrinsicRewardTransform):
     average it gets the full visual curiosity. ``stop_grad_weights`` keeps the gradient of the
     weight (through ``r``) out of the actor's objective; the gradient through ``s`` is kept.
 
+    ``min_spread`` floors the spread in reward units (as DreamerV3 floors its return scale at 1):
+    without it ``z`` is scale-free, so before any reward is found the reward head's noise of
+    ~1e-3 alone switched curiosity off on random steps (weight mean 0.65, 20% of steps at 0),
+    and a drift of 0.002 in the predicted reward switched it off almost everywhere.
+
     Args:
         decay: EMA decay ``d`` in [0, 1).
         visual_scale: coefficient of the visual curiosity (>= 0).
         clip_weights: clip ``w`` to [0, 1].
         stop_grad_weights: detach ``w``.
+        min_spread: floor of ``sigma`` in reward units (> 0).
+        center, center_decay: subtract a running mean of ``r_int`` (see :class:`IntrinsicRewardTransform`).
         image_std_key: key of ``s``.
         reward_key, intrinsic_key, total_reward_key: see :class:`IntrinsicRewardTransform`.
 
@@ -64,6 +71,9 @@ class LexaStyleIntrinsicReward(IntrinsicRewardTransform):
         visual_scale: float = 1.0,
         clip_weights: bool = True,
         stop_grad_weights: bool = True,
+        min_spread: float = 1.0,
+        center: bool = False,
+        center_decay: float = 0.99,
         image_std_key: NestedKey = ("decoded", "image_std"),
         reward_key: NestedKey = "reward",
         intrinsic_key: NestedKey = "intrinsic_reward",
@@ -74,11 +84,16 @@ class LexaStyleIntrinsicReward(IntrinsicRewardTransform):
             intrinsic_key=intrinsic_key,
             total_reward_key=total_reward_key,
             extra_in_keys=[image_std_key],
+            center=center,
+            center_decay=center_decay,
         )
         self.decay = check_unit_interval("decay", decay, open_high=True)
         self.visual_scale = check_finite_nonnegative("visual_scale", visual_scale)
         self.clip_weights = bool(clip_weights)
         self.stop_grad_weights = bool(stop_grad_weights)
+        self.min_spread = float(min_spread)
+        if not self.min_spread > 0:
+            raise ValueError(f"min_spread must be > 0, got {min_spread}")
         self.image_std_key = image_std_key
         self.register_buffer("reward_ema", torch.zeros(()))
         self.register_buffer("reward_spread", torch.zeros(()))
@@ -96,7 +111,7 @@ class LexaStyleIntrinsicReward(IntrinsicRewardTransform):
             rate = 1.0 - self.decay
             ema_update(self.reward_ema, reward.detach().mean(), rate, self.initialized)
             ema_update(self.reward_spread, (reward.detach() - self.reward_ema).abs().mean(), rate, self.initialized)
-        trend = (reward - self.reward_ema) / (self.reward_spread + 1e-8)
+        trend = (reward - self.reward_ema) / self.reward_spread.clamp_min(self.min_spread)
         weight = 1.0 - trend
         if self.clip_weights:
             weight = weight.clamp(0.0, 1.0)

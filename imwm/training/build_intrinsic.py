@@ -19,16 +19,17 @@ from imwm.intrinsic import AdaptiveIntrinsicReward, DisagreementIntrinsicReward,
 INTRINSIC_TYPES = ("none", "adaptive", "lexa_style", "disagreement")
 
 # Config keys of each block, one to one with the constructor keywords.
+_CENTER_KEYS = ("center", "center_decay")  # every type: IntrinsicRewardTransform's centring
 _BLOCK_KEYS = {
-    "adaptive": ("beta_max", "rho", "epsilon", "clip_min", "clip_max", "trend_decay", "reward_floor"),
-    "lexa_style": ("decay", "visual_scale", "clip_weights", "stop_grad_weights"),
-    "disagreement": ("ensemble_size", "hidden", "layers", "lr", "grad_clip", "scale", "target"),
+    "adaptive": ("beta_max", "rho", "epsilon", "clip_min", "clip_max", "trend_decay", "reward_floor", *_CENTER_KEYS),
+    "lexa_style": ("decay", "visual_scale", "clip_weights", "stop_grad_weights", "min_spread", *_CENTER_KEYS),
+    "disagreement": ("ensemble_size", "hidden", "layers", "lr", "grad_clip", "scale", "target", *_CENTER_KEYS),
 }
 _NON_NEGATIVE = {"beta_max", "reward_floor", "visual_scale", "scale"}
-_POSITIVE = {"epsilon", "lr", "grad_clip"}
-_UNIT = {"rho": "[0, 1]", "trend_decay": "[0, 1)", "decay": "[0, 1)"}
+_POSITIVE = {"epsilon", "lr", "grad_clip", "min_spread"}
+_UNIT = {"rho": "[0, 1]", "trend_decay": "[0, 1)", "decay": "[0, 1)", "center_decay": "[0, 1)"}
 _POSITIVE_INTS = {"hidden": 1, "layers": 1, "ensemble_size": 2}
-_BOOLS = {"clip_weights", "stop_grad_weights"}
+_BOOLS = {"clip_weights", "stop_grad_weights", "center"}
 
 
 def _plain(cfg: Any) -> dict:
@@ -78,11 +79,11 @@ def _validate_block(typ: str, block: dict) -> dict:
                 upper_open = _UNIT[name].endswith(")")
                 if not (0.0 <= number and (number < 1.0 if upper_open else number <= 1.0)):
                     raise ValueError(f"{key} must be in {_UNIT[name]}, got {value!r}")
-    if typ == "adaptive" and "clip_min" in block and "clip_max" in block:
-        if float(block["clip_min"]) > float(block["clip_max"]):
+    if typ == "adaptive" and ("clip_min" in block or "clip_max" in block):
+        clip_min, clip_max = block.get("clip_min", -10.0), block.get("clip_max", 10.0)  # class defaults
+        if float(clip_min) > float(clip_max):
             raise ValueError(
-                f"intrinsic.adaptive.clip_min ({block['clip_min']}) must be <= intrinsic.adaptive.clip_max "
-                f"({block['clip_max']})"
+                f"intrinsic.adaptive.clip_min ({clip_min}) must be <= intrinsic.adaptive.clip_max ({clip_max})"
             )
     return block
 
