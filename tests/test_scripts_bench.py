@@ -135,7 +135,7 @@ def test_bench_env_rows_for_raw_vector_and_gym_backends(tmp_path):
 
 def test_bench_env_unknown_game_is_refused(tmp_path):
     bad = bench(tmp_path, "bench_env.py", "--game", "pongg", "--steps", "8", "--repeats", "1")
-    assert bad.returncode != 0 and "pongg" in bad.stderr
+    assert bad.returncode != 0 and "unknown Atari task 'pongg'" in bad.stderr
 
 
 # ----------------------------------------------------------------------------- bench_replay.py
@@ -174,3 +174,72 @@ def test_bench_replay_method_subset_drops_columns(tmp_path):
     (row,) = rows
     assert row["capacity"] == "3e+03" and row["curious / torchrl"] == "-"
     assert num(row["curious / uniform"]) > 0 and "(process clock)" in out
+
+
+# ----------------------------------------------------------------------------- bench_learning.py
+def learning_report(out: str, md: Path) -> tuple[dict[str, dict[str, str]], dict[str, list[tuple[int, float]]]]:
+    """The table row per task and the printed evaluation curves; ``learning.md`` holds the same report."""
+    _, rows = table(out, "task")
+    curves = {}
+    for line in out.splitlines():
+        if line.startswith("- ") and ": " in line:
+            name, points = line[2:].split(": ", 1)
+            curves[name] = [(int(s), float(v)) for s, v in (p.split(": ") for p in points.split(", "))]
+    assert md.read_text().strip() in out, "learning.md differs from the printed report"
+    return keyed(rows, "task"), curves
+
+
+def check_learning_row(row: dict[str, str], curve: list[tuple[int, float]], steps: int, eval_every: int) -> None:
+    assert num(row["env steps"]) == steps
+    assert [s for s, _ in curve] == list(range(eval_every, steps + 1, eval_every)), curve
+    assert num(row["final eval return"]) == pytest.approx(curve[-1][1], abs=0.05)
+    assert num(row["best eval return"]) == pytest.approx(max(v for _, v in curve), abs=0.05)
+    assert 0 <= num(row["minutes"]) < 10
+
+
+def test_bench_learning_cartpole_debug_run(tmp_path):
+    out_dir = tmp_path / "bl"
+    out = ok(bench(tmp_path, "bench_learning.py", "--out", str(out_dir), "--skip-atari", "--cartpole-steps", "200",
+                   "--cartpole-override", "preset=debug", "--random-episodes", "3"))
+    header, _ = table(out, "task")
+    assert header == ["task", "env steps", "minutes", "final eval return", "best eval return", "random policy"]
+    rows, curves = learning_report(out, out_dir / "learning.md")
+    assert list(rows) == ["CartPole-v1"] and list(curves) == ["CartPole-v1"]
+    # preset=debug evaluates every 100 env steps
+    check_learning_row(rows["CartPole-v1"], curves["CartPole-v1"], steps=200, eval_every=100)
+    # every CartPole episode lasts >= 8 steps at reward 1 each; a random policy averages ~20
+    assert 8 <= num(rows["CartPole-v1"]["random policy"]) <= 100
+    assert all(1 <= v <= 500 for _, v in curves["CartPole-v1"])
+    assert is_png(out_dir / "learning_curves.png")
+    run = out_dir / "cartpole"
+    assert (run / "metrics.csv").is_file() and (run / "checkpoints" / "latest.pt").is_file()
+    config = (run / "config.yaml").read_text()
+    assert "total_env_steps: 200" in config and "deter: 32" in config  # the debug preset's tiny model
+
+
+ATARI_TINY = ["prefill=32", "model.deter=32", "model.hidden=32", "model.cnn_depth=4", "model.mlp_units=32",
+              "model.stoch=4", "model.classes=4", "replay.batch_size=2", "replay.batch_length=8",
+              "replay.capacity=1000", "train_ratio=8", "frames_per_batch=16", "eval_every=32", "eval_episodes=1",
+              "eval_max_steps=20"]
+
+
+def test_bench_learning_atari_pong_tiny_run(tmp_path):
+    out_dir = tmp_path / "bl"
+    args = ["--out", str(out_dir), "--skip-cartpole", "--atari-steps", "64", "--random-episodes", "1"]
+    for o in ATARI_TINY:
+        args += ["--atari-override", o]
+    out = ok(bench(tmp_path, "bench_learning.py", *args))
+    rows, curves = learning_report(out, out_dir / "learning.md")
+    assert list(rows) == ["Atari pong"]
+    check_learning_row(rows["Atari pong"], curves["Atari pong"], steps=64, eval_every=32)
+    # a uniform random policy loses a full game of Pong (-21 .. 21) heavily
+    assert -21 <= num(rows["Atari pong"]["random policy"]) <= -10
+    assert all(-21 <= v <= 21 for _, v in curves["Atari pong"])
+    assert is_png(out_dir / "learning_curves.png")
+    config = (out_dir / "atari_pong" / "config.yaml").read_text()
+    assert "task: pong" in config and "full_action_space: false" in config and "deter: 32" in config
+
+
+def test_bench_learning_refuses_zero_random_episodes(tmp_path):
+    bad = bench(tmp_path, "bench_learning.py", "--out", str(tmp_path / "bl"), "--random-episodes", "0")
+    assert bad.returncode != 0 and "--random-episodes must be >= 1, got 0" in bad.stderr
