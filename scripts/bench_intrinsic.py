@@ -465,6 +465,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--skip-effect", action="store_true")
     p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--tabulate", action="store_true",
+                   help="no training: tabulate the runs already finished in --workdir (<method>-s<seed>.json)")
     p.add_argument("--override", action="append", default=[], help="extra Hydra override for every run")
     p.add_argument("--workdir", default=str(ROOT / "runs" / "bench_intrinsic"))
     p.add_argument("--out", default=None, help="also write the tables to this markdown file")
@@ -482,7 +484,12 @@ def main() -> None:
     if not args.skip_effect:
         print(f"effect runs: {len(args.methods)} methods x {len(args.seeds)} seeds, {args.jobs} at a time", flush=True)
         t0 = time.perf_counter()
-        results = _effect(args) + [_random_policy(args, seed) for seed in args.seeds]
+        if args.tabulate:
+            results = [json.loads(Path(args.workdir, f"{m}-s{s}.json").read_text()) for s in args.seeds
+                       for m in args.methods if Path(args.workdir, f"{m}-s{s}.json").exists()]
+        else:
+            results = _effect(args)
+        results += [_random_policy(args, seed) for seed in args.seeds]
         sections.append(_effect_table(results, args))
         if args.figure:
             _figure(results, args, args.figure)
