@@ -243,3 +243,106 @@ def test_bench_learning_atari_pong_tiny_run(tmp_path):
 def test_bench_learning_refuses_zero_random_episodes(tmp_path):
     bad = bench(tmp_path, "bench_learning.py", "--out", str(tmp_path / "bl"), "--random-episodes", "0")
     assert bad.returncode != 0 and "--random-episodes must be >= 1, got 0" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- bench_intrinsic.py
+EFFECT_HEADER = ["intrinsic", "coverage @25%", "coverage @50%", "coverage @100%", "furthest cell",
+                 "furthest per episode, last 25%", "seeds with a reward", "first reward (env step)",
+                 "goal episodes after prefill", "greedy return", "min/run"]
+# env steps a multiple of the 16 frames per batch: the runs stop exactly at the budget
+CHAIN, ENV_STEPS, PREFILL = 6, 48, 16
+TINY_INTRINSIC = ["--chain", str(CHAIN), "--env-steps", str(ENV_STEPS), "--prefill", str(PREFILL), "--batch", "2",
+                  "--length", "8", "--train-ratio", "8", "--seeds", "0"]
+
+
+def check_effect(out: str, tmp_path: Path, methods: list[str]) -> None:
+    assert "FAILED" not in out and "failed" not in out
+    assert f"effect runs: {len(methods)} methods x 1 seeds" in out
+    for m in methods:
+        assert f"done {m} seed 0: coverage" in out
+    header, rows = table(out, "intrinsic")
+    assert header == EFFECT_HEADER
+    rows = keyed(rows, "intrinsic")
+    assert list(rows) == ["uniform random policy", *methods]
+    for name, row in rows.items():
+        cov = [num(row[f"coverage @{p}%"]) for p in (25, 50, 100)]
+        assert all(0 < c <= 1 for c in cov) and cov == sorted(cov), row
+        furthest = num(row["furthest cell"])
+        assert 0 <= num(row["furthest per episode, last 25%"]) <= furthest <= CHAIN - 1, row
+        # every episode starts at cell 0 and moves one cell a step: the cells seen are 0..furthest
+        assert cov[2] == pytest.approx((furthest + 1) / CHAIN, abs=0.006), row
+        rewarded = furthest == CHAIN - 1  # the only reward is at the far end
+        assert row["seeds with a reward"] == ("1/1" if rewarded else "0/1"), row
+        if rewarded:
+            assert 1 <= num(row["first reward (env step)"]) <= ENV_STEPS, row
+        else:
+            assert row["first reward (env step)"] == "never" and num(row["goal episodes after prefill"]) == 0, row
+        if name == "uniform random policy":
+            assert row["greedy return"] == "-" and row["min/run"] == "-"
+        else:
+            assert num(row["greedy return"]) in (0.0, 1.0), row  # one greedy episode: reward 1 at the goal or 0
+            assert num(row["min/run"]) >= 0, row
+    results = json.loads((tmp_path / "w" / "effect.json").read_text())
+    assert sorted(r["method"] for r in results) == sorted([*methods, "random"])
+    for r in results:
+        assert not r.get("failed"), r
+        assert len(r["curve"]) == 50 and r["curve"] == sorted(r["curve"]) and r["curve"][-1] == r["coverage@1"]
+        if r["method"] != "random":
+            # 0.5 updates per env step after the prefill (train_ratio 8 at batch 2x8)
+            assert r["env_steps"] == ENV_STEPS and r["updates"] == (ENV_STEPS - PREFILL) // 2, r
+            assert (tmp_path / "w" / f"{r['method']}-s0" / "metrics.csv").is_file()
+    for m in methods:
+        if m != "none":
+            assert f"Final `{m}` statistics (mean over seeds): " in out
+    assert is_png(tmp_path / "c.png")
+
+
+def check_overhead(out: str, methods: list[str]) -> None:
+    header, rows = table(out, "variant")
+    assert header == ["variant", "ms / update", "ratio"]
+    rows = keyed(rows, "variant")
+    dormant = ["dormant off", "dormant every update (maybe_measure)", "dormant every update (hooks on the update)"]
+    assert list(rows) == [*(f"intrinsic={m}" for m in methods), *dormant]
+    ms = {k: num(r["ms / update"]) for k, r in rows.items()}
+    assert all(v > 0 for v in ms.values()), ms
+    for k, r in rows.items():
+        base, suffix = ("dormant off", " vs off") if k.startswith("dormant") else ("intrinsic=none", " vs none")
+        assert r["ratio"].endswith("x" + suffix), r
+        ratio = num(r["ratio"].removesuffix(suffix))
+        assert ratio == pytest.approx(ms[k] / ms[base], abs=0.011 + 0.1 / ms[base]), r
+    assert rows["intrinsic=none"]["ratio"] == "1.00x vs none" and rows["dormant off"]["ratio"] == "1.00x vs off"
+    assert "batch 2x8" in out and f"vector [{CHAIN}] observations" in out
+
+
+def test_bench_intrinsic_effect_two_methods(tmp_path):
+    methods = ["none", "disagreement"]
+    out = ok(bench(tmp_path, "bench_intrinsic.py", "--methods", *methods, *TINY_INTRINSIC, "--jobs", "2",
+                   "--skip-overhead", "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "r.md"),
+                   "--figure", str(tmp_path / "c.png")))
+    check_effect(out, tmp_path, methods)
+    assert "| variant |" not in out
+    report = (tmp_path / "r.md").read_text()
+    assert report.strip() in out and report.startswith("Effect on `imwm/SparseChain-v0` (6 cells, 12 steps")
+    assert "Command: `python scripts/bench_intrinsic.py --methods none disagreement" in report
+
+
+def test_bench_intrinsic_overhead_all_methods(tmp_path):
+    methods = ["none", "adaptive", "lexa_style", "disagreement"]
+    out = ok(bench(tmp_path, "bench_intrinsic.py", "--methods", *methods, "--chain", str(CHAIN), "--batch", "2",
+                   "--length", "8", "--repeats", "1", "--warmup", "1", "--skip-effect",
+                   "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "r.md")))
+    check_overhead(out, methods)
+    assert "Effect on" not in out and not (tmp_path / "w" / "effect.json").exists()
+    assert (tmp_path / "r.md").read_text().strip() in out
+
+
+@pytest.mark.slow
+def test_bench_intrinsic_full_four_methods(tmp_path):
+    """The whole benchmark (effect and overhead) for all four methods: ~1-2 min on a loaded 2-core CPU."""
+    methods = ["none", "adaptive", "lexa_style", "disagreement"]
+    out = ok(bench(tmp_path, "bench_intrinsic.py", "--methods", *methods, *TINY_INTRINSIC, "--jobs", "1",
+                   "--repeats", "1", "--warmup", "1", "--workdir", str(tmp_path / "w"),
+                   "--out", str(tmp_path / "r.md"), "--figure", str(tmp_path / "c.png")))
+    check_effect(out, tmp_path, methods)
+    check_overhead(out, methods)
+    assert (tmp_path / "r.md").read_text().strip() in out
