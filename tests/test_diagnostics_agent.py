@@ -65,3 +65,19 @@ def test_measuring_the_update_itself_and_redo_with_the_agents_optimizers():
     assert _hooks(agent) == 0
     metrics, _ = agent.train_step(batch)
     assert torch.isfinite(metrics["loss_world_model"])
+
+
+def test_dead_conv_channels_of_the_real_image_encoder_count_once_each():
+    from imwm.diagnostics import DormantMonitor
+
+    torch.manual_seed(0)
+    agent = make_agent("rssm", learned_std=False)
+    norm = agent.world_model.encoder.net[1]  # conv -> channel norm -> SiLU: zero gain and shift kill a channel
+    channels = norm.weight.shape[0]
+    with torch.no_grad():
+        norm.weight[[0, 2]] = 0.0
+        norm.bias[[0, 2]] = 0.0
+    metrics = DormantMonitor(agent, tau=0.025).measure(chain_batch())
+    # SiLU(0) = 0 at every pixel of the two channels: each is one dormant neuron, whatever the map size
+    # (a monitor that took the last dim, the width, as the neuron axis would find no dead column: 0)
+    assert metrics["dormant/world_enc_layer0"].item() == pytest.approx(2 / channels)
