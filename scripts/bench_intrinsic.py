@@ -109,12 +109,15 @@ def _exploration(cells, is_first, reward, prefill: int, chain: int, budget: int)
     """Statistics of one run's visited cells ``[N]`` with episode starts and rewards, in env-step order.
 
     A record that is not an episode start is one env step (the replay layout stores the reset
-    observation as its own record), so ``env_step`` counts decisions as the loop does.
+    observation as its own record), so ``env_step`` counts decisions as the loop does. Records
+    past ``budget`` (the loop collects whole batches of ``frames_per_batch``) are left out.
     """
     import torch
 
     cells, is_first, reward = cells.reshape(-1), is_first.reshape(-1), reward.reshape(-1)
     env_step = torch.cumsum((~is_first).long(), 0)
+    keep = env_step <= budget
+    cells, is_first, reward, env_step = cells[keep], is_first[keep], reward[keep], env_step[keep]
     seen = torch.zeros(chain, dtype=torch.bool)
     first_visit = torch.full((chain,), -1, dtype=torch.long)
     for c in cells.unique().tolist():  # the env step at which each cell was first seen
@@ -163,13 +166,27 @@ def _random_policy(args, seed: int) -> dict:
 
 
 # -- one training run (child process) --------------------------------------------------------------
-def _single(args) -> None:
+def _replay_statistics(args, run_dir: Path, seed: int) -> dict:
+    """Exploration statistics of a finished run, read from the replay it saved (every step)."""
     import torch
 
     from imwm.envs.sparse_chain import cells_from_observations  # also registers the env ids
     from imwm.training.build_replay import build_replay
     from imwm.training.checkpoint import load_replay
     from imwm.training.config import to_plain
+
+    plain = to_plain(_compose(_overrides(args, "none", seed, str(run_dir))))
+    buffer = build_replay(**plain["replay"], device="cpu", seed=seed)
+    load_replay(buffer, run_dir / "replay")
+    data = buffer.storage[: len(buffer)]
+    cells = torch.as_tensor(cells_from_observations(data["observation"].numpy(), args.chain))
+    return _exploration(cells, data["is_first"], data["reward"], args.prefill, args.chain, args.env_steps)
+
+
+def _single(args) -> None:
+    import torch
+
+    import imwm.envs.sparse_chain  # noqa: F401  (registers the env ids)
     from imwm.training.loop import run
 
     method, seed = args.single[0], int(args.single[1])
@@ -178,15 +195,10 @@ def _single(args) -> None:
     t0 = time.perf_counter()
     summary = run(cfg)
     wall = time.perf_counter() - t0
-    plain = to_plain(cfg)
-    buffer = build_replay(**plain["replay"], device="cpu", seed=seed)
-    load_replay(buffer, run_dir / "replay")
-    data = buffer.storage[: len(buffer)]
-    cells = torch.as_tensor(cells_from_observations(data["observation"].numpy(), args.chain))
     result = {
         "method": method,
         "seed": seed,
-        **_exploration(cells, data["is_first"], data["reward"], args.prefill, args.chain, args.env_steps),
+        **_replay_statistics(args, run_dir, seed),
         "eval_return": float(summary["eval_return"]),
         "env_steps": int(summary["env_steps"]),
         "updates": int(summary["updates"]),
@@ -200,6 +212,19 @@ def _single(args) -> None:
         if k.startswith("intrinsic.") and torch.is_tensor(v) and v.ndim == 0 and v.is_floating_point()
     }
     Path(args.result).write_text(json.dumps(result))
+
+
+def _tabulate(args) -> list[dict]:
+    """Results of the runs already in ``--workdir``, statistics recomputed from their replays."""
+    results = []
+    for seed in args.seeds:
+        for method in args.methods:
+            path = Path(args.workdir, f"{method}-s{seed}.json")
+            if path.exists():
+                saved = json.loads(path.read_text())
+                saved.update(_replay_statistics(args, Path(args.workdir) / f"{method}-s{seed}", seed))
+                results.append(saved)
+    return results
 
 
 def _effect(args) -> list[dict]:
@@ -377,14 +402,15 @@ def _overhead(args) -> str:
     torch.set_num_threads(args.threads)
     obs_shape, action_dim = ((3, 16, 16) if args.obs == "pixels" else (args.chain,)), 2
     agents = {}
+    scratch = tempfile.TemporaryDirectory()  # run_dir of the composed configs; nothing is written there
     for m in args.methods:
-        cfg = _compose(_overrides(args, m, 0, tempfile.mkdtemp()))
+        cfg = _compose(_overrides(args, m, 0, scratch.name))
         torch.manual_seed(0)
         agent = build_agent(cfg, obs_shape=obs_shape, action_dim=action_dim, device="cpu")
         agent.intrinsic = build_intrinsic(cfg.intrinsic, agent)
         agents[m] = agent
     batch = _replay_batch(args.batch, args.length, action_dim, seed=0, pixels=args.obs == "pixels", chain=args.chain)
-    cfg_none = _compose(_overrides(args, "none", 0, tempfile.mkdtemp()))
+    cfg_none = _compose(_overrides(args, "none", 0, scratch.name))
     torch.manual_seed(0)
     dormant_agent = build_agent(cfg_none, obs_shape=obs_shape, action_dim=action_dim, device="cpu")
     dormant_cfg = {"enable": True, "tau": 0.025, "every": 1, "redo": {"enable": False, "reset_period": 1000}}
@@ -484,11 +510,7 @@ def main() -> None:
     if not args.skip_effect:
         print(f"effect runs: {len(args.methods)} methods x {len(args.seeds)} seeds, {args.jobs} at a time", flush=True)
         t0 = time.perf_counter()
-        if args.tabulate:
-            results = [json.loads(Path(args.workdir, f"{m}-s{s}.json").read_text()) for s in args.seeds
-                       for m in args.methods if Path(args.workdir, f"{m}-s{s}.json").exists()]
-        else:
-            results = _effect(args)
+        results = _tabulate(args) if args.tabulate else _effect(args)
         results += [_random_policy(args, seed) for seed in args.seeds]
         sections.append(_effect_table(results, args))
         if args.figure:
@@ -501,6 +523,8 @@ def main() -> None:
     print("\n" + report)
     if args.out:
         Path(args.out).write_text(report)
+    if not args.skip_effect and any(r.get("failed") for r in results):
+        sys.exit(f"{sum(bool(r.get('failed')) for r in results)} training run(s) failed; see their logs in {args.workdir}")
 
 
 if __name__ == "__main__":
