@@ -93,3 +93,16 @@ def test_moving_shapes_bad_input_and_stream():
     b0, b1 = s.batch(0), s.batch(1)
     assert b0.batch_size == torch.Size([2, 12]) and not torch.equal(b0["observation"], b1["observation"])
     assert torch.equal(b1["observation"], generate_moving_shapes(2, 12, image_size=32, seed=3, start_index=2)["observation"])
+
+
+def test_post_boundary_pads_by_repeating_the_end_steps():
+    # One k=3 layer: the logits at the last step equal those of the same sequence with its last
+    # step repeated once more (and likewise at the first step): no zero "frame" past the ends.
+    torch.manual_seed(0)
+    det = PostBoundaryDetector(4, hidden_dim=8, num_layers=1, flavour="dreamer").eval()
+    x = torch.randn(2, 7, 4)
+    with torch.no_grad():
+        out = det(x)
+        longer = det(torch.cat([x[:, :1], x, x[:, -1:]], 1))
+    assert torch.allclose(out[:, -1], longer[:, -2], atol=1e-6)
+    assert torch.allclose(out[:, 0], longer[:, 1], atol=1e-6)

@@ -116,7 +116,11 @@ class PostBoundaryDetector(nn.Module):
 
     ``[B, T, E] -> [B, T, 2]``. ``num_layers`` blocks ``Conv1d(k=3, padding=1) -> norm -> act``
     then ``Conv1d(k=1) -> 2``. Each block sees one step into the past and one into the future, so
-    the logits at ``t`` depend on ``embed[t - L : t + L + 1]`` (zero padded at the ends).
+    the logits at ``t`` depend on ``embed[t - L : t + L + 1]``. The ends are padded by repeating
+    the first / last step ("nothing changes beyond the window"): with zero padding the last
+    step of every sequence saw an all-zero "next frame", and trained models put their lowest
+    P(READ) there whatever happened (on our PrivateEye runs the AUC of P(READ) for episode
+    ends was 0.0).
 
     Example:
         >>> det = PostBoundaryDetector(16, hidden_dim=32, num_layers=2, flavour="dreamer")
@@ -133,7 +137,7 @@ class PostBoundaryDetector(nn.Module):
         layers: list[nn.Module] = []
         channels = in_dim
         for _ in range(num_layers):
-            layers.append(nn.Conv1d(channels, hidden_dim, kernel_size=3, padding=1))
+            layers.append(nn.Conv1d(channels, hidden_dim, kernel_size=3, padding=1, padding_mode="replicate"))
             if flavour == "original":
                 layers += [nn.BatchNorm1d(hidden_dim), nn.ELU()]
             else:
