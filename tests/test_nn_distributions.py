@@ -63,3 +63,14 @@ def test_kl_and_entropy_hand_values():
     assert torch.allclose(categorical_entropy(uniform), torch.full((3,), math.log(8)))
     with pytest.raises(ValueError, match="same shape"):
         categorical_kl(log_p, torch.zeros(3))
+
+
+def test_gaussian_nll_hand_values():
+    import math
+
+    from imwm.nn.distributions import gaussian_nll
+
+    err, std = torch.tensor([0.0, 1.0, -2.0]), torch.tensor([1.0, 0.5, 2.0])
+    expected = torch.tensor([0.5 * math.log(2 * math.pi), 0.5 * 4 + math.log(0.5) + 0.5 * math.log(2 * math.pi),
+                             0.5 * 1 + math.log(2.0) + 0.5 * math.log(2 * math.pi)])
+    assert torch.allclose(gaussian_nll(err, std), expected)

@@ -88,3 +88,14 @@ def categorical_entropy(log_p: torch.Tensor) -> torch.Tensor:
 def uniform_log_probs(shape, *, device=None, dtype=None) -> torch.Tensor:
     """Log-probs of the uniform categorical, ``log(1 / C)`` everywhere (``C = shape[-1]``)."""
     return torch.full(shape, -math.log(shape[-1]), device=device, dtype=dtype)
+
+
+def gaussian_nll(error: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Elementwise negative log-likelihood of a Normal with the given ``std`` at ``error = x - mean``:
+    ``0.5 (error / std)^2 + log std + 0.5 log(2 pi)`` (the decoders' loss when they learn a std).
+
+    Example:
+        >>> round(gaussian_nll(torch.tensor(0.0), torch.tensor(1.0)).item(), 4)
+        0.9189
+    """
+    return 0.5 * (error / std).square() + std.log() + 0.5 * math.log(2 * math.pi)

@@ -15,13 +15,12 @@ channels_last 783 ms, no norm at all 722 ms; noisy, shared machine).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import nn
 
+from imwm.nn.distributions import gaussian_nll
 from imwm.nn.mlp import init_linear_, trunc_normal_fan_in_
 
 _MULTS = (1, 2, 4, 8)
@@ -214,7 +213,7 @@ class ImageDecoder(nn.Module):
         if not self.learned_std:
             return err.square().flatten(-3).sum(-1)
         std = decoded["image_std"]
-        nll = 0.5 * (err / std).square() + std.log() + 0.5 * math.log(2 * math.pi)
+        nll = gaussian_nll(err, std)
         return nll.flatten(-3).sum(-1)
 
     def mean_std(self, decoded: TensorDict) -> torch.Tensor:

@@ -8,13 +8,12 @@ per dim (Gaussian NLL), read by the LEXA-style intrinsic reward.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import nn
 
+from imwm.nn.distributions import gaussian_nll
 from imwm.nn.functional import symexp, symlog
 from imwm.nn.mlp import MLP
 
@@ -120,7 +119,7 @@ class VectorDecoder(nn.Module):
         if not self.learned_std:
             return err.square().sum(-1)
         std = decoded["vector_std"]
-        nll = 0.5 * (err / std).square() + std.log() + 0.5 * math.log(2 * math.pi)
+        nll = gaussian_nll(err, std)
         return nll.sum(-1)
 
     def mean_std(self, decoded: TensorDict) -> torch.Tensor:
