@@ -118,11 +118,9 @@ def _exploration(cells, is_first, reward, prefill: int, chain: int, budget: int)
     env_step = torch.cumsum((~is_first).long(), 0)
     keep = env_step <= budget
     cells, is_first, reward, env_step = cells[keep], is_first[keep], reward[keep], env_step[keep]
-    seen = torch.zeros(chain, dtype=torch.bool)
     first_visit = torch.full((chain,), -1, dtype=torch.long)
     for c in cells.unique().tolist():  # the env step at which each cell was first seen
         first_visit[c] = env_step[cells == c].min()
-        seen[c] = True
 
     def coverage_at(step: int) -> float:
         return float(((first_visit >= 0) & (first_visit <= step)).sum()) / chain

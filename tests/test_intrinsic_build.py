@@ -4,7 +4,6 @@ import copy
 import functools
 import inspect
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch

@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from script_runner import run_script as bench  # noqa: E402  (tests dir is on sys.path)
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def bench(tmp_path: Path, script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "IMWM_PROGRESS": "0",
-           "HYDRA_FULL_ERROR": "1"}
-    cmd = [sys.executable, str(ROOT / "scripts" / script), *args]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def ok(proc: subprocess.CompletedProcess) -> str:

@@ -1,22 +1,14 @@
 """scripts/train.py through the real Hydra entry point: a debug run, then a resume that continues."""
 import csv
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from script_runner import run_script  # noqa: E402  (tests dir is on sys.path)
 
 
 def train(tmp_path, *overrides, timeout=300):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "IMWM_PROGRESS": "0",
-           "HYDRA_FULL_ERROR": "1"}
-    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "preset=debug", "logger=csv",
-           f"run_dir={tmp_path / 'run'}", *overrides]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    return run_script(tmp_path, "train.py", "preset=debug", "logger=csv", f"run_dir={tmp_path / 'run'}",
+                      *overrides, timeout=timeout)
 
 
 def rows(path):

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from tensordict import TensorDict
 
 from imwm.nn import symlog

@@ -87,7 +87,8 @@ def _masks(shape_id: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: float, 
     return np.where(s == 0, square, np.where(s == 1, disc, tri))
 
 
-def _one_sequence(rng: np.random.Generator, seq_len: int, size: int, lo: int, hi: int, object_size=(0.09, 0.14)):
+def _one_sequence(rng: np.random.Generator, seq_len: int, size: int, lo: int, hi: int,
+                  object_size: tuple[float, float]):
     scale = size / 64.0
     radius = float(rng.uniform(*object_size)) * size
     starts = _segment_starts(rng, seq_len, lo, hi)

@@ -8,6 +8,7 @@ bad value fails here, before training starts, with a ``ValueError`` naming the f
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -80,7 +81,9 @@ def _validate_block(typ: str, block: dict) -> dict:
                 if not (0.0 <= number and (number < 1.0 if upper_open else number <= 1.0)):
                     raise ValueError(f"{key} must be in {_UNIT[name]}, got {value!r}")
     if typ == "adaptive" and ("clip_min" in block or "clip_max" in block):
-        clip_min, clip_max = block.get("clip_min", -10.0), block.get("clip_max", 10.0)  # class defaults
+        defaults = inspect.signature(AdaptiveIntrinsicReward).parameters
+        clip_min = block.get("clip_min", defaults["clip_min"].default)
+        clip_max = block.get("clip_max", defaults["clip_max"].default)
         if float(clip_min) > float(clip_max):
             raise ValueError(
                 f"intrinsic.adaptive.clip_min ({clip_min}) must be <= intrinsic.adaptive.clip_max ({clip_max})"
