@@ -105,8 +105,9 @@ def _compose(overrides: list[str]):
 
 
 # -- exploration statistics of one stream of cells ----------------------------------------------
-def _exploration(cells, is_first, reward, prefill: int, chain: int, budget: int) -> dict:
-    """Statistics of one run's visited cells ``[N]`` with episode starts and rewards, in env-step order.
+def _exploration(cells, is_first, reward, moves, prefill: int, chain: int, budget: int) -> dict:
+    """Statistics of one run's visited cells ``[N]`` with episode starts, rewards and the move
+    (0 left, 1 right) that led to each record, in env-step order.
 
     A record that is not an episode start is one env step (the replay layout stores the reset
     observation as its own record), so ``env_step`` counts decisions as the loop does. Records
@@ -114,10 +115,10 @@ def _exploration(cells, is_first, reward, prefill: int, chain: int, budget: int)
     """
     import torch
 
-    cells, is_first, reward = cells.reshape(-1), is_first.reshape(-1), reward.reshape(-1)
+    cells, is_first, reward, moves = cells.reshape(-1), is_first.reshape(-1), reward.reshape(-1), moves.reshape(-1)
     env_step = torch.cumsum((~is_first).long(), 0)
     keep = env_step <= budget
-    cells, is_first, reward, env_step = cells[keep], is_first[keep], reward[keep], env_step[keep]
+    cells, is_first, reward, moves, env_step = cells[keep], is_first[keep], reward[keep], moves[keep], env_step[keep]
     first_visit = torch.full((chain,), -1, dtype=torch.long)
     for c in cells.unique().tolist():  # the env step at which each cell was first seen
         first_visit[c] = env_step[cells == c].min()
@@ -131,6 +132,8 @@ def _exploration(cells, is_first, reward, prefill: int, chain: int, budget: int)
     per_episode_max = [int(cells[(episode == e) & last_quarter].max())
                        for e in episode[last_quarter].unique().tolist()]
     after_prefill = env_step > prefill
+    # what the policy does at the start cell late in training: steps t-1 -> t inside the last quarter
+    from_start = last_quarter[1:] & ~is_first[1:] & (cells[:-1] == 0)
     return {
         **{f"coverage@{f:g}": coverage_at(int(budget * f)) for f in COVERAGE_AT},
         "curve": [coverage_at(int(budget * (i + 1) / CURVE_POINTS)) for i in range(CURVE_POINTS)],
@@ -138,6 +141,8 @@ def _exploration(cells, is_first, reward, prefill: int, chain: int, budget: int)
         "late_episode_max": statistics.mean(per_episode_max) if per_episode_max else None,
         "first_reward_step": int(env_step[hits[0]]) if hits.numel() else None,
         "goal_episodes_after_prefill": int((reward[after_prefill] > 0).sum()),
+        "late_at_start": float((cells[last_quarter] == 0).float().mean()),
+        "late_right_at_start": float((moves[1:][from_start] == 1).float().mean()) if from_start.any() else None,
     }
 
 
@@ -151,14 +156,15 @@ def _random_policy(args, seed: int) -> dict:
     env = SparseChainEnv(length=args.chain, max_steps=_max_steps(args))
     rng = np.random.default_rng(seed)
     _, info = env.reset(seed=seed)
-    cells, firsts, rewards = [info["cell"]], [True], [0.0]
+    cells, firsts, rewards, moves = [info["cell"]], [True], [0.0], [0]
     for _ in range(args.env_steps):
-        _, r, terminated, truncated, info = env.step(int(rng.integers(2)))
-        cells.append(info["cell"]), firsts.append(False), rewards.append(r)
+        move = int(rng.integers(2))
+        _, r, terminated, truncated, info = env.step(move)
+        cells.append(info["cell"]), firsts.append(False), rewards.append(r), moves.append(move)
         if terminated or truncated:
             _, info = env.reset()
-            cells.append(info["cell"]), firsts.append(True), rewards.append(0.0)
-    out = _exploration(torch.tensor(cells), torch.tensor(firsts), torch.tensor(rewards),
+            cells.append(info["cell"]), firsts.append(True), rewards.append(0.0), moves.append(0)
+    out = _exploration(torch.tensor(cells), torch.tensor(firsts), torch.tensor(rewards), torch.tensor(moves),
                        args.prefill, args.chain, args.env_steps)
     return {"method": "random", "seed": seed, "eval_return": None, "wall_s": None, **out}
 
@@ -178,7 +184,8 @@ def _replay_statistics(args, run_dir: Path, seed: int) -> dict:
     load_replay(buffer, run_dir / "replay")
     data = buffer.storage[: len(buffer)]
     cells = torch.as_tensor(cells_from_observations(data["observation"].numpy(), args.chain))
-    return _exploration(cells, data["is_first"], data["reward"], args.prefill, args.chain, args.env_steps)
+    moves = data["action"].argmax(-1)  # one-hot [left, right]; the zero action of a reset is ignored
+    return _exploration(cells, data["is_first"], data["reward"], moves, args.prefill, args.chain, args.env_steps)
 
 
 def _single(args) -> None:
@@ -309,11 +316,17 @@ def _effect_table(results: list[dict], args) -> str:
         )
         if failed:
             lines[-1] += f" ({failed} failed)"
-    lines += ["", "Per seed (coverage @100% / furthest cell / first reward step):", ""]
+    lines += ["", "Per seed (coverage @100% / furthest cell / first reward step / share of last-25% steps at the "
+              "start cell / P(right | start cell) there):", ""]
     for m in ("random", *args.methods):
         rs = sorted((r for r in results if r["method"] == m and not r.get("failed")), key=lambda r: r["seed"])
-        cells = "; ".join(f"s{r['seed']}: {r['coverage@1']:.2f} / {r['max_cell']} / {r['first_reward_step']}" for r in rs)
+        cells = "; ".join(
+            f"s{r['seed']}: {r['coverage@1']:.2f} / {r['max_cell']} / {r['first_reward_step']} / "
+            f"{r['late_at_start']:.2f} / " + ("-" if r["late_right_at_start"] is None else f"{r['late_right_at_start']:.2f}")
+            for r in rs
+        )
         lines.append(f"- {m}: {cells}")
+    lines += ["", _fisher_line(results, args.methods)]
     for m in args.methods:
         states = [r["intrinsic_state"] for r in results if r["method"] == m and r.get("intrinsic_state")]
         if states:
@@ -323,6 +336,29 @@ def _effect_table(results: list[dict], args) -> str:
             stats = ", ".join(f"{k} {statistics.mean(s[k] for s in states):.3g}" for k in keys)
             lines.append(f"\nFinal `{m}` statistics (mean over seeds): {stats}.")
     return "\n".join(lines)
+
+
+def _fisher_line(results: list[dict], methods) -> str:
+    """Seeds that reached the goal, each method against ``none``: Fisher's exact test (two-sided)."""
+    try:
+        from scipy.stats import fisher_exact
+    except ImportError:  # scipy comes with the dev extras
+        return "(Fisher's exact test needs scipy)"
+
+    def found(m):
+        rs = [r for r in results if r["method"] == m and not r.get("failed")]
+        return sum(r["first_reward_step"] is not None for r in rs), len(rs)
+
+    if "none" not in methods:
+        return ""
+    base_hit, base_n = found("none")
+    parts = []
+    for m in methods:
+        hit, n = found(m)
+        if m != "none" and n and base_n:
+            p = fisher_exact([[hit, n - hit], [base_hit, base_n - base_hit]])[1]
+            parts.append(f"{m} {hit}/{n} vs none {base_hit}/{base_n}: p = {p:.3f}")
+    return "Seeds that reached the goal, Fisher's exact test against none (two-sided): " + "; ".join(parts) + "."
 
 
 def _figure(results: list[dict], args, path: str) -> None:

@@ -280,6 +280,8 @@ def check_effect(out: str, tmp_path: Path, methods: list[str]) -> None:
     for r in results:
         assert not r.get("failed"), r
         assert len(r["curve"]) == 50 and r["curve"] == sorted(r["curve"]) and r["curve"][-1] == r["coverage@1"]
+        assert 0.0 <= r["late_at_start"] <= 1.0, r
+        assert r["late_right_at_start"] is None or 0.0 <= r["late_right_at_start"] <= 1.0, r
         if r["method"] != "random":
             # 0.5 updates per env step after the prefill (train_ratio 8 at batch 2x8)
             assert r["env_steps"] == ENV_STEPS and r["updates"] == (ENV_STEPS - PREFILL) // 2, r
@@ -287,6 +289,7 @@ def check_effect(out: str, tmp_path: Path, methods: list[str]) -> None:
     for m in methods:
         if m != "none":
             assert f"Final `{m}` statistics (mean over seeds): " in out
+    assert "Seeds that reached the goal, Fisher's exact test against none (two-sided): " in out
     assert is_png(tmp_path / "c.png")
 
 
