@@ -109,4 +109,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from imwm.errors import run_main
+
+    run_main(main)  # a user error (bad config value, unknown task) is one line, exit status 2

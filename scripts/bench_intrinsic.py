@@ -98,9 +98,9 @@ def _overrides(args, method: str, seed: int, run_dir: str) -> list[str]:
 
 
 def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+    with initialize_config_module(config_module="imwm.configs", version_base=None):
         return compose(config_name="config", overrides=overrides)
 
 
@@ -176,8 +176,8 @@ def _replay_statistics(args, run_dir: Path, seed: int) -> dict:
 
     from imwm.envs.sparse_chain import cells_from_observations  # also registers the env ids
     from imwm.training.build_replay import build_replay
-    from imwm.training.checkpoint import load_replay
     from imwm.training.config import to_plain
+    from imwm.training.snapshot import load_replay
 
     plain = to_plain(_compose(_overrides(args, "none", seed, str(run_dir))))
     buffer = build_replay(**plain["replay"], device="cpu", seed=seed)
@@ -562,4 +562,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from imwm.errors import run_main
+
+    run_main(main)  # a user error (bad config value, unknown task) is one line, exit status 2

@@ -1,37 +1,67 @@
-"""Benchmark: does the agent learn? Real training loop (``imwm.training.loop.run``) on CartPole-v1
-(vector observations) and on one Atari game, small models, small budgets.
+"""Benchmark: does the agent learn, and how fast? Several seeds per configuration, one table.
 
-For every run it reads the greedy evaluation returns from the run's ``metrics.csv`` and reports them
-against env steps and wall-clock minutes, next to a uniform-random policy's return measured in the
-same run. Writes ``<out>/learning_curves.png`` and ``<out>/learning.md`` (markdown table) and prints
-the table and the command line. Example::
+Every run is ``scripts/train.py`` in its own process (the real entry point), ``--jobs`` at a time.
+For each configuration the greedy evaluation returns of all seeds are read back from the runs'
+``metrics.csv`` and reported as mean and spread against env steps and wall-clock minutes, next to
+a uniform-random policy's return measured in the same benchmark. A run *solves* the task when an
+evaluation reaches ``--solve`` and the next two evaluations hold it. Writes ``<out>/learning.md``
+and ``<out>/learning_curves.png`` and prints the table and the command line::
 
-    python scripts/bench_learning.py --out runs/bench_learning                    # both
-    python scripts/bench_learning.py --skip-atari --cartpole-steps 5000           # CartPole only
-    python scripts/bench_learning.py --skip-cartpole --atari-task pong --device cuda
+    python scripts/bench_learning.py --suite cartpole --seeds 0 1 2              # make train's preset
+    python scripts/bench_learning.py --suite cartpole_ablation --seeds 0 1 2 --jobs 2
+    python scripts/bench_learning.py --suite catch --seeds 0 1 2 --jobs 2
+    python scripts/bench_learning.py --config mine "preset=laptop agent.critic_lr=1e-3" --seeds 0 1
 
-Extra Hydra overrides for a run: ``--cartpole-override key=value`` / ``--atari-override key=value``.
+Wall-clock numbers are only comparable between runs made with the same ``--jobs`` on an
+otherwise idle machine; ``--jobs 2`` on 2 cores gives each run one core.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# name -> (env overrides for the random reference, {config label: overrides}, solve threshold)
+SUITES: dict[str, tuple[list[str], dict[str, list[str]], float | None]] = {
+    "cartpole": (["env=cartpole"], {"laptop": ["preset=laptop"]}, 475.0),
+    "cartpole_ablation": (["env=cartpole"], {
+        "episode slices, 2023 recipe": ["preset=laptop", "replay.window=episode"],
+        "stream windows, 2023 recipe": ["preset=laptop", "replay.window=stream"],
+        "episode slices, 2024 recipe": ["preset=laptop", "agent=v3_2024", "replay.window=episode"],
+        "stream windows, 2024 recipe": ["preset=laptop", "agent=v3_2024", "replay.window=stream"],
+    }, 475.0),
+    "atari": (["env=atari", "env.task=pong", "eval_max_steps=4500"], {
+        # a CPU-sized Atari check (small image model, modest train ratio), not Atari100k
+        "pong, small model": [
+            "preset=atari", "env.task=pong", "model=XS", "model.deter=256", "model.cnn_depth=16",
+            "model.mlp_units=256", "replay.capacity=200000", "replay.batch_size=16",
+            "replay.batch_length=32", "total_env_steps=10000", "prefill=2000", "train_ratio=32",
+            "eval_every=2500", "eval_episodes=3", "eval_max_steps=4500", "checkpoint_every=5000",
+            "log_every=1000"],
+    }, None),
+    "catch": (["preset=catch"], {
+        "uniform replay": ["preset=catch"],
+        "curious replay": ["preset=catch", "replay=curious"],
+    }, None),
+}
+
 
 def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from hydra import initialize_config_module
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_module(config_module="imwm.configs", version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
 
 
@@ -53,111 +83,140 @@ def random_return(env_overrides: list[str], episodes: int, seed: int) -> float:
     return result["returns"].mean().item()
 
 
-def eval_curve(metrics_csv: Path) -> list[tuple[int, float]]:
+def eval_curve(metrics_csv: Path) -> list[tuple[int, float, float]]:
+    """``(env_step, eval return, minutes since the run started)`` of every evaluation."""
     with open(metrics_csv, newline="") as f:
-        return [(int(r["env_step"]), float(r["eval/return"])) for r in csv.DictReader(f)
-                if r.get("eval/return")]
+        return [(int(r["env_step"]), float(r["eval/return"]), float(r.get("eval/minutes") or "nan"))
+                for r in csv.DictReader(f) if r.get("eval/return")]
 
 
-def train(name: str, overrides: list[str]) -> dict:
-    from imwm.training.loop import run
+def solved_at(curve: list[tuple[int, float, float]], threshold: float | None):
+    """First evaluation reaching ``threshold`` and held at the next two: (env step, minutes)."""
+    if threshold is None:
+        return None
+    for i in range(len(curve) - 2):
+        if all(v >= threshold for _, v, _ in curve[i:i + 3]):
+            return curve[i][0], curve[i][2]
+    return None
 
-    print(f"\n=== {name}: python scripts/train.py {' '.join(overrides)}", flush=True)
-    t0 = time.perf_counter()
-    summary = run(compose(overrides))
-    minutes = (time.perf_counter() - t0) / 60
-    curve = eval_curve(Path(summary["metrics"]))
-    return {"name": name, "overrides": overrides, "minutes": minutes, "curve": curve, **summary}
+
+def launch(label: str, seed: int, overrides: list[str], out: Path, threads: int, device: str):
+    run_dir = out / f"{label.replace(' ', '_').replace(',', '')}-s{seed}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh run each time
+    args = [*overrides, f"seed={seed}", f"run_dir={run_dir}", f"threads={threads}",
+            f"device={device}", "logger=csv", "resume=false"]
+    env = {**os.environ, "IMWM_PROGRESS": "0", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(threads)}
+    log = open(out / f"{run_dir.name}.log", "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    return {"label": label, "seed": seed, "run_dir": run_dir, "proc": proc, "log": log,
+            "start": time.perf_counter(), "cmd": "python scripts/train.py " + " ".join(args)}
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/bench_learning")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--cartpole-steps", type=int, default=None, help="default: the laptop preset's")
-    p.add_argument("--skip-cartpole", action="store_true")
-    p.add_argument("--cartpole-override", action="append", default=[])
-    p.add_argument("--atari-task", default="pong")
-    p.add_argument("--atari-steps", type=int, default=10000)
-    p.add_argument("--skip-atari", action="store_true")
-    p.add_argument("--atari-override", action="append", default=[])
-    p.add_argument("--random-episodes", type=int, default=10,
-                   help="episodes of the uniform-random reference policy per task")
-    args = p.parse_args(argv)
-    if args.random_episodes < 1:
-        p.error(f"--random-episodes must be >= 1, got {args.random_episodes}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("IMWM_PROGRESS", "1")
-    torch.set_num_threads(args.threads)
+def run_all(configs: dict[str, list[str]], seeds: list[int], jobs: int, out: Path, threads: int,
+            device: str) -> list[dict]:
+    queue = [(label, seed, overrides) for seed in seeds for label, overrides in configs.items()]
+    running, done = [], []
+    while queue or running:
+        while queue and len(running) < jobs:
+            running.append(launch(*queue.pop(0), out=out, threads=threads, device=device))
+        time.sleep(1.0)
+        for job in [j for j in running if j["proc"].poll() is not None]:
+            running.remove(job)
+            job["log"].close()
+            job["minutes"] = (time.perf_counter() - job["start"]) / 60
+            if job["proc"].returncode != 0:
+                raise SystemExit(f"run failed ({job['cmd']}); see {out / (job['run_dir'].name + '.log')}")
+            job["curve"] = eval_curve(job["run_dir"] / "metrics.csv")
+            print(f"[bench] {job['label']} seed {job['seed']}: {job['minutes']:.1f} min, final "
+                  f"{job['curve'][-1][1]:.1f}", flush=True)
+            done.append(job)
+    return done
 
-    common = [f"seed={args.seed}", f"device={args.device}", f"threads={args.threads}", "logger=none",
-              "resume=false"]
-    jobs = []
-    if not args.skip_cartpole:
-        steps = [f"total_env_steps={args.cartpole_steps}"] if args.cartpole_steps else []
-        jobs.append(("CartPole-v1", ["preset=laptop", *steps, f"run_dir={out / 'cartpole'}", *common,
-                                     *args.cartpole_override],
-                     ["env=cartpole"]))
-    if not args.skip_atari:
-        # A small image model and a modest train ratio: a CPU-sized Atari check, not Atari100k.
-        jobs.append((f"Atari {args.atari_task}", [
-            "preset=atari", f"env.task={args.atari_task}", "env.full_action_space=false",
-            "model=XS", "model.deter=256", "model.cnn_depth=16", "model.mlp_units=256",
-            "replay.capacity=200000", "replay.batch_size=16", "replay.batch_length=32",
-            f"total_env_steps={args.atari_steps}", "prefill=2000", "train_ratio=32",
-            "eval_every=2500", "eval_episodes=3", "eval_max_steps=4500", "checkpoint_every=5000",
-            "log_every=1000", f"run_dir={out / ('atari_' + args.atari_task)}", *common, *args.atari_override,
-        ], ["env=atari", f"env.task={args.atari_task}", "eval_max_steps=4500"]))
 
-    results = []
-    for name, overrides, env_overrides in jobs:
-        for stale in (Path(o.split("=", 1)[1]) for o in overrides if o.startswith("run_dir=")):
-            if (stale / "checkpoints").exists():  # a fresh run each time
-                import shutil
+def summarise(runs: list[dict], configs: dict, threshold, random: float) -> list[str]:
+    lines = ["| configuration | seeds | final return (mean ± std) | per seed | solved "
+             f"(≥ {threshold}, held 2 more evals) at env steps / minutes | process minutes |",
+             "|---|---:|---:|---|---|---:|"]
+    for label in configs:
+        mine = sorted((r for r in runs if r["label"] == label), key=lambda r: r["seed"])
+        finals = np.array([r["curve"][-1][1] for r in mine])
+        solved = [solved_at(r["curve"], threshold) for r in mine]
+        solved_txt = ", ".join("not solved" if s is None else f"{s[0]:,} / {s[1]:.1f}"
+                               for s in solved) if threshold is not None else "–"
+        lines.append(
+            f"| {label} | {len(mine)} | {finals.mean():.1f} ± {finals.std():.1f} | "
+            f"{', '.join(f'{v:.0f}' for v in finals)} | {solved_txt} | "
+            f"{np.mean([r['minutes'] for r in mine]):.1f} |")
+    lines.append(f"| uniform-random policy | – | {random:.1f} | | | |")
+    return lines
 
-                shutil.rmtree(stale)
-        res = train(name, overrides)
-        res["random"] = random_return(env_overrides, episodes=args.random_episodes, seed=args.seed)
-        results.append(res)
 
-    cmd = " ".join(["python", "scripts/bench_learning.py"] + (argv if argv is not None else sys.argv[1:]))
-    lines = [f"`{cmd}` ({os.cpu_count()} CPUs, device {args.device}, torch threads {args.threads})", "",
-             "| task | env steps | minutes | final eval return | best eval return | random policy |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in results:
-        final = r["curve"][-1][1] if r["curve"] else float("nan")
-        best = max(v for _, v in r["curve"]) if r["curve"] else float("nan")
-        lines.append(f"| {r['name']} | {r['env_steps']:,} | {r['minutes']:.1f} | {final:.1f} | {best:.1f} | "
-                     f"{r['random']:.1f} |")
-    lines += ["", "Evaluation curves (env step: greedy return):", ""]
-    for r in results:
-        lines.append(f"- {r['name']}: " + ", ".join(f"{s}: {v:.1f}" for s, v in r["curve"]))
-    table = "\n".join(lines)
-    (out / "learning.md").write_text(table + "\n")
-    print("\n" + table)
-
+def plot(runs: list[dict], configs: dict, random: float, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, max(1, len(results)), figsize=(5 * max(1, len(results)), 3.6), squeeze=False)
-    for ax, r in zip(axes[0], results):
-        if r["curve"]:
-            xs, ys = zip(*r["curve"])
-            ax.plot(xs, ys, marker="o", label="imwm DreamerV3 (greedy eval)")
-        ax.axhline(r["random"], color="gray", linestyle="--", label="random policy")
-        ax.set_title(f"{r['name']} ({r['minutes']:.0f} min, {args.device})")
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("eval return")
-        ax.legend(loc="best", fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for label in configs:
+        curves = [r["curve"] for r in runs if r["label"] == label]
+        n = min(len(c) for c in curves)
+        steps = np.array([s for s, _, _ in curves[0][:n]])
+        values = np.array([[v for _, v, _ in c[:n]] for c in curves])
+        minutes = np.array([[m for _, _, m in c[:n]] for c in curves]).mean(0)
+        for ax, x in zip(axes, (steps, minutes)):
+            line, = ax.plot(x, values.mean(0), marker="o", markersize=3, label=f"{label} (n={len(curves)})")
+            ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+    for ax, xlabel in zip(axes, ("env steps", "wall-clock minutes (mean over seeds)")):
+        ax.axhline(random, color="gray", linestyle="--", label="uniform-random policy")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("greedy eval return (mean, min-max band)")
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(loc="best", fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=120)
-    print(f"\nwrote {out / 'learning.md'} and {out / 'learning_curves.png'}")
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=sorted(SUITES), default="cartpole")
+    p.add_argument("--config", nargs=2, action="append", metavar=("LABEL", "OVERRIDES"), default=[],
+                   help="a configuration of your own (replaces the suite's; its env is the suite's)")
+    p.add_argument("--override", action="append", default=[], help="added to every configuration")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--solve", type=float, default=None, help="default: the suite's threshold")
+    p.add_argument("--random-episodes", type=int, default=20)
+    p.add_argument("--out", default="runs/bench_learning")
+    args = p.parse_args(argv)
+    if args.random_episodes < 1 or args.jobs < 1:
+        p.error("--random-episodes and --jobs must be >= 1")
+    env_overrides, configs, threshold = SUITES[args.suite]
+    if args.config:
+        configs = {label: shlex.split(overrides) for label, overrides in args.config}
+    configs = {label: [*o, *args.override] for label, o in configs.items()}
+    threshold = args.solve if args.solve is not None else threshold
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    random = random_return(env_overrides, episodes=args.random_episodes, seed=0)
+    runs = run_all(configs, args.seeds, args.jobs, out, args.threads, args.device)
+    cmd = " ".join(["python", "scripts/bench_learning.py"] + (argv if argv is not None else sys.argv[1:]))
+    lines = [f"`{cmd}` ({os.cpu_count()} CPUs, {args.jobs} run(s) at a time, {args.threads} torch "
+             f"thread(s) each, device {args.device})", "",
+             *summarise(runs, configs, threshold, random), "", "Commands:", ""]
+    lines += [f"- `{r['cmd']}`" for r in runs]
+    table = "\n".join(lines)
+    (out / "learning.md").write_text(table + "\n")
+    plot(runs, configs, random, out / "learning_curves.png", f"{args.suite}: seeds {args.seeds}")
+    print("\n" + table + f"\n\nwrote {out / 'learning.md'} and {out / 'learning_curves.png'}")
 
 
 if __name__ == "__main__":
-    main()
+    from imwm.errors import run_main
+
+    run_main(main)

@@ -4,7 +4,7 @@
 One update = world-model loss + backward + step, imagination of ``--horizon`` steps from every
 posterior state (batch x length start states), actor and critic losses + backward + steps, and
 the slow-critic update. Both sides get the same sizes (DreamerV3 model size from
-``configs/model/<size>.yaml``), the same uint8 64x64x3 frames, the same number of actions, run in
+``imwm/configs/model/<size>.yaml``), the same uint8 64x64x3 frames, the same number of actions, run in
 the same process, alternating, after warm-up. The goal is imwm <= 0.8x TorchRL's time.
 
 The TorchRL side is assembled the way TorchRL's own DreamerV3 example does it
@@ -31,9 +31,9 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-# glibc returning freed memory to the OS between updates costs 1-2 s per update (DESIGN.md);
+# glibc returning freed memory to the OS between updates costs 1-2 s per update (measured at
+# size S on CPU);
 # the tunable must be in the environment before the process starts, so re-exec once.
 _GLIBC = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184"
 if __name__ == "__main__" and "GLIBC_TUNABLES" not in os.environ and "--no-reexec" not in sys.argv:
@@ -43,7 +43,6 @@ if __name__ == "__main__" and "GLIBC_TUNABLES" not in os.environ and "--no-reexe
 import torch  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 OBS_SHAPE = (3, 64, 64)
 
 
@@ -52,12 +51,14 @@ def load_config(size: str, dynamics: str, horizon: int):
     """The ``model``, ``dynamics`` and ``agent`` groups, composed as Hydra would (interpolations resolve)."""
     from omegaconf import OmegaConf
 
+    from imwm.configs import CONFIG_DIR
+
     groups = {"model": size, "dynamics": dynamics, "agent": "default"}
     parts = {}
     for group, option in groups.items():
-        path = REPO / "configs" / group / f"{option}.yaml"
+        path = CONFIG_DIR / group / f"{option}.yaml"
         if not path.exists():
-            valid = sorted(p.stem for p in (REPO / "configs" / group).glob("*.yaml"))
+            valid = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
             raise ValueError(f"no config {group}={option}; valid: {valid}")
         parts[group] = OmegaConf.load(path)
     cfg = OmegaConf.create(parts)
@@ -273,7 +274,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     for name in ("batch", "length", "horizon", "actions", "repeats", "threads"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
 
     runners = {}
@@ -317,4 +318,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from imwm.errors import run_main
+
+    run_main(main)  # a user error (bad config value, unknown task) is one line, exit status 2

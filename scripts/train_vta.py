@@ -1,20 +1,10 @@
-"""Train VTA on the Moving Shapes known-boundary dataset (Hydra entry; logic in imwm.training.vta_run).
+"""``imwm-train-vta`` (logic and documentation: imwm/cli/train_vta.py), also without installing imwm."""
+import os
+import sys
 
-    python scripts/train_vta.py                                        # original VTA
-    python scripts/train_vta.py vta=dreamer                            # DreamerV3-integrated VTA
-    python scripts/train_vta.py vta.boundary_force_scale=0.0 train.updates=600 name=orig_f0
-"""
-
-import hydra
-from omegaconf import DictConfig
-
-from imwm.training.vta_run import train
-
-
-@hydra.main(config_path="../configs", config_name="train_vta", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    train(cfg)
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from imwm.cli.train_vta import *  # noqa: E402,F401,F403  (tests import this file: main, ...)
+from imwm.cli.train_vta import cli  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -12,6 +12,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_script(tmp_path: Path, script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """``python scripts/<script> *args`` in ``tmp_path``: one thread, no wandb, no progress bars."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "IMWM_PROGRESS": "0",
-           "HYDRA_FULL_ERROR": "1"}
+           }
     cmd = [sys.executable, str(ROOT / "scripts" / script), *args]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)

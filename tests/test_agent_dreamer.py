@@ -1,5 +1,4 @@
 import io
-from pathlib import Path
 
 import pytest
 import torch
@@ -8,9 +7,10 @@ from tensordict import TensorDict
 from torchrl.envs.transforms import Transform
 
 from imwm.agent import DreamerAgent
+from imwm.configs import CONFIG_DIR
 from imwm.training.build_model import DYNAMICS_BUILDERS, build_agent
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = CONFIG_DIR
 TINY = {"deter": 16, "hidden": 16, "stoch": 2, "classes": 4, "cnn_depth": 2, "mlp_units": 16, "mlp_layers": 1}
 
 

@@ -68,3 +68,42 @@ def test_plot_all_writes_three_figures_and_handles_no_reads(tmp_path):
     del tr["kl_abs"], tr["kl_obs"]  # a model without KLs still plots
     p = plot_boundary_fired(tr, str(tmp_path / "f.png"))
     assert mpimg.imread(p).shape[0] > 50
+
+
+def test_vector_observations_get_a_timeline_and_the_frame_figures_are_skipped_with_a_reason(tmp_path):
+    from imwm.analysis.figures import has_frames, skipped_figures
+
+    tr = _trace(reward_at=12)
+    assert has_frames(tr) and skipped_figures(tr) == {}
+    tr["frames"] = np.random.default_rng(0).normal(size=(40, 4))  # CartPole-like [T, D]
+    assert not has_frames(tr)
+    out_dir = tmp_path / "viz"
+    paths = plot_all(tr, str(out_dir), length=20)
+    assert set(paths) == {"boundary_timeline", "boundary_internal"}
+    assert sorted(p.name for p in out_dir.iterdir()) == ["boundary_internal.png", "boundary_timeline.png"]
+    # the READ / COPY bar is drawn under the observation: 2 READ (t=0, 9) of the first 20 steps, 18 COPY
+    red, blue = _count_colour(paths["boundary_timeline"], READ_COLOUR), _count_colour(paths["boundary_timeline"],
+                                                                                      COPY_COLOUR)
+    assert red > 0 and 5 < blue / red < 12
+    reasons = skipped_figures(tr)
+    assert set(reasons) == {"boundary_grid.png", "boundary_fired.png"}
+    assert all("vectors of shape (4,), not images" in why and "\n" not in why for why in reasons.values())
+    tr["frames"] = np.random.default_rng(0).normal(size=(40, 20))  # many components: a heat map
+    assert mpimg.imread(plot_all(tr, str(tmp_path / "wide"), length=20)["boundary_timeline"]).shape[0] > 100
+
+
+def test_plot_all_leaves_no_empty_folder_when_drawing_fails(tmp_path, monkeypatch):
+    import imwm.analysis.figures as figures
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(figures, "plot_boundary_grid", broken)
+    out_dir = tmp_path / "viz"
+    with pytest.raises(RuntimeError, match="no display"):
+        plot_all(_trace(), str(out_dir), length=20)
+    assert not out_dir.exists()
+    out_dir.mkdir()  # a folder the user made is kept
+    with pytest.raises(RuntimeError):
+        plot_all(_trace(), str(out_dir), length=20)
+    assert out_dir.is_dir()

@@ -1,7 +1,4 @@
-import os
-
 import pytest
-import torch
 import yaml
 from torch import nn
 
@@ -79,3 +76,42 @@ def test_detect_run_kind():
     assert detect_run_kind(SAVED) == "agent"
     with pytest.raises(ValueError, match="cannot tell what trained this run"):
         detect_run_kind({"seed": 0})
+
+
+def test_split_command_line_accepts_the_original_scripts_spelling():
+    from imwm.analysis.restore import split_command_line
+
+    cl = split_command_line(["--logdir", "runs/x", "--task", "atari_private_eye", "--configs", "atari100k",
+                             "curious_replay", "--length", "30", "--vta_max_seg_len", "50",
+                             "--vta_boundary_temp=2.0", "--vta_boundary_force_scale", "-1",
+                             "--dynamics.max_seg_num=7", "a.b=1", "--delta_percentile", "90", "95"])
+    assert cl.flags == ["--logdir", "runs/x", "--length", "30", "--delta_percentile", "90", "95"]
+    assert cl.overrides == ["--dynamics.max_seg_num=7", "a.b=1"]
+    assert cl.source_options == [("max_seg_len", "50"), ("boundary_temp", "2.0"), ("boundary_force_scale", "-1")]
+    assert cl.saved_config_flags == {"--task": ["atari_private_eye"], "--configs": ["atari100k", "curious_replay"]}
+    with pytest.raises(ValueError, match="--vta_max_seg_len needs a value"):
+        split_command_line(["--vta_max_seg_len"])
+    with pytest.raises(ValueError, match="--task needs a value"):
+        split_command_line(["--task", "--length", "3"])
+
+
+def test_source_options_map_to_the_run_kind_and_task_is_checked():
+    from imwm.analysis.restore import source_option_overrides, split_command_line
+
+    said = []
+    cl = split_command_line(["--vta_max_seg_len", "50", "--task", "atari_breakout", "--configs", "atari100k"])
+    assert source_option_overrides(cl, SAVED, run_dir="r", printer=said.append) == ["dynamics.max_seg_len=50"]
+    assert said[0].startswith("note: --task atari_breakout --configs atari100k: not needed")
+    assert "r/config.yaml" in said[0] and "env.task=breakout" in said[0]
+    vta_run = {"vta": {"max_seg_len": 10}, "data": {"seq_len": 8}}
+    assert source_option_overrides(split_command_line(["--vta_max_seg_len", "4"]), vta_run,
+                                   printer=None) == ["vta.max_seg_len=4"]
+    for task in ("breakout", "Breakout", "atari_breakout", "atari-breakout"):
+        source_option_overrides(split_command_line(["--task", task]), SAVED, printer=None)
+    cartpole = {**SAVED, "env": {"name": "cartpole", "task": "CartPole-v1"}}
+    for task in ("cartpole", "CartPole-v1", "cartpole_CartPole-v1"):
+        source_option_overrides(split_command_line(["--task", task]), cartpole, printer=None)
+    with pytest.raises(ValueError, match="--task pong does not match this run.*env.task=breakout"):
+        source_option_overrides(split_command_line(["--task", "pong"]), SAVED, printer=None)
+    with pytest.raises(ValueError, match="--vta_max_seg: dynamics.max_seg is not a key.*max_seg_len"):
+        source_option_overrides(split_command_line(["--vta_max_seg", "4"]), SAVED, printer=None)

@@ -14,5 +14,5 @@ def test_env_kwargs_reach_gymnasium_make():
 def test_env_kwargs_bad_input_names_them():
     with pytest.raises(ValueError, match="env.kwargs.*not_an_arg"):
         make_env(name="gym", task="imwm/SparseChain-v0", kwargs={"not_an_arg": 1})
-    with pytest.raises(ValueError, match="env.kwargs applies to env.name=gym"):
+    with pytest.raises(ValueError, match="env.kwargs: applies to env.name=gym"):
         make_env(name="atari", task="pong", kwargs={"length": 3})

@@ -3,20 +3,20 @@
 import copy
 import functools
 import inspect
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from torch import nn
 
+from imwm.configs import CONFIG_DIR
 from imwm.diagnostics import DormantMonitor
 from imwm.dynamics import RSSMDynamics
 from imwm.intrinsic import AdaptiveIntrinsicReward, DisagreementIntrinsicReward, LexaStyleIntrinsicReward
 from imwm.nn import MLP
 from imwm.training.build_intrinsic import build_dormant, build_intrinsic
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = CONFIG_DIR
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,19 +129,19 @@ def _with(name, block_key=None, **changes):
 @pytest.mark.parametrize(
     "cfg, match",
     [
-        (_with("adaptive", typ="curiosity"), r"intrinsic.typ must be one of .*'curiosity'"),
+        (_with("adaptive", typ="curiosity"), r"intrinsic.typ: must be one of .*\(got 'curiosity'\)"),
         (_with("adaptive", "adaptive", beta_max=-0.1), "intrinsic.adaptive.beta_max"),
         (_with("lexa_style", "lexa_style", visual_scale=-1.0), "intrinsic.lexa_style.visual_scale"),
         (_with("disagreement", "disagreement", scale=-2.0), "intrinsic.disagreement.scale"),
-        (_with("adaptive", "adaptive", clip_min=5.0, clip_max=1.0), "clip_min .* must be <= .*clip_max"),
+        (_with("adaptive", "adaptive", clip_min=5.0, clip_max=1.0), r"intrinsic.adaptive.clip_min: must be <= .*clip_max \(1.0\) \(got 5.0\)"),
         (_with("adaptive", "adaptive", rho=1.5), "intrinsic.adaptive.rho"),
         (_with("lexa_style", "lexa_style", decay=1.0), "intrinsic.lexa_style.decay"),
-        (_with("adaptive", "adaptive", betamax=0.1), "unknown keys .*betamax"),
+        (_with("adaptive", "adaptive", betamax=0.1), "intrinsic.adaptive.betamax: unknown config key"),
         (_with("adaptive", enable="yes"), "intrinsic.enable"),
-        (_with("none", enable=True), "typ is 'none'"),
+        (_with("none", enable=True), r"intrinsic.typ: .*when intrinsic.enable is true.*\(got 'none'\)"),
         (_with("disagreement", "disagreement", ensemble_size=1), "ensemble_size"),
         (_with("lexa_style", "lexa_style", clip_weights="true"), "clip_weights"),
-        (_with("adaptive", "adaptive", clip_min=20.0), r"intrinsic.adaptive.clip_min \(20.0\) must be <="),
+        (_with("adaptive", "adaptive", clip_min=20.0), r"intrinsic.adaptive.clip_min: must be <=.* \(got 20.0\)"),
         (_with("disagreement", "disagreement", center="yes"), "intrinsic.disagreement.center"),
         (_with("adaptive", "adaptive", center_decay=1.0), "intrinsic.adaptive.center_decay"),
         (_with("lexa_style", "lexa_style", min_spread=0.0), "intrinsic.lexa_style.min_spread"),
@@ -163,13 +163,13 @@ def test_dormant_builds_monitor_and_redo():
 @pytest.mark.parametrize(
     "cfg, match",
     [
-        ({"enable": True, "tau": 1.5}, r"dormant.tau must be in \[0, 1\]"),
-        ({"enable": True, "tau": -0.01}, r"dormant.tau must be in \[0, 1\]"),
+        ({"enable": True, "tau": 1.5}, r"dormant.tau: must be in \[0, 1\]"),
+        ({"enable": True, "tau": -0.01}, r"dormant.tau: must be in \[0, 1\]"),
         ({"enable": True, "every": 0}, "dormant.every"),
         ({"enable": True, "redo": {"enable": True, "reset_period": 0}}, "dormant.redo.reset_period"),
         ({"enable": True, "redo": {"enable": True, "tau": 2.0}}, "dormant.redo.tau"),
         ({"enable": False, "redo": {"enable": True}}, "ReDo needs the monitor"),
-        ({"enable": True, "taux": 0.1}, "unknown keys"),
+        ({"enable": True, "taux": 0.1}, "dormant.taux: unknown config key"),
     ],
 )
 def test_bad_dormant_config(cfg, match):

@@ -55,7 +55,7 @@ def test_uniform_feedback_is_noop_and_metrics():
 
 @pytest.mark.parametrize("bad, msg", [
     ({"fracs": {"uniform": 0.5}}, "sum to 1"),
-    ({"fracs": {"uniform": 0.5, "greedy": 0.5}}, "unknown sampler 'greedy'"),
+    ({"fracs": {"uniform": 0.5, "greedy": 0.5}}, "replay.fracs.greedy: unknown sampler"),
     ({"fracs": {"uniform": 1.5, "curious": -0.5}}, ">= 0"),
     ({"batch_length": 0}, "batch_length"),
     ({"capacity": 4, "batch_length": 5}, "cannot exceed"),
@@ -80,11 +80,16 @@ def test_configs_build_one_to_one_with_spec_defaults():
     from imwm.replay import CuriousSampler, MixtureSampler
     from torchrl.data.replay_buffers.samplers import SliceSampler
 
+    from imwm.replay import UniformSliceSampler
+
     rb = build_replay(**_cfg("uniform", capacity=100, batch_length=5))
-    assert isinstance(rb.sampler, SliceSampler)
+    # the configs' default window rule is DreamerV3's stream windows: imwm's uniform sampler
+    assert isinstance(rb.sampler, UniformSliceSampler) and rb.sampler.window == "stream"
+    old = build_replay(**_cfg("uniform", capacity=100, batch_length=5, window="episode"))
+    assert isinstance(old.sampler, SliceSampler)  # the rule before, exactly as before
     cur = build_replay(**_cfg("curious", capacity=100, batch_length=5))
     s = cur.sampler
-    assert isinstance(s, CuriousSampler)
+    assert isinstance(s, CuriousSampler) and s.window == "stream"
     assert (s.c, s.beta, s.alpha, s.epsilon, s.initial, s.entropy_lambda) == (
         1e4, 0.7, 0.7, 0.01, float("inf"), 0.0)
     ee = build_replay(**_cfg("explore_exploit", capacity=100, batch_length=5))
@@ -113,7 +118,7 @@ def test_curious_feedback_reaches_slice_starts_and_metrics():
     for key in ("replay/size", "replay/mean_visits", "replay/inf_frac", "replay/priority_entropy",
                 "replay/valid_starts"):
         assert key in m
-    assert m["replay/valid_starts"] == (60 - 7) + (90 - 7)
+    assert m["replay/valid_starts"] == 150 - 7  # stream windows run across the episode end
     assert 0 < m["replay/inf_frac"] < 1
 
 

@@ -130,7 +130,7 @@ def test_bad_hyperparameters(kwargs, msg):
 
 
 def test_bad_feedback_out_of_range_and_nan():
-    _, s = make_buffer(n_items=10)
+    _, s = make_buffer(n_items=10, nan_policy="raise")  # default "skip": see test_nonfinite_stats
     with pytest.raises(IndexError, match="index 10 out of range"):
         s.update_priority(torch.tensor([10]), torch.tensor([1.0]))
     with pytest.raises(IndexError, match="index -3"):

@@ -108,3 +108,31 @@ def test_stream_writer_makes_multi_env_slices_work(fracs):
     sampler = rb.sampler if not hasattr(rb.sampler, "children") else rb.sampler.children["uniform"]
     # most records can start a slice: only the last T-1 of each episode (and ring seams) cannot
     assert sampler._num_valid > 0.4 * len(rb)
+
+
+@pytest.mark.parametrize("n_envs", [1, 3])
+@pytest.mark.parametrize("fracs", [{"uniform": 1.0}, {"curious": 0.5, "uniform": 0.5}])
+def test_stream_windows_of_layout_records_run_across_episodes_within_one_env(n_envs, fracs):
+    T, B = 12, 6
+    rb = build_replay(capacity=200 * n_envs, batch_size=B, batch_length=T, fracs=fracs, seed=0,
+                      num_streams=n_envs, window="stream")
+    layout, env = DreamerRecordLayout(n_envs), FakeCollector(n_envs, seed=2)
+    crossed = 0
+    for k in range(80):  # rings of 200 wrap
+        rb.extend(layout(env.batch(4)))
+        if k < 4:
+            continue
+        batch, info = rb.sample(return_info=True)
+        batch = batch.reshape(B, T)
+        first = batch["is_first"][:, 1:, 0]
+        crossed += int(first.sum())
+        # a new episode inside a window only right after the previous one's last record
+        assert (batch["is_last"][:, :-1, 0] == first).all()
+        # one env per episode; a ring may pass to another env only at an episode start
+        env_id = batch["observation"][..., 1]
+        assert not ((env_id.diff(dim=1) != 0) & ~first).any(), "a window mixed two envs"
+        # time runs on by one inside an episode
+        steps = batch["observation"][..., 0].diff(dim=1)
+        assert ((steps == 1) | first).all()
+        replay_feedback(rb, info, TensorDict({"model_loss": torch.rand(B)}, [B]))
+    assert crossed > 0

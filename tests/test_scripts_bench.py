@@ -86,7 +86,7 @@ def test_bench_update_times_imwm_rssm_vta_and_torchrl(tmp_path):
     for name in rows:
         assert f"warmed up {name}" in proc.stderr
     assert "repeat 2/2" in proc.stderr
-    # the script re-executes itself with the glibc malloc tunables (DESIGN.md) and shows them
+    # the script re-executes itself with the glibc malloc tunables (as the Makefile sets them) and shows them
     command = [line for line in out.splitlines() if line.startswith("command: ")]
     assert len(command) == 1 and "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=" in command[0], command
     assert command[0].endswith("--dynamics rssm vta") and "--no-reexec" not in command[0]
@@ -170,72 +170,51 @@ def test_bench_replay_method_subset_drops_columns(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bench_learning.py
-def learning_report(out: str, md: Path) -> tuple[dict[str, dict[str, str]], dict[str, list[tuple[int, float]]]]:
-    """The table row per task and the printed evaluation curves; ``learning.md`` holds the same report."""
-    _, rows = table(out, "task")
-    curves = {}
-    for line in out.splitlines():
-        if line.startswith("- ") and ": " in line:
-            name, points = line[2:].split(": ", 1)
-            curves[name] = [(int(s), float(v)) for s, v in (p.split(": ") for p in points.split(", "))]
-    assert md.read_text().strip() in out, "learning.md differs from the printed report"
-    return keyed(rows, "task"), curves
-
-
-def check_learning_row(row: dict[str, str], curve: list[tuple[int, float]], steps: int, eval_every: int) -> None:
-    assert num(row["env steps"]) == steps
-    assert [s for s, _ in curve] == list(range(eval_every, steps + 1, eval_every)), curve
-    assert num(row["final eval return"]) == pytest.approx(curve[-1][1], abs=0.05)
-    assert num(row["best eval return"]) == pytest.approx(max(v for _, v in curve), abs=0.05)
-    assert 0 <= num(row["minutes"]) < 10
-
-
-def test_bench_learning_cartpole_debug_run(tmp_path):
+def test_bench_learning_two_seeds_two_at_a_time(tmp_path):
     out_dir = tmp_path / "bl"
-    out = ok(bench(tmp_path, "bench_learning.py", "--out", str(out_dir), "--skip-atari", "--cartpole-steps", "200",
-                   "--cartpole-override", "preset=debug", "--random-episodes", "3"))
-    header, _ = table(out, "task")
-    assert header == ["task", "env steps", "minutes", "final eval return", "best eval return", "random policy"]
-    rows, curves = learning_report(out, out_dir / "learning.md")
-    assert list(rows) == ["CartPole-v1"] and list(curves) == ["CartPole-v1"]
-    # preset=debug evaluates every 100 env steps
-    check_learning_row(rows["CartPole-v1"], curves["CartPole-v1"], steps=200, eval_every=100)
-    # every CartPole episode lasts >= 8 steps at reward 1 each; a random policy averages ~20
-    assert 8 <= num(rows["CartPole-v1"]["random policy"]) <= 100
-    assert all(1 <= v <= 500 for _, v in curves["CartPole-v1"])
+    out = ok(bench(tmp_path, "bench_learning.py", "--out", str(out_dir), "--config", "debug",
+                   "preset=debug total_env_steps=180 eval_every=60", "--seeds", "0", "1", "--jobs", "2",
+                   "--random-episodes", "3", "--solve", "1"))
+    header, rows = table(out, "configuration")
+    assert header[:4] == ["configuration", "seeds", "final return (mean ± std)", "per seed"]
+    rows = keyed(rows, "configuration")
+    assert set(rows) == {"debug", "uniform-random policy"}
+    assert rows["debug"]["seeds"] == "2"
+    finals = [float(v) for v in rows["debug"]["per seed"].split(", ")]
+    mean = float(rows["debug"]["final return (mean ± std)"].split(" ± ")[0])
+    assert mean == pytest.approx(sum(finals) / 2, abs=0.06)
+    # every CartPole episode lasts >= 8 steps at reward 1: solved at threshold 1 on the 1st eval
+    assert all(part.startswith("60 / ") for part in rows["debug"][header[4]].split(", "))
+    assert 8 <= float(rows["uniform-random policy"]["final return (mean ± std)"]) <= 100
+    assert (out_dir / "learning.md").read_text().strip() in out
     assert is_png(out_dir / "learning_curves.png")
-    run = out_dir / "cartpole"
-    assert (run / "metrics.csv").is_file() and (run / "checkpoints" / "latest.pt").is_file()
-    config = (run / "config.yaml").read_text()
-    assert "total_env_steps: 200" in config and "deter: 32" in config  # the debug preset's tiny model
-
-
-ATARI_TINY = ["prefill=32", "model.deter=32", "model.hidden=32", "model.cnn_depth=4", "model.mlp_units=32",
-              "model.stoch=4", "model.classes=4", "replay.batch_size=2", "replay.batch_length=8",
-              "replay.capacity=1000", "train_ratio=8", "frames_per_batch=16", "eval_every=32", "eval_episodes=1",
-              "eval_max_steps=20"]
+    for seed in (0, 1):
+        run = out_dir / f"debug-s{seed}"
+        assert (run / "checkpoints" / "latest.pt").is_file()
+        assert f"seed: {seed}" in (run / "config.yaml").read_text()
 
 
 def test_bench_learning_atari_pong_tiny_run(tmp_path):
+    tiny = " ".join(["preset=atari", "env.task=pong", "env.full_action_space=false", "total_env_steps=64",
+                     "prefill=32", "model.deter=32", "model.hidden=32", "model.cnn_depth=4", "model.mlp_units=32",
+                     "model.stoch=4", "model.classes=4", "replay.batch_size=2", "replay.batch_length=8",
+                     "replay.capacity=1000", "train_ratio=8", "frames_per_batch=16", "eval_every=32",
+                     "eval_episodes=1", "eval_max_steps=20"])
     out_dir = tmp_path / "bl"
-    args = ["--out", str(out_dir), "--skip-cartpole", "--atari-steps", "64", "--random-episodes", "1"]
-    for o in ATARI_TINY:
-        args += ["--atari-override", o]
-    out = ok(bench(tmp_path, "bench_learning.py", *args))
-    rows, curves = learning_report(out, out_dir / "learning.md")
-    assert list(rows) == ["Atari pong"]
-    check_learning_row(rows["Atari pong"], curves["Atari pong"], steps=64, eval_every=32)
+    out = ok(bench(tmp_path, "bench_learning.py", "--suite", "atari", "--config", "tiny", tiny, "--seeds", "0",
+                   "--out", str(out_dir), "--random-episodes", "1"))
+    _, rows = table(out, "configuration")
+    rows = keyed(rows, "configuration")
+    assert -21 <= float(rows["tiny"]["final return (mean ± std)"].split(" ± ")[0]) <= 21
     # a uniform random policy loses a full game of Pong (-21 .. 21) heavily
-    assert -21 <= num(rows["Atari pong"]["random policy"]) <= -10
-    assert all(-21 <= v <= 21 for _, v in curves["Atari pong"])
-    assert is_png(out_dir / "learning_curves.png")
-    config = (out_dir / "atari_pong" / "config.yaml").read_text()
-    assert "task: pong" in config and "full_action_space: false" in config and "deter: 32" in config
+    assert -21 <= float(rows["uniform-random policy"]["final return (mean ± std)"]) <= -10
+    config = (out_dir / "tiny-s0" / "config.yaml").read_text()
+    assert "task: pong" in config and "deter: 32" in config
 
 
 def test_bench_learning_refuses_zero_random_episodes(tmp_path):
     bad = bench(tmp_path, "bench_learning.py", "--out", str(tmp_path / "bl"), "--random-episodes", "0")
-    assert bad.returncode != 0 and "--random-episodes must be >= 1, got 0" in bad.stderr
+    assert bad.returncode != 0 and "--random-episodes and --jobs must be >= 1" in bad.stderr
 
 
 # ----------------------------------------------------------------------------- bench_intrinsic.py

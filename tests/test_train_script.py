@@ -1,4 +1,7 @@
-"""scripts/train.py through the real Hydra entry point: a debug run, then a resume that continues."""
+"""scripts/train.py through the real Hydra entry point: a debug run, then a resume that continues.
+
+These runs name their folder (``run_dir=``), so ``resume=auto`` (the default) decides whether a start
+continues it; tests/test_sweeps.py covers the default, hashed run folders."""
 import csv
 
 import torch
@@ -46,16 +49,32 @@ def test_debug_run_then_resume_continues_the_step_counter(tmp_path):
     # The replay kept the first run's records: ids continue, nothing was lost.
     assert ckpt["layout"]["next_traj_id"] > 0
 
-    # A model-shape change is refused, naming the key.
-    third = train(tmp_path, "total_env_steps=400", "model.deter=64")
-    assert third.returncode != 0
+    # A model-shape change is refused, naming the key, whatever resume says.
+    third = train(tmp_path, "total_env_steps=400", "model.deter=64", "resume=true")
+    assert third.returncode == 2
     assert "model.deter: saved 32, now 64" in third.stderr
+
+    # resume=auto (the default) refuses another hyperparameter in the same folder, in one line ...
+    changed = train(tmp_path, "total_env_steps=300", "agent.entropy_coef=1e-3")
+    assert changed.returncode == 2 and changed.stderr.count("\n") == 1, changed.stderr
+    assert changed.stderr.startswith("imwm: error: refusing to resume") and "resume=auto" in changed.stderr
+    assert "agent.entropy_coef: 0.0003 -> 0.001" in changed.stderr and "resume=true" in changed.stderr
+    # ... resume=true continues it anyway (nothing left to train here) and records the change ...
+    forced = train(tmp_path, "total_env_steps=300", "agent.entropy_coef=1e-3", "resume=true")
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert "resumed" in forced.stdout and "nothing to train" in forced.stdout
+    record = (run / "config.changes-2.yaml").read_text()
+    assert "agent.entropy_coef: 0.0003 -> 0.001" in record
+    # ... and resume=false refuses any checkpoint.
+    refused = train(tmp_path, "resume=false")
+    assert refused.returncode == 2 and "already holds a checkpoint and resume=false" in refused.stderr
 
 
 def test_bad_config_fails_fast_naming_the_key(tmp_path):
     # (An unknown group option such as env=atary is Hydra's error: test_training_config.py.)
     out = train(tmp_path, "replay.batch_size=-1")
-    assert out.returncode != 0 and "replay.batch_size must be an integer >= 1" in out.stderr
+    assert out.returncode != 0 and "replay.batch_size: must be an integer >= 1" in out.stderr
+    assert not list(tmp_path.iterdir())  # no run folder, no Hydra log or outputs/ folder
 
 
 def test_lexa_style_runs_on_a_vector_env(tmp_path):

@@ -1,14 +1,14 @@
 """Config composition through Hydra and validation errors that name the offending key."""
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 
+from imwm.configs import CONFIG_DIR
 from imwm.training.config import config_changes, shape_mismatches, validate_config
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+CONFIGS = str(CONFIG_DIR)
 
 
 def composed(*overrides):
@@ -45,19 +45,19 @@ def test_unknown_group_option_is_named():
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("replay.batch_size", -4, "replay.batch_size must be an integer >= 1"),
-        ("replay.batch_length", 0, "replay.batch_length must be an integer >= 1"),
-        ("model.deter", 2.5, "model.deter must be an integer >= 1"),
-        ("env.sticky", 1.5, r"env.sticky must be a number in \[0, 1\]"),
-        ("agent.gamma", -0.1, r"agent.gamma must be a number in \[0, 1\]"),
-        ("prefill", -1, "prefill must be an integer >= 0"),
-        ("total_env_steps", 0, "total_env_steps must be an integer >= 1"),
-        ("train_ratio", 0, "train_ratio must be a number > 0"),
-        ("agent.dyn_scale", -1.0, "agent.dyn_scale must be >= 0"),
-        ("env.backend", "cuda", "env.backend must be one of"),
-        ("logger.backend", "tensorboard", "logger.backend must be one of"),
-        ("resume", "yes", "resume must be true or false"),
-        ("frames_per_batch", 15, r"frames_per_batch \(15\) must be a multiple of num_envs \(2\)"),
+        ("replay.batch_size", -4, "replay.batch_size: must be an integer >= 1"),
+        ("replay.batch_length", 0, "replay.batch_length: must be an integer >= 1"),
+        ("model.deter", 2.5, "model.deter: must be an integer >= 1"),
+        ("env.sticky", 1.5, r"env.sticky: must be a number in \[0, 1\]"),
+        ("agent.gamma", -0.1, r"agent.gamma: must be a number in \[0, 1\]"),
+        ("prefill", -1, "prefill: must be an integer >= 0"),
+        ("total_env_steps", 0, "total_env_steps: must be an integer >= 1"),
+        ("train_ratio", 0, "train_ratio: must be a number > 0"),
+        ("agent.dyn_scale", -1.0, "agent.dyn_scale: must be >= 0"),
+        ("env.backend", "cuda", "env.backend: must be one of"),
+        ("logger.backend", "tensorboard", "logger.backend: must be one of"),
+        ("resume", "yes", "resume: must be true or false"),
+        ("frames_per_batch", 15, r"frames_per_batch: must be a multiple of num_envs \(2\) \(got 15\)"),
     ],
 )
 def test_bad_values_name_the_full_key(key, value, message):
@@ -116,5 +116,5 @@ def test_env_kwargs_are_optional_checked_and_shape_keys():
     assert any(d.startswith("env.kwargs.length") for d in shape_mismatches(composed(), composed("+env.kwargs.length=3")))
     bad = composed()
     bad["env"]["kwargs"] = 3
-    with pytest.raises(ValueError, match="env.kwargs must be a mapping"):
+    with pytest.raises(ValueError, match="env.kwargs: must be a mapping"):
         validate_config(bad)

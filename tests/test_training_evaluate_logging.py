@@ -53,7 +53,38 @@ def test_metrics_csv_columns_grow_and_resume_drops_later_rows(tmp_path):
     log.close()
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [(r["env_step"], r["train/loss"]) for r in rows] == [("10", "1.5"), ("20", "1.0"), ("30", "0.25")]
-    assert (tmp_path / "csv").is_dir()  # TorchRL's CSVLogger wrote beside it
+    # logger=csv writes metrics.csv and nothing else (no TorchRL CSVLogger copy)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
+
+
+def test_metrics_csv_one_row_per_step_sorted_columns_nan_kept(tmp_path):
+    """A training row and an evaluation at the same step share one row; columns are env_step then
+    sorted names whatever order they came in; NaN is written as nan; a kill loses no row."""
+    log = RunLogger(tmp_path, backend="csv", project="p", mode="offline", run_name="r",
+                    total_env_steps=10, progress=False)
+    log.log({"train/updates": 4.0, "loss_a": float("nan")}, 50)
+    log.log({"eval/return": 9.0}, 50)
+    log.log({"train/updates": 8.0, "loss_a": 0.5, "eval/return": 11.0}, 100)
+    log.log({"eval/length": 30.0}, 100)  # a new column at the same step
+    # no close(): what a killed run leaves on disk
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "env_step,eval/length,eval/return,loss_a,train/updates"
+    assert lines[1:] == ["50,,9.0,nan,4.0", "100,30.0,11.0,0.5,8.0"]
+    log.close()
+
+
+def test_debug_run_metrics_csv_has_one_row_per_logged_step(tmp_path):
+    """A real debug run: the final evaluation joins the last training row; no csv/ folder."""
+    from script_runner import run_script
+
+    out = run_script(tmp_path, "train.py", "preset=debug", "logger=csv", "threads=1",
+                     f"run_dir={tmp_path / 'run'}", "total_env_steps=180", "eval_every=1000")
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    steps = [int(r["env_step"]) for r in rows]
+    assert steps == sorted(set(steps)) and steps[-1] == 180
+    assert rows[-1]["eval/return"] and rows[-1]["train/updates"]  # one row, training + final eval
+    assert not (tmp_path / "run" / "csv").exists()
 
 
 def test_metric_means_average_each_key_over_its_own_measurements():

@@ -2,12 +2,12 @@
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from imwm.configs import CONFIG_DIR
 from imwm.training.config import to_plain
 from imwm.training.vta_run import (
     build_vta_model,
@@ -18,7 +18,7 @@ from imwm.training.vta_run import (
     train,
 )
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+CONFIGS = str(CONFIG_DIR)
 TINY = ["vta.cnn_depth=4", "vta.embed_dim=16", "data.batch_size=2", "data.seq_len=8", "data.heldout_sequences=3",
         "train.log_every=1", "train.eval_every=2", "train.checkpoint_every=1"]
 
@@ -78,7 +78,7 @@ def test_bad_variant_and_missing_section(tmp_path):
     cfg["vta"]["variant"] = "hrl"
     with pytest.raises(ValueError, match="vta.variant"):
         build_vta_model(cfg)
-    with pytest.raises(ValueError, match="'vta'"):
+    with pytest.raises(ValueError, match="vta: missing config section"):
         build_vta_model({"data": {}})
     cfg = _cfg(tmp_path, "vta.max_seg_len=0")
     with pytest.raises(ValueError, match="max_seg_len"):

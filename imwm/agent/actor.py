@@ -3,6 +3,9 @@
 Hafner et al. 2023 (DreamerV3): an MLP on the model state features gives the logits of a
 categorical over actions, mixed with 1% uniform ("unimix") so that every action keeps a
 minimum probability and the log-probabilities of the REINFORCE estimator stay bounded.
+The 2024 reference code (danijar/dreamerv3 ``configs.yaml`` line 100, ``policy: {outscale:
+0.01}``) initialises the output layer at 1% of the fan-in scale, so the first policy is close to
+uniform; ``out_scale`` selects that (1.0 keeps the 2023 default init).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class Actor(nn.Module):
         action_dim: number of discrete actions.
         mlp_units, mlp_layers: hidden width and depth (config ``model.mlp_units/mlp_layers``).
         unimix: uniform fraction mixed into the policy (DreamerV3: 0.01).
+        out_scale: init scale of the output layer, multiplying the fan-in truncated-normal std
+            (config ``agent.actor_out_scale``; 2023 code 1.0, 2024 code 0.01).
 
     ``forward`` returns normalised log-probabilities ``[..., A]`` of the *mixed* distribution;
     ``sample`` / ``mode`` turn them into one-hot float actions.
@@ -43,16 +48,19 @@ class Actor(nn.Module):
         mlp_units: int,
         mlp_layers: int,
         unimix: float = 0.01,
+        out_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if action_dim < 1:
             raise ValueError(f"action_dim must be >= 1, got {action_dim}")
         if not 0.0 <= unimix < 1.0:
             raise ValueError(f"actor unimix must be in [0, 1), got {unimix}")
+        if not out_scale >= 0:
+            raise ValueError(f"actor out_scale must be >= 0, got {out_scale}")
         self.feat_dim = feat_dim
         self.action_dim = action_dim
         self.unimix = unimix
-        self.net = MLP(feat_dim, action_dim, units=mlp_units, layers=mlp_layers)
+        self.net = MLP(feat_dim, action_dim, units=mlp_units, layers=mlp_layers, out_scale=out_scale)
 
     def forward(self, feat: Tensor) -> Tensor:
         return unimix_logits(self.net(feat), self.unimix)

@@ -1,21 +1,32 @@
 """``DreamerAgent``: world model, actor, critic, their losses and optimisers, one ``train_step``.
 
-Hafner et al. 2023 (DreamerV3). One update on a replayed batch ``[B, T]``:
+Hafner et al. 2023 (DreamerV3); the defaults are the 2023 paper's (``configs/agent/default.yaml``),
+``configs/agent/v3_2024.yaml`` selects the 2024 reference code's recipe (LaProp with adaptive
+gradient clipping and warm-up, the replay value loss, ``dyn_scale`` 1, actor output init 0.01).
+One update on a replayed batch ``[B, T]``:
 
-1. world-model loss and Adam step (lr 1e-4, eps 1e-8, grad-norm clip 1000);
+1. world-model loss and optimiser step (Adam lr 1e-4, eps 1e-8, grad-norm clip 1000; or LaProp);
 2. ``intrinsic.world_model_update(wm_td)`` if the intrinsic-reward transform learns (Plan2Explore);
 3. imagination of ``H`` steps from all ``B*T`` posterior states (detached), :func:`imagine`;
 4. ``("decoded", "image_std")`` (the decoder's mean predicted std per step, for image or vector
    observations) if ``intrinsic.needs_decoder_std``; ``intrinsic(traj)`` if set;
-5. value targets (lambda-returns, weights), actor loss (REINFORCE) and critic loss, one backward,
-   Adam steps (lr 3e-5, eps 1e-5, clip 100 each);
+5. value targets (lambda-returns, weights), actor loss (REINFORCE) and critic loss, plus, when
+   ``repval_scale > 0``, the replay value loss (:class:`~imwm.objectives.ReplayValueLoss`, its
+   returns bootstrapped by step 3's imagination returns); one backward, optimiser steps
+   (Adam lr 3e-5, eps 1e-5, clip 100 each; or LaProp);
 6. slow-critic EMA update.
 
-No ``.item()`` or other host syncs: metrics come back as 0-d tensors.
+Metrics come back as 0-d tensors. The one host sync per optimiser phase is the non-finite guard:
+a NaN or infinite loss or gradient norm skips that phase's optimiser steps (optimiser state,
+LaProp's warm-up count included, untouched),
+is counted, and after ``max_nonfinite_updates`` skipped updates in a row raises
+:class:`NonFiniteUpdateError` naming the loss term and the update, before anything diverged can
+be saved.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -23,25 +34,59 @@ from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
 from imwm.agent.imagine import imagine
+from imwm.errors import UserError
 from imwm.agent.policy import DreamerPolicy
+from imwm.nn.optim import LaProp
 from imwm.objectives.actor import ActorLoss
 from imwm.objectives.critic import CriticLoss
+from imwm.objectives.replay_value import ReplayValueLoss
 
-__all__ = ["DreamerAgent"]
+__all__ = ["DreamerAgent", "NonFiniteUpdateError"]
 
 
-def _adam(params, lr: float, eps: float, name: str) -> torch.optim.Adam:
-    if lr <= 0:
+class NonFiniteUpdateError(UserError, FloatingPointError):
+    """Too many updates in a row had a non-finite loss or gradient; the message names the term."""
+
+
+def _nonfinite_term(terms: dict[str, torch.Tensor]) -> str:
+    """``"name=value"`` of the first non-finite entry of ``terms`` (0-d tensors)."""
+    for name, value in terms.items():
+        if not bool(torch.isfinite(value)):
+            return f"{name}={value.item()}"
+    return "none"
+
+
+OPTIMIZERS = ("adam", "laprop")
+
+
+def _adam(params, lr: float, eps: float, name: str, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
+    if not lr > 0:
         raise ValueError(f"{name}_lr must be > 0, got {lr}")
-    if eps <= 0:
+    if not eps > 0:
         raise ValueError(f"{name}_eps must be > 0, got {eps}")
     params = list(params)
     try:
         # the fused kernel is the same Adam update; on CPU it measured ~8x faster than the
         # per-tensor loop for DreamerV3-size parameter lists
-        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+        return torch.optim.Adam(params, lr=lr, eps=eps, betas=betas, fused=True)
     except (RuntimeError, ValueError, TypeError):
-        return torch.optim.Adam(params, lr=lr, eps=eps)
+        return torch.optim.Adam(params, lr=lr, eps=eps, betas=betas)
+
+
+def _laprop(params, lr: float, eps: float, name: str, **kwargs) -> LaProp:
+    # the agent's key names in the messages (LaProp's own checks name its arguments)
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"{name}_lr must be a finite number > 0, got {lr}")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"{name}_eps must be a finite number > 0, got {eps}")
+    return LaProp(params, lr=lr, eps=eps, **kwargs)
+
+
+def _clip_grad_norm(params: list[nn.Parameter], clip: float) -> torch.Tensor:
+    """Global gradient norm, clipped to ``clip`` unless ``clip`` is infinite (the 2024 recipe)."""
+    if math.isinf(clip):
+        return nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    return nn.utils.clip_grad_norm_(params, clip)
 
 
 def _compile_with_fallback(module: nn.Module, name: str) -> None:
@@ -73,9 +118,23 @@ class DreamerAgent(nn.Module):
         critic: :class:`~imwm.agent.Critic`.
         horizon, gamma, lmbda, entropy_coef, retnorm_*, slow_critic_*: see
             :class:`~imwm.objectives.ActorLoss` / :class:`~imwm.objectives.CriticLoss`.
-        model_lr, model_eps, model_grad_clip, actor_*, critic_*: Adam and clipping per group.
+        model_lr, model_eps, model_grad_clip, actor_*, critic_*: learning rate, epsilon and
+            global-norm clipping per group (2023 paper: Adam 1e-4 / 1e-8 / 1000 for the model,
+            3e-5 / 1e-5 / 100 for actor and critic; 2024 code: one optimiser, lr 4e-5, eps 1e-20,
+            no global-norm clipping, i.e. ``.inf`` here: the norm is then only measured).
+        optimizer: ``"adam"`` (2023 paper) or ``"laprop"`` (2024 code, :class:`imwm.nn.optim.LaProp`).
+        beta1, beta2: momentum and second-moment decays of either optimiser (both: 0.9, 0.999).
+        agc, agc_pmin, warmup: LaProp's adaptive gradient clipping ratio (2024: 0.3; 0 = off), its
+            parameter-norm floor (1e-3) and linear warm-up steps (2024: 1000; 0 = off); must stay
+            0 with Adam.
+        repval_scale: weight of the replay value loss (2024: 0.3; 0 = off, the 2023 paper), see
+            :class:`~imwm.objectives.ReplayValueLoss`. It regresses on replayed *extrinsic*
+            rewards, so with an intrinsic reward on it pulls the critic towards extrinsic returns
+            (a warning says so).
         compile: ``torch.compile`` the actor, critic and heads' hot calls (falls back to eager,
             with a warning, when compilation fails).
+        max_nonfinite_updates: skipped (non-finite) updates in a row after which
+            :meth:`train_step` raises :class:`NonFiniteUpdateError`.
 
     Attributes:
         intrinsic: a ``torchrl.envs.transforms.Transform`` applied to each imagined trajectory
@@ -118,14 +177,44 @@ class DreamerAgent(nn.Module):
         critic_lr: float = 3e-5,
         critic_eps: float = 1e-5,
         critic_grad_clip: float = 100.0,
+        optimizer: str = "adam",
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        agc: float = 0.0,
+        agc_pmin: float = 1e-3,
+        warmup: int = 0,
+        repval_scale: float = 0.0,
         compile: bool = False,
+        max_nonfinite_updates: int = 5,
     ) -> None:
         super().__init__()
+        if int(max_nonfinite_updates) != max_nonfinite_updates or max_nonfinite_updates < 1:
+            raise ValueError(f"max_nonfinite_updates must be an integer >= 1, got {max_nonfinite_updates!r}")
+        self.max_nonfinite_updates = int(max_nonfinite_updates)
+        self.nonfinite_streak = 0  # skipped updates in a row
+        self.nonfinite_total = 0   # skipped updates in all (saved in state_dict)
         if int(horizon) != horizon or horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
         for name, clip in (("model", model_grad_clip), ("actor", actor_grad_clip), ("critic", critic_grad_clip)):
-            if clip <= 0:
-                raise ValueError(f"{name}_grad_clip must be > 0, got {clip}")
+            if not clip > 0:
+                raise ValueError(f"{name}_grad_clip must be > 0 (.inf = no clipping), got {clip}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+        for name, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {beta}")
+        if not (math.isfinite(agc) and agc >= 0):
+            raise ValueError(f"agc must be a finite number >= 0 (0 = off), got {agc}")
+        if not (math.isfinite(agc_pmin) and agc_pmin > 0):
+            raise ValueError(f"agc_pmin must be a finite number > 0, got {agc_pmin}")
+        if isinstance(warmup, bool) or int(warmup) != warmup or warmup < 0:
+            raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+        if optimizer == "adam":  # AGC and warm-up are parts of LaProp here, as in the 2024 code
+            for name, value in (("agc", agc), ("warmup", warmup)):
+                if value:
+                    raise ValueError(f"{name} must be 0 with optimizer=adam (it is a LaProp option), got {value}")
+        if not (math.isfinite(repval_scale) and repval_scale >= 0):
+            raise ValueError(f"repval_scale must be a finite number >= 0, got {repval_scale}")
         if getattr(world_model_loss, "world_model", world_model) is not world_model:
             raise ValueError("world_model_loss must be built on the same world_model")
         self.world_model = world_model
@@ -163,10 +252,23 @@ class DreamerAgent(nn.Module):
         )
         self.retnorm = self.actor_loss.retnorm
         self.slow_critic = self.critic_loss.slow_critic
+        self.repval_scale = float(repval_scale)
+        object.__setattr__(
+            self,
+            "replay_value_loss",
+            ReplayValueLoss(critic, self.slow_critic, gamma=gamma, lmbda=lmbda, slow_critic_scale=slow_critic_scale),
+        )
+        self._warned_repval_intrinsic = False
         self.intrinsic = None
-        self.model_opt = _adam(world_model.parameters(), model_lr, model_eps, "model")
-        self.actor_opt = _adam(actor.parameters(), actor_lr, actor_eps, "actor")
-        self.critic_opt = _adam(critic.parameters(), critic_lr, critic_eps, "critic")
+        self.optimizer = optimizer
+        if optimizer == "adam":
+            make = lambda params, lr, eps, name: _adam(params, lr, eps, name, betas=(beta1, beta2))  # noqa: E731
+        else:
+            make = lambda params, lr, eps, name: _laprop(  # noqa: E731
+                params, lr, eps, name, betas=(beta1, beta2), agc=agc, agc_pmin=agc_pmin, warmup=warmup)
+        self.model_opt = make(world_model.parameters(), model_lr, model_eps, "model")
+        self.actor_opt = make(actor.parameters(), actor_lr, actor_eps, "actor")
+        self.critic_opt = make(critic.parameters(), critic_lr, critic_eps, "critic")
         self.num_updates = 0  # completed train_steps; saved in state_dict (extra state)
         self.compiled = False
         if compile:
@@ -174,15 +276,16 @@ class DreamerAgent(nn.Module):
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict:
-        return {"num_updates": int(self.num_updates)}
+        return {"num_updates": int(self.num_updates), "nonfinite_total": int(self.nonfinite_total)}
 
     def set_extra_state(self, state: dict) -> None:
         self.num_updates = int(state["num_updates"])
+        self.nonfinite_total = int(state.get("nonfinite_total", 0))
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True):
         super().train(mode)
-        for loss in (self.world_model_loss, self.actor_loss, self.critic_loss):
+        for loss in (self.world_model_loss, self.actor_loss, self.critic_loss, self.replay_value_loss):
             loss.train(mode)
         return self
 
@@ -261,8 +364,7 @@ class DreamerAgent(nn.Module):
         wm_out = self.world_model_loss(batch)
         self.model_opt.zero_grad(set_to_none=True)
         wm_out["loss_world_model"].backward()
-        metrics["grad_norm_model"] = nn.utils.clip_grad_norm_(self.world_model.parameters(), self.model_grad_clip)
-        self.model_opt.step()
+        metrics["grad_norm_model"] = _clip_grad_norm(list(self.world_model.parameters()), self.model_grad_clip)
         for key, value in wm_out.items():
             if isinstance(value, torch.Tensor) and value.ndim == 0:
                 metrics[key] = value.detach()
@@ -270,6 +372,10 @@ class DreamerAgent(nn.Module):
             {k: wm_out.get(k).detach() for k in ("model_loss", "kl", "entropy")},
             batch_size=batch.batch_size[:1],
         )
+        wm_terms = {k: v for k, v in metrics.items() if k.startswith("loss_")}
+        if not self._finite(wm_terms, metrics["grad_norm_model"]):
+            return self._skip("world model", wm_terms, metrics["grad_norm_model"], self.model_opt), signals
+        self.model_opt.step()
         posterior = wm_out.get("posterior").detach()
 
         # 2. learning intrinsic rewards see the updated model's inputs
@@ -299,21 +405,35 @@ class DreamerAgent(nn.Module):
         self.critic_loss.targets(traj)
         actor_out = self.actor_loss(traj)
         critic_out = self.critic_loss(traj)
+        behaviour_loss = actor_out["loss_actor"] + critic_out["loss_critic"]
+        outs = [actor_out, critic_out]
+        if self.repval_scale > 0:
+            repval_out = self.replay_value_loss(self._replay_value_inputs(batch, wm_out, traj))
+            behaviour_loss = behaviour_loss + self.repval_scale * repval_out["loss_repval"]
+            outs.append(repval_out)
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
-        (actor_out["loss_actor"] + critic_out["loss_critic"]).backward()
-        metrics["grad_norm_actor"] = nn.utils.clip_grad_norm_(self.actor.parameters(), self.actor_grad_clip)
-        metrics["grad_norm_critic"] = nn.utils.clip_grad_norm_(self.critic.parameters(), self.critic_grad_clip)
+        behaviour_loss.backward()
+        metrics["grad_norm_actor"] = _clip_grad_norm(list(self.actor.parameters()), self.actor_grad_clip)
+        metrics["grad_norm_critic"] = _clip_grad_norm(list(self.critic.parameters()), self.critic_grad_clip)
+        behaviour_terms = {key: out[key].detach() for out in outs for key in out.keys() if key.startswith("loss_")}
+        grad_norm = metrics["grad_norm_actor"] + metrics["grad_norm_critic"]
+        if not self._finite(behaviour_terms, grad_norm):
+            skipped = self._skip("behaviour", behaviour_terms, grad_norm, self.actor_opt, self.critic_opt)
+            del metrics["grad_norm_actor"], metrics["grad_norm_critic"]
+            return {**metrics, **skipped}, signals
         self.actor_opt.step()
         self.critic_opt.step()
+        self.nonfinite_streak = 0
 
         # 6. slow critic
         self.critic_loss.update_slow_critic()
         self.num_updates += 1
 
-        for out in (actor_out, critic_out):
+        for out in outs:
             for key, value in out.items():
                 metrics[key] = value.detach()
+        metrics["nonfinite_skipped"] = torch.zeros(())
         metrics["imagined_reward"] = traj.get("reward").mean()
         metrics["imagined_total_reward"] = traj.get("total_reward").mean()
         metrics["imagined_continue"] = traj.get("continue").mean()
@@ -324,6 +444,58 @@ class DreamerAgent(nn.Module):
             metrics.update(intrinsic.metrics())
         return metrics, signals
 
+    def _replay_value_inputs(self, batch: TensorDictBase, wm_out: TensorDictBase, traj: TensorDictBase) -> TensorDict:
+        """The replay value loss's inputs ``[B, T]``: posterior features, replayed reward and flags,
+        and the imagination return ``R_0`` from each posterior state as bootstrap."""
+        missing = [k for k in ("reward", "is_terminal", "is_last") if k not in batch.keys()]
+        if missing:
+            raise KeyError(f"agent.repval_scale > 0 needs {missing} in the replay batch (docs/architecture.md)")
+        if self.intrinsic is not None and not self._warned_repval_intrinsic:
+            self._warned_repval_intrinsic = True
+            warnings.warn("agent.repval_scale > 0 with an intrinsic reward: the replay value loss sees "
+                          "extrinsic rewards only, the imagination critic loss the total reward", stacklevel=3)
+        # imagination starts are the B*T posterior states flattened row-major (imagine())
+        bootstrap = traj.get("return")[:, 0].detach().reshape(*batch.batch_size, 1)
+        # A stream window may run from an episode that was cut without an is_last record (the
+        # envs restart episodes at a resume) into the next one's is_first: end the returns there.
+        is_last = batch.get("is_last").bool()
+        if "is_first" in batch.keys():
+            next_first = torch.zeros_like(is_last)
+            next_first[:, :-1] = batch.get("is_first").bool()[:, 1:]
+            is_last = is_last | next_first
+        return TensorDict(
+            {"feat": wm_out.get("feat").detach(), "reward": batch.get("reward"),
+             "is_terminal": batch.get("is_terminal"), "is_last": is_last, "bootstrap": bootstrap},
+            batch_size=batch.batch_size,
+        )
+
+    @staticmethod
+    def _finite(terms: dict[str, torch.Tensor], grad_norm: torch.Tensor) -> bool:
+        # one host sync: every loss term and the gradient norm in one reduction
+        values = torch.stack([*(v.detach().float() for v in terms.values()), grad_norm.float()])
+        return bool(torch.isfinite(values).all())
+
+    def _skip(self, phase: str, terms: dict[str, torch.Tensor], grad_norm: torch.Tensor,
+              *optimizers: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+        """Drops this update's gradients (optimiser state untouched) and counts it."""
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_streak += 1
+        self.nonfinite_total += 1
+        term = _nonfinite_term(terms)
+        if term == "none":
+            term = f"gradient norm={grad_norm.item()}"
+        if self.nonfinite_streak >= self.max_nonfinite_updates:
+            raise NonFiniteUpdateError(
+                f"update {self.num_updates}: non-finite {phase} {term}; "
+                f"{self.nonfinite_streak} non-finite updates in a row "
+                f"(agent.max_nonfinite_updates={self.max_nonfinite_updates}), stopping; "
+                "nothing non-finite was saved (try lower learning rates)"
+            )
+        warnings.warn(f"update {self.num_updates}: non-finite {phase} {term}; update skipped",
+                      stacklevel=3)
+        return {"nonfinite_skipped": torch.ones(())}
+
     # ------------------------------------------------------------------ acting
     def policy(self, num_envs: int, *, action_dtype: torch.dtype = torch.float32) -> DreamerPolicy:
         """A fresh acting policy for ``num_envs`` environments (see :class:`DreamerPolicy`)."""
@@ -333,8 +505,9 @@ class DreamerAgent(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     def optimizers_state_dict(self) -> dict:
-        """Adam states of the three optimisers (plain tensors and numbers)."""
+        """States of the three optimisers (plain tensors and numbers) and their ``kind``."""
         return {
+            "kind": self.optimizer,
             "model": self.model_opt.state_dict(),
             "actor": self.actor_opt.state_dict(),
             "critic": self.critic_opt.state_dict(),
@@ -344,6 +517,10 @@ class DreamerAgent(nn.Module):
         missing = {"model", "actor", "critic"} - set(state)
         if missing:
             raise KeyError(f"optimizer state lacks {sorted(missing)}")
+        kind = state.get("kind", "adam")  # states saved before LaProp existed are Adam's
+        if kind != self.optimizer:
+            raise ValueError(f"the saved optimiser states are {kind}'s but agent.optimizer={self.optimizer}; "
+                             "resume with the optimizer the run was started with")
         self.model_opt.load_state_dict(state["model"])
         self.actor_opt.load_state_dict(state["actor"])
         self.critic_opt.load_state_dict(state["critic"])

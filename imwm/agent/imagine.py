@@ -5,8 +5,8 @@ batch, the actor and the dynamics' prior roll out ``H`` steps in latent space; t
 continue heads then score the imagined states.
 
 Why not TorchRL's ``DreamerEnv.rollout``: it routes every step through ``EnvBase.step`` with
-TensorDict bookkeeping, ``step_mdp`` and spec checks; DESIGN.md measured that at half of a whole
-DreamerV3 update on CPU. Here the loop touches only tensors and the dynamics' ``img_step``, the
+TensorDict bookkeeping, ``step_mdp`` and spec checks, which we measured at half of a whole
+DreamerV3 update on CPU (RESULTS.md compares whole updates with TorchRL's classes). Here the loop touches only tensors and the dynamics' ``img_step``, the
 dynamics run without autograd (the discrete actor learns by REINFORCE, so no gradient has to
 flow through imagined states; this also frees the loop from storing a graph), and the heads run
 once on all ``[N, H+1]`` features after the loop.

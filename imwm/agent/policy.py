@@ -91,8 +91,10 @@ class DreamerPolicy(TensorDictModuleBase):
             raise KeyError(
                 f"DreamerPolicy needs key {self.is_init_key!r}: append torchrl.envs.InitTracker() to the env"
             )
-        obs = obs.reshape(n, *obs.shape[len(lead):])
-        is_init = is_init.reshape(n, 1).bool()
+        out_device = obs.device
+        # an env on the CPU may feed a policy on the GPU (greedy evaluation): move both ways
+        obs = obs.reshape(n, *obs.shape[len(lead):]).to(self.prev_action.device)
+        is_init = is_init.reshape(n, 1).bool().to(self.prev_action.device)
         embed = self.encoder(obs)
         posterior, _ = self.dynamics.obs_step(self.state, self.prev_action, embed, is_init)
         log_probs = self.actor(self.dynamics.get_feat(posterior))
@@ -100,5 +102,6 @@ class DreamerPolicy(TensorDictModuleBase):
         action = self.actor.mode(log_probs) if greedy else self.actor.sample(log_probs)
         self.state = posterior
         self.prev_action = action
-        tensordict.set(self.action_key, action.to(self.action_dtype).reshape(*lead, action.shape[-1]))
+        action = action.to(device=out_device, dtype=self.action_dtype)
+        tensordict.set(self.action_key, action.reshape(*lead, action.shape[-1]))
         return tensordict

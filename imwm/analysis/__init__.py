@@ -2,10 +2,11 @@
 
 - ``boundary_truth``: precision / recall / F1 against known segment changes, with random and
   evenly spaced baselines of the same boundary count.
-- ``metrics``: ``boundary_event_metrics`` (SPEC.md section 3): event rates at READ / COPY, lift,
+- ``metrics``: ``boundary_event_metrics``: event rates at READ / COPY, lift,
   permutation p-value, periodic baseline, ROC AUC of the READ probability, Cohen's d.
 - ``events``: per-step events: top-p% frame change, reward, score change, life loss, episode end.
-- ``figures``: ``boundary_grid.png``, ``boundary_internal.png``, ``boundary_fired.png``.
+- ``figures``: ``boundary_grid.png``, ``boundary_internal.png``, ``boundary_fired.png``
+  (vector observations: ``boundary_timeline.png`` and ``boundary_internal.png``).
 - ``restore``: rebuild a model from a run folder's saved config (+ checked overrides).
 - ``rollout``: traces (per-step boundary, read_prob, seg_len, seg_num, KLs, env signals).
 - ``report``: collect, evaluate and print what the two scripts show.
@@ -31,7 +32,9 @@ from imwm.analysis.figures import (
     plot_boundary_fired,
     plot_boundary_grid,
     plot_boundary_internal,
+    plot_boundary_timeline,
     select_window,
+    skipped_figures,
 )
 from imwm.analysis.restore import RestoredRun, restore_run
 from imwm.analysis.metrics import (
@@ -50,6 +53,8 @@ __all__ = [
     "plot_boundary_fired",
     "plot_boundary_grid",
     "plot_boundary_internal",
+    "plot_boundary_timeline",
+    "skipped_figures",
     "select_window",
     "build_events",
     "episode_end_events",

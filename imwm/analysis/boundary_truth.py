@@ -14,7 +14,7 @@ without losing a pair), so the counts do not depend on tie-breaking.
 Baselines with the same number of boundaries tell whether a score is better than chance:
 ``random_baseline_prf`` places them uniformly at random (without replacement, per sequence),
 ``periodic_baseline_prf`` spaces them evenly, which is also what a collapsed detector under
-``max_seg_len`` forcing produces (SPEC.md section 3, cause 1).
+``max_seg_len`` forcing produces (READ pushed every ``max_seg_len`` steps).
 
 Example:
     >>> import numpy as np

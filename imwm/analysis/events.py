@@ -1,9 +1,8 @@
 """Per-step events that a meaningful boundary might coincide with.
 
-Two come from the source memo (SPEC.md section 3): large visual change (the top p% of
-``frame_delta``) and ``reward != 0``. The memo left semantic events open; these are here too:
-life loss (ALE's ``lives`` counter drops), score change (the raw game score moves) and episode
-end. All functions return ``[T]`` bool arrays aligned with the input steps.
+Large visual change (the top p% of ``frame_delta``) and ``reward != 0`` are the obvious two;
+semantic events are here too: life loss (ALE's ``lives`` counter drops), score change (the raw
+game score moves) and episode end. All functions return ``[T]`` bool arrays aligned with the input steps.
 
 Example:
     >>> import numpy as np

@@ -1,4 +1,6 @@
-"""The three boundary figures of SPEC.md section 3, from one rolled-out episode.
+"""Boundary figures from one rolled-out episode: where VTA's READ fires, and why.
+
+Runs with image observations get three figures:
 
 - ``boundary_grid.png``: the frames of a window, each with a bar underneath: READ red, COPY
   blue (and, where the true changes are known, a green tick above the bar);
@@ -6,11 +8,16 @@
   reward and frame change over time, READ steps shaded in every panel;
 - ``boundary_fired.png``: only the frames where READ fired, with their time steps.
 
-All three read a *trace*: a mapping of per-step arrays as produced by
-``imwm.analysis.rollout`` (``frames [T, 3, H, W]`` uint8 or ``[T, H, W, 3]``, ``boundary``,
-``read_prob``, ``seg_len``, ``seg_num``, ``kl_abs``, ``kl_obs``, ``reward``, ``frame_delta``,
-optionally ``true_boundary``). Missing series are skipped with a note in the panel, never
-invented. Matplotlib runs headless (Agg).
+Runs with vector observations (``env=cartpole``: no frames to show) get
+``boundary_timeline.png`` instead of the two frame figures: every observation component over
+time above a READ / COPY bar, next to the same ``boundary_internal.png``;
+:func:`skipped_figures` says, one line each, why the frame figures were not drawn.
+
+All read a *trace*: a mapping of per-step arrays as produced by ``imwm.analysis.rollout``
+(``frames [T, 3, H, W]`` uint8 or ``[T, H, W, 3]``, or ``[T, D]`` observation vectors,
+``boundary``, ``read_prob``, ``seg_len``, ``seg_num``, ``kl_abs``, ``kl_obs``, ``reward``,
+``frame_delta``, optionally ``true_boundary``). Missing series are skipped with a note in the
+panel, never invented. Matplotlib runs headless (Agg).
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from imwm.analysis._arrays import as_flags, to_numpy  # noqa: E402
 
 __all__ = ["select_window", "plot_boundary_grid", "plot_boundary_internal", "plot_boundary_fired",
-           "plot_all", "READ_COLOUR", "COPY_COLOUR", "TRUE_COLOUR"]
+           "plot_boundary_timeline", "plot_all", "has_frames", "skipped_figures", "READ_COLOUR",
+           "COPY_COLOUR", "TRUE_COLOUR"]
 
 READ_COLOUR = (0.86, 0.16, 0.16)
 COPY_COLOUR = (0.16, 0.32, 0.86)
@@ -38,11 +46,39 @@ TRUE_COLOUR = (0.10, 0.65, 0.20)
 WINDOWS = ("start", "reward_or_delta")
 
 
+def has_frames(trace: Mapping[str, Any]) -> bool:
+    """Whether the trace's observations are images (``[T, C, H, W]`` or ``[T, H, W, C]`` with
+    C = 1 or 3), i.e. whether the frame figures can be drawn."""
+    frames = trace.get("frames")
+    if frames is None:
+        return False
+    shape = tuple(to_numpy(frames, "frames").shape)
+    return len(shape) == 4 and (shape[1] in (1, 3) or shape[-1] in (1, 3))
+
+
+def skipped_figures(trace: Mapping[str, Any]) -> dict[str, str]:
+    """``{figure file: one-line reason}`` for the figures :func:`plot_all` leaves out of this trace
+    (the frame figures when the observations are not images); empty when all are drawn."""
+    if has_frames(trace):
+        return {}
+    frames = trace.get("frames")
+    what = ("no observations were recorded" if frames is None else
+            f"this run's observations are vectors of shape {tuple(to_numpy(frames, 'frames').shape[1:])}, "
+            f"not images")
+    return {
+        "boundary_grid.png": f"it shows frames and {what}; boundary_timeline.png shows the observation "
+                             f"over time with the READ / COPY bar instead",
+        "boundary_fired.png": f"it shows the frames where READ fired and {what}; the READ steps are shaded "
+                              f"in boundary_timeline.png and boundary_internal.png",
+    }
+
+
 def _hwc(frames: Any) -> np.ndarray:
     """Frames as ``[T, H, W, 3]`` float in [0, 1] (uint8 / 255; float clipped)."""
     arr = to_numpy(frames, "frames")
     if arr.ndim != 4:
-        raise ValueError(f"frames must be [T, 3, H, W] or [T, H, W, 3], got shape {arr.shape}")
+        raise ValueError(f"frames must be images [T, 3, H, W] or [T, H, W, 3], got shape {arr.shape} "
+                         f"(vector observations: plot_boundary_timeline draws them)")
     if arr.shape[1] in (1, 3) and arr.shape[-1] not in (1, 3):
         arr = np.moveaxis(arr, 1, -1)
     if arr.shape[-1] == 1:
@@ -187,7 +223,9 @@ def plot_boundary_internal(trace: Mapping[str, Any], path: str, *, start: int = 
                              ("seg_num", "seg_num (right axis)", "tab:orange", "right")], None),
         ("KL (nats)", [("kl_abs", "abstract KL", "tab:red"), ("kl_obs", "observation KL", "tab:blue")], None),
         ("reward", [("reward", "reward", "tab:green")], None),
-        ("frame change", [("frame_delta", "frame delta (mean |f_t - f_t-1|)", "tab:gray")], None),
+        ("frame change", [("frame_delta", "frame delta (mean |f_t - f_t-1|)", "tab:gray")], None)
+        if has_frames(trace) else
+        ("obs. change", [("frame_delta", "observation change (mean |o_t - o_t-1|)", "tab:gray")], None),
     ]
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 1.7 * len(panels) + 0.8), sharex=True)
     for ax, (ylabel, lines, ylim) in zip(axes, panels):
@@ -230,21 +268,89 @@ def plot_boundary_internal(trace: Mapping[str, Any], path: str, *, start: int = 
     return path
 
 
+def plot_boundary_timeline(trace: Mapping[str, Any], path: str, *, start: int = 0, stop: int | None = None,
+                           max_lines: int = 12, title: str = "") -> str:
+    """The observation over ``[start, stop)`` above a READ (red) / COPY (blue) bar: the frame grid
+    of a run without frames. Up to ``max_lines`` components are drawn as lines (each scaled to
+    its own range in the window), more as a heat map; READ steps are shaded. Returns ``path``."""
+    boundary = as_flags(trace["boundary"], "boundary")
+    stop = len(boundary) if stop is None else stop
+    steps = np.arange(start, stop)
+    flags = boundary[start:stop]
+    obs = to_numpy(trace["frames"], "frames").astype(np.float64)
+    obs = obs.reshape(obs.shape[0], -1)[start:stop]
+    true = trace.get("true_boundary")
+    true_marks = as_flags(true, "true_boundary")[start:stop] if true is not None else None
+    fig, (ax, bar) = plt.subplots(2, 1, figsize=(10, 4.2), sharex=True,
+                                  gridspec_kw={"height_ratios": [5, 1]})
+    lo, hi = np.nanmin(obs, axis=0), np.nanmax(obs, axis=0)
+    scaled = (obs - lo) / np.where(hi > lo, hi - lo, 1.0)
+    if obs.shape[1] <= max_lines:
+        for d in range(obs.shape[1]):
+            ax.plot(steps, scaled[:, d] + 1.1 * d, lw=1.2, marker=".", ms=3,
+                    label=f"obs[{d}] [{lo[d]:.3g}, {hi[d]:.3g}]")
+        ax.set_yticks([])
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+        ax.set_ylabel("observation (each scaled\nto its range)", fontsize=9)
+    else:
+        ax.imshow(scaled.T, aspect="auto", interpolation="nearest", cmap="viridis",
+                  extent=(start - 0.5, stop - 0.5, obs.shape[1] - 0.5, -0.5))
+        ax.set_ylabel("observation component", fontsize=9)
+    for t in steps[flags]:
+        ax.axvspan(t - 0.5, t + 0.5, color=READ_COLOUR, alpha=0.15, lw=0)
+    if true_marks is not None:
+        for t in steps[true_marks]:
+            ax.axvline(t, color=TRUE_COLOUR, ls="--", lw=0.9)
+    colours = np.array([READ_COLOUR if f else COPY_COLOUR for f in flags], np.float32)[None]
+    bar.imshow(colours, aspect="auto", interpolation="nearest", extent=(start - 0.5, stop - 0.5, 0, 1))
+    bar.set_yticks([])
+    bar.set_xlabel("time step")
+    bar.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.legend(handles=_legend(true_marks is not None), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(title or f"Observation and boundaries, steps {start}-{stop - 1} ({int(flags.sum())} READ)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_all(trace: Mapping[str, Any], out_dir: str, *, length: int = 30, window: str = "start",
              title: str = "") -> dict[str, str]:
-    """Write the three figures for the selected window into ``out_dir``; returns their paths."""
-    os.makedirs(out_dir, exist_ok=True)
+    """Write the figures for the selected window into ``out_dir``; returns ``{name: path}``.
+
+    Image observations: ``boundary_grid``, ``boundary_internal``, ``boundary_fired``. Vector
+    observations: ``boundary_timeline`` and ``boundary_internal`` (:func:`skipped_figures` says
+    why the frame figures are left out). If drawing fails, an ``out_dir`` created here is not
+    left behind empty.
+    """
     start, stop = select_window(trace, length, window)
     prefix = f"{title}: " if title else ""
-    return {
-        "boundary_grid": plot_boundary_grid(
-            trace, os.path.join(out_dir, "boundary_grid.png"), start=start, stop=stop,
-            title=f"{prefix}frames with boundary bar, steps {start}-{stop - 1}"),
-        "boundary_internal": plot_boundary_internal(
-            trace, os.path.join(out_dir, "boundary_internal.png"), start=start, stop=stop,
-            title=f"{prefix}boundary internals, steps {start}-{stop - 1}"),
-        "boundary_fired": plot_boundary_fired(
-            trace, os.path.join(out_dir, "boundary_fired.png"), start=start, stop=stop,
-            title=f"{prefix}READ frames, steps {start}-{stop - 1}: "
-                  f"{int(as_flags(trace['boundary'], 'boundary')[start:stop].sum())} fired"),
-    }
+    fired = int(as_flags(trace["boundary"], "boundary")[start:stop].sum())
+    created = not os.path.isdir(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+        if not has_frames(trace):
+            return {
+                "boundary_timeline": plot_boundary_timeline(
+                    trace, os.path.join(out_dir, "boundary_timeline.png"), start=start, stop=stop,
+                    title=f"{prefix}observation with boundary bar, steps {start}-{stop - 1} ({fired} READ)"),
+                "boundary_internal": plot_boundary_internal(
+                    trace, os.path.join(out_dir, "boundary_internal.png"), start=start, stop=stop,
+                    title=f"{prefix}boundary internals, steps {start}-{stop - 1}"),
+            }
+        return {
+            "boundary_grid": plot_boundary_grid(
+                trace, os.path.join(out_dir, "boundary_grid.png"), start=start, stop=stop,
+                title=f"{prefix}frames with boundary bar, steps {start}-{stop - 1}"),
+            "boundary_internal": plot_boundary_internal(
+                trace, os.path.join(out_dir, "boundary_internal.png"), start=start, stop=stop,
+                title=f"{prefix}boundary internals, steps {start}-{stop - 1}"),
+            "boundary_fired": plot_boundary_fired(
+                trace, os.path.join(out_dir, "boundary_fired.png"), start=start, stop=stop,
+                title=f"{prefix}READ frames, steps {start}-{stop - 1}: {fired} fired"),
+        }
+    except BaseException:
+        if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+        raise

@@ -1,7 +1,6 @@
 """Do learned boundaries coincide with events? Boundary-vs-event statistics for one episode.
 
-The quantitative check of SPEC.md section 3 (source: the 2025-12-23 VTA boundary memo): given
-per-step READ flags and per-step event flags (top-p% frame change, reward, life loss, ...),
+Given per-step READ flags and per-step event flags (top-p% frame change, reward, life loss, ...),
 compare the event rate at READ steps with the rate elsewhere, with a permutation test, an
 evenly spaced baseline of the same boundary count, the ROC AUC of the READ probability and
 Cohen's d of the frame change at boundaries.
@@ -37,7 +36,7 @@ __all__ = [
     "METRIC_KEYS",
 ]
 
-#: The statistics of SPEC.md section 3, in the order tables print them.
+#: The boundary-vs-event statistics, in the order tables print them.
 METRIC_KEYS = (
     "event_at_boundary",
     "event_at_nonboundary",
@@ -127,7 +126,7 @@ def permutation_p_value(boundary: np.ndarray, events: np.ndarray, *, permutation
 def boundary_event_metrics(boundary: Any, events: Any, *, read_prob: Any = None,
                            frame_delta: Any = None, permutations: int = 200,
                            seed: int = 0) -> dict[str, Any]:
-    """Statistics of READ steps against event steps in one episode (SPEC.md section 3).
+    """Statistics of READ steps against event steps in one episode.
 
     Args:
         boundary: ``[T]`` READ flags (1 = READ, a new segment starts), tensor or array; a

@@ -5,13 +5,13 @@ input of ``imwm.analysis.figures`` and of the evaluation script:
 
 | key | shape | meaning |
 |---|---|---|
-| ``frames`` | ``[T, 3, H, W]`` uint8 | the observations |
+| ``frames`` | ``[T, 3, H, W]`` uint8, or ``[T, D]`` | the observations (images, or vectors such as CartPole's) |
 | ``boundary`` | ``[T]`` bool | posterior READ (1 = a new segment starts at t) |
 | ``read_prob`` | ``[T]`` | posterior P(READ) (before forcing, from the boundary detector) |
 | ``seg_len``, ``seg_num`` | ``[T]`` | segment counters after step t |
 | ``kl_abs`` | ``[T]`` | abstract KL(post || prior) at t, *not* weighted by READ |
 | ``kl_obs`` | ``[T]`` | observation KL(post || prior) at t |
-| ``frame_delta`` | ``[T]`` | ``mean |f_t - f_{t-1}|`` (NaN at t = 0) |
+| ``frame_delta`` | ``[T]`` | ``mean |f_t - f_{t-1}|`` over pixels or vector entries (NaN at t = 0) |
 | ``reward``, ``raw_reward``, ``lives``, ``is_last``, ``action`` | ``[T]`` | env signals (Atari only) |
 | ``true_boundary`` | ``[T]`` bool | known segment starts (Moving Shapes only) |
 

@@ -126,7 +126,7 @@ class DormantMonitor:
     The RSSM's ``stoch`` is the flattened one-hot sample, so there a class that no state of the
     batch drew counts as a dormant neuron (unused codes), as measuring the sampled state implies.
 
-    Metrics (SPEC.md section 6), 0-d tensors, after a measurement:
+    Metrics, 0-d tensors, after a measurement:
     ``dormant/world_tokens``, ``dormant/world_deter``, ``dormant/world_stoch``,
     ``dormant/world_penultimate`` (the decoder's last hidden layer, the features its output layer
     reads; the reward head's if there is no decoder), ``dormant/world_all`` (pooled over every
@@ -138,7 +138,7 @@ class DormantMonitor:
     Args:
         agent: an object with ``world_model`` (with ``encoder``, ``dynamics``, ``decoder``,
             ``reward_head``, ``continue_head``; missing parts are skipped), ``actor``, ``critic``.
-        tau: dormancy threshold in [0, 1] (paper and SPEC: 0.025).
+        tau: dormancy threshold in [0, 1] (Sokar et al. 2023 use 0.025).
         every: measure every ``every`` updates in :meth:`step` (>= 1).
         modules: instead of ``agent``, explicit ``{"world": {part: module}, "actor": module,
             "critic": module}``; part names as the attribute names above.

@@ -33,7 +33,7 @@ class _StepMatmul(torch.autograd.Function):
         ctx.save_for_backward(weight)
         ctx.store = store
         ctx.index = len(store.inputs)
-        store.inputs.append(x)
+        store.inputs.append(x.detach())  # values only: keeping x would cycle ctx -> store -> x
         return x @ weight
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 ``ale_py.vector_env.AtariVectorEnv`` does frame skip, max-pooling of the last two frames,
 sticky actions and the resize to 64x64 in C++ threads; measured here at ~3,700 env steps/s of
-64x64 RGB with 2 envs against ~1,200 for ``GymEnv`` + a Python resize (DESIGN.md). TorchRL has no
+64x64 RGB with 2 envs against ~1,200 for ``GymEnv`` + a Python resize (2 CPU cores). TorchRL has no
 wrapper for it (its ``GymWrapper`` treats gymnasium vector envs generically and cannot do partial
 resets of this one), so this module writes one.
 

@@ -16,6 +16,7 @@ optionally the full 18-action set.
 """
 from __future__ import annotations
 
+import difflib
 from functools import lru_cache
 
 import torch
@@ -23,6 +24,7 @@ from torchrl.envs import (Compose, EnvBase, ExcludeTransform, GymEnv, InitTracke
                           SerialEnv, StepCounter, TransformedEnv)
 
 from imwm.envs.ale_vector import AleVectorEnv
+from imwm.errors import ConfigError
 from imwm.envs.resize import ResizeFrames
 
 __all__ = ["make_atari_env", "atari_tasks", "atari_gym_id", "episode_transforms"]
@@ -47,14 +49,14 @@ def atari_tasks() -> tuple[str, ...]:
 
 def _canonical_task(task: str) -> str:
     if not isinstance(task, str):
-        raise ValueError(f"env.task must be a string such as 'pong', got {task!r}")
+        raise ConfigError("env.task", "must be a string such as 'pong'", task)
     name = task.strip().lower()
     if name.startswith("atari_"):  # DreamerV3's "atari_ms_pacman" spelling
         name = name[len("atari_"):]
     if name not in atari_tasks():
-        raise ValueError(
-            f"unknown Atari task {task!r}; valid tasks are: {', '.join(atari_tasks())}"
-        )
+        close = difflib.get_close_matches(name, atari_tasks(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError("env.task", f"unknown Atari task {task!r}{hint}; valid tasks are: {', '.join(atari_tasks())}")
     return name
 
 
@@ -108,7 +110,7 @@ def make_atari_env(
     """
     game = _canonical_task(task)
     if backend not in BACKENDS:
-        raise ValueError(f"env.backend must be one of {BACKENDS}, got {backend!r}")
+        raise ConfigError("env.backend", f"must be one of {list(BACKENDS)}", backend)
     if num_envs < 1:
         raise ValueError(f"env num_envs must be >= 1, got {num_envs}")
     if backend == "vector":

@@ -8,6 +8,7 @@ from torchrl.envs import EnvBase
 
 from imwm.envs.atari import make_atari_env
 from imwm.envs.gym_vector import make_gym_env
+from imwm.errors import ConfigError
 
 __all__ = ["make_env", "ENV_NAMES"]
 
@@ -32,7 +33,8 @@ def make_env(
     """Builds the env named by ``env.name`` (keyword arguments match the ``env.*`` config keys).
 
     - ``cartpole``: gymnasium ``CartPole-v1`` (vector observations; ``task`` ignored);
-    - ``gym``: any gymnasium id with vector observations, given as ``task``;
+    - ``gym``: any gymnasium id given as ``task``, with vector or uint8 ``[3, H, W]`` image
+      observations (e.g. ``imwm/Catch-v0``);
     - ``atari``: :func:`~imwm.envs.atari.make_atari_env` with ``task`` such as ``"pong"``.
 
     ``kwargs`` (config ``env.kwargs``) are extra keyword arguments of ``gymnasium.make`` for the
@@ -46,17 +48,15 @@ def make_env(
         return make_gym_env("CartPole-v1", num_envs=num_envs, seed=seed, env_kwargs=kwargs, device=device)
     if name == "gym":
         if not task:
-            raise ValueError("env.task must name a gymnasium id when env.name is 'gym'")
+            raise ConfigError("env.task", "must name a gymnasium id when env.name is 'gym'", task)
         return make_gym_env(task, num_envs=num_envs, seed=seed, env_kwargs=kwargs, device=device)
     if name == "atari":
         if kwargs:
-            raise ValueError(
-                f"env.kwargs applies to env.name=gym|cartpole only; Atari takes its settings from the other "
-                f"env.* keys, got env.kwargs={kwargs}"
-            )
+            raise ConfigError("env.kwargs", "applies to env.name=gym|cartpole only; Atari takes its settings "
+                              "from the other env.* keys", kwargs)
         return make_atari_env(
             task, num_envs=num_envs, backend=backend, frame_skip=frame_skip, sticky=sticky,
             size=size, seed=seed, full_action_space=full_action_space,
             max_episode_frames=max_episode_frames, device=device,
         )
-    raise ValueError(f"env.name must be one of {ENV_NAMES}, got {name!r}")
+    raise ConfigError("env.name", f"must be one of {list(ENV_NAMES)}", name)

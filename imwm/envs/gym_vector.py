@@ -1,4 +1,4 @@
-"""Vector-observation gymnasium envs (e.g. ``CartPole-v1``) for cheap learning checks."""
+"""Gymnasium envs (``CartPole-v1``, ``imwm/Catch-v0``, ...) for cheap learning checks."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -7,6 +7,7 @@ import torch
 from torchrl.envs import DoubleToFloat, EnvBase, GymEnv, SerialEnv, TransformedEnv
 
 from imwm.envs.atari import episode_transforms
+from imwm.errors import ConfigError
 
 __all__ = ["make_gym_env"]
 
@@ -19,7 +20,10 @@ def make_gym_env(
     env_kwargs: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
 ) -> EnvBase:
-    """Builds a batched (``[num_envs]``) TorchRL ``GymEnv`` with float32 ``observation``.
+    """Builds a batched (``[num_envs]``) TorchRL ``GymEnv``.
+
+    Float64 vector observations become float32; uint8 ``[3, H, W]`` images (``imwm/Catch-v0``)
+    pass through unchanged, which is what the world model's image encoder takes.
 
     ``env_kwargs`` go to ``gymnasium.make`` (through ``GymEnv``); an argument the env does not
     take fails here, once, with the offending names.
@@ -35,7 +39,7 @@ def make_gym_env(
     import gymnasium as gym
 
     if task not in gym.registry:
-        raise ValueError(f"unknown gymnasium env id {task!r} for env.task")
+        raise ConfigError("env.task", f"unknown gymnasium env id {task!r}")
     if num_envs < 1:
         raise ValueError(f"env num_envs must be >= 1, got {num_envs}")
     env_kwargs = dict(env_kwargs or {})
@@ -43,7 +47,7 @@ def make_gym_env(
         try:  # check once, with gymnasium's own message, before the serial env hides it
             gym.make(task, **env_kwargs).close()
         except TypeError as err:
-            raise ValueError(f"env.kwargs {env_kwargs} are not accepted by {task!r}: {err}") from err
+            raise ConfigError("env.kwargs", f"not accepted by {task!r}: {err}", env_kwargs) from err
 
     def make_one() -> EnvBase:
         env = GymEnv(task, device=device, **env_kwargs)

@@ -57,8 +57,12 @@ class ResizeFrames(ObservationTransform):
         channels_last: whether inputs are HWC (gymnasium ALE) rather than CHW.
 
     Example:
+        TorchRL's ``GymEnv`` puts ALE's RGB frames under ``"pixels"`` ``[210, 160, 3]``; the
+        resized copy goes to ``"observation"``, as in :func:`imwm.envs.make_atari_env`:
+
         >>> from torchrl.envs import GymEnv, TransformedEnv
-        >>> env = TransformedEnv(GymEnv("ALE/Pong-v5", frame_skip=4), ResizeFrames(64))
+        >>> env = TransformedEnv(GymEnv("ALE/Pong-v5"),
+        ...                      ResizeFrames(64, in_keys=["pixels"], out_keys=["observation"]))
         >>> env.reset()["observation"].shape
         torch.Size([3, 64, 64])
     """

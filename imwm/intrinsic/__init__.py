@@ -1,4 +1,4 @@
-"""Intrinsic rewards as TorchRL transforms (SPEC.md section 4).
+"""Intrinsic rewards as TorchRL transforms (added to the extrinsic reward in imagination).
 
 All are :class:`torchrl.envs.transforms.Transform` s that work on an imagined trajectory
 ``TensorDict[N, H+1]`` (``transform(td)``), on any standalone TensorDict with the keys they read,

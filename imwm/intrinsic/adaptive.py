@@ -11,19 +11,22 @@ from tensordict.utils import NestedKey
 from imwm.intrinsic.base import (
     IntrinsicRewardTransform,
     UncertaintyReader,
+    check_finite,
     check_finite_nonnegative,
+    check_finite_positive,
     check_unit_interval,
     ema_update,
+    masked_mean,
 )
 
 
 class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
     """Uncertainty bonus that switches between exploring and exploiting with the reward trend.
 
-    Source: the "adaptive intrinsic reward" of the intrinsic-motivation DreamerV3 fork described
-    in ``seeds/004`` (SPEC.md section 4.1). The source gives the idea (explore bonus ``Std(s')``,
-    exploit bonus ``1 / (Std(s') + eps)``, a balance driven by the acceleration of the reward,
-    a scale relative to the extrinsic reward); the exact formulas below are ours.
+    The idea: an explore bonus ``Std(s')`` (the model's uncertainty about the next state), an
+    exploit bonus ``1 / (Std(s') + eps)``, a balance between them driven by the acceleration of
+    the reward (accelerating reward favours exploitation, stagnation exploration), and a scale
+    relative to the extrinsic reward. The exact formulas below are imwm's own.
 
     Per call, with ``u`` the uncertainty of the (imagined) next state (``dynamics.uncertainty``:
     categorical entropy for the RSSM, mean prior std for VTA) and ``r`` the extrinsic reward,
@@ -56,7 +59,7 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
     exploration (prefer uncertain states). ``A / |A|`` is a signal-to-noise ratio: noise in a
     flat stream averages out in ``A`` but not in ``|A|``. The EMA lags a ramp, so its velocity
     keeps growing towards the ramp's slope: a steadily rising reward reads as accelerating and
-    also shifts to exploitation (SPEC: "rising (accelerating) reward favours exploitation"),
+    also shifts to exploitation (rising reward favours exploitation, by design),
     while a saturating one (EMA velocity shrinking) shifts back to exploration. The scale keeps the mean intrinsic
     magnitude at most that of the extrinsic reward, floored at ``reward_floor`` (as DreamerV3's
     return normaliser floors its scale at 1) so that a sparse task with no reward yet still
@@ -65,11 +68,16 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
     Gradients: statistics are detached; ``r_int`` keeps the gradient of ``u`` (useful for an
     actor trained by dynamics backpropagation; a REINFORCE actor ignores it).
 
+    Non-finite inputs: a step is valid iff both ``u`` and ``r`` are finite there. Every ``mean``
+    above is over the valid steps only (masked sums, no host sync), so an invalid step moves no
+    statistic; a call without a valid step changes no buffer (``num_updates`` included, so the
+    first *valid* call still initialises the EMAs). An invalid step gets ``r_int = 0``.
+
     Args:
-        beta_max: cap on the coefficient ``beta`` (>= 0).
+        beta_max: cap on the coefficient ``beta`` (finite, >= 0).
         rho: adaptation rate of ``beta`` and of the mix, in [0, 1].
-        epsilon: numerical floor (> 0).
-        clip_min, clip_max: clipping range of ``r_int`` (``clip_min <= clip_max``).
+        epsilon: numerical floor (finite, > 0).
+        clip_min, clip_max: clipping range of ``r_int`` (finite, ``clip_min <= clip_max``).
         trend_decay: EMA decay ``d`` of the reward statistics, in [0, 1).
         reward_floor: floor of the extrinsic magnitude in the scale (>= 0).
         center, center_decay: subtract a running mean of ``r_int`` (see :class:`IntrinsicRewardTransform`).
@@ -117,10 +125,8 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
         )
         self.beta_max = check_finite_nonnegative("beta_max", beta_max)
         self.rho = check_unit_interval("rho", rho)
-        self.epsilon = float(epsilon)
-        if not self.epsilon > 0:
-            raise ValueError(f"epsilon must be > 0, got {epsilon}")
-        self.clip_min, self.clip_max = float(clip_min), float(clip_max)
+        self.epsilon = check_finite_positive("epsilon", epsilon)
+        self.clip_min, self.clip_max = check_finite("clip_min", clip_min), check_finite("clip_max", clip_max)
         if self.clip_min > self.clip_max:
             raise ValueError(f"clip_min must be <= clip_max, got clip_min={clip_min}, clip_max={clip_max}")
         self.trend_decay = check_unit_interval("trend_decay", trend_decay, open_high=True)
@@ -133,14 +139,16 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
         self.register_buffer("scale", torch.tensor(self.beta_max))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
-    def _update_trend(self, reward: torch.Tensor) -> None:
+    def _update_trend(self, reward: torch.Tensor, valid: torch.Tensor) -> None:
+        """``reward``: detached, finite where ``valid`` (the rest is not read)."""
         rate = 1.0 - self.trend_decay
         first = self.num_updates == 0
-        m = reward.detach().mean().to(self.reward_ema.dtype)
+        m, ok = masked_mean(reward, valid)
+        m = m.to(self.reward_ema.dtype)
         new_ema = torch.where(first, m, self.reward_ema + rate * (m - self.reward_ema))
         new_velocity = torch.where(first, torch.zeros_like(m), new_ema - self.reward_ema)
         accel = new_velocity - self.velocity
-        has_accel = self.num_updates >= 2  # a second difference needs three samples
+        has_accel = (self.num_updates >= 2) & ok  # a second difference needs three samples
         seen_accel = self.num_updates >= 3  # ... and the EMAs of it start from their first value
         accel_ema = torch.where(seen_accel, self.accel_ema + rate * (accel - self.accel_ema), accel)
         accel_abs_ema = torch.where(
@@ -148,30 +156,40 @@ class AdaptiveIntrinsicReward(IntrinsicRewardTransform):
         )
         self.accel_ema.copy_(torch.where(has_accel, accel_ema, self.accel_ema))
         self.accel_abs_ema.copy_(torch.where(has_accel, accel_abs_ema, self.accel_abs_ema))
-        self.reward_ema.copy_(new_ema)
-        self.velocity.copy_(new_velocity)
+        self.reward_ema.copy_(torch.where(ok, new_ema, self.reward_ema))
+        self.velocity.copy_(torch.where(ok, new_velocity, self.velocity))
         target = (self.accel_ema / (self.accel_abs_ema + self.epsilon)).clamp(0.0, 1.0)
-        self.mix.add_(self.rho * (target - self.mix))
-        ema_update(self.reward_abs_ema, reward.detach().abs().mean(), rate, ~first)
+        self.mix.copy_(torch.where(ok, self.mix + self.rho * (target - self.mix), self.mix))
+        ema_update(self.reward_abs_ema, masked_mean(reward.abs(), valid)[0], rate, ~first, ok)
 
     def _intrinsic(self, td, reward, update, prev):
         u = self._uncertainty(self, td, reward)
+        # a step is valid iff both inputs are finite; invalid inputs are replaced before any
+        # arithmetic (their value is never read by a statistic, and their bonus is zeroed)
+        valid = torch.isfinite(u.detach()) & torch.isfinite(reward.detach())
+        u = torch.where(valid, u, torch.ones_like(u))
+        rate = 1.0 - self.trend_decay
         if update:
-            ema_update(self.uncertainty_ema, u.detach().mean(), 1.0 - self.trend_decay, self.num_updates > 0)
-            self._update_trend(reward)
+            u_mean, ok = masked_mean(u.detach(), valid)
+            ema_update(self.uncertainty_ema, u_mean, rate, self.num_updates > 0, ok)
+            self._update_trend(torch.where(valid, reward.detach(), torch.zeros_like(reward)), valid)
         n = u / (self.uncertainty_ema + self.epsilon)
         w = self.mix
         bonus = (1.0 - w) * n + w / (n + self.epsilon)
+        valid = valid & torch.isfinite(bonus.detach())  # e.g. a level U ~ -epsilon
         if update:
             first = self.num_updates == 0
-            ema_update(self.bonus_abs_ema, bonus.detach().abs().mean(), 1.0 - self.trend_decay, ~first)
+            b_abs, ok_bonus = masked_mean(bonus.detach().abs(), valid)
+            ema_update(self.bonus_abs_ema, b_abs, rate, ~first, ok_bonus)
             target = torch.clamp(
                 self.reward_abs_ema.clamp_min(self.reward_floor) / (self.bonus_abs_ema + self.epsilon),
                 max=self.beta_max,
             )
-            self.scale.copy_(torch.where(first, target, self.scale + self.rho * (target - self.scale)))
-            self.num_updates.add_(1)
-        return (self.scale * bonus).clamp(self.clip_min, self.clip_max)
+            new_scale = torch.where(first, target, self.scale + self.rho * (target - self.scale))
+            self.scale.copy_(torch.where(ok, new_scale, self.scale))
+            self.num_updates.add_(ok.to(self.num_updates.dtype))
+        bonus = torch.where(valid, bonus, torch.zeros_like(bonus))
+        return (self.scale * bonus).clamp(self.clip_min, self.clip_max), valid
 
     def metrics(self) -> dict[str, torch.Tensor]:
         out = super().metrics()

@@ -19,10 +19,30 @@ and, when the module is in training mode, updates its running statistics once (a
 statistics are registered buffers, so they are saved in ``state_dict`` (hence in checkpoints)
 and follow ``.to(device)``. Nothing calls ``.item()``: statistics stay on the device and the
 first-call initialisation is done with ``torch.where`` on an ``initialized`` flag buffer.
+
+Non-finite inputs. Each subclass marks the elements (steps) whose inputs are all finite as
+*valid*; an element with a NaN or +-inf input (extrinsic reward, uncertainty, decoder std, or an
+ensemble spread that came out non-finite) is
+
+* excluded from every running statistic: means are masked sums over the valid elements divided
+  by their count, so a batch with invalid elements moves the statistics exactly as its valid
+  part alone would (up to float summation order), and a batch with no valid element changes no
+  statistic at all (nor the first-call flags / update counters);
+* given an intrinsic reward of exactly 0 (after centring too): "no bonus" is the neutral choice,
+  whereas NaN would poison the lambda-returns and the return normaliser of the whole batch.
+  ``total_reward = reward + 0`` still carries a non-finite *extrinsic* reward unchanged: hiding
+  it is not this transform's job.
+
+Inputs are replaced by a harmless constant before any arithmetic (``torch.where`` on the inputs,
+then again on the output), so no NaN is created in the autograd graph of the valid elements.
+All of it is branch-free (``torch.where`` and masked sums, no ``.item()``, no boolean
+indexing), so the hot path has no host sync. The number of invalid elements seen is counted in
+the non-persistent buffer ``nonfinite_count`` (logged as ``intrinsic/nonfinite``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -40,6 +60,22 @@ def check_finite_nonnegative(name: str, value: float) -> float:
     return value
 
 
+def check_finite(name: str, value: float) -> float:
+    """Return ``float(value)`` or raise a ``ValueError`` naming ``name`` if it is NaN or +-inf."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def check_finite_positive(name: str, value: float) -> float:
+    """Return ``float(value)`` or raise a ``ValueError`` naming ``name`` unless it is finite and > 0."""
+    value = float(value)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
 def check_unit_interval(name: str, value: float, *, open_low: bool = False, open_high: bool = False) -> float:
     """Return ``float(value)`` or raise a ``ValueError`` naming ``name`` if it is outside [0, 1]."""
     value = float(value)
@@ -52,18 +88,44 @@ def check_unit_interval(name: str, value: float, *, open_low: bool = False, open
     return value
 
 
-def ema_update(buffer: torch.Tensor, value: torch.Tensor, rate: float, initialized: torch.Tensor) -> None:
-    """In place: ``buffer <- value`` on the first update, else ``buffer <- buffer + rate * (value - buffer)``."""
+def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of ``x`` over the elements where ``valid`` is true, and whether there was any.
+
+    Returns ``(mean, any_valid)``, both 0-d; ``mean`` is 0 when no element is valid. Elements
+    where ``valid`` is false are never read (replaced by 0 before the sum), so they may hold
+    NaN/inf. Branch-free: no host sync, fixed shapes (``torch.compile(fullgraph=True)``-safe).
+    """
+    valid = valid.expand_as(x)
+    count = valid.sum()
+    total = torch.where(valid, x, torch.zeros_like(x)).sum()
+    return total / count.clamp_min(1).to(total.dtype), count > 0
+
+
+def ema_update(
+    buffer: torch.Tensor,
+    value: torch.Tensor,
+    rate: float,
+    initialized: torch.Tensor,
+    valid: torch.Tensor | None = None,
+) -> None:
+    """In place: ``buffer <- value`` on the first update, else ``buffer <- buffer + rate * (value - buffer)``.
+
+    With ``valid`` (0-d bool tensor) false the buffer is left unchanged (e.g. a batch without a
+    single finite element: ``value`` is then meaningless and is not read).
+    """
     value = value.detach().to(buffer.dtype)
-    buffer.copy_(torch.where(initialized, buffer + rate * (value - buffer), value))
+    new = torch.where(initialized, buffer + rate * (value - buffer), value)
+    if valid is not None:
+        new = torch.where(valid, new, buffer)
+    buffer.copy_(new)
 
 
 class IntrinsicRewardTransform(Transform):
     """Base class: key handling, the three call paths, reward specs and logged metrics.
 
     Subclasses implement :meth:`_intrinsic` (``td -> intrinsic reward`` with the shape of the
-    extrinsic reward, updating statistics when ``update`` is true) and list their metrics in
-    :meth:`metrics`.
+    extrinsic reward, updating statistics when ``update`` is true; optionally also returning the
+    mask of valid elements, see the module docstring) and list their metrics in :meth:`metrics`.
 
     Args:
         reward_key: extrinsic reward read (``[..., 1]``).
@@ -111,18 +173,29 @@ class IntrinsicRewardTransform(Transform):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.register_buffer("last_intrinsic_mean", torch.zeros(()))
         self.register_buffer("baseline", torch.zeros(()))
+        # diagnostic only (not checkpointed): invalid (non-finite input) elements seen so far
+        self.register_buffer("nonfinite_count", torch.zeros((), dtype=torch.long), persistent=False)
 
     # -- to implement -------------------------------------------------------------------------
     def _intrinsic(
         self, td: TensorDictBase, reward: torch.Tensor, update: bool, prev: TensorDictBase | None
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Intrinsic reward shaped like ``reward``. ``prev`` is the step-t TensorDict in the env
-        path (``td`` is then the ``next`` one); ``None`` on trajectories."""
+        path (``td`` is then the ``next`` one); ``None`` on trajectories.
+
+        May return ``(intrinsic, valid)`` with ``valid`` a bool mask shaped like ``reward``: the
+        elements whose inputs were all finite (and that the subclass's own statistics used).
+        A bare tensor means ``valid = isfinite(intrinsic)``. Either way the base class also
+        drops elements whose intrinsic reward is not finite, zeroes the invalid ones and keeps
+        them out of its own statistics (centring baseline, logged mean)."""
         raise NotImplementedError
 
     def metrics(self) -> dict[str, torch.Tensor]:
         """0-d tensors to log (detached). Subclasses extend this."""
-        out = {"intrinsic/mean": self.last_intrinsic_mean.clone()}
+        out = {
+            "intrinsic/mean": self.last_intrinsic_mean.clone(),
+            "intrinsic/nonfinite": self.nonfinite_count.clone(),
+        }
         if self.center:
             out["intrinsic/baseline"] = self.baseline.clone()
         return out
@@ -145,18 +218,28 @@ class IntrinsicRewardTransform(Transform):
                 f"got shape {tuple(reward.shape)}"
             )
         update = self.training
-        intrinsic = self._intrinsic(td, reward, update, prev)
+        out = self._intrinsic(td, reward, update, prev)
+        intrinsic, valid = out if isinstance(out, tuple) else (out, None)
         assert intrinsic.shape == reward.shape, (
             f"{type(self).__name__}: intrinsic reward shape {tuple(intrinsic.shape)} != reward shape "
             f"{tuple(reward.shape)}"
         )
+        finite = torch.isfinite(intrinsic.detach())
+        valid = finite if valid is None else valid & finite
+        zero = torch.zeros_like(intrinsic)
+        intrinsic = torch.where(valid, intrinsic, zero)
         if self.center:
             if update:
-                ema_update(self.baseline, intrinsic.detach().mean(), 1.0 - self.center_decay, self.initialized)
-            intrinsic = intrinsic - self.baseline
-        self.last_intrinsic_mean.copy_(intrinsic.detach().mean())
+                mean, any_valid = masked_mean(intrinsic.detach(), valid)
+                ema_update(self.baseline, mean, 1.0 - self.center_decay, self.initialized, any_valid)
+            intrinsic = torch.where(valid, intrinsic - self.baseline, zero)
+        mean, any_valid = masked_mean(intrinsic.detach(), valid)
+        last = self.last_intrinsic_mean
+        last.copy_(torch.where(any_valid, mean.to(last.dtype), last))
+        self.nonfinite_count.add_((~valid).sum())
         if update:
-            self.initialized.fill_(True)
+            # a call without a single valid element is not an update: the first-call flag stays
+            self.initialized.copy_(self.initialized | any_valid)
         td.set(self.intrinsic_key, intrinsic)
         td.set(self.total_reward_key, reward + intrinsic)
         return td

@@ -8,7 +8,12 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 
-from imwm.intrinsic.base import IntrinsicRewardTransform, check_finite_nonnegative
+from imwm.intrinsic.base import (
+    IntrinsicRewardTransform,
+    check_finite_nonnegative,
+    check_finite_positive,
+    masked_mean,
+)
 from imwm.intrinsic.ensemble import EnsembleMLP
 
 
@@ -32,6 +37,15 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
     taken at ``s_t``, so there the pairs are ``(feat[:, t], action[:, t])``. The reward is
     computed without gradient (the ensemble is not trained by the actor).
 
+    Non-finite inputs: in :meth:`world_model_update` a transition whose ``feat``, ``action`` or
+    target holds a NaN/inf is masked out of the loss like an ``is_first`` step (its inputs are
+    zeroed before the ensemble sees them, so no NaN reaches the gradients); a batch without a
+    single valid transition gives a zero loss and zero gradients and leaves ``last_loss`` as it
+    was (Adam's momentum still makes its step: there is no host-synchronising skip). In the
+    reward, a step whose spread is not finite (non-finite ``feat``/``action``, or a diverged
+    ensemble) gets ``r_int = 0`` and is kept out of the statistics (see
+    :class:`IntrinsicRewardTransform`).
+
     Use: trajectories ``[..., T]`` through ``transform(td)`` (the last batch dim is time), or
     appended to a TorchRL model-based env, where ``feat`` and ``action`` are read from the step-t
     TensorDict (or ``feat_fn(state)`` when ``feat`` is absent).
@@ -39,8 +53,9 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
     Args:
         feat_dim, action_dim, target_dim: sizes of ``feat``, ``action`` and the predicted latent.
         ensemble_size: ``K`` (>= 2). hidden, layers: size of each head.
-        lr: Adam learning rate of the ensemble (> 0). grad_clip: max gradient norm (> 0).
-        scale: coefficient of the disagreement (>= 0).
+        lr: Adam learning rate of the ensemble (finite, > 0). grad_clip: max gradient norm (> 0;
+            ``inf`` = no clipping).
+        scale: coefficient of the disagreement (finite, >= 0).
         center, center_decay: subtract a running mean of ``r_int`` (see :class:`IntrinsicRewardTransform`).
         feat_key, action_key: inputs. target_key: the next latent in ``world_model_update``'s
             TensorDict (RSSM: ``("posterior", "stoch")``; VTA: ``("posterior", "obs_stoch")``).
@@ -94,8 +109,7 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
             center=center,
             center_decay=center_decay,
         )
-        if not float(lr) > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+        lr = check_finite_positive("lr", lr)
         if not float(grad_clip) > 0:
             raise ValueError(f"grad_clip must be > 0, got {grad_clip}")
         self.scale = check_finite_nonnegative("scale", scale)
@@ -130,20 +144,24 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
             )
         x = torch.cat([feat[..., :-1, :], action[..., 1:, :].to(feat.dtype)], -1)
         y = target[..., 1:, :].to(feat.dtype)
+        # transitions with a non-finite input or target: masked out, their values replaced by 0
+        finite = torch.isfinite(x).all(-1, keepdim=True) & torch.isfinite(y).all(-1, keepdim=True)  # [B,T-1,1]
+        x = torch.where(finite, x, torch.zeros_like(x))
+        y = torch.where(finite, y, torch.zeros_like(y))
+        mask = finite[..., 0]
+        is_first = wm_td.get(self.is_first_key, None)
+        if is_first is not None:
+            mask = mask & ~is_first[..., 1:, 0].bool()
         with torch.enable_grad():
             err = (self.ensemble(x) - y).pow(2).mean(-1)  # [K, B, T-1]
-            is_first = wm_td.get(self.is_first_key, None)
-            if is_first is not None:
-                valid = (~is_first[..., 1:, 0].bool()).to(err.dtype).expand_as(err)
-                per_member = (err * valid).sum((1, 2)) / valid.sum((1, 2)).clamp_min(1.0)
-            else:
-                per_member = err.mean((1, 2))
+            valid = mask.to(err.dtype).expand_as(err)
+            per_member = (err * valid).sum((1, 2)) / valid.sum((1, 2)).clamp_min(1.0)
             loss = per_member.sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.ensemble.parameters(), self.grad_clip)
             self.optimizer.step()
-        self.last_loss.copy_(per_member.detach().mean())
+        self.last_loss.copy_(torch.where(mask.any(), per_member.detach().mean(), self.last_loss))
         # the agent logs these under "intrinsic/<key>"
         return {"ensemble_loss": self.last_loss.clone()}
 
@@ -178,9 +196,13 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
                     )
                 feat = self.feat_fn(self._get(prev, self.state_key, "the latent state"))
             intrinsic = self.disagreement(feat, self._get(prev, self.action_key, "the action"))
+        valid = torch.isfinite(intrinsic)
+        intrinsic = torch.where(valid, intrinsic, torch.zeros_like(intrinsic))
         intrinsic = (self.scale * intrinsic).to(reward.dtype)
-        self.last_disagreement.copy_(intrinsic.mean() / max(self.scale, 1e-12))
-        return intrinsic
+        mean, any_valid = masked_mean(intrinsic, valid)
+        last = self.last_disagreement
+        last.copy_(torch.where(any_valid, mean / max(self.scale, 1e-12), last))
+        return intrinsic, valid
 
     def metrics(self) -> dict[str, torch.Tensor]:
         out = super().metrics()

@@ -5,15 +5,21 @@ from __future__ import annotations
 import torch
 from tensordict.utils import NestedKey
 
-from imwm.intrinsic.base import IntrinsicRewardTransform, check_finite_nonnegative, check_unit_interval, ema_update
+from imwm.intrinsic.base import (
+    IntrinsicRewardTransform,
+    check_finite_nonnegative,
+    check_finite_positive,
+    check_unit_interval,
+    ema_update,
+    masked_mean,
+)
 
 
 class LexaStyleIntrinsicReward(IntrinsicRewardTransform):
     """Visual curiosity from the decoder's predicted std, weighted by an EMA reward-trend detector.
 
-    Source: the "LEXA-style intrinsic reward" of the intrinsic-motivation DreamerV3 fork in
-    ``seeds/004`` (SPEC.md section 4.2): the image decoder's Normal std on imagined frames is the
-    curiosity signal, and an exponential-moving-average trend detector on the reward weights it.
+    The image decoder's Normal std on imagined frames is the curiosity signal, and an
+    exponential-moving-average trend detector on the reward weights it.
     On vector observations the vector decoder's learned std plays the same role.
     Named after LEXA (Mendonca et al., "Discovering and Achieving Goals via World Models",
     NeurIPS 2021) whose explorer seeks what the model does not know. Note: LEXA's own exploration
@@ -42,12 +48,17 @@ class LexaStyleIntrinsicReward(IntrinsicRewardTransform):
     ~1e-3 alone switched curiosity off on random steps (weight mean 0.65, 20% of steps at 0),
     and a drift of 0.002 in the predicted reward switched it off almost everywhere.
 
+    Non-finite inputs: a step is valid iff both ``r`` and ``s`` are finite there. ``mean`` above
+    is over the valid steps only (masked sums, no host sync), so an invalid step moves no
+    statistic, and a call without a valid step changes no buffer. An invalid step gets
+    ``r_int = 0``.
+
     Args:
         decay: EMA decay ``d`` in [0, 1).
         visual_scale: coefficient of the visual curiosity (>= 0).
         clip_weights: clip ``w`` to [0, 1].
         stop_grad_weights: detach ``w``.
-        min_spread: floor of ``sigma`` in reward units (> 0).
+        min_spread: floor of ``sigma`` in reward units (finite, > 0).
         center, center_decay: subtract a running mean of ``r_int`` (see :class:`IntrinsicRewardTransform`).
         image_std_key: key of ``s``.
         reward_key, intrinsic_key, total_reward_key: see :class:`IntrinsicRewardTransform`.
@@ -91,9 +102,7 @@ class LexaStyleIntrinsicReward(IntrinsicRewardTransform):
         self.visual_scale = check_finite_nonnegative("visual_scale", visual_scale)
         self.clip_weights = bool(clip_weights)
         self.stop_grad_weights = bool(stop_grad_weights)
-        self.min_spread = float(min_spread)
-        if not self.min_spread > 0:
-            raise ValueError(f"min_spread must be > 0, got {min_spread}")
+        self.min_spread = check_finite_positive("min_spread", min_spread)
         self.image_std_key = image_std_key
         self.register_buffer("reward_ema", torch.zeros(()))
         self.register_buffer("reward_spread", torch.zeros(()))
@@ -107,19 +116,28 @@ class LexaStyleIntrinsicReward(IntrinsicRewardTransform):
                 f"LexaStyleIntrinsicReward: {self.image_std_key!r} must have the reward's shape "
                 f"{tuple(reward.shape)} (mean std per frame, [..., 1]), got {tuple(std.shape)}"
             )
+        # a step is valid iff both inputs are finite; invalid inputs are replaced by 0 before any
+        # arithmetic (never read by a statistic; the base class zeroes their bonus)
+        valid = torch.isfinite(reward.detach()) & torch.isfinite(std.detach())
+        reward = torch.where(valid, reward, torch.zeros_like(reward))
+        std = torch.where(valid, std, torch.zeros_like(std))
         if update:
             rate = 1.0 - self.decay
-            ema_update(self.reward_ema, reward.detach().mean(), rate, self.initialized)
-            ema_update(self.reward_spread, (reward.detach() - self.reward_ema).abs().mean(), rate, self.initialized)
+            mean, ok = masked_mean(reward.detach(), valid)
+            ema_update(self.reward_ema, mean, rate, self.initialized, ok)
+            spread, _ = masked_mean((reward.detach() - self.reward_ema).abs(), valid)
+            ema_update(self.reward_spread, spread, rate, self.initialized, ok)
         trend = (reward - self.reward_ema) / self.reward_spread.clamp_min(self.min_spread)
         weight = 1.0 - trend
         if self.clip_weights:
             weight = weight.clamp(0.0, 1.0)
         if self.stop_grad_weights:
             weight = weight.detach()
-        self.last_weight_mean.copy_(weight.detach().mean())
-        self.last_visual_mean.copy_(std.detach().mean())
-        return self.visual_scale * weight * std
+        weight_mean, any_valid = masked_mean(weight.detach(), valid)
+        self.last_weight_mean.copy_(torch.where(any_valid, weight_mean, self.last_weight_mean))
+        visual_mean = masked_mean(std.detach(), valid)[0]
+        self.last_visual_mean.copy_(torch.where(any_valid, visual_mean, self.last_visual_mean))
+        return self.visual_scale * weight * std, valid
 
     def metrics(self) -> dict[str, torch.Tensor]:
         out = super().metrics()

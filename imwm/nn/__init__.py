@@ -1,4 +1,5 @@
-"""Small shared blocks: symlog / two-hot regression, the LayerNorm+SiLU MLP, categorical helpers."""
+"""Small shared blocks: symlog / two-hot regression, the LayerNorm+SiLU MLP, categorical helpers,
+the LaProp optimiser (DreamerV3 2024)."""
 
 from imwm.nn.distributions import (
     categorical_entropy,
@@ -18,8 +19,10 @@ from imwm.nn.functional import (
     two_hot_encode,
 )
 from imwm.nn.mlp import MLP, init_linear_, trunc_normal_fan_in_
+from imwm.nn.optim import LaProp
 
 __all__ = [
+    "LaProp",
     "MLP",
     "SymlogTwoHot",
     "categorical_entropy",

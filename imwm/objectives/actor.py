@@ -10,8 +10,8 @@ with ``R_t`` the lambda-return, ``S`` the EMA of the 5th-95th return-percentile 
 imagined discount (:func:`~imwm.objectives.returns.imagined_weight`).
 
 Differences from TorchRL's ``DreamerV3ActorLoss`` (0.14.1), and why this is its own class:
-it rolls out imagination itself through ``DreamerEnv.rollout`` (per-step TensorDict traffic:
-DESIGN.md measured it at half the update time), so it cannot take a trajectory that was already
+it rolls out imagination itself through ``DreamerEnv.rollout`` (per-step TensorDict traffic, which
+we measured at half the update time on CPU), so it cannot take a trajectory that was already
 imagined (and augmented by an intrinsic-reward transform); here imagination is
 :func:`imwm.agent.imagine` and this loss only reads the trajectory. Its maths otherwise agrees
 (REINFORCE on detached states and actions, detached cumulative-discount weights, span divisor

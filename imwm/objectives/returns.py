@@ -6,15 +6,19 @@ section "Critic learning" (lambda-returns) and "Robust predictions / return norm
 Layout: imagined trajectories are ``[N, H+1, 1]`` (docs/architecture.md, "Imagined trajectory"),
 index 0 is the start state, ``reward[:, t]`` is the reward for *arriving* at state ``t`` and
 ``continue[:, t]`` the predicted probability that the episode goes on at state ``t``.
+:func:`replay_lambda_return` computes the same kind of return along a replayed sequence
+``[B, T, 1]`` (DreamerV3's 2024 replay value loss).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 from torchrl.modules import PercentileValueNorm
 
-__all__ = ["lambda_return", "imagined_weight", "ReturnNormalizer"]
+__all__ = ["lambda_return", "replay_lambda_return", "imagined_weight", "ReturnNormalizer"]
 
 
 def _check_traj(name: str, x: Tensor, like: Tensor | None = None) -> None:
@@ -65,14 +69,75 @@ def lambda_return(
     discount = gamma * continue_[..., 1:, :]
     # the part of each return that does not depend on the next return, in one batched op
     base = reward[..., 1:, :] + discount * (1.0 - lmbda) * value[..., 1:, :]
-    scaled = discount * lmbda
+    return _recurse(base, discount * lmbda, value[..., -1, :])
+
+
+def _recurse(base: Tensor, scaled: Tensor, last: Tensor) -> Tensor:
+    """``R_t = base_t + scaled_t * R_{t+1}`` backwards from ``R_len = last``; ``[..., len, 1]``."""
     out = []
-    nxt = value[..., -1, :]
-    for t in range(horizon - 1, -1, -1):
+    nxt = last
+    for t in range(base.shape[-2] - 1, -1, -1):
         nxt = base[..., t, :] + scaled[..., t, :] * nxt
         out.append(nxt)
     out.reverse()
     return torch.stack(out, dim=-2)
+
+
+def replay_lambda_return(
+    reward: Tensor,
+    bootstrap: Tensor,
+    is_terminal: Tensor,
+    is_last: Tensor,
+    *,
+    gamma: float,
+    lmbda: float,
+) -> Tensor:
+    """TD(lambda) returns along a *replayed* sequence, the targets of DreamerV3's replay value loss.
+
+    danijar/dreamerv3 (2024 code, commit e3f0224) ``dreamerv3/agent.py``: ``repl_loss`` (lines
+    449-479) calls ``lambda_return`` (lines 482-490) with the replayed ``is_last``,
+    ``is_terminal`` and rewards, ``disc = 1 - 1/horizon`` and, as bootstrap, the imagination
+    return ``R_0`` of the imagined rollout started from each replayed posterior state
+    (``boot = imgloss_out['ret'][:, 0]``, line 222), not the critic's value::
+
+        lam_{t+1} = lambda * (1 - is_last_{t+1})
+        R_t = r_{t+1} + gamma * (1 - is_terminal_{t+1})
+                        * ((1 - lam_{t+1}) * b_{t+1} + lam_{t+1} * R_{t+1}),     R_{T-1} = b_{T-1}
+
+    So an episode end cuts the recursion: after a terminal step nothing is added, after a
+    truncation (``is_last`` without ``is_terminal``) the imagination return of that last state is.
+
+    Args:
+        reward: ``[..., T, 1]`` replayed reward for arriving at each step (index 0 unused).
+        bootstrap: ``[..., T, 1]`` imagination return ``R_0`` from each step's posterior state.
+        is_terminal, is_last: ``[..., T, 1]`` replayed flags (bool or 0/1 floats; index 0 unused).
+        gamma: discount per step (reference ``1 - 1/333``).
+        lmbda: lambda (reference 0.95, ``repl_loss.lam``).
+
+    Returns:
+        ``[..., T-1, 1]``: ``R_0 .. R_{T-2}`` (detached inputs give detached returns).
+
+    Example:
+        >>> r = torch.tensor([[[0.0], [1.0], [2.0]]])
+        >>> b = torch.tensor([[[0.0], [10.0], [20.0]]])
+        >>> no = torch.zeros(1, 3, 1)
+        >>> replay_lambda_return(r, b, no, no, gamma=1.0, lmbda=0.5).squeeze(-1)
+        tensor([[17., 22.]])
+    """
+    _check_traj("reward", reward)
+    for name, x in (("bootstrap", bootstrap), ("is_terminal", is_terminal), ("is_last", is_last)):
+        _check_traj(name, x, reward)
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    if not 0.0 <= lmbda <= 1.0:
+        raise ValueError(f"lmbda must be in [0, 1], got {lmbda}")
+    if reward.shape[-2] < 2:
+        raise ValueError(f"a replayed sequence needs at least 2 steps, got {reward.shape[-2]}")
+    dtype = reward.dtype
+    discount = gamma * (1.0 - is_terminal[..., 1:, :].to(dtype))
+    lam = lmbda * (1.0 - is_last[..., 1:, :].to(dtype))
+    base = reward[..., 1:, :] + discount * (1.0 - lam) * bootstrap[..., 1:, :]
+    return _recurse(base, discount * lam, bootstrap[..., -1, :])
 
 
 def imagined_weight(continue_: Tensor, *, gamma: float) -> Tensor:
@@ -104,10 +169,17 @@ class ReturnNormalizer(PercentileValueNorm):
     tests against hand-computed EMAs); this subclass only exposes DreamerV3's parameters under
     config names and returns a 0-d scale.
 
+    Non-finite returns (NaN, +-inf) are ignored by :meth:`update`: the percentiles are those of
+    the finite returns only (``torch.nanquantile`` after mapping +-inf to NaN, so exactly the
+    percentiles of the finite part of the batch), and a batch without a finite return leaves
+    ``low`` and ``high`` unchanged. Branch-free (``torch.where``): no host sync beyond the
+    quantile op's own (``torch.compile(fullgraph=True)`` traces it without a break).
+
     Args:
         decay: EMA decay (DreamerV3: 0.99, i.e. TorchRL rate 0.01).
         perc_low, perc_high: percentiles in [0, 100] (DreamerV3: 5 and 95).
-        min_scale: floor of the divisor (DreamerV3: 1, so small returns are not amplified).
+        min_scale: floor of the divisor (finite, > 0; DreamerV3: 1, so small returns are not
+            amplified).
 
     Example:
         >>> norm = ReturnNormalizer(decay=0.0)
@@ -131,14 +203,29 @@ class ReturnNormalizer(PercentileValueNorm):
                 f"retnorm percentiles must satisfy 0 <= perc_low < perc_high <= 100, "
                 f"got perc_low={perc_low}, perc_high={perc_high}"
             )
-        if min_scale <= 0:
-            raise ValueError(f"retnorm min_scale must be > 0, got {min_scale}")
+        if not (math.isfinite(min_scale) and min_scale > 0):
+            raise ValueError(f"retnorm min_scale must be a finite number > 0, got {min_scale}")
         super().__init__(
             shape=1,
             quantiles=(perc_low / 100.0, perc_high / 100.0),
             rate=1.0 - decay,
             min_scale=min_scale,
         )
+
+    @torch.no_grad()
+    def update(self, value_target: Tensor) -> None:
+        """EMA step of ``low`` / ``high`` towards the batch percentiles of the finite returns."""
+        value_target = value_target.detach()
+        self._check_trailing_shape(value_target)
+        flat = value_target.reshape(-1, *self.shape).to(self.low.dtype)
+        finite = torch.isfinite(flat)
+        masked = torch.where(finite, flat, torch.full_like(flat, math.nan))
+        batch_low, batch_high = torch.nanquantile(
+            masked, self._q.to(device=flat.device, dtype=flat.dtype), dim=0
+        )  # NaN in a column without a finite entry: not read below
+        seen = finite.any(0)
+        self.low.copy_(torch.where(seen, torch.lerp(self.low, batch_low, self.rate), self.low))
+        self.high.copy_(torch.where(seen, torch.lerp(self.high, batch_high, self.rate), self.high))
 
     def scale(self) -> Tensor:  # 0-d, so it broadcasts against any advantage shape
         return super().scale().reshape(())

@@ -5,8 +5,13 @@
 - :class:`TrendMixture` — gate between explore and exploit driven by the reward trend.
 - :class:`MixtureSampler` — fixed per-batch fractions of named samplers.
 - :class:`UniformSliceSampler` — uniform over valid slice starts, O(log N).
+- :class:`OnlineQueue` — DreamerV3's online queue: each fresh window once, before the draws.
 - :class:`SumTree`, :class:`PriorityTree` — vectorised torch sum trees (inf-priority pool).
 - :class:`StreamWriter` — one storage ring per concurrent trajectory (several envs).
+
+Window rule of every slice sampler (``window=``): ``"stream"`` (DreamerV3: windows run across
+episode ends, never across a write head or between streams) or ``"episode"`` (windows stay inside
+one episode); see :mod:`imwm.replay.slices`.
 """
 
 from imwm.replay.composite import CompositeSampler
@@ -14,7 +19,8 @@ from imwm.replay.curious import CuriousSampler
 from imwm.replay.explore_exploit import ExploreExploitSampler, UniformSliceSampler
 from imwm.replay.batch_split import check_fracs, split_counts
 from imwm.replay.mixture import MixtureSampler
-from imwm.replay.slices import PrioritizedSliceSampler, read_storage_key, slice_index
+from imwm.replay.online import OnlineQueue
+from imwm.replay.slices import WINDOWS, PrioritizedSliceSampler, read_storage_key, slice_index
 from imwm.replay.streams import StreamWriter
 from imwm.replay.sum_tree import PriorityTree, SumTree
 from imwm.replay.trend import TrendMixture
@@ -24,12 +30,14 @@ __all__ = [
     "CuriousSampler",
     "ExploreExploitSampler",
     "MixtureSampler",
+    "OnlineQueue",
     "PrioritizedSliceSampler",
     "PriorityTree",
     "StreamWriter",
     "SumTree",
     "TrendMixture",
     "UniformSliceSampler",
+    "WINDOWS",
     "check_fracs",
     "read_storage_key",
     "slice_index",

@@ -21,7 +21,7 @@ class CuriousSampler(PrioritizedSliceSampler):
         adjusted_loss = max(L - entropy_lambda * entropy, 0)
 
     The count term favours rarely replayed data, the loss term data the model predicts badly.
-    ``entropy_lambda > 0`` (an extension from the source document) discounts losses that come from
+    ``entropy_lambda > 0`` (an imwm extension of the paper) discounts losses that come from
     an inherently noisy (high-entropy) latent rather than from model error; ``entropy_lambda = 0``
     is exactly the paper. Items with no loss yet have priority ``initial``; with ``inf`` they are
     replayed before anything already trained on. ``visit_count`` rises by one each time the item is
@@ -36,7 +36,7 @@ class CuriousSampler(PrioritizedSliceSampler):
         epsilon: added to the loss before the exponent (>= 0).
         initial: priority before the first loss (> 0, ``inf`` = sample first).
         entropy_lambda: weight of the entropy discount (>= 0).
-        slice_len, traj_key, end_key, arity, nan_policy, device: see
+        slice_len, window, num_streams, traj_key, end_key, arity, nan_policy, device: see
             :class:`~imwm.replay.slices.PrioritizedSliceSampler`.
 
     Feedback: ``update_priority(index, model_loss, *, entropy=None)`` with one loss per slice
@@ -72,10 +72,12 @@ class CuriousSampler(PrioritizedSliceSampler):
         initial: float = math.inf,
         entropy_lambda: float = 0.0,
         slice_len: int = 1,
+        window: str = "episode",
+        num_streams: int = 1,
         traj_key: str | None = "traj_ids",
         end_key: str | None = None,
         arity: int = 32,
-        nan_policy: str = "raise",
+        nan_policy: str = "skip",
         device: str | torch.device = "cpu",
     ):
         c, beta, alpha, epsilon = float(c), float(beta), float(alpha), float(epsilon)
@@ -87,8 +89,9 @@ class CuriousSampler(PrioritizedSliceSampler):
         if not (0.0 < beta <= 1.0):
             raise ValueError(f"beta must be in (0, 1], got {beta}")
         super().__init__(
-            max_capacity, slice_len=slice_len, traj_key=traj_key, end_key=end_key,
-            initial=initial, arity=arity, nan_policy=nan_policy, device=device,
+            max_capacity, slice_len=slice_len, window=window, num_streams=num_streams,
+            traj_key=traj_key, end_key=end_key, initial=initial, arity=arity,
+            nan_policy=nan_policy, device=device,
         )
         self.c, self.beta, self.alpha, self.epsilon = c, beta, alpha, epsilon
         self.entropy_lambda = entropy_lambda
@@ -106,6 +109,10 @@ class CuriousSampler(PrioritizedSliceSampler):
                 applies the Curious Replay formula).
             storage: unused (TorchRL passes it).
             entropy: ``[B]`` entropy of the latent; required when ``entropy_lambda > 0``.
+
+        A non-finite loss (or, with ``entropy_lambda > 0``, a non-finite entropy) leaves that
+        item's signal as it was: skipped and counted in ``nonfinite_skipped`` under the default
+        ``nan_policy="skip"`` (see :class:`~imwm.replay.slices.PrioritizedSliceSampler`).
         """
         loss = torch.as_tensor(priority)
         starts = self._starts_for(index, loss.numel())
@@ -117,9 +124,11 @@ class CuriousSampler(PrioritizedSliceSampler):
             ent = torch.as_tensor(entropy, device=self.device).detach().reshape(-1).double()
             if ent.numel() != loss.numel():
                 raise ValueError(f"entropy has {ent.numel()} values for {loss.numel()} losses")
-            if not torch.isfinite(ent).all():
-                raise ValueError("entropy holds NaN/inf values")
-            loss = loss.to(self.device).reshape(-1).double() - self.entropy_lambda * ent
+            # a non-finite entropy makes the adjusted loss non-finite: handled as a bad loss
+            # (NaN, not inf - inf games: an inf entropy must not turn an inf loss into a value)
+            loss = loss.to(self.device).detach().reshape(-1).double()
+            loss = torch.where(torch.isfinite(ent), loss - self.entropy_lambda * ent,
+                               torch.full_like(loss, math.nan))
         starts, loss = self._finite_values("model_loss", loss, starts)
         self._set_signal(starts, loss.clamp(min=0.0))
 

@@ -15,7 +15,7 @@ __all__ = ["MixtureSampler"]
 
 
 class MixtureSampler(CompositeSampler):
-    """Per-batch mixture of named sequence samplers (the source's ``replay.fracs``).
+    """Per-batch mixture of named sequence samplers (the config's ``replay.fracs``).
 
     A batch of ``n`` slices gives child ``i`` ``n * fracs[i]`` slices, rounded without bias
     (:func:`~imwm.replay.batch_split.split_counts`, drawn from the buffer's generator); the shares are

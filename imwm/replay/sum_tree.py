@@ -1,7 +1,7 @@
 """Vectorised k-ary sum trees in torch, and a priority tree with an infinite-priority pool.
 
 TorchRL's ``SumSegmentTreeFp32`` lives in its C++ extension, which does not load with torch 2.13
-(see DESIGN.md), so ``PrioritizedSampler`` cannot even be built here. These trees are plain torch:
+(importing it fails with an undefined torch symbol), so ``PrioritizedSampler`` cannot even be built here. These trees are plain torch:
 every operation works on a whole batch of indices at once, with one tensor op per tree level and no
 Python loop over items.
 
@@ -37,6 +37,12 @@ def _as_index(index, capacity: int, device) -> torch.Tensor:
             bad = lo if lo < 0 else hi
             raise IndexError(f"index {bad} out of range for a tree of capacity {capacity}")
     return index
+
+
+def _bad_values(value: torch.Tensor, is_bad, limit: int = 3) -> str:
+    """A few offending entries of ``value`` for an error message."""
+    bad = is_bad(value)
+    return f"{int(bad.sum())} bad value(s), e.g. {value[bad][:limit].tolist()}"
 
 
 class SumTree:
@@ -109,7 +115,10 @@ class SumTree:
                 f"update got {index.numel()} indices but {value.numel()} values"
             )
         if not torch.isfinite(value).all() or (value < 0).any():
-            raise ValueError("SumTree leaves must be finite and >= 0 (use PriorityTree for inf)")
+            raise ValueError(
+                f"SumTree.update: value must be finite and >= 0 (use PriorityTree for inf), got "
+                f"{_bad_values(value, lambda v: ~torch.isfinite(v) | (v < 0))}"
+            )
         if not index.numel():
             return
         self._write(index, value)
@@ -148,7 +157,10 @@ class SumTree:
         if values.numel() != self.capacity:
             raise ValueError(f"expected {self.capacity} leaves, got {values.numel()}")
         if not torch.isfinite(values).all() or (values < 0).any():
-            raise ValueError("SumTree leaves must be finite and >= 0")
+            raise ValueError(
+                f"SumTree.set_leaves: values must be finite and >= 0, got "
+                f"{_bad_values(values, lambda v: ~torch.isfinite(v) | (v < 0))}"
+            )
         self.levels[0].zero_()
         self.levels[0][: self.capacity] = values
         self.rebuild()
@@ -212,6 +224,16 @@ def _distinct_ranks(m: int, k: int, generator, device) -> torch.Tensor:
     return picked[keep]
 
 
+def _check_priority(where: str, priority: torch.Tensor) -> None:
+    """Priorities are finite >= 0 or +inf; NaN and negative values (-inf included) raise."""
+    is_bad = lambda v: torch.isnan(v) | (v < 0)  # noqa: E731
+    if bool(is_bad(priority).any()):
+        raise ValueError(
+            f"{where}: priority must be >= 0 or +inf; got NaN or a negative value "
+            f"({_bad_values(priority, is_bad)})"
+        )
+
+
 class PriorityTree:
     """Priorities in ``[0, inf]``: a :class:`SumTree` for the finite ones plus an inf pool.
 
@@ -259,8 +281,7 @@ class PriorityTree:
             raise ValueError(
                 f"update got {index.numel()} indices but {priority.numel()} priorities"
             )
-        if torch.isnan(priority).any() or (priority < 0).any():
-            raise ValueError("priorities must be >= 0 or +inf; got NaN or a negative value")
+        _check_priority("PriorityTree.update", priority)
         self._write(index, priority)
 
     def _write(self, index: torch.Tensor, priority: torch.Tensor) -> None:
@@ -274,9 +295,20 @@ class PriorityTree:
             self.inf_pool._write(index, is_inf.to(self.inf_pool.dtype))
 
     def set_all(self, priority: torch.Tensor) -> None:
-        """Replaces all ``capacity`` priorities at once (O(N))."""
+        """Replaces all ``capacity`` priorities at once (O(N)).
+
+        The same domain as :meth:`update`: finite >= 0, or ``+inf`` (the inf pool). NaN and
+        negative values, ``-inf`` included, are refused (``-inf`` is not "infinitely urgent":
+        a priority is a non-negative sampling mass), and nothing is written then.
+        """
         priority = torch.as_tensor(priority, dtype=self.finite.dtype, device=self.device)
-        is_inf = torch.isinf(priority)
+        priority = priority.reshape(-1)
+        if priority.numel() != self.capacity:
+            raise ValueError(
+                f"PriorityTree.set_all: expected {self.capacity} priorities, got {priority.numel()}"
+            )
+        _check_priority("PriorityTree.set_all", priority)
+        is_inf = torch.isposinf(priority)
         self.finite.set_leaves(torch.where(is_inf, torch.zeros_like(priority), priority))
         self.inf_pool.set_leaves(is_inf.to(self.inf_pool.dtype))
 

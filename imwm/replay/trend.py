@@ -17,8 +17,7 @@ __all__ = ["TrendMixture"]
 class TrendMixture(CompositeSampler):
     """A gate between an explore and an exploit sampler, driven by the extrinsic reward trend.
 
-    From the source document's explore/exploit replay: a fast and a slow exponential moving
-    average of the reward detect its trend; while reward rises (the fast average runs ahead of
+    A fast and a slow exponential moving average of the reward detect its trend; while reward rises (the fast average runs ahead of
     the slow one) the gate opens towards exploitation, while it stalls or falls the gate drifts
     back towards exploration::
 
@@ -27,8 +26,8 @@ class TrendMixture(CompositeSampler):
         trend = (fast - slow) / (|slow| + eps)
         gate  = clamp(sigmoid(k * trend), gate_min, gate_max)
 
-    The source document gives the ingredients (fast/slow EMAs, ``k``, ``eps``, clamp, init) but
-    not the formula; normalising by ``|slow| + eps`` is our reading. Near a zero reward level it
+    The design fixes the ingredients (fast/slow EMAs, ``k``, ``eps``, clamp, init); the formula,
+    normalising by ``|slow| + eps``, is imwm's own. Near a zero reward level it
     makes the gate close to a switch (any rise from 0 saturates the sigmoid), so feed rewards on
     their natural scale, not centred. Both averages start at the first reward seen, so the gate is
     ``gate_init`` until rewards arrive and ``sigmoid(0) = 0.5`` on a reward that never changes.
@@ -45,6 +44,10 @@ class TrendMixture(CompositeSampler):
         eps: keeps the normalisation finite at zero reward (> 0).
         gate_min, gate_max: clamp of the gate, ``0 <= gate_min <= gate_max <= 1``.
         gate_init: gate before any reward, within the clamp.
+
+    Non-finite rewards: :meth:`update_reward` averages the finite entries of its argument only;
+    a call without a finite entry adds no point to the stream (the EMAs and the gate stay). The
+    number of dropped entries is ``nonfinite_skipped`` (in :meth:`metrics`).
 
     Example:
         >>> from imwm.replay import ExploreExploitSampler
@@ -98,19 +101,26 @@ class TrendMixture(CompositeSampler):
         self.slow_ema = 0.0
         self.num_rewards = 0
         self.gate = self.gate_init
+        self.nonfinite_skipped = 0
 
     @property
     def trend(self) -> float:
         return (self.fast_ema - self.slow_ema) / (abs(self.slow_ema) + self.eps)
 
     def update_reward(self, reward) -> float:
-        """Adds one point to the reward stream (the mean of ``reward``); returns the new gate."""
-        r = torch.as_tensor(reward, dtype=torch.float64)
-        if r.numel() == 0:
+        """Adds one point to the reward stream (the mean of the finite entries of ``reward``);
+        returns the new gate. NaN/inf entries are dropped (and counted); with no finite entry
+        nothing changes."""
+        r = torch.as_tensor(reward, dtype=torch.float64).detach().reshape(-1)
+        finite = torch.isfinite(r)
+        count = int(finite.sum())
+        self.nonfinite_skipped += r.numel() - count
+        if count == 0:
             return self.gate
-        r = float(r.mean())
-        if not math.isfinite(r):
-            raise ValueError(f"reward stream got a non-finite value ({r})")
+        r = float(torch.where(finite, r, 0.0).sum()) / count
+        if not math.isfinite(r):  # finite entries whose sum overflows float64
+            self.nonfinite_skipped += count
+            return self.gate
         if self.num_rewards == 0:
             self.fast_ema = self.slow_ema = r
         else:
@@ -133,13 +143,14 @@ class TrendMixture(CompositeSampler):
     def metrics(self) -> dict[str, float]:
         out = super().metrics()
         out.update(gate=self.gate, trend=self.trend, reward_fast=self.fast_ema,
-                   reward_slow=self.slow_ema)
+                   reward_slow=self.slow_ema, nonfinite_skipped=self.nonfinite_skipped)
         return out
 
     def state_dict(self) -> dict[str, Any]:
         out = super().state_dict()
         out["trend"] = {"fast_ema": self.fast_ema, "slow_ema": self.slow_ema,
-                        "num_rewards": self.num_rewards, "gate": self.gate}
+                        "num_rewards": self.num_rewards, "gate": self.gate,
+                        "nonfinite_skipped": self.nonfinite_skipped}
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -149,3 +160,4 @@ class TrendMixture(CompositeSampler):
         self.slow_ema = float(trend["slow_ema"])
         self.num_rewards = int(trend["num_rewards"])
         self.gate = float(trend["gate"])
+        self.nonfinite_skipped = int(trend.get("nonfinite_skipped", 0))  # absent in older states

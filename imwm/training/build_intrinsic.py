@@ -3,18 +3,22 @@
 ``build_intrinsic(cfg.intrinsic, agent)`` returns the transform to set as ``agent.intrinsic`` (or
 ``None``); ``build_dormant(cfg.dormant, agent)`` returns a :class:`~imwm.diagnostics.DormantMonitor`
 (with :class:`~imwm.diagnostics.ReDo` attached when ``dormant.redo.enable``) or ``None``. Every
-bad value fails here, before training starts, with a ``ValueError`` naming the full config key.
+bad value fails here, before training starts, with a :class:`~imwm.errors.ConfigError` (a
+``ValueError``) naming the full config key; :func:`check_intrinsic_config` and
+:func:`check_dormant_config` run those checks without an agent (``validate_config`` calls them).
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from imwm.diagnostics import DormantMonitor, ReDo
+from imwm.errors import ConfigError, config_keys
 from imwm.intrinsic import AdaptiveIntrinsicReward, DisagreementIntrinsicReward, LexaStyleIntrinsicReward
 
 INTRINSIC_TYPES = ("none", "adaptive", "lexa_style", "disagreement")
@@ -48,46 +52,47 @@ def _plain(cfg: Any) -> dict:
 
 def _number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key} must be a number, got {value!r}")
+        raise ConfigError(key, "must be a number", value)
     value = float(value)
     if math.isnan(value):
-        raise ValueError(f"{key} must be a number, got nan")
+        raise ConfigError(key, "must be a number", value)
     return value
 
 
 def _validate_block(typ: str, block: dict) -> dict:
     unknown = sorted(set(block) - set(_BLOCK_KEYS[typ]))
     if unknown:
-        raise ValueError(f"intrinsic.{typ} has unknown keys {unknown}; valid keys: {list(_BLOCK_KEYS[typ])}")
+        raise ConfigError(", ".join(f"intrinsic.{typ}.{k}" for k in unknown),
+                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of intrinsic.{typ}: "
+                          f"{list(_BLOCK_KEYS[typ])}")
     for name, value in block.items():
         key = f"intrinsic.{typ}.{name}"
         if name in _BOOLS:
             if not isinstance(value, bool):
-                raise ValueError(f"{key} must be true or false, got {value!r}")
+                raise ConfigError(key, "must be true or false", value)
         elif name in _POSITIVE_INTS:
             if isinstance(value, bool) or not isinstance(value, int) or value < _POSITIVE_INTS[name]:
-                raise ValueError(f"{key} must be an integer >= {_POSITIVE_INTS[name]}, got {value!r}")
+                raise ConfigError(key, f"must be an integer >= {_POSITIVE_INTS[name]}", value)
         elif name == "target":
             if not isinstance(value, str) or not value:
-                raise ValueError(f"{key} must be 'auto' or a state key such as 'stoch', got {value!r}")
+                raise ConfigError(key, "must be 'auto' or a state key such as 'stoch'", value)
         else:
             number = _number(key, value)
             if name in _NON_NEGATIVE and not (0.0 <= number < math.inf):
-                raise ValueError(f"{key} must be >= 0 (a scale cannot be negative), got {value!r}")
+                raise ConfigError(key, "must be >= 0 (a scale cannot be negative)", value)
             if name in _POSITIVE and not number > 0.0:
-                raise ValueError(f"{key} must be > 0, got {value!r}")
+                raise ConfigError(key, "must be > 0", value)
             if name in _UNIT:
                 upper_open = _UNIT[name].endswith(")")
                 if not (0.0 <= number and (number < 1.0 if upper_open else number <= 1.0)):
-                    raise ValueError(f"{key} must be in {_UNIT[name]}, got {value!r}")
+                    raise ConfigError(key, f"must be in {_UNIT[name]}", value)
     if typ == "adaptive" and ("clip_min" in block or "clip_max" in block):
         defaults = inspect.signature(AdaptiveIntrinsicReward).parameters
         clip_min = block.get("clip_min", defaults["clip_min"].default)
         clip_max = block.get("clip_max", defaults["clip_max"].default)
         if float(clip_min) > float(clip_max):
-            raise ValueError(
-                f"intrinsic.adaptive.clip_min ({clip_min}) must be <= intrinsic.adaptive.clip_max ({clip_max})"
-            )
+            raise ConfigError("intrinsic.adaptive.clip_min", f"must be <= intrinsic.adaptive.clip_max ({clip_max})",
+                              clip_min)
     return block
 
 
@@ -104,13 +109,41 @@ def _disagreement_target(dynamics, target: str) -> tuple[tuple[str, str], int]:
     if target == "auto":
         target = next((k for k in ("stoch", "obs_stoch") if k in keys), None)
         if target is None:
-            raise ValueError(
-                f"intrinsic.disagreement.target='auto' found neither 'stoch' nor 'obs_stoch' in the dynamics "
-                f"state keys {keys}; set intrinsic.disagreement.target to one of them"
-            )
+            raise ConfigError("intrinsic.disagreement.target",
+                              f"'auto' found neither 'stoch' nor 'obs_stoch' in the dynamics state keys {keys}; "
+                              "set it to one of them", target)
     if target not in keys:
-        raise ValueError(f"intrinsic.disagreement.target={target!r} is not a dynamics state key; valid: {keys}")
+        raise ConfigError("intrinsic.disagreement.target", f"is not a dynamics state key; valid: {keys}", target)
     return ("posterior", target), int(state.get(target).shape[-1])
+
+
+def check_intrinsic_config(intrinsic_cfg: Any) -> dict:
+    """Checks the ``intrinsic`` group without an agent; returns it as a plain dict.
+
+    Raises:
+        ConfigError: naming the full key (``intrinsic.adaptive.rho``) and the value.
+    """
+    cfg = _plain(intrinsic_cfg)
+    enable = cfg.get("enable", False)
+    if not isinstance(enable, bool):
+        raise ConfigError("intrinsic.enable", "must be true or false", enable)
+    typ = cfg.get("typ", "none")
+    if typ not in INTRINSIC_TYPES:
+        raise ConfigError("intrinsic.typ", f"must be one of {list(INTRINSIC_TYPES)}", typ)
+    unknown = sorted(set(cfg) - {"enable", "typ", *_BLOCK_KEYS})
+    if unknown:
+        raise ConfigError(", ".join(f"intrinsic.{k}" for k in unknown),
+                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of intrinsic: "
+                          f"{['enable', 'typ', *_BLOCK_KEYS]}")
+    for name in _BLOCK_KEYS:  # validate every block present, not only the chosen one: typos fail early
+        block = cfg.get(name)
+        if block is not None and not isinstance(block, Mapping):
+            raise ConfigError(f"intrinsic.{name}", "must be a mapping of constructor arguments", block)
+        _validate_block(name, _plain(block) or {})
+    if enable and typ == "none":
+        raise ConfigError("intrinsic.typ", f"must be one of {list(INTRINSIC_TYPES[1:])} when intrinsic.enable "
+                          "is true (or set intrinsic.enable=false)", typ)
+    return cfg
 
 
 def build_intrinsic(intrinsic_cfg: Any, agent: Any):
@@ -124,45 +157,82 @@ def build_intrinsic(intrinsic_cfg: Any, agent: Any):
         intrinsic_cfg: the ``intrinsic`` config node (DictConfig or dict).
         agent: the :class:`~imwm.agent.DreamerAgent` (its dynamics give sizes and ``uncertainty``).
     """
-    cfg = _plain(intrinsic_cfg)
-    enable = cfg.get("enable", False)
-    if not isinstance(enable, bool):
-        raise ValueError(f"intrinsic.enable must be true or false, got {enable!r}")
-    typ = cfg.get("typ", "none")
-    if typ not in INTRINSIC_TYPES:
-        raise ValueError(f"intrinsic.typ must be one of {list(INTRINSIC_TYPES)}, got {typ!r}")
-    unknown = sorted(set(cfg) - {"enable", "typ", *_BLOCK_KEYS})
-    if unknown:
-        raise ValueError(f"intrinsic has unknown keys {unknown}; valid: ['enable', 'typ', {', '.join(map(repr, _BLOCK_KEYS))}]")
-    for name in _BLOCK_KEYS:  # validate every block present, not only the chosen one: typos fail early
-        _validate_block(name, _plain(cfg.get(name)) or {})
+    cfg = check_intrinsic_config(intrinsic_cfg)
+    enable, typ = cfg.get("enable", False), cfg.get("typ", "none")
     if not enable:
         return None
-    if typ == "none":
-        raise ValueError("intrinsic.enable is true but intrinsic.typ is 'none'; choose one of "
-                         f"{list(INTRINSIC_TYPES[1:])} or set intrinsic.enable=false")
     block = dict(_plain(cfg.get(typ)) or {})
     dynamics = agent.world_model.dynamics
     if typ == "adaptive":
-        transform = AdaptiveIntrinsicReward(**block, uncertainty_fn=dynamics.uncertainty)
+        with config_keys(f"intrinsic.{typ}", block):
+            transform = AdaptiveIntrinsicReward(**block, uncertainty_fn=dynamics.uncertainty)
     elif typ == "lexa_style":
         decoder = getattr(agent.world_model, "decoder", None)
         if decoder is not None and getattr(decoder, "learned_std", True) is False:
-            raise ValueError(
-                "intrinsic.typ=lexa_style reads the decoder's predicted std: set agent.learned_std=true"
-            )
-        transform = LexaStyleIntrinsicReward(**block)
+            raise ConfigError("agent.learned_std", "intrinsic.typ=lexa_style reads the decoder's predicted std: "
+                              "set agent.learned_std=true", False)
+        with config_keys(f"intrinsic.{typ}", block):
+            transform = LexaStyleIntrinsicReward(**block)
     else:
         target_key, target_dim = _disagreement_target(dynamics, block.pop("target", "auto"))
-        transform = DisagreementIntrinsicReward(
-            feat_dim=int(dynamics.feat_dim),
-            action_dim=int(dynamics.action_dim),
-            target_dim=target_dim,
-            target_key=target_key,
-            feat_fn=dynamics.get_feat,
-            **block,
-        )
+        with config_keys(f"intrinsic.{typ}", block):
+            transform = DisagreementIntrinsicReward(
+                feat_dim=int(dynamics.feat_dim),
+                action_dim=int(dynamics.action_dim),
+                target_dim=target_dim,
+                target_key=target_key,
+                feat_fn=dynamics.get_feat,
+                **block,
+            )
     return transform.to(_device(agent))
+
+
+def check_dormant_config(dormant_cfg: Any) -> dict:
+    """Checks the ``dormant`` group without an agent; returns it with defaults filled in
+    (``{"enable", "tau", "every", "redo": {"enable", "reset_period", "tau"}}``).
+
+    Raises:
+        ConfigError: naming the full key (``dormant.redo.reset_period``) and the value.
+    """
+    cfg = _plain(dormant_cfg)
+    unknown = sorted(set(cfg) - {"enable", "tau", "every", "redo"})
+    if unknown:
+        raise ConfigError(", ".join(f"dormant.{k}" for k in unknown),
+                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of dormant: "
+                          "['enable', 'tau', 'every', 'redo']")
+    enable = cfg.get("enable", False)
+    if not isinstance(enable, bool):
+        raise ConfigError("dormant.enable", "must be true or false", enable)
+    tau = _number("dormant.tau", cfg.get("tau", 0.025))
+    if not 0.0 <= tau <= 1.0:
+        raise ConfigError("dormant.tau", "must be in [0, 1]", cfg.get("tau"))
+    every = cfg.get("every", 1000)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError("dormant.every", "must be an integer >= 1", every)
+    redo = cfg.get("redo")
+    if redo is not None and not isinstance(redo, Mapping):
+        raise ConfigError("dormant.redo", "must be a mapping", redo)
+    redo = _plain(redo) or {}
+    unknown = sorted(set(redo) - {"enable", "reset_period", "tau"})
+    if unknown:
+        raise ConfigError(", ".join(f"dormant.redo.{k}" for k in unknown),
+                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of dormant.redo: "
+                          "['enable', 'reset_period', 'tau']")
+    redo_enable = redo.get("enable", False)
+    if not isinstance(redo_enable, bool):
+        raise ConfigError("dormant.redo.enable", "must be true or false", redo_enable)
+    period = redo.get("reset_period", 1000)
+    if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+        raise ConfigError("dormant.redo.reset_period", "must be an integer >= 1", period)
+    redo_tau = redo.get("tau", None)
+    if redo_tau is not None:
+        redo_tau = _number("dormant.redo.tau", redo_tau)
+        if not 0.0 <= redo_tau <= 1.0:
+            raise ConfigError("dormant.redo.tau", "must be in [0, 1] or null", redo.get("tau"))
+    if redo_enable and not enable:
+        raise ConfigError("dormant.redo.enable", "needs dormant.enable=true: ReDo needs the monitor", redo_enable)
+    return {"enable": enable, "tau": tau, "every": every,
+            "redo": {"enable": redo_enable, "reset_period": period, "tau": redo_tau}}
 
 
 def build_dormant(dormant_cfg: Any, agent: Any) -> DormantMonitor | None:
@@ -171,38 +241,11 @@ def build_dormant(dormant_cfg: Any, agent: Any) -> DormantMonitor | None:
     Keys: ``enable``, ``tau`` in [0, 1], ``every`` (updates between measurements, >= 1),
     ``redo: {enable, reset_period, tau}`` (``redo.tau`` null = ``dormant.tau``).
     """
-    cfg = _plain(dormant_cfg)
-    unknown = sorted(set(cfg) - {"enable", "tau", "every", "redo"})
-    if unknown:
-        raise ValueError(f"dormant has unknown keys {unknown}; valid: ['enable', 'tau', 'every', 'redo']")
-    enable = cfg.get("enable", False)
-    if not isinstance(enable, bool):
-        raise ValueError(f"dormant.enable must be true or false, got {enable!r}")
-    tau = _number("dormant.tau", cfg.get("tau", 0.025))
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"dormant.tau must be in [0, 1], got {cfg.get('tau')!r}")
-    every = cfg.get("every", 1000)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"dormant.every must be an integer >= 1, got {every!r}")
-    redo = _plain(cfg.get("redo")) or {}
-    unknown = sorted(set(redo) - {"enable", "reset_period", "tau"})
-    if unknown:
-        raise ValueError(f"dormant.redo has unknown keys {unknown}; valid: ['enable', 'reset_period', 'tau']")
-    redo_enable = redo.get("enable", False)
-    if not isinstance(redo_enable, bool):
-        raise ValueError(f"dormant.redo.enable must be true or false, got {redo_enable!r}")
-    period = redo.get("reset_period", 1000)
-    if isinstance(period, bool) or not isinstance(period, int) or period < 1:
-        raise ValueError(f"dormant.redo.reset_period must be an integer >= 1, got {period!r}")
-    redo_tau = redo.get("tau", None)
-    if redo_tau is not None:
-        redo_tau = _number("dormant.redo.tau", redo_tau)
-        if not 0.0 <= redo_tau <= 1.0:
-            raise ValueError(f"dormant.redo.tau must be in [0, 1] or null, got {redo.get('tau')!r}")
-    if not enable:
-        if redo_enable:
-            raise ValueError("dormant.redo.enable is true but dormant.enable is false: ReDo needs the monitor")
+    cfg = check_dormant_config(dormant_cfg)
+    if not cfg["enable"]:
         return None
+    tau, every, redo = cfg["tau"], cfg["every"], cfg["redo"]
+    redo_enable, period, redo_tau = redo["enable"], redo["reset_period"], redo["tau"]
     monitor = DormantMonitor(agent, tau=tau, every=every)
     if redo_enable:
         optimizers = [getattr(agent, n) for n in ("model_opt", "actor_opt", "critic_opt") if hasattr(agent, n)]

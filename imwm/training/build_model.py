@@ -3,7 +3,12 @@
 ``DYNAMICS_BUILDERS`` maps ``cfg.dynamics.name`` to a function
 ``builder(dynamics_cfg: dict, *, action_dim: int, embed_dim: int) -> Dynamics`` where
 ``dynamics_cfg`` is the resolved ``dynamics`` group without ``name`` (every other key is a
-constructor kwarg). Adding a dynamics = one function + one entry.
+constructor kwarg). Adding a dynamics = one function + one entry (and, optionally, a
+``DYNAMICS_CHECKS`` entry that checks the group without building it).
+
+Errors in the config are :class:`~imwm.errors.ConfigError` naming the full key
+(``dynamics.boundary_temp``); :func:`check_model_config` runs every check without building anything
+(``validate_config`` calls it).
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import torch
 
 from imwm.agent import Actor, Critic, DreamerAgent
 from imwm.dynamics import RSSMDynamics
+from imwm.errors import ConfigError, config_keys
 from imwm.objectives import WorldModelLoss
 from imwm.world_model import WorldModel
 
-__all__ = ["DYNAMICS_BUILDERS", "build_agent", "build_dynamics"]
+__all__ = ["DYNAMICS_BUILDERS", "DYNAMICS_CHECKS", "build_agent", "build_dynamics", "check_model_config"]
 
 
 def _plain(cfg: Any) -> dict:
@@ -42,30 +48,59 @@ def _check_kwargs(group: str, given: Mapping, fn: Callable, *, skip: Sequence[st
     unknown = sorted(set(given) - accepted - set(skip))
     if unknown:
         valid = sorted(accepted - {"self"} - set(skip))
-        raise ValueError(f"unknown config key(s) {[f'{group}.{k}' for k in unknown]}; valid: {valid}")
+        raise ConfigError(", ".join(f"{group}.{k}" for k in unknown),
+                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of {group}: {valid}")
+
+
+def _check_rssm(dynamics_cfg: Mapping) -> None:
+    _check_kwargs("dynamics", dynamics_cfg, RSSMDynamics.__init__, skip=("action_dim", "embed_dim"))
+    defaults = inspect.signature(RSSMDynamics.__init__).parameters
+    deter = dynamics_cfg.get("deter", defaults["deter"].default)
+    blocks = dynamics_cfg.get("blocks", defaults["blocks"].default)
+    if isinstance(deter, int) and isinstance(blocks, int) and blocks >= 1 and deter % blocks:
+        raise ConfigError("dynamics.blocks", f"must divide dynamics.deter ({deter})", blocks)
+    unimix = dynamics_cfg.get("unimix", 0.0)
+    if isinstance(unimix, (int, float)) and not 0.0 <= unimix < 1.0:
+        raise ConfigError("dynamics.unimix", "must be in [0, 1)", unimix)
 
 
 def _build_rssm(dynamics_cfg: dict, *, action_dim: int, embed_dim: int) -> RSSMDynamics:
-    _check_kwargs("dynamics", dynamics_cfg, RSSMDynamics.__init__, skip=("action_dim", "embed_dim"))
-    return RSSMDynamics(**dynamics_cfg, action_dim=action_dim, embed_dim=embed_dim)
+    _check_rssm(dynamics_cfg)
+    with config_keys("dynamics", dynamics_cfg):
+        return RSSMDynamics(**dynamics_cfg, action_dim=action_dim, embed_dim=embed_dim)
+
+
+def _check_vta(dynamics_cfg: Mapping) -> None:
+    from imwm.vta import BOUNDARY_OPTION_DEFAULTS, VTADynamics
+    from imwm.vta.options import check_boundary_option_values
+
+    skip = ("action_dim", "embed_dim", *BOUNDARY_OPTION_DEFAULTS)  # boundary options arrive as **kwargs
+    _check_kwargs("dynamics", dynamics_cfg, VTADynamics.__init__, skip=skip)
+    with config_keys("dynamics"):
+        check_boundary_option_values({k: v for k, v in dynamics_cfg.items() if k in BOUNDARY_OPTION_DEFAULTS})
 
 
 def _build_vta(dynamics_cfg: dict, *, action_dim: int, embed_dim: int):
     """VTA (imwm.vta.VTADynamics); the agent/trainer should call ``dynamics.set_progress(update)``."""
-    from imwm.vta import BOUNDARY_OPTION_DEFAULTS, VTADynamics
+    from imwm.vta import VTADynamics
 
-    skip = ("action_dim", "embed_dim", *BOUNDARY_OPTION_DEFAULTS)  # boundary options arrive as **kwargs
-    _check_kwargs("dynamics", dynamics_cfg, VTADynamics.__init__, skip=skip)
-    return VTADynamics(**dynamics_cfg, action_dim=action_dim, embed_dim=embed_dim)
+    _check_vta(dynamics_cfg)
+    with config_keys("dynamics", dynamics_cfg):
+        return VTADynamics(**dynamics_cfg, action_dim=action_dim, embed_dim=embed_dim)
 
 
 DYNAMICS_BUILDERS: dict[str, Callable[..., Any]] = {
     "rssm": _build_rssm,
     "vta": _build_vta,
 }
+# name -> check(dynamics_cfg without name): raises ConfigError, builds nothing (optional per dynamics)
+DYNAMICS_CHECKS: dict[str, Callable[[Mapping], None]] = {
+    "rssm": _check_rssm,
+    "vta": _check_vta,
+}
 
 # agent.* keys that are not DreamerAgent kwargs: they configure the networks and the world-model loss
-_ACTOR_KEYS = {"actor_unimix": "unimix"}
+_ACTOR_KEYS = {"actor_unimix": "unimix", "actor_out_scale": "out_scale"}
 _WORLD_MODEL_LOSS_KEYS = ("dyn_scale", "rep_scale", "free_bits", "image_scale", "reward_scale", "continue_scale")
 _WORLD_MODEL_KEYS = ("learned_std",)
 
@@ -75,8 +110,69 @@ def build_dynamics(dynamics_cfg: Mapping, *, action_dim: int, embed_dim: int):
     dynamics_cfg = dict(dynamics_cfg)
     name = dynamics_cfg.pop("name", None)
     if name not in DYNAMICS_BUILDERS:
-        raise ValueError(f"dynamics.name must be one of {sorted(DYNAMICS_BUILDERS)}, got {name!r}")
+        raise ConfigError("dynamics.name", f"must be one of {sorted(DYNAMICS_BUILDERS)}", name)
     return DYNAMICS_BUILDERS[name](dynamics_cfg, action_dim=action_dim, embed_dim=embed_dim)
+
+
+_MODEL_KEYS = ("deter", "hidden", "stoch", "classes", "cnn_depth", "mlp_units", "mlp_layers")
+
+
+def _split_agent_cfg(agent_cfg: Mapping) -> tuple[dict, dict, bool, dict]:
+    """``agent.*`` -> (DreamerAgent kwargs, WorldModelLoss kwargs, learned_std, Actor kwargs), checked."""
+    agent_cfg = dict(agent_cfg)
+    wm_loss_kwargs = {k: agent_cfg.pop(k) for k in _WORLD_MODEL_LOSS_KEYS if k in agent_cfg}
+    learned_std = agent_cfg.pop("learned_std", False)
+    if not isinstance(learned_std, bool):
+        raise ConfigError("agent.learned_std", "must be true or false", learned_std)
+    actor_kwargs = {new: agent_cfg.pop(old) for old, new in _ACTOR_KEYS.items() if old in agent_cfg}
+    unimix = actor_kwargs.get("unimix", 0.0)
+    if isinstance(unimix, (int, float)) and not 0.0 <= unimix < 1.0:
+        raise ConfigError("agent.actor_unimix", "must be in [0, 1)", unimix)
+    skip = {"self", "world_model", "world_model_loss", "actor", "critic"}
+    params = inspect.signature(DreamerAgent.__init__).parameters
+    accepted = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - skip
+    unknown = sorted(set(agent_cfg) - accepted)
+    if unknown:
+        valid = sorted(accepted | set(_WORLD_MODEL_LOSS_KEYS) | set(_WORLD_MODEL_KEYS) | set(_ACTOR_KEYS))
+        raise ConfigError(", ".join(f"agent.{k}" for k in unknown),
+                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of agent: {valid}")
+    _check_kwargs("agent", wm_loss_kwargs, WorldModelLoss.__init__, skip=("world_model",))
+    return agent_cfg, wm_loss_kwargs, learned_std, actor_kwargs
+
+
+def _check_model_group(model: Any) -> dict:
+    if not isinstance(model, Mapping):
+        raise ConfigError("model", "must be a mapping (a config group)", model)
+    missing = [f"model.{k}" for k in _MODEL_KEYS if k not in model]
+    if missing:
+        raise ConfigError(", ".join(missing), "missing config key" + ("s" if len(missing) > 1 else ""))
+    unknown = sorted(set(model) - set(_MODEL_KEYS))
+    if unknown:
+        raise ConfigError(", ".join(f"model.{k}" for k in unknown),
+                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of model: "
+                          f"{list(_MODEL_KEYS)}")
+    return dict(model)
+
+
+def check_model_config(cfg: Any) -> None:
+    """Checks the ``model``, ``dynamics`` and ``agent`` groups without building anything.
+
+    Raises:
+        ConfigError: naming the full key (``dynamics.boundary_temp``, ``agent.horizon``) and the value.
+    """
+    plain = _plain(cfg)
+    for group in ("model", "dynamics", "agent"):
+        if not isinstance(plain.get(group), Mapping):
+            raise ConfigError(group, "must be a mapping (a config group); need model, dynamics and agent",
+                              plain.get(group))
+    _check_model_group(plain["model"])
+    dynamics_cfg = dict(plain["dynamics"])
+    name = dynamics_cfg.pop("name", None)
+    if name not in DYNAMICS_BUILDERS:
+        raise ConfigError("dynamics.name", f"must be one of {sorted(DYNAMICS_BUILDERS)}", name)
+    if name in DYNAMICS_CHECKS:
+        DYNAMICS_CHECKS[name](dynamics_cfg)
+    _split_agent_cfg(plain["agent"])
 
 
 def _wants_decoder_std(plain: dict) -> bool:
@@ -109,26 +205,14 @@ def build_agent(
     plain = _plain(cfg)
     for group in ("model", "dynamics", "agent"):
         if not isinstance(plain.get(group), Mapping):
-            raise ValueError(f"config group {group!r} is missing (need model, dynamics and agent)")
-    model = dict(plain["model"])
-    agent_cfg = dict(plain["agent"])
+            raise ConfigError(group, "must be a mapping (a config group); need model, dynamics and agent",
+                              plain.get(group))
     if int(action_dim) != action_dim or action_dim < 1:
         raise ValueError(f"action_dim must be an integer >= 1, got {action_dim!r}")
-    model_keys = ("deter", "hidden", "stoch", "classes", "cnn_depth", "mlp_units", "mlp_layers")
-    missing = [f"model.{k}" for k in model_keys if k not in model]
-    if missing:
-        raise ValueError(f"missing config key(s) {missing}")
-    unknown = sorted(set(model) - set(model_keys))
-    if unknown:
-        raise ValueError(f"unknown config key(s) {[f'model.{k}' for k in unknown]}; valid: {list(model_keys)}")
-
-    wm_loss_kwargs = {k: agent_cfg.pop(k) for k in _WORLD_MODEL_LOSS_KEYS if k in agent_cfg}
-    explicit_std = bool(agent_cfg.pop("learned_std", False))
+    model = _check_model_group(plain["model"])
+    agent_cfg, wm_loss_kwargs, explicit_std, actor_kwargs = _split_agent_cfg(plain["agent"])
     # implied by LEXA-style, which reads the decoder's std (image or vector decoder alike)
     learned_std = explicit_std or _wants_decoder_std(plain)
-    actor_kwargs = {new: agent_cfg.pop(old) for old, new in _ACTOR_KEYS.items() if old in agent_cfg}
-    _check_kwargs("agent", agent_cfg, DreamerAgent.__init__, skip=("world_model", "world_model_loss", "actor", "critic"))
-    _check_kwargs("agent", wm_loss_kwargs, WorldModelLoss.__init__, skip=("world_model",))
 
     obs_shape = tuple(int(s) for s in obs_shape)
     with torch.device(device):
@@ -142,9 +226,10 @@ def build_agent(
             learned_std=learned_std,
         )
         feat_dim = world_model.dynamics.feat_dim
-        actor = Actor(feat_dim, int(action_dim), mlp_units=model["mlp_units"], mlp_layers=model["mlp_layers"],
-                      **actor_kwargs)
-        critic = Critic(feat_dim, mlp_units=model["mlp_units"], mlp_layers=model["mlp_layers"])
-        world_model_loss = WorldModelLoss(world_model, **wm_loss_kwargs)
-        agent = DreamerAgent(world_model, world_model_loss, actor, critic, **agent_cfg)
+        with config_keys("agent", {**agent_cfg, **wm_loss_kwargs, "actor_unimix": actor_kwargs.get("unimix")}):
+            actor = Actor(feat_dim, int(action_dim), mlp_units=model["mlp_units"], mlp_layers=model["mlp_layers"],
+                          **actor_kwargs)
+            critic = Critic(feat_dim, mlp_units=model["mlp_units"], mlp_layers=model["mlp_layers"])
+            world_model_loss = WorldModelLoss(world_model, **wm_loss_kwargs)
+            agent = DreamerAgent(world_model, world_model_loss, actor, critic, **agent_cfg)
     return agent

@@ -10,14 +10,30 @@ The training loop calls, with ``cfg.replay`` expanded one key per keyword::
     replay_feedback(buffer, info, signals, reward=collected_reward)
     logger.log(replay_metrics(buffer))
 
+``window`` chooses which ``T``-record windows can be replayed (every sampler below uses it; see
+:mod:`imwm.replay.slices`):
+
+- ``stream`` (the configs' default; DreamerV3, Hafner et al. 2023, danijar/dreamerv3 replay):
+  each env's records form one stream and a window is any ``T`` consecutive records of a stream,
+  across ``is_last`` / ``is_first`` (the RSSM resets at ``is_first``), never across the write
+  head or between streams. Terminal records and episodes shorter than ``T`` are replayed at
+  their rate in the data.
+- ``episode``: windows stay inside one episode (``traj_key``), the rule before ``window``
+  existed; a config without the key (a run saved before it) gets this, so resuming it keeps its
+  sampling.
+
 ``fracs`` chooses the sampler:
 
-- ``{uniform: 1.0}``: TorchRL's own ``SliceSampler(slice_len=T, traj_key="traj_ids",
-  strict_length=True)``; ``replay_feedback`` is then a no-op.
+- ``{uniform: 1.0}``: :class:`imwm.replay.UniformSliceSampler`, uniform over valid starts; with
+  ``window=episode``, one env and no online queue it is TorchRL's own ``SliceSampler(slice_len=T,
+  traj_key="traj_ids", strict_length=True)``, exactly as before. ``replay_feedback`` is a no-op.
 - one non-uniform child with fraction 1 and no trend (``{curious: 1.0, uniform: 0.0}``): that
   sampler alone;
 - anything else: an :class:`imwm.replay.MixtureSampler` over the named children, with the
   :class:`imwm.replay.TrendMixture` gate when ``trend.enable``.
+
+``online: true`` wraps that sampler in :class:`imwm.replay.OnlineQueue` (DreamerV3's online queue):
+every fresh window of each stream is replayed once, before the ``fracs`` draws fill the batch.
 
 Reward stream for the trend gate: ``replay_feedback(..., reward=...)`` takes the extrinsic rewards
 *collected from the environment* since the previous call (any shape; their mean is one point of the
@@ -27,6 +43,7 @@ steers, so its reward trend would feed back on itself.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Mapping
@@ -37,7 +54,9 @@ from tensordict import TensorDictBase
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.samplers import SliceSampler
 
-__all__ = ["build_replay", "replay_feedback", "replay_metrics", "slice_starts"]
+from imwm.errors import ConfigError, config_keys
+
+__all__ = ["build_replay", "check_replay_config", "replay_feedback", "replay_metrics", "slice_starts"]
 
 _KNOWN_CHILDREN = ("uniform", "curious", "explore", "exploit")
 
@@ -50,20 +69,157 @@ def _plain(mapping: Mapping | None) -> dict:
 
 
 def _check_fracs(fracs: Mapping) -> dict[str, float]:
-    fracs = {str(k): float(v) for k, v in _plain(fracs).items()}
-    if not fracs:
-        raise ValueError("replay.fracs must name at least one sampler, got an empty mapping")
-    for name, value in fracs.items():
+    if not isinstance(fracs, Mapping):
+        raise ConfigError("replay.fracs", "must map sampler names to fractions", fracs)
+    plain = _plain(fracs)
+    if not plain:
+        raise ConfigError("replay.fracs", "must name at least one sampler", plain)
+    for name, value in plain.items():
         if name not in _KNOWN_CHILDREN:
-            raise ValueError(
-                f"replay.fracs names an unknown sampler {name!r}; known: {list(_KNOWN_CHILDREN)}"
-            )
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"replay.fracs[{name!r}] must be a finite number >= 0, got {value}")
+            raise ConfigError(f"replay.fracs.{name}", f"unknown sampler; known: {list(_KNOWN_CHILDREN)}")
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"replay.fracs.{name}", "must be a finite number >= 0", value)
+    fracs = {name: float(v) for name, v in plain.items()}
     total = sum(fracs.values())
     if abs(total - 1.0) > 1e-6:
-        raise ValueError(f"replay.fracs must sum to 1, got {fracs} (sum {total})")
+        raise ConfigError("replay.fracs", f"must sum to 1 (sum {total:g})", plain)
     return fracs
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# Constructor arguments of the samplers that build_replay sets itself (not config keys).
+_STRUCTURAL = {"self", "max_capacity", "mode", "slice_len", "traj_key", "end_key", "arity", "nan_policy",
+               "device", "explore", "exploit", "window", "num_streams"}
+# Value rules of the sampler blocks: (lower bound, lower bound included, upper bound, upper included).
+_BLOCK_RULES = {
+    "curious": {"c": (0.0, True, math.inf, False), "beta": (0.0, False, 1.0, True),
+                "alpha": (0.0, True, math.inf, False), "epsilon": (0.0, True, math.inf, False),
+                "entropy_lambda": (0.0, True, math.inf, False)},
+    "explore_exploit": {"eps": (0.0, False, math.inf, False)},
+    "trend": {"fast": (0.0, False, 1.0, True), "slow": (0.0, False, 1.0, True), "k": (0.0, True, math.inf, False),
+              "eps": (0.0, False, math.inf, False), "gate_min": (0.0, True, 1.0, True),
+              "gate_max": (0.0, True, 1.0, True), "gate_init": (0.0, True, 1.0, True)},
+}
+
+
+def _block_keys(block: str) -> set[str]:
+    from imwm.replay import CuriousSampler, ExploreExploitSampler, TrendMixture  # noqa: PLC0415
+
+    cls = {"curious": CuriousSampler, "explore_exploit": ExploreExploitSampler, "trend": TrendMixture}[block]
+    keys = set(inspect.signature(cls.__init__).parameters) - _STRUCTURAL
+    return keys | {"enable"} if block == "trend" else keys
+
+
+def _interval(lo: float, lo_in: bool, hi: float, hi_in: bool) -> str:
+    if hi == math.inf:
+        return f"a finite number {'>=' if lo_in else '>'} {lo:g}"
+    return f"in {'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+
+
+def _check_block(block: str, node: Any) -> dict:
+    if node is None:
+        return {}
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"replay.{block}", "must be a mapping of sampler arguments", node)
+    node = _plain(node)
+    valid = _block_keys(block)
+    unknown = sorted(set(node) - valid)
+    if unknown:
+        raise ConfigError(", ".join(f"replay.{block}.{k}" for k in unknown),
+                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of replay.{block}: "
+                          f"{sorted(valid)}")
+    for name, value in node.items():
+        key = f"replay.{block}.{name}"
+        if name == "enable":
+            if not isinstance(value, bool):
+                raise ConfigError(key, "must be true or false", value)
+        elif name == "initial":
+            if not _is_number(value) or math.isnan(value):
+                raise ConfigError(key, "must be a number (.inf: new items first)", value)
+        elif name in _BLOCK_RULES[block]:
+            lo, lo_in, hi, hi_in = _BLOCK_RULES[block][name]
+            ok = _is_number(value) and math.isfinite(value)
+            ok = ok and (value >= lo if lo_in else value > lo) and (value <= hi if hi_in else value < hi)
+            if not ok:
+                raise ConfigError(key, f"must be {_interval(lo, lo_in, hi, hi_in)}", value)
+    if block == "trend":
+        got = {k: node.get(k, p.default) for k, p in _trend_defaults().items()}
+        if not got["slow"] <= got["fast"]:
+            raise ConfigError("replay.trend.slow", f"must be <= replay.trend.fast ({got['fast']})", got["slow"])
+        if not got["gate_min"] <= got["gate_max"]:
+            raise ConfigError("replay.trend.gate_min", f"must be <= replay.trend.gate_max ({got['gate_max']})",
+                              got["gate_min"])
+        if not got["gate_min"] <= got["gate_init"] <= got["gate_max"]:
+            raise ConfigError("replay.trend.gate_init",
+                              f"must lie in [gate_min, gate_max] = [{got['gate_min']}, {got['gate_max']}]",
+                              got["gate_init"])
+    return node
+
+
+def _trend_defaults() -> dict:
+    from imwm.replay import TrendMixture  # noqa: PLC0415
+
+    params = inspect.signature(TrendMixture.__init__).parameters
+    return {k: params[k] for k in ("fast", "slow", "gate_min", "gate_max", "gate_init")}
+
+
+def check_replay_config(replay: Mapping) -> None:
+    """Checks the ``replay`` config group without building anything (:func:`validate_config` calls it).
+
+    Keys are :func:`build_replay`'s keyword arguments (less ``num_streams``, ``device`` and
+    ``seed``, which the loop sets); the ``curious``, ``explore_exploit`` and ``trend`` blocks are
+    checked against their samplers' arguments and value ranges. ``window`` (``stream`` or
+    ``episode``) and ``online`` (a bool) may be absent: a config written before they existed means
+    ``episode`` and ``false``.
+
+    Raises:
+        ConfigError: naming the full key (``replay.curious.beta``) and the value.
+    """
+    if not isinstance(replay, Mapping):
+        raise ConfigError("replay", "must be a mapping (a config group)", replay)
+    params = inspect.signature(build_replay).parameters
+    allowed = {n for n in params if n not in ("device", "seed", "num_streams")}
+    unknown = sorted(set(replay) - allowed)
+    if unknown:
+        raise ConfigError(", ".join(f"replay.{k}" for k in unknown),
+                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of replay: "
+                          f"{sorted(allowed)}")
+    missing = sorted(n for n in allowed if params[n].default is inspect.Parameter.empty and n not in replay)
+    if missing:
+        raise ConfigError(", ".join(f"replay.{k}" for k in missing),
+                          "missing config key" + ("s" if len(missing) > 1 else ""))
+    _check_sizes(replay["capacity"], replay["batch_size"], replay["batch_length"])
+    _check_fracs(replay.get("fracs") if replay.get("fracs") is not None else {"uniform": 1.0})
+    for block in ("curious", "explore_exploit", "trend"):
+        _check_block(block, replay.get(block))
+    arity = replay.get("arity", 32)
+    if not isinstance(arity, int) or isinstance(arity, bool) or arity < 2:
+        raise ConfigError("replay.arity", "must be an integer >= 2", arity)
+    traj_key = replay.get("traj_key", "traj_ids")
+    if not isinstance(traj_key, str) or not traj_key:
+        raise ConfigError("replay.traj_key", "must be a record key such as 'traj_ids'", traj_key)
+    from imwm.replay.slices import WINDOWS  # noqa: PLC0415 (keeps `import build_replay` light)
+
+    # absent from configs written before the key existed: the episode rule they ran with
+    window = replay.get("window", "episode")
+    if window not in WINDOWS:
+        raise ConfigError("replay.window", "must be 'stream' (DreamerV3: windows run across "
+                          "episode ends) or 'episode' (windows stay inside one episode)", window)
+    online = replay.get("online", False)
+    if not isinstance(online, bool):
+        raise ConfigError("replay.online", "must be true or false", online)
+
+
+def _check_sizes(capacity: Any, batch_size: Any, batch_length: Any) -> None:
+    for name, value in (("capacity", capacity), ("batch_size", batch_size),
+                        ("batch_length", batch_length)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"replay.{name}", "must be an integer >= 1", value)
+    if batch_length > capacity:
+        raise ConfigError("replay.batch_length", f"cannot exceed replay.capacity ({capacity})", batch_length)
 
 
 def build_replay(
@@ -77,6 +233,8 @@ def build_replay(
     trend: Mapping | None = None,
     traj_key: str = "traj_ids",
     arity: int = 32,
+    window: str = "episode",
+    online: bool = False,
     num_streams: int = 1,
     device: str | torch.device = "cpu",
     seed: int | None = None,
@@ -95,14 +253,22 @@ def build_replay(
         explore_exploit: keyword arguments shared by the explore and exploit
             :class:`imwm.replay.ExploreExploitSampler` children (``eps``, ``initial``).
         trend: ``enable`` plus the keyword arguments of :class:`imwm.replay.TrendMixture`.
-        traj_key: record key holding the episode id; slices never cross a change of it.
+        traj_key: record key holding the episode id; with ``window="episode"`` slices never
+            cross a change of it (the stream writer always reads it).
         arity: branching factor of the samplers' sum trees.
+        window: ``"stream"`` (DreamerV3: windows of ``T`` consecutive records of one env's
+            stream, across episode ends) or ``"episode"`` (windows inside one episode). The
+            default ``"episode"`` is what a config without the key ran with; the configs in
+            ``configs/replay`` set ``stream``.
+        online: wrap the sampler in :class:`imwm.replay.OnlineQueue`: every fresh window is
+            replayed once before the ``fracs`` draws (DreamerV3's ``replay.online``).
         num_streams: with more than one, a :class:`imwm.replay.StreamWriter` keeps each of that
             many concurrent trajectories in its own ring of the storage; pass the number of envs
             when several envs are collected batch by batch (otherwise their chunks interleave and
             no slice is longer than a chunk). The ``uniform`` sampler is then imwm's
             ``UniformSliceSampler``: TorchRL's ``SliceSampler`` would read the unwritten rows of
-            rings that are not full yet as data.
+            rings that are not full yet as data. Every sampler gets the ring layout, so no
+            window mixes two streams.
         device: storage device.
         seed: seeds the buffer's own ``torch.Generator`` (sampling and fraction rounding).
 
@@ -110,14 +276,9 @@ def build_replay(
         A ``TensorDictReplayBuffer`` over a ``LazyTensorStorage(capacity)`` whose
         ``sample(return_info=True)`` gives ``info["index"]`` (the flat ``B * T`` storage indices).
     """
-    for name, value in (("capacity", capacity), ("batch_size", batch_size),
-                        ("batch_length", batch_length)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"replay.{name} must be an integer >= 1, got {value!r}")
-    if batch_length > capacity:
-        raise ValueError(
-            f"replay.batch_length ({batch_length}) cannot exceed replay.capacity ({capacity})"
-        )
+    check_replay_config(dict(capacity=capacity, batch_size=batch_size, batch_length=batch_length, fracs=fracs,
+                             curious=curious, explore_exploit=explore_exploit, trend=trend, traj_key=traj_key,
+                             arity=arity, window=window, online=online))
     fracs = _check_fracs(fracs if fracs is not None else {"uniform": 1.0})
     active = {name: f for name, f in fracs.items() if f > 0}
     trend_cfg = _plain(trend)
@@ -131,9 +292,9 @@ def build_replay(
     if not isinstance(num_streams, int) or isinstance(num_streams, bool) or num_streams < 1:
         raise ValueError(f"num_streams must be an integer >= 1, got {num_streams!r}")
     if capacity // num_streams < batch_length:
-        raise ValueError(
-            f"replay.capacity={capacity} split into num_streams={num_streams} rings leaves "
-            f"{capacity // num_streams} records per ring, fewer than batch_length={batch_length}"
+        raise ConfigError(
+            "replay.capacity", f"split into one ring per env (num_envs={num_streams}) leaves "
+            f"{capacity // num_streams} records per ring, fewer than replay.batch_length={batch_length}", capacity
         )
     writer = None
     if num_streams > 1:
@@ -141,7 +302,8 @@ def build_replay(
 
         writer = StreamWriter(num_streams, traj_key=traj_key)
 
-    if set(active) == {"uniform"} and not trend_on and num_streams == 1:
+    if (set(active) == {"uniform"} and not trend_on and num_streams == 1 and window == "episode"
+            and not online):
         # The baseline: TorchRL's sampler, untouched. No truncated/is_init keys are added: the
         # DreamerV3 record layout carries its own is_first / is_last flags.
         sampler = SliceSampler(
@@ -152,8 +314,12 @@ def build_replay(
         sampler = _make_sampler(
             capacity=capacity, batch_length=batch_length, fracs=fracs, curious=_plain(curious),
             explore_exploit=_plain(explore_exploit), trend=trend_cfg if trend_on else None,
-            traj_key=traj_key, arity=arity, device=device,
+            traj_key=traj_key, arity=arity, window=window, num_streams=num_streams, device=device,
         )
+        if online:
+            from imwm.replay import OnlineQueue  # noqa: PLC0415
+
+            sampler = OnlineQueue(sampler)
     return TensorDictReplayBuffer(
         storage=LazyTensorStorage(capacity, device=device),
         sampler=sampler,
@@ -164,13 +330,14 @@ def build_replay(
 
 
 def _make_sampler(*, capacity, batch_length, fracs, curious, explore_exploit, trend, traj_key,
-                  arity, device):
+                  arity, window, num_streams, device):
     """imwm samplers for every child named in ``fracs``; a mixture unless one child does it all."""
     from imwm.replay import (  # noqa: PLC0415 (keeps `import build_replay` light for uniform)
         CuriousSampler, ExploreExploitSampler, MixtureSampler, UniformSliceSampler,
     )
 
-    common = dict(slice_len=batch_length, traj_key=traj_key, arity=arity, device=device)
+    common = dict(slice_len=batch_length, window=window, num_streams=num_streams, traj_key=traj_key,
+                  arity=arity, device=device)
     needed = {name for name, f in fracs.items() if f > 0}
     if trend is not None:
         needed |= {"explore", "exploit"} & set(fracs)
@@ -181,13 +348,15 @@ def _make_sampler(*, capacity, batch_length, fracs, curious, explore_exploit, tr
         if name == "uniform":
             samplers[name] = UniformSliceSampler(capacity, **common)
         elif name == "curious":
-            samplers[name] = CuriousSampler(capacity, **curious, **common)
+            with config_keys("replay.curious", curious):
+                samplers[name] = CuriousSampler(capacity, **curious, **common)
         else:
-            samplers[name] = ExploreExploitSampler(capacity, mode=name, **explore_exploit,
-                                                   **common)
+            with config_keys("replay.explore_exploit", explore_exploit):
+                samplers[name] = ExploreExploitSampler(capacity, mode=name, **explore_exploit, **common)
     if trend is None and len(samplers) == 1:
         return next(iter(samplers.values()))
-    return MixtureSampler(samplers, {n: fracs[n] for n in samplers}, trend=trend)
+    with config_keys("replay.trend", trend):
+        return MixtureSampler(samplers, {n: fracs[n] for n in samplers}, trend=trend)
 
 
 def slice_starts(index: Any, batch_length: int) -> torch.Tensor:

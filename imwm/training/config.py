@@ -2,19 +2,26 @@
 
 Hydra already rejects an unknown group option (``env=atary``) and command-line overrides of keys
 that do not exist. This module catches what Hydra lets through: typos inside yaml files and
-presets, wrong types, negative sizes, non-positive counts and fractions outside [0, 1].
-Groups owned by other packages are checked by the same value rules; their builders reject
-unknown keyword arguments themselves, and ``replay.*`` keys are checked against
-``build_replay``'s signature here.
+presets, wrong types, negative sizes, non-positive counts and fractions outside [0, 1], a device
+this machine does not have, env keys the chosen env ignores. Groups owned by the builders are
+checked by their own ``check_*_config`` functions (``build_replay``, ``build_model``,
+``build_intrinsic``), called from here, so every bad value fails before anything is built.
+
+Every error is a :class:`~imwm.errors.ConfigError` (a ``ValueError``):
+``"<full.dotted.key>: <what is wrong> (got <value>)"``.
 """
 from __future__ import annotations
 
-import inspect
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from imwm.errors import ConfigError
+
 __all__ = [
+    "ConfigError",
+    "check_device",
     "validate_config",
     "to_plain",
     "shape_mismatches",
@@ -30,7 +37,7 @@ TOP_LEVEL = {
 SCHEMAS = {
     "env": {"name", "task", "backend", "frame_skip", "sticky", "size", "full_action_space",
             "max_episode_frames", "kwargs"},
-    "logger": {"backend", "project", "mode"},
+    "logger": {"backend", "project", "mode", "entity", "group", "tags", "notes", "job_type"},
     "model": {"deter", "hidden", "stoch", "classes", "cnn_depth", "mlp_units", "mlp_layers"},
 }
 # Keys a config may lack (configs saved before the key existed stay loadable).
@@ -40,21 +47,38 @@ CHOICES = {
     "env.backend": ("vector", "gym"),
     "logger.backend": ("wandb", "csv", "none"),
     "logger.mode": ("offline", "online", "disabled"),
+    "agent.optimizer": ("adam", "laprop"),
 }
-BOOLS = {"resume", "env.full_action_space"}
+BOOLS = {"env.full_action_space"}
+
+# env.* keys each env.name reads (imwm.envs.factory.make_env): ``kwargs`` go to gymnasium.make,
+# the Atari keys to imwm.envs.atari.make_atari_env.
+ENV_READS = {
+    "cartpole": {"name", "kwargs"},
+    "gym": {"name", "task", "kwargs"},
+    "atari": {"name", "task", "backend", "frame_skip", "sticky", "size", "full_action_space",
+              "max_episode_frames"},
+}
+# The value a key must keep when the chosen env ignores it (configs/env/cartpole.yaml): any other
+# value would be silently ignored, so it is refused.
+ENV_IGNORED_DEFAULTS = {
+    "task": "CartPole-v1", "backend": "vector", "frame_skip": 1, "sticky": 0.0, "size": 64,
+    "full_action_space": False, "max_episode_frames": 108000, "kwargs": {},
+}
 
 # Value rules by leaf name, wherever the leaf sits in the tree.
 POSITIVE_INTS = {
     "deter", "hidden", "stoch", "classes", "cnn_depth", "mlp_units", "mlp_layers", "blocks",
     "capacity", "batch_size", "batch_length", "horizon", "num_envs", "frames_per_batch",
     "total_env_steps", "eval_episodes", "eval_max_steps", "size", "frame_skip",
-    "max_episode_frames", "max_seg_len", "max_seg_num", "every", "ensemble_size",
+    "max_episode_frames", "max_seg_len", "max_seg_num", "every", "ensemble_size", "max_nonfinite_updates",
 }
-NON_NEGATIVE_INTS = {"prefill", "eval_every", "checkpoint_every", "log_every", "threads", "seed"}
+NON_NEGATIVE_INTS = {"prefill", "eval_every", "checkpoint_every", "log_every", "threads", "seed",
+                     "warmup"}
 FRACTIONS = {
     "sticky", "unimix", "actor_unimix", "gamma", "lmbda", "slow_critic_fraction", "retnorm_decay",
-    "rho", "decay", "fast", "slow", "gate_min", "gate_max", "gate_init", "tau", "beta",
-    "boundary_rate",
+    "rho", "decay", "fast", "slow", "gate_min", "gate_max", "gate_init", "tau",
+    "boundary_rate",  # (replay.curious.beta, in (0, 1], is build_replay's check)
 }
 POSITIVE_NUMBERS = {"train_ratio", "model_lr", "actor_lr", "critic_lr", "model_eps", "actor_eps",
                     "critic_eps", "model_grad_clip", "actor_grad_clip", "critic_grad_clip"}
@@ -69,14 +93,22 @@ SHAPE_KEYS = (
 
 
 def to_plain(cfg: Any) -> dict:
-    """Resolved plain ``dict`` of an OmegaConf config (or a dict, returned as a deep copy)."""
+    """Resolved plain ``dict`` of an OmegaConf config (or a dict, returned as a deep copy).
+
+    Raises:
+        ConfigError: a mandatory value (``???``) is missing or an interpolation does not resolve.
+    """
     try:
         from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        from omegaconf.errors import OmegaConfBaseException
     except ImportError:  # pragma: no cover - hydra-core is a dependency
-        pass
+        DictConfig = None
+    if DictConfig is not None and isinstance(cfg, DictConfig):
+        try:
+            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        except OmegaConfBaseException as err:
+            what = (getattr(err, "msg", None) or str(err)).splitlines()[0]
+            raise ConfigError(getattr(err, "full_key", None) or "config", what) from err
     import copy
 
     return copy.deepcopy(dict(cfg))
@@ -95,21 +127,21 @@ def _check_leaf(key: str, name: str, value: Any) -> None:
         return
     if name in POSITIVE_INTS:
         if not _is_int(value) or value < 1:
-            raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+            raise ConfigError(key, "must be an integer >= 1", value)
     elif name in NON_NEGATIVE_INTS:
         if not _is_int(value) or value < 0:
-            raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
+            raise ConfigError(key, "must be an integer >= 0", value)
     elif name in FRACTIONS or key.split(".")[-2:-1] == ["fracs"]:
         if not _is_number(value) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"{key} must be a number in [0, 1], got {value!r}")
+            raise ConfigError(key, "must be a number in [0, 1]", value)
     elif name in POSITIVE_NUMBERS:
         if not _is_number(value) or not value > 0 or math.isnan(value):
-            raise ValueError(f"{key} must be a number > 0, got {value!r}")
+            raise ConfigError(key, "must be a number > 0", value)
     elif name in NON_NEGATIVE_NUMBERS or name.endswith(NON_NEGATIVE_SUFFIXES):
-        if _is_number(value) and (value < 0 or math.isnan(value)):
-            raise ValueError(f"{key} must be >= 0, got {value!r}")
         if not _is_number(value):
-            raise ValueError(f"{key} must be a number, got {value!r}")
+            raise ConfigError(key, "must be a number", value)
+        if value < 0 or math.isnan(value):
+            raise ConfigError(key, "must be >= 0", value)
 
 
 def _walk(prefix: str, node: Any) -> None:
@@ -120,87 +152,151 @@ def _walk(prefix: str, node: Any) -> None:
     _check_leaf(prefix, prefix.rsplit(".", 1)[-1], node)
 
 
+def _unknown_keys(keys: list[str], valid: Any, where: str = "") -> ConfigError:
+    what = "unknown config key" + ("s" if len(keys) > 1 else "")
+    return ConfigError(", ".join(keys), f"{what}; valid keys{where}: {sorted(valid)}")
+
+
+def _missing_keys(keys: list[str]) -> ConfigError:
+    return ConfigError(", ".join(keys), "missing config key" + ("s" if len(keys) > 1 else ""))
+
+
 def _check_schema(group: str, node: Any) -> None:
     if not isinstance(node, Mapping):
-        raise ValueError(f"config group {group!r} must be a mapping, got {node!r}")
+        raise ConfigError(group, "must be a mapping (a config group)", node)
     expected = SCHEMAS[group]
     unknown = sorted(set(node) - expected)
     if unknown:
-        raise ValueError(
-            f"unknown config key(s) {[f'{group}.{k}' for k in unknown]}; "
-            f"valid keys of {group}: {sorted(expected)}"
-        )
+        raise _unknown_keys([f"{group}.{k}" for k in unknown], expected, f" of {group}")
     missing = sorted(expected - set(node) - OPTIONAL_KEYS.get(group, set()))
     if missing:
-        raise ValueError(f"missing config key(s) {[f'{group}.{k}' for k in missing]}")
+        raise _missing_keys([f"{group}.{k}" for k in missing])
 
 
-def _check_replay_keys(replay: Mapping) -> None:
-    try:
-        from imwm.training.build_replay import build_replay
-    except ImportError:
-        return
-    params = inspect.signature(build_replay).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    allowed = {n for n in params if n not in ("device", "seed")}
-    unknown = sorted(set(replay) - allowed)
-    if unknown:
-        raise ValueError(
-            f"unknown config key(s) {[f'replay.{k}' for k in unknown]}; "
-            f"valid keys: {sorted(allowed)}"
-        )
+_DEVICE = re.compile(r"^(?P<kind>cpu|mps|cuda)(?::(?P<index>\d+))?$")
+
+
+def check_device(device: Any, key: str = "device") -> None:
+    """Refuses a device string torch cannot use here: not ``cpu`` / ``cuda`` / ``cuda:N`` / ``mps``,
+    CUDA on a torch build (or machine) without it, or a CUDA index beyond the device count."""
+    match = _DEVICE.match(device) if isinstance(device, str) else None
+    if match is None or (match["index"] is not None and match["kind"] != "cuda"):
+        raise ConfigError(key, "must be cpu, cuda, cuda:N or mps", device)
+    import torch
+
+    if match["kind"] == "cuda":
+        if not torch.cuda.is_available():
+            version = torch.__version__.split("+")[0]
+            if torch.version.cuda is None:
+                what = (f"this torch build has no CUDA (torch {torch.__version__}); install a CUDA build of "
+                        f"torch=={version} (https://pytorch.org/get-started/locally/) or use {key}=cpu")
+            else:
+                what = (f"no CUDA device is visible (torch {torch.__version__} is built for CUDA "
+                        f"{torch.version.cuda}; check the driver and CUDA_VISIBLE_DEVICES) or use {key}=cpu")
+            raise ConfigError(key, what, device)
+        count = torch.cuda.device_count()
+        if match["index"] is not None and int(match["index"]) >= count:
+            raise ConfigError(key, f"no such CUDA device: {count} visible (cuda:0 .. cuda:{count - 1})", device)
+    elif match["kind"] == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(key, f"MPS is not available with this machine / torch build; use {key}=cpu", device)
+
+
+def _check_env(env: Mapping) -> None:
+    """The env's own rules: keys the chosen ``env.name`` ignores keep their neutral value, a task that
+    is read must exist."""
+    name = env["name"]
+    kwargs = env.get("kwargs", {})
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, Mapping):
+        raise ConfigError("env.kwargs", "must be a mapping of gymnasium.make arguments", kwargs)
+    if name == "atari" and kwargs:
+        raise ConfigError("env.kwargs", "applies to env.name=gym|cartpole only; Atari takes its settings "
+                          "from the other env.* keys", kwargs)
+    for key, neutral in ENV_IGNORED_DEFAULTS.items():
+        if key in ENV_READS[name] or key not in env or env[key] is None:
+            continue
+        value = env[key]
+        if value != neutral or isinstance(value, bool) != isinstance(neutral, bool):
+            readers = "|".join(n for n in ENV_READS if key in ENV_READS[n])
+            extra = " (it always builds CartPole-v1)" if name == "cartpole" and key == "task" else ""
+            raise ConfigError(f"env.{key}", f"is ignored by env.name={name}{extra}: only env.name={readers} "
+                              f"reads it; leave it at {neutral!r}", value)
+    if name in ("atari", "gym"):
+        task = env["task"]
+        if not isinstance(task, str) or not task:
+            raise ConfigError("env.task", f"must be set when env.name is {name!r}", task)
+        if name == "atari":
+            from imwm.envs.atari import atari_gym_id
+
+            atari_gym_id(task)  # ConfigError naming env.task and listing the valid games
+        else:
+            import gymnasium as gym
+
+            import imwm.envs  # noqa: F401  (registers imwm's own gymnasium ids)
+
+            if task not in gym.registry:
+                raise ConfigError("env.task", "is not a registered gymnasium id (env.name=gym)", task)
 
 
 def validate_config(cfg: Any) -> dict:
-    """Checks a training config; returns it as a resolved plain dict.
+    """Checks a training config before anything is built; returns it as a resolved plain dict.
+
+    Every group is checked here, the builders' own rules included (``build_replay``,
+    ``build_model``, ``build_intrinsic``), so a bad value fails before an env or a network exists.
 
     Raises:
-        ValueError: naming the full key (``replay.batch_size``) and the offending value.
+        ConfigError: (a ``ValueError``) naming the full key (``replay.batch_size``) and the value.
 
     Example:
         >>> validate_config({**cfg, "prefill": -1})  # doctest: +SKIP
-        ValueError: prefill must be an integer >= 0, got -1
+        ConfigError: prefill: must be an integer >= 0 (got -1)
     """
     plain = to_plain(cfg)
     unknown = sorted(set(plain) - TOP_LEVEL - set(GROUPS) - {"preset", "hydra"})
     if unknown:
-        raise ValueError(f"unknown top-level config key(s) {unknown}; valid: {sorted(TOP_LEVEL)}")
+        raise _unknown_keys(unknown, TOP_LEVEL | set(GROUPS), " at the top level")
     missing = sorted((TOP_LEVEL | set(GROUPS)) - set(plain))
     if missing:
-        raise ValueError(f"missing config key(s) {missing}")
+        raise _missing_keys(missing)
+    for group in GROUPS:
+        if not isinstance(plain[group], Mapping):
+            raise ConfigError(group, "must be a mapping (a config group)", plain[group])
     for group in SCHEMAS:
         _check_schema(group, plain[group])
     for key, choices in CHOICES.items():
         group, leaf = key.split(".")
         if plain[group][leaf] not in choices:
-            raise ValueError(f"{key} must be one of {list(choices)}, got {plain[group][leaf]!r}")
+            raise ConfigError(key, f"must be one of {list(choices)}", plain[group][leaf])
     for key in BOOLS:
         node = plain
         for part in key.split("."):
             node = node[part]
         if not isinstance(node, bool):
-            raise ValueError(f"{key} must be true or false, got {node!r}")
-    for group in GROUPS:
-        if not isinstance(plain[group], Mapping):
-            raise ValueError(f"config group {group!r} must be a mapping, got {plain[group]!r}")
+            raise ConfigError(key, "must be true or false", node)
+    # resume: auto (only an identical config, imwm.training.identity), true (anyway), false (never)
+    if not (isinstance(plain["resume"], bool) or plain["resume"] == "auto"):
+        raise ConfigError("resume", "must be true or false, or auto", plain["resume"])
+    check_device(plain["device"])
     _walk("", {k: v for k, v in plain.items() if k not in ("hydra", "preset")})
-    _check_replay_keys(plain["replay"])
     if plain["frames_per_batch"] % plain["num_envs"]:
-        raise ValueError(
-            f"frames_per_batch ({plain['frames_per_batch']}) must be a multiple of "
-            f"num_envs ({plain['num_envs']})"
-        )
-    if not isinstance(plain["env"].get("kwargs", {}), Mapping):
-        raise ValueError(f"env.kwargs must be a mapping of gymnasium.make arguments, got {plain['env']['kwargs']!r}")
-    if plain["env"]["name"] in ("atari", "gym") and not plain["env"]["task"]:
-        raise ValueError(f"env.task must be set when env.name is {plain['env']['name']!r}")
-    try:
-        import torch
+        raise ConfigError("frames_per_batch",
+                          f"must be a multiple of num_envs ({plain['num_envs']})", plain["frames_per_batch"])
+    _check_env(plain["env"])
 
-        torch.device(plain["device"])
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be a torch device string, got {plain['device']!r}") from err
+    from imwm.training.build_intrinsic import check_dormant_config, check_intrinsic_config
+    from imwm.training.build_model import check_model_config
+    from imwm.training.build_replay import check_replay_config
+
+    check_replay_config(plain["replay"])
+    replay = plain["replay"]
+    if replay["capacity"] // plain["num_envs"] < replay["batch_length"]:  # one storage ring per env
+        raise ConfigError("replay.capacity", f"split into one ring per env (num_envs={plain['num_envs']}) leaves "
+                          f"{replay['capacity'] // plain['num_envs']} records per ring, fewer than "
+                          f"replay.batch_length={replay['batch_length']}", replay["capacity"])
+    check_model_config(plain)
+    check_intrinsic_config(plain["intrinsic"])
+    check_dormant_config(plain["dormant"])
     return plain
 
 

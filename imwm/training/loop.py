@@ -1,25 +1,33 @@
 """The training loop, ``run(cfg)``: DreamerV3 (Hafner et al., 2023) data collection and updates.
 
-Steps: validate the config -> build env, agent (``imwm.training.build_model.build_agent``),
-replay (``imwm.training.build_replay.build_replay``), intrinsic reward and dormant monitor
-(``imwm.training.build_intrinsic``) -> resume from ``run_dir/checkpoints/latest.pt`` if present ->
-TorchRL ``Collector`` (random actions for the first ``prefill`` env steps) -> for every collector
-batch: convert to replay records (:class:`~imwm.training.layout.DreamerRecordLayout`), extend the
-buffer, run ``train_ratio / (batch_size * batch_length)`` updates per env step (fractional credit
-carried over), feed the per-sequence signals back to the sampler, evaluate greedily, log and
-checkpoint.
+``run`` validates the config, builds a :class:`Trainer` and drives it through named phases:
+
+- **setup**: env, agent (``imwm.training.build_model.build_agent``), replay
+  (``imwm.training.build_replay.build_replay``), intrinsic reward and dormant monitor
+  (``imwm.training.build_intrinsic``); then **resume** from the run folder's newest checkpoint
+  whose replay snapshot verifies (:class:`~imwm.training.checkpoint.RunCheckpoint`);
+- per TorchRL ``Collector`` batch (random actions for the first ``prefill`` env steps):
+  **collect** (convert to replay records with :class:`~imwm.training.layout.DreamerRecordLayout`,
+  extend the buffer), **update** (``train_ratio / (batch_size * batch_length)`` updates per env
+  step, fractional credit carried over, per-sequence signals fed back to the sampler),
+  **evaluate** greedily, **log**, **checkpoint**.
 
 Resuming restores weights, optimisers, replay contents and sampler state, counters (env steps,
 updates, update credit, episode ids) and RNG states. Env episodes in progress at the checkpoint
 are not restored: the envs start new episodes (the replay's unfinished episode simply has no
-``is_last`` record, as a truncation would).
+``is_last`` record, as a truncation would). The run folder's ``config.yaml`` is written once;
+a later start with other values writes the differences beside it (``config.changes-<k>.yaml``).
+
+A non-finite loss or gradient skips that update (the agent counts it); too many in a row stop the
+run with :class:`~imwm.agent.dreamer.NonFiniteUpdateError` and no checkpoint is written from the
+diverged state (checkpoints refuse non-finite values anyway).
 """
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,34 +36,25 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 
+from imwm.agent.dreamer import NonFiniteUpdateError
 from imwm.envs import make_env
-from imwm.training.checkpoint import (load_checkpoint, load_replay, rng_state, save_checkpoint,
-                                      save_replay, set_rng_state)
 from imwm.training.build_intrinsic import build_dormant, build_intrinsic
 from imwm.training.build_model import build_agent
 from imwm.training.build_replay import build_replay, replay_feedback, replay_metrics
+from imwm.training.checkpoint import CheckpointError, RunCheckpoint, rng_state, set_rng_state
 from imwm.training.config import config_changes, shape_mismatches, validate_config
 from imwm.training.evaluate import evaluate
+from imwm.training.history import record_config
+from imwm.training.identity import identity_changes
 from imwm.training.layout import DreamerRecordLayout, finished_episodes
 from imwm.training.logging import RunLogger
 
-__all__ = ["run"]
+__all__ = ["run", "Trainer"]
 
-
-def _as_dictconfig(plain: dict):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.create(plain)
-
-
-def _write_config(run_dir: Path, plain: dict) -> Path:
-    from omegaconf import OmegaConf
-
-    path = run_dir / "config.yaml"
-    tmp = path.with_name("config.yaml.tmp")
-    OmegaConf.save(OmegaConf.create(plain), tmp)
-    os.replace(tmp, path)
-    return path
+# Keys every resumable checkpoint holds.
+CHECKPOINT_KEYS = ("agent", "optimizers", "layout", "counters", "rng", "config")
+# A finite loss above this is reported once: the run is probably diverging.
+LOSS_WARNING = 1e6
 
 
 def _seed_everything(seed: int) -> None:
@@ -91,6 +90,269 @@ class _MetricMeans:
         return out
 
 
+class Trainer:
+    """One training run's components and counters, with one method per phase.
+
+    Args:
+        plain: the validated plain config (:func:`imwm.training.config.validate_config`).
+    """
+
+    def __init__(self, plain: dict):
+        from omegaconf import OmegaConf
+
+        self.t_created = time.perf_counter()  # eval/minutes counts from here (resumes restart it)
+        self.plain = plain
+        cfg = OmegaConf.create(plain)
+        self.run_dir = Path(plain["run_dir"])
+        self.store = RunCheckpoint(self.run_dir, required=CHECKPOINT_KEYS)
+        self.saved_candidates, self.saved_reasons = self._read_saved()
+
+        _seed_everything(plain["seed"])
+        if plain["threads"]:
+            torch.set_num_threads(plain["threads"])
+        self.device = torch.device(plain["device"])
+        self.num_envs = plain["num_envs"]
+        self.env_kwargs = dict(plain["env"])
+        self.env = make_env(**self.env_kwargs, num_envs=self.num_envs, seed=plain["seed"])
+        obs_shape = tuple(self.env.observation_spec["observation"].shape[1:])
+        action_dim = int(self.env.action_spec.shape[-1])
+        self.agent = build_agent(cfg, obs_shape=obs_shape, action_dim=action_dim, device=self.device)
+        replay = plain["replay"]
+        self.batch_size, self.batch_length = replay["batch_size"], replay["batch_length"]
+        # one storage ring per env, so every env's records stay contiguous and give full slices
+        self.buffer = build_replay(**replay, num_streams=self.num_envs, device="cpu",
+                                   seed=plain["seed"])
+        self.intrinsic = build_intrinsic(cfg.intrinsic, self.agent)
+        self.dormant = build_dormant(cfg.dormant, self.agent)
+        self.agent.intrinsic = self.intrinsic
+        self.layout = DreamerRecordLayout(self.num_envs)
+        self.counters = {"env_steps": 0, "updates": 0, "update_credit": 0.0, "episodes": 0,
+                         "last_eval": 0, "last_log": 0, "last_checkpoint": 0}
+        self.means = _MetricMeans()
+        self.ep_returns: list[float] = []
+        self.ep_lengths: list[float] = []
+        self.eval_return = float("nan")
+        self.warned_losses: set[str] = set()
+        self.log: RunLogger | None = None
+        self.eval_env = None
+
+    # ------------------------------------------------------------------ resume
+    def _read_saved(self) -> tuple[list, list[str]]:
+        """Readable checkpoints of the run folder, checked against this config and ``resume``.
+
+        ``resume=false`` refuses any checkpoint; ``auto`` (the default) only one whose config
+        defines the same run (:func:`imwm.training.identity.identity_changes`: budget, logging and
+        execution keys may differ); ``true`` any whose model shapes match.
+        """
+        if not self.store.exists():
+            return [], []
+        resume = self.plain["resume"]
+        again = "choose another run_name / run_dir"
+        if resume is False:
+            raise CheckpointError(f"{self.run_dir} already holds a checkpoint and resume=false; pass "
+                                  f"resume=auto to continue it or {again}")
+        candidates, reasons = self.store.candidates()
+        if not candidates:
+            raise CheckpointError(f"cannot resume {self.run_dir}: " + "; ".join(reasons))
+        saved = candidates[0][1]["config"]
+        diffs = shape_mismatches(saved, self.plain)
+        if diffs:
+            raise CheckpointError(
+                f"refusing to resume {candidates[0][0]}: model-shape config differs from the "
+                f"saved run: {'; '.join(diffs)}; {again}"
+            )
+        if resume == "auto":
+            changed = identity_changes(saved, self.plain)
+            if changed:
+                raise CheckpointError(
+                    f"refusing to resume {self.run_dir} (resume=auto): its run was trained with "
+                    f"another config: {'; '.join(changed)}; pass resume=true to continue it with "
+                    f"these changes (recorded in config.changes-<k>.yaml) or {again}"
+                )
+        return candidates, reasons
+
+    def resume(self) -> str | None:
+        """Loads the newest usable checkpoint/replay pair; returns the logger's run id."""
+        if not self.saved_candidates:
+            return None
+        path, saved = self.store.restore(self.buffer, self.saved_candidates, self.saved_reasons)
+        changes = config_changes(saved["config"], self.plain)
+        if changes:  # allowed (e.g. a longer total_env_steps), but never silent
+            print("[imwm] resuming with changed config: " + "; ".join(changes))
+        self.agent.load_state_dict(saved["agent"])
+        self.agent.load_optimizers_state_dict(saved["optimizers"])
+        if self.intrinsic is not None and saved.get("intrinsic") is not None:
+            self.intrinsic.load_state_dict(saved["intrinsic"])
+        if saved.get("intrinsic_optimizer") is not None:
+            self.intrinsic.load_optimizer_state_dict(saved["intrinsic_optimizer"])
+        self.layout.load_state_dict(saved["layout"])
+        self.counters.update(saved["counters"])
+        set_rng_state(saved["rng"])
+        print(f"[imwm] resumed {path} at env step {self.counters['env_steps']}, "
+              f"update {self.counters['updates']} (env episodes restart)")
+        return saved.get("logger", {}).get("run_id")
+
+    # ------------------------------------------------------------------ phases
+    def collect(self, batch: TensorDictBase) -> int:
+        """Stores one collector batch; returns the env steps that earn updates."""
+        before = self.counters["env_steps"]
+        self.buffer.extend(self.layout(batch))
+        self.counters["env_steps"] += batch.numel()
+        returns, lengths = finished_episodes(batch)
+        if returns.numel():
+            self.counters["episodes"] += returns.numel()
+            self.ep_returns.extend(returns.tolist())
+            self.ep_lengths.extend(lengths.tolist())
+            self.log.episode_returns(returns.tolist())
+        prefill = self.plain["prefill"]  # only env steps after the prefill earn updates
+        return max(0, self.counters["env_steps"] - prefill) - max(0, before - prefill)
+
+    def update(self, earned: int, reward: torch.Tensor | None) -> None:
+        """Runs the updates ``earned`` env steps pay for (fractional credit carried over)."""
+        per_step = self.plain["train_ratio"] / (self.batch_size * self.batch_length)
+        self.counters["update_credit"] += earned * per_step
+        while self.counters["update_credit"] >= 1.0:
+            self.counters["update_credit"] -= 1.0
+            sample, info = self.buffer.sample(return_info=True)
+            sample = sample.reshape(self.batch_size, self.batch_length).to(self.device)
+            metrics, signals = self.agent.train_step(sample)
+            replay_feedback(self.buffer, info, signals, reward=reward)
+            reward = None  # collected rewards feed the trend gate once
+            self.counters["updates"] += 1
+            self.means.add(metrics)
+            if self.dormant is not None and hasattr(self.dormant, "maybe_measure"):
+                dormant_metrics = self.dormant.maybe_measure(sample, self.counters["updates"])
+                if dormant_metrics:
+                    self.means.add(dormant_metrics)
+
+    def evaluate(self) -> dict[str, float]:
+        """Greedy returns of ``eval_episodes`` episodes."""
+        plain = self.plain
+        policy = self.agent.policy(plain["eval_episodes"], action_dtype=self.eval_env.action_spec.dtype)
+        result = evaluate(self.eval_env, policy, max_steps=plain["eval_max_steps"])
+        mean = result["returns"].mean().item()
+        self.counters["last_eval"] = self.counters["env_steps"]
+        self.eval_return = mean
+        tqdm_write(f"[imwm] eval at env step {self.counters['env_steps']}: return {mean:.1f} "
+                   f"({plain['eval_episodes']} episodes)")
+        return {"eval/return": mean,
+                "eval/minutes": (time.perf_counter() - self.t_created) / 60,
+                "eval/return_std": result["returns"].std(unbiased=False).item(),
+                "eval/length": result["lengths"].mean().item(),
+                "eval/truncated": result["truncated"].float().mean().item()}
+
+    def train_row(self, window: dict, t_start: float) -> dict[str, float]:
+        """The training metrics since the last row (means, rates, episodes, replay)."""
+        steps, updates = self.counters["env_steps"], self.counters["updates"]
+        now = time.perf_counter()
+        dt = now - window["time"]
+        row = self.means.pop()
+        self._warn_large_losses(row)
+        row.update({
+            "train/updates": updates,
+            "train/episodes": self.counters["episodes"],
+            "train/nonfinite_updates": self.agent.nonfinite_total,
+            "train/env_steps_per_s": (steps - window["steps"]) / dt,
+            "train/updates_per_s": (updates - window["updates"]) / dt,
+            "train/buffer_size": len(self.buffer),
+            "train/minutes": (now - t_start) / 60,
+        })
+        window.update(time=now, steps=steps, updates=updates)
+        if self.ep_returns:
+            row["train/episode_return"] = float(np.mean(self.ep_returns))
+            row["train/episode_length"] = float(np.mean(self.ep_lengths))
+            self.ep_returns.clear()
+            self.ep_lengths.clear()
+        row.update({k: float(v) for k, v in replay_metrics(self.buffer).items()})
+        self.counters["last_log"] = steps
+        return row
+
+    def _warn_large_losses(self, row: dict[str, float]) -> None:
+        for key, value in row.items():
+            if key.startswith("loss_") and key not in self.warned_losses and abs(value) > LOSS_WARNING:
+                self.warned_losses.add(key)
+                agent = self.plain["agent"]
+                warnings.warn(
+                    f"{key} reached {value:.3g} by update {self.counters['updates']}; the run is "
+                    f"probably diverging (agent.model_lr={agent.get('model_lr')}, "
+                    f"agent.actor_lr={agent.get('actor_lr')}, agent.critic_lr={agent.get('critic_lr')})",
+                    stacklevel=2,
+                )
+
+    def checkpoint(self) -> Path:
+        """Writes a checkpoint/replay generation (refused, keeping the last one, if non-finite)."""
+        self.counters["last_checkpoint"] = self.counters["env_steps"]
+        state = {  # the sampler's and writer's state travel inside the replay snapshot
+            "agent": self.agent.state_dict(),
+            "optimizers": self.agent.optimizers_state_dict(),
+            "intrinsic": _module_state(self.intrinsic),
+            # Plan2Explore's ensemble learns with its own Adam
+            "intrinsic_optimizer": (self.intrinsic.optimizer_state_dict()
+                                    if hasattr(self.intrinsic, "optimizer_state_dict") else None),
+            "layout": self.layout.state_dict(),
+            "counters": dict(self.counters),
+            "rng": rng_state(),
+            "config": self.plain,
+            "logger": {"run_id": self.log.run_id if self.log is not None else None},
+        }
+        return self.store.save(state, self.buffer)
+
+    # ------------------------------------------------------------------ driver
+    def train(self) -> Path:
+        """Collects and updates until ``total_env_steps``; returns the final checkpoint."""
+        plain, counters = self.plain, self.counters
+        total, frames = plain["total_env_steps"], plain["frames_per_batch"]
+        prefill_left = max(0, plain["prefill"] - counters["env_steps"])
+        t_start = time.perf_counter()
+        window = {"time": t_start, "steps": counters["env_steps"], "updates": counters["updates"]}
+        collector = None
+        try:
+            if counters["env_steps"] < total:
+                collector = Collector(
+                    self.env, self.agent.policy(self.num_envs, action_dtype=self.env.action_spec.dtype),
+                    frames_per_batch=frames, total_frames=-1,
+                    init_random_frames=math.ceil(prefill_left / frames) * frames or None,
+                    policy_device=self.device, env_device="cpu", storing_device="cpu",
+                )
+                for batch in collector:
+                    self.update(self.collect(batch), batch.get(("next", "reward")))
+                    self._after_batch(window, t_start)
+                    if counters["env_steps"] >= total:
+                        break
+            if self.eval_env is not None and counters["last_eval"] != counters["env_steps"]:
+                self.log.log(self.evaluate(), counters["env_steps"])
+            return self.checkpoint()
+        except KeyboardInterrupt:
+            self.checkpoint()
+            tqdm_write(f"[imwm] interrupted at env step {counters['env_steps']}; checkpoint saved")
+            raise
+        finally:
+            if collector is not None:
+                collector.shutdown()
+
+    def _after_batch(self, window: dict, t_start: float) -> None:
+        plain, counters = self.plain, self.counters
+        steps = counters["env_steps"]
+        self.log.progress(steps, counters["updates"])
+        row: dict[str, float] = {}
+        if plain["log_every"] and steps - counters["last_log"] >= plain["log_every"]:
+            row.update(self.train_row(window, t_start))
+        if self.eval_env is not None and plain["eval_every"] and \
+                steps - counters["last_eval"] >= plain["eval_every"]:
+            row.update(self.evaluate())
+        if row:
+            self.log.log(row, steps)
+        if plain["checkpoint_every"] and steps - counters["last_checkpoint"] >= plain["checkpoint_every"]:
+            self.checkpoint()
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+        for env in (self.env, self.eval_env):
+            if env is not None and not env.is_closed:
+                env.close()
+
+
 def run(cfg) -> dict[str, Any]:
     """Trains an agent as the config says; returns a summary (paths, counters, last eval).
 
@@ -101,231 +363,44 @@ def run(cfg) -> dict[str, Any]:
         ``{"run_dir", "checkpoint", "metrics", "config", "env_steps", "updates", "eval_return"}``.
     """
     plain = validate_config(cfg)
-    cfg = _as_dictconfig(plain)
-    run_dir = Path(plain["run_dir"])
-    ckpt_path = run_dir / "checkpoints" / "latest.pt"
-    saved = None
-    if ckpt_path.exists():
-        if not plain["resume"]:
-            raise ValueError(
-                f"{run_dir} already holds a checkpoint ({ckpt_path}); pass resume=true to continue "
-                "it or choose another run_name / run_dir"
-            )
-        saved = load_checkpoint(ckpt_path)
-        diffs = shape_mismatches(saved["config"], plain)
-        if diffs:
-            raise ValueError(
-                f"refusing to resume {ckpt_path}: model-shape config differs from the saved run: "
-                + "; ".join(diffs)
-            )
-        changes = config_changes(saved["config"], plain)
-        if changes:  # allowed (e.g. a longer total_env_steps), but never silent
-            print("[imwm] resuming with changed config: " + "; ".join(changes))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = _write_config(run_dir, plain)
-
-    seed = plain["seed"]
-    _seed_everything(seed)
-    if plain["threads"]:
-        torch.set_num_threads(plain["threads"])
-    device = torch.device(plain["device"])
-    num_envs = plain["num_envs"]
-    env_kwargs = dict(plain["env"])
-
-    env = make_env(**env_kwargs, num_envs=num_envs, seed=seed)
-    obs_shape = tuple(env.observation_spec["observation"].shape[1:])
-    action_dim = int(env.action_spec.shape[-1])
-
-    agent = build_agent(cfg, obs_shape=obs_shape, action_dim=action_dim, device=device)
-    replay = plain["replay"]
-    batch_size, batch_length = replay["batch_size"], replay["batch_length"]
-    # one storage ring per env, so every env's records stay contiguous and give full slices
-    buffer = build_replay(**replay, num_streams=num_envs, device="cpu", seed=seed)
-    intrinsic = build_intrinsic(cfg.intrinsic, agent)
-    dormant = build_dormant(cfg.dormant, agent)
-    agent.intrinsic = intrinsic
-    layout = DreamerRecordLayout(num_envs)
-
-    counters = {"env_steps": 0, "updates": 0, "update_credit": 0.0, "episodes": 0,
-                "last_eval": 0, "last_log": 0, "last_checkpoint": 0}
-    run_id = None
-    if saved is not None:
-        agent.load_state_dict(saved["agent"])
-        agent.load_optimizers_state_dict(saved["optimizers"])
-        if intrinsic is not None and saved.get("intrinsic") is not None:
-            intrinsic.load_state_dict(saved["intrinsic"])
-        if saved.get("intrinsic_optimizer") is not None:
-            intrinsic.load_optimizer_state_dict(saved["intrinsic_optimizer"])
-        load_replay(buffer, run_dir / "replay")
-        if saved.get("sampler"):
-            buffer.sampler.load_state_dict(saved["sampler"])
-        layout.load_state_dict(saved["layout"])
-        counters.update(saved["counters"])
-        run_id = saved.get("logger", {}).get("run_id")
-        set_rng_state(saved["rng"])
-        print(f"[imwm] resumed {ckpt_path} at env step {counters['env_steps']}, "
-              f"update {counters['updates']} (env episodes restart)")
-
-    total = plain["total_env_steps"]
-    log = RunLogger(run_dir, **plain["logger"], run_name=plain["run_name"], total_env_steps=total,
-                    start_step=counters["env_steps"], run_id=run_id)
-    eval_env = None
-    if plain["eval_every"] or plain["eval_episodes"]:
-        eval_env = make_env(**env_kwargs, num_envs=plain["eval_episodes"], seed=seed + 10_000)
-
-    def checkpoint() -> Path:
-        # Checkpoint first, replay second: a crash between the two leaves a replay *older* than
-        # the counters (some data lost), never newer (which could reuse episode ids).
-        counters["last_checkpoint"] = counters["env_steps"]
-        sampler_state = buffer.sampler.state_dict() if hasattr(buffer.sampler, "state_dict") else {}
-        state = {
-            "agent": agent.state_dict(),
-            "optimizers": agent.optimizers_state_dict(),
-            "intrinsic": _module_state(intrinsic),
-            # Plan2Explore's ensemble learns with its own Adam
-            "intrinsic_optimizer": (intrinsic.optimizer_state_dict()
-                                    if hasattr(intrinsic, "optimizer_state_dict") else None),
-            "sampler": sampler_state,
-            "layout": layout.state_dict(),
-            "counters": dict(counters),
-            "rng": rng_state(),
-            "config": plain,
-            "logger": {"run_id": log.run_id},
-        }
-        path = save_checkpoint(ckpt_path, state)
-        save_replay(buffer, run_dir / "replay")
-        return path
-
-    def run_eval() -> dict[str, float]:
-        policy = agent.policy(plain["eval_episodes"], action_dtype=eval_env.action_spec.dtype)
-        result = evaluate(eval_env, policy, max_steps=plain["eval_max_steps"])
-        mean = result["returns"].mean().item()
-        counters["last_eval"] = counters["env_steps"]
-        tqdm_write(f"[imwm] eval at env step {counters['env_steps']}: return {mean:.1f} "
-                   f"({plain['eval_episodes']} episodes)")
-        return {"eval/return": mean,
-                "eval/return_std": result["returns"].std(unbiased=False).item(),
-                "eval/length": result["lengths"].mean().item(),
-                "eval/truncated": result["truncated"].float().mean().item()}
-
-    updates_per_step = plain["train_ratio"] / (batch_size * batch_length)
-    prefill_left = max(0, plain["prefill"] - counters["env_steps"])
-    frames_per_batch = plain["frames_per_batch"]
-    collector = None
-    eval_return = float("nan")
-    means = _MetricMeans()
-    ep_returns: list[float] = []
-    ep_lengths: list[float] = []
-    t_start = time.perf_counter()
-    window = {"time": t_start, "steps": counters["env_steps"], "updates": counters["updates"]}
+    print(f"[imwm] run folder: {plain['run_dir']}", flush=True)
+    trainer = Trainer(plain)
     try:
-        if counters["env_steps"] < total:
-            collector = Collector(
-                env, agent.policy(num_envs, action_dtype=env.action_spec.dtype),
-                frames_per_batch=frames_per_batch, total_frames=-1,
-                init_random_frames=(
-                    math.ceil(prefill_left / frames_per_batch) * frames_per_batch or None
-                ),
-                policy_device=device, env_device="cpu", storing_device="cpu",
-            )
-            for batch in collector:
-                before = counters["env_steps"]
-                _consume(batch, layout, buffer, counters, ep_returns, ep_lengths, log)
-                reward = batch.get(("next", "reward"))
-                # Only env steps after the prefill earn updates.
-                prefill = plain["prefill"]
-                earned = max(0, counters["env_steps"] - prefill) - max(0, before - prefill)
-                if earned:
-                    counters["update_credit"] += earned * updates_per_step
-                    while counters["update_credit"] >= 1.0:
-                        counters["update_credit"] -= 1.0
-                        sample, info = buffer.sample(return_info=True)
-                        sample = sample.reshape(batch_size, batch_length).to(device)
-                        metrics, signals = agent.train_step(sample)
-                        replay_feedback(buffer, info, signals, reward=reward)
-                        reward = None  # collected rewards feed the trend gate once
-                        counters["updates"] += 1
-                        means.add(metrics)
-                        if dormant is not None and hasattr(dormant, "maybe_measure"):
-                            dormant_metrics = dormant.maybe_measure(sample, counters["updates"])
-                            if dormant_metrics:
-                                means.add(dormant_metrics)
-                steps = counters["env_steps"]
-                log.progress(steps, counters["updates"])
-                row: dict[str, float] = {}
-                if plain["log_every"] and steps - counters["last_log"] >= plain["log_every"]:
-                    now = time.perf_counter()
-                    dt = now - window["time"]
-                    row.update(means.pop())
-                    row.update({
-                        "train/updates": counters["updates"],
-                        "train/episodes": counters["episodes"],
-                        "train/env_steps_per_s": (steps - window["steps"]) / dt,
-                        "train/updates_per_s": (counters["updates"] - window["updates"]) / dt,
-                        "train/buffer_size": len(buffer),
-                        "train/minutes": (now - t_start) / 60,
-                    })
-                    window.update(time=now, steps=steps, updates=counters["updates"])
-                    if ep_returns:
-                        row["train/episode_return"] = float(np.mean(ep_returns))
-                        row["train/episode_length"] = float(np.mean(ep_lengths))
-                        ep_returns.clear()
-                        ep_lengths.clear()
-                    row.update({k: float(v) for k, v in replay_metrics(buffer).items()})
-                    counters["last_log"] = steps
-                if eval_env is not None and plain["eval_every"] and \
-                        steps - counters["last_eval"] >= plain["eval_every"]:
-                    row.update(run_eval())
-                    eval_return = row["eval/return"]
-                if row:
-                    log.log(row, steps)
-                if plain["checkpoint_every"] and \
-                        steps - counters["last_checkpoint"] >= plain["checkpoint_every"]:
-                    checkpoint()
-                if steps >= total:
-                    break
-        if eval_env is not None and counters["last_eval"] != counters["env_steps"]:
-            row = run_eval()
-            eval_return = row["eval/return"]
-            log.log(row, counters["env_steps"])
-        path = checkpoint()
-    except KeyboardInterrupt:
-        path = checkpoint()
-        tqdm_write(f"[imwm] interrupted at env step {counters['env_steps']}; checkpoint saved")
+        run_id = trainer.resume()
+        if trainer.counters["env_steps"] >= plain["total_env_steps"]:
+            tqdm_write(f"[imwm] nothing to train: the run already reached total_env_steps="
+                       f"{plain['total_env_steps']} (pass a larger total_env_steps to continue it)")
+        saved_config = trainer.saved_candidates[0][1]["config"] if trainer.saved_candidates else None
+        config_path = record_config(trainer.run_dir, plain, saved_config,
+                                    env_step=trainer.counters["env_steps"])
+        trainer.log = RunLogger(trainer.run_dir, **plain["logger"], run_name=plain["run_name"],
+                                total_env_steps=plain["total_env_steps"],
+                                start_step=trainer.counters["env_steps"], run_id=run_id, config=plain)
+        if plain["eval_every"] or plain["eval_episodes"]:
+            trainer.eval_env = make_env(**trainer.env_kwargs, num_envs=plain["eval_episodes"],
+                                        seed=plain["seed"] + 10_000)
+        path = trainer.train()
+    except NonFiniteUpdateError:
+        tqdm_write(f"[imwm] stopped at env step {trainer.counters['env_steps']}; last good "
+                   f"checkpoint kept in {trainer.store.ckpt_dir}")
         raise
     finally:
-        if collector is not None:
-            collector.shutdown()
-        log.close()
-        for e in (env, eval_env):
-            if e is not None and not e.is_closed:
-                e.close()
+        trainer.close()
+    counters, log = trainer.counters, trainer.log
     summary = {
-        "run_dir": str(run_dir),
+        "run_dir": str(trainer.run_dir),
         "checkpoint": str(path),
         "metrics": str(log.metrics_path),
         "config": str(config_path),
         "env_steps": counters["env_steps"],
         "updates": counters["updates"],
-        "eval_return": eval_return,
+        "eval_return": trainer.eval_return,
     }
-    print(f"[imwm] run folder: {run_dir}\n[imwm] checkpoint: {path}\n"
+    print(f"[imwm] run folder: {trainer.run_dir}\n[imwm] checkpoint: {path}\n"
           f"[imwm] metrics: {log.metrics_path}\n[imwm] config: {config_path}\n"
           f"[imwm] env steps: {counters['env_steps']}, updates: {counters['updates']}, "
-          f"last eval return: {eval_return:.1f}")
+          f"last eval return: {trainer.eval_return:.1f}")
     return summary
-
-
-def _consume(batch: TensorDictBase, layout, buffer, counters, ep_returns, ep_lengths, log) -> None:
-    records = layout(batch)
-    buffer.extend(records)
-    counters["env_steps"] += batch.numel()
-    returns, lengths = finished_episodes(batch)
-    if returns.numel():
-        counters["episodes"] += returns.numel()
-        ep_returns.extend(returns.tolist())
-        ep_lengths.extend(lengths.tolist())
-        log.episode_returns(returns.tolist())
 
 
 def tqdm_write(msg: str) -> None:

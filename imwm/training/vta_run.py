@@ -20,7 +20,9 @@ defaults) or simply calls :func:`load_vta_run`.
 from __future__ import annotations
 
 import csv
+import inspect
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -30,10 +32,13 @@ import torch
 import yaml
 
 from imwm.envs.moving_shapes import MovingShapesStream, generate_moving_shapes
-from imwm.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from imwm.errors import ConfigError, config_keys
+from imwm.training.checkpoint import (load_checkpoint, load_latest, rng_state, save_checkpoint,
+                                      set_rng_state)
 from imwm.training.config import to_plain
 
-__all__ = ["build_vta_model", "load_vta_run", "evaluate_boundaries", "heldout_data", "train", "VARIANTS"]
+__all__ = ["build_vta_model", "load_vta_run", "evaluate_boundaries", "heldout_data", "train", "validate_vta_config",
+           "VARIANTS"]
 
 VARIANTS = ("original", "dreamer")
 METRIC_COLUMNS = (
@@ -47,26 +52,143 @@ def _plain(cfg: Any) -> dict:
     return cfg if isinstance(cfg, dict) else to_plain(cfg)
 
 
+def _vta_class(variant: Any):
+    if variant == "original":
+        from imwm.vta.original import VTAOriginal
+
+        return VTAOriginal
+    if variant == "dreamer":
+        from imwm.vta.sequence_model import VTASequenceModel
+
+        return VTASequenceModel
+    raise ConfigError("vta.variant", f"must be one of {list(VARIANTS)}", variant)
+
+
+def _vta_keys(cls) -> set[str]:
+    """Config keys of ``vta`` for a model class: its keyword arguments plus the boundary options
+    (and, for the dreamer variant, the VTADynamics arguments it passes on)."""
+    from imwm.vta import BOUNDARY_OPTION_DEFAULTS, VTADynamics
+
+    def named(fn) -> set[str]:
+        params = inspect.signature(fn).parameters
+        return {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {"self"}
+
+    keys = named(cls.__init__) | set(BOUNDARY_OPTION_DEFAULTS)
+    if cls.__name__ == "VTASequenceModel":
+        keys |= named(VTADynamics.__init__) - {"action_dim", "embed_dim"}
+    return keys
+
+
+def _check_vta_section(vta: Any) -> tuple[Any, dict]:
+    from imwm.vta import BOUNDARY_OPTION_DEFAULTS
+    from imwm.vta.options import check_boundary_option_values
+
+    if not isinstance(vta, Mapping):
+        raise ConfigError("vta", "must be a mapping of model arguments", vta)
+    kwargs = dict(vta)
+    variant = kwargs.pop("variant", "original")
+    cls = _vta_class(variant)
+    valid = _vta_keys(cls)
+    unknown = sorted(set(kwargs) - valid)
+    if unknown:
+        raise ConfigError(", ".join(f"vta.{k}" for k in unknown),
+                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of vta "
+                          f"(variant {variant}): {sorted(valid | {'variant'})}")
+    image_size = kwargs.get("image_size", 64)
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 16 or image_size % 16:
+        raise ConfigError("vta.image_size", "must be a multiple of 16 (set by data.image_size)", image_size)
+    obs_std = kwargs.get("obs_std", 1.0)
+    if not isinstance(obs_std, (int, float)) or isinstance(obs_std, bool) or not obs_std > 0:
+        raise ConfigError("vta.obs_std", "must be a number > 0", obs_std)
+    with config_keys("vta"):
+        check_boundary_option_values({k: v for k, v in kwargs.items() if k in BOUNDARY_OPTION_DEFAULTS})
+    return cls, kwargs
+
+
 def build_vta_model(cfg: Mapping) -> torch.nn.Module:
     """Rebuild the model of a ``train_vta`` config (a resolved dict or DictConfig).
 
     Reads ``cfg["vta"]``: ``variant`` picks the class; every other key is a constructor kwarg, so
     the restored model has exactly the training-time options (``max_seg_len`` etc.).
+
+    Raises:
+        ConfigError: naming the full key (``vta.boundary_temp``) and the value.
     """
     cfg = _plain(cfg)
     if "vta" not in cfg:
-        raise ValueError("config has no 'vta' section; is this a train_vta config?")
-    kwargs = dict(cfg["vta"])
-    variant = kwargs.pop("variant", "original")
-    if variant == "original":
-        from imwm.vta.original import VTAOriginal
+        raise ConfigError("vta", "missing config section; is this a train_vta config?")
+    cls, kwargs = _check_vta_section(cfg["vta"])
+    with config_keys("vta", kwargs):
+        return cls(**kwargs)
 
-        return VTAOriginal(**kwargs)
-    if variant == "dreamer":
-        from imwm.vta.sequence_model import VTASequenceModel
 
-        return VTASequenceModel(**kwargs)
-    raise ValueError(f"vta.variant must be one of {VARIANTS}, got {variant!r}")
+# train_vta.yaml's data.* and train.* keys: (rule, minimum) by key.
+_DATA_RULES = {"image_size": ("int", 16), "seq_len": ("int", 2), "min_seg_len": ("int", 1),
+               "max_seg_len": ("int", 1), "batch_size": ("int", 1), "heldout_sequences": ("int", 1),
+               "seed": ("int", 0), "object_size": ("pair", None)}
+_TRAIN_RULES = {"updates": ("int", 1), "lr": ("positive", None), "adam_eps": ("positive", None),
+                "boundary_lr_scale": ("positive", None), "grad_clip": ("positive", None), "threads": ("int", 0),
+                "max_minutes": ("non_negative", None), "log_every": ("int", 1), "eval_every": ("int", 0),
+                "checkpoint_every": ("int", 0)}
+_TOP_KEYS = {"name", "run_dir", "seed", "resume", "data", "train", "vta", "hydra"}
+_OPTIONAL = {"data": {"object_size"}, "train": {"boundary_lr_scale", "max_minutes"}}
+
+
+def _check_section(name: str, node: Any, rules: Mapping) -> None:
+    if not isinstance(node, Mapping):
+        raise ConfigError(name, "must be a mapping (a config section)", node)
+    unknown = sorted(set(node) - set(rules))
+    if unknown:
+        raise ConfigError(", ".join(f"{name}.{k}" for k in unknown),
+                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of {name}: "
+                          f"{sorted(rules)}")
+    missing = sorted(set(rules) - set(node) - _OPTIONAL.get(name, set()))
+    if missing:
+        raise ConfigError(", ".join(f"{name}.{k}" for k in missing),
+                          "missing config key" + ("s" if len(missing) > 1 else ""))
+    for key, value in node.items():
+        rule, minimum = rules[key]
+        full = f"{name}.{key}"
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if rule == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+            raise ConfigError(full, f"must be an integer >= {minimum}", value)
+        if rule == "positive" and not (number and math.isfinite(value) and value > 0):
+            raise ConfigError(full, "must be a finite number > 0", value)
+        if rule == "non_negative" and not (number and math.isfinite(value) and value >= 0):
+            raise ConfigError(full, "must be a finite number >= 0", value)
+        if rule == "pair":
+            ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            if not ok or not 0.02 <= value[0] <= value[1] <= 0.4:
+                raise ConfigError(full, "must be [lo, hi] with 0.02 <= lo <= hi <= 0.4 (fractions of the frame side)",
+                                  value)
+
+
+def validate_vta_config(cfg: Any) -> dict:
+    """Checks a ``train_vta`` config before anything is built; returns it as a resolved plain dict.
+
+    Raises:
+        ConfigError: naming the full key (``train.updates``, ``vta.boundary_temp``) and the value.
+    """
+    cfg = _plain(cfg)
+    unknown = sorted(set(cfg) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(", ".join(unknown), f"unknown config key{'s' if len(unknown) > 1 else ''}; valid "
+                          f"top-level keys: {sorted(_TOP_KEYS - {'hydra'})}")
+    missing = sorted({"run_dir", "seed", "data", "train", "vta"} - set(cfg))
+    if missing:
+        raise ConfigError(", ".join(missing), "missing config key" + ("s" if len(missing) > 1 else ""))
+    if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool) or cfg["seed"] < 0:
+        raise ConfigError("seed", "must be an integer >= 0", cfg["seed"])
+    if not isinstance(cfg.get("resume", True), bool):
+        raise ConfigError("resume", "must be true or false", cfg["resume"])
+    _check_section("data", cfg["data"], _DATA_RULES)
+    _check_section("train", cfg["train"], _TRAIN_RULES)
+    d = cfg["data"]
+    if d["max_seg_len"] < d["min_seg_len"]:
+        raise ConfigError("data.max_seg_len", f"must be >= data.min_seg_len ({d['min_seg_len']})", d["max_seg_len"])
+    _check_vta_section(cfg["vta"])
+    return cfg
 
 
 def load_vta_run(run_dir: str | os.PathLike, *, checkpoint: str = "latest.pt") -> tuple[torch.nn.Module, dict]:
@@ -176,7 +298,7 @@ def _fmt(v):
 
 def train(cfg: Any) -> Path:
     """Train a VTA model on Moving Shapes as ``cfg`` says; returns the run folder."""
-    cfg = _plain(cfg)
+    cfg = validate_vta_config(cfg)
     tr, d = cfg["train"], cfg["data"]
     if tr["threads"] > 0:
         torch.set_num_threads(int(tr["threads"]))
@@ -190,8 +312,8 @@ def train(cfg: Any) -> Path:
                      boundary_lr_scale=float(tr.get("boundary_lr_scale", 1.0)))
     start, ckpt_path = 0, run_dir / "checkpoints" / "latest.pt"
     spent_cpu = 0.0
-    if cfg.get("resume", True) and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
+    if cfg.get("resume", True) and (ckpt_path.exists() or ckpt_path.with_name("previous.pt").exists()):
+        _, state = load_latest(ckpt_path.parent, required=("model", "optimizer", "counters", "rng"))
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, spent_cpu = int(state["counters"]["update"]), float(state["counters"]["cpu_s"])

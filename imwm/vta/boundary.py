@@ -14,7 +14,8 @@ Contents:
 - :func:`regularize_boundary` -- push the logits towards READ after ``max_seg_len`` steps and
   towards COPY after ``max_seg_num`` segments.
 - :func:`force_scale_at` -- a schedule that forces boundaries weakly early in training and then
-  decays to the configured value (the source lists this remedy as "not yet implemented").
+  decays to the configured value (a remedy for a boundary detector that collapses to all-READ
+  or all-COPY).
 - :func:`temperature_at` -- Gumbel temperature annealing towards a floor.
 """
 
@@ -172,8 +173,8 @@ def regularize_boundary(
     the READ logit is raised by ``force_scale``; elsewhere, where ``seg_num >= max_seg_num``, the
     COPY logit is raised by ``force_scale`` (the length rule takes precedence). ``force_scale == 0``
     returns ``logits`` itself, unchanged. The original VTA code replaced the logits with
-    near-one-hot constants; the additive form lets the strength be tuned or scheduled (research
-    memo, remedy A).
+    near-one-hot constants; the additive form lets the strength be tuned or scheduled
+    (:func:`force_scale_at`), and ``force_scale=0`` turns forcing off.
 
     Args:
         logits: ``[..., 2]``.
@@ -217,7 +218,7 @@ def force_scale_at(
     ``force_scale`` at ``decay_updates``, then ``force_scale``. ``"exponential"``: ``force_scale +
     (start - force_scale) * 0.01 ** (update / decay_updates)`` then exactly ``force_scale`` after
     ``decay_updates``. With ``force_scale=0`` and a small ``start`` this forces boundaries weakly
-    early in training and then turns forcing off (research memo, remedy for collapse).
+    early in training and then turns forcing off (against a detector that collapses to all-COPY).
     """
     if schedule == "constant":
         return float(force_scale)
@@ -249,7 +250,7 @@ def temperature_at(update: int, *, temp: float, temp_min: float, anneal_rate: fl
 
 
 def bernoulli_kl(prob: Tensor, rate: float, eps: float = 1e-6) -> Tensor:
-    """``KL(Bernoulli(prob) || Bernoulli(rate))`` elementwise: the boundary-rate prior of the memo.
+    """``KL(Bernoulli(prob) || Bernoulli(rate))`` elementwise: the boundary-rate prior.
 
     ``p log(p / r) + (1 - p) log((1 - p) / (1 - r))``; ``prob`` is clamped to ``[eps, 1 - eps]``.
     """

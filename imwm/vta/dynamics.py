@@ -1,8 +1,8 @@
 """``VTADynamics``: DreamerV3-integrated Variational Temporal Abstraction behind the Dynamics protocol.
 
 Kim, Ahn & Bengio, "Variational Temporal Abstraction", NeurIPS 2019; integrated with DreamerV3
-(Hafner et al. 2023) as the source document describes: the world model owns encoder and
-decoder, VTA takes ``embed`` and exposes ``kl_loss``.
+(Hafner et al. 2023): the world model owns encoder and decoder, VTA takes ``embed`` and exposes
+``kl_loss``.
 
 Per step ``t`` (``m_t`` READ means a segment starts at ``t``; ``a`` is the action that led to ``t``)::
 
@@ -26,7 +26,7 @@ boundary comes from the *prior* boundary detector (``p(m | feat_{t-1}, a)``, tra
 boundary KL to predict the posterior), regularised the same way; the state posterior still
 reads ``embed_t``. This is causal and matches what ``img_step`` does in imagination.
 
-State keys (SPEC.md section 2): ``abs_belief, abs_stoch, abs_mean, abs_std, obs_belief,
+State keys: ``abs_belief, abs_stoch, abs_mean, abs_std, obs_belief,
 obs_stoch, obs_mean, obs_std, boundary`` (``[.., 1]``, 1.0 = READ, straight-through gradient),
 ``boundary_logit`` (``[.., 2]`` READ/COPY, regularised), ``seg_len, seg_num`` (``[.., 1]``).
 ``get_feat = cat(abs_belief, abs_stoch, obs_belief, obs_stoch)``.

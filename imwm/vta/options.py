@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
+from imwm.errors import ConfigError
 from imwm.vta.boundary import check_boundary_options, force_scale_at, temperature_at
 
-__all__ = ["BoundaryOptions", "BOUNDARY_OPTION_DEFAULTS"]
+__all__ = ["BoundaryOptions", "BOUNDARY_OPTION_DEFAULTS", "BOUNDARY_SCHEDULES", "check_boundary_option_values"]
 
 # Every option is a constructor kwarg of VTADynamics / VTAOriginal and a config key of the same name.
 BOUNDARY_OPTION_DEFAULTS = dict(
@@ -23,6 +28,57 @@ BOUNDARY_OPTION_DEFAULTS = dict(
     boundary_rate=0.0,
     boundary_scale=0.0,
 )
+BOUNDARY_SCHEDULES = ("constant", "linear", "exponential")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_boundary_option_values(options: Mapping[str, Any]) -> dict:
+    """Checks boundary options (any subset; the rest take their defaults); returns all of them.
+
+    Errors are :class:`~imwm.errors.ConfigError` with the bare option name as the key
+    (``boundary_temp``): a builder puts the config group in front (``dynamics.boundary_temp``,
+    ``vta.boundary_temp``) with :func:`imwm.errors.config_keys`.
+    """
+    unknown = sorted(set(options) - set(BOUNDARY_OPTION_DEFAULTS))
+    if unknown:
+        raise ConfigError(", ".join(unknown), f"unknown boundary options; valid: {sorted(BOUNDARY_OPTION_DEFAULTS)}")
+    opts = {**BOUNDARY_OPTION_DEFAULTS, **options}
+    for key in ("max_seg_len", "max_seg_num", "boundary_force_decay_updates"):
+        value = opts[key]
+        if isinstance(value, float) and value.is_integer():
+            opts[key] = int(value)
+    for key in ("max_seg_len", "max_seg_num"):
+        value = opts[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(key, "must be an integer >= 1", value)
+    for key in ("boundary_temp", "boundary_temp_min"):
+        if not (_number(opts[key]) and opts[key] > 0):
+            raise ConfigError(key, "must be a finite number > 0 (a Gumbel temperature)", opts[key])
+    for key in ("boundary_temp_anneal_rate", "boundary_force_scale", "boundary_scale"):
+        if not (_number(opts[key]) and opts[key] >= 0):
+            raise ConfigError(key, "must be a finite number >= 0", opts[key])
+    schedule = opts["boundary_force_schedule"]
+    if schedule not in BOUNDARY_SCHEDULES:
+        raise ConfigError("boundary_force_schedule", f"must be one of {list(BOUNDARY_SCHEDULES)}", schedule)
+    decay = opts["boundary_force_decay_updates"]
+    if not isinstance(decay, int) or isinstance(decay, bool) or decay < 0:
+        raise ConfigError("boundary_force_decay_updates", "must be an integer >= 0", decay)
+    if schedule != "constant":
+        if decay < 1:
+            raise ConfigError("boundary_force_decay_updates",
+                              f"must be >= 1 with boundary_force_schedule={schedule}", decay)
+        if not (_number(opts["boundary_force_start"]) and opts["boundary_force_start"] >= 0):
+            raise ConfigError("boundary_force_start", "must be a finite number >= 0", opts["boundary_force_start"])
+    rate = opts["boundary_rate"]
+    if not (_number(rate) and 0.0 <= rate < 1.0):
+        raise ConfigError("boundary_rate", "must be in [0, 1)", rate)
+    if opts["boundary_scale"] > 0 and rate <= 0:
+        raise ConfigError("boundary_rate", f"must be in (0, 1) when boundary_scale > 0 "
+                          f"(boundary_scale={opts['boundary_scale']})", rate)
+    return opts
 
 
 class BoundaryOptions(nn.Module):
@@ -34,14 +90,7 @@ class BoundaryOptions(nn.Module):
     """
 
     def _init_boundary_options(self, **options) -> None:
-        unknown = set(options) - set(BOUNDARY_OPTION_DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown boundary options {sorted(unknown)}; valid: {sorted(BOUNDARY_OPTION_DEFAULTS)}")
-        opts = {**BOUNDARY_OPTION_DEFAULTS, **options}
-        for key in ("max_seg_len", "max_seg_num", "boundary_force_decay_updates"):
-            value = opts[key]
-            if isinstance(value, float) and value.is_integer():
-                opts[key] = int(value)
+        opts = check_boundary_option_values(options)
         check_boundary_options(
             max_seg_len=opts["max_seg_len"],
             max_seg_num=opts["max_seg_num"],
@@ -59,12 +108,6 @@ class BoundaryOptions(nn.Module):
         temperature_at(
             0, temp=opts["boundary_temp"], temp_min=opts["boundary_temp_min"], anneal_rate=opts["boundary_temp_anneal_rate"]
         )
-        if not 0.0 <= opts["boundary_rate"] < 1.0:
-            raise ValueError(f"boundary_rate must be in [0, 1), got {opts['boundary_rate']!r}")
-        if opts["boundary_scale"] < 0:
-            raise ValueError(f"boundary_scale must be >= 0, got {opts['boundary_scale']!r}")
-        if opts["boundary_scale"] > 0 and opts["boundary_rate"] <= 0:
-            raise ValueError("boundary_scale > 0 needs a boundary_rate in (0, 1)")
         for key, value in opts.items():
             setattr(self, key, value)
         self.register_buffer("progress", torch.zeros((), dtype=torch.long))

@@ -23,7 +23,7 @@ pulls the posterior towards them. Frame 0 is always READ. The optional boundary-
 (``boundary_rate``, ``boundary_scale``) adds ``scale * KL(Bern(mean_t q_t(READ)) || Bern(rate))`` per
 sequence (:func:`imwm.vta.boundary.rate_prior_kl`; frame 0 excluded).
 
-Written from the paper and the SPEC; the authors' code was not copied.
+Written from the paper (Kim, Ahn & Bengio 2019); the authors' code was not copied.
 """
 
 from __future__ import annotations

@@ -1,0 +1,146 @@
+"""User errors: what a person typed or pointed at is wrong, so the answer is one line, not a traceback.
+
+- :class:`UserError` is the base of every error caused by the user's input (config, command line,
+  files); modules subclass it (or raise :class:`ConfigError`) for errors a user can fix.
+- :class:`ConfigError` (also a ``ValueError``) names the full dotted config key and the value:
+  ``str(ConfigError("replay.curious.beta", "must be in (0, 1]", 2.0))`` is
+  ``"replay.curious.beta: must be in (0, 1] (got 2.0)"``.
+- :func:`user_errors` / :func:`run_main` wrap a script's main: a user error prints exactly one
+  line ``imwm: error: <message>`` to stderr and exits with status 2. With ``IMWM_DEBUG=1`` (or
+  ``HYDRA_FULL_ERROR=1``) the error is re-raised with its full traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = [
+    "NOTHING",
+    "ConfigError",
+    "UserError",
+    "config_keys",
+    "debug_requested",
+    "format_user_error",
+    "run_main",
+    "user_errors",
+]
+
+EXIT_STATUS = 2  # argparse's status for usage errors
+DEBUG_VARS = ("IMWM_DEBUG", "HYDRA_FULL_ERROR")
+
+
+class _Nothing:
+    """Marks "no value given" (``None`` is a value a config can hold)."""
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+    def __reduce__(self):
+        return "NOTHING"
+
+
+NOTHING: Any = _Nothing()
+
+
+class UserError(Exception):
+    """An error in the user's input (config, command line, files): reported as one line by scripts."""
+
+
+class ConfigError(UserError, ValueError):
+    """A bad config value, named by its full dotted key: ``"<key>: <what> (got <value>)"``.
+
+    Attributes:
+        key: the full dotted config key (``"replay.curious.beta"``; several joined by ``", "``).
+        what: what is wrong, phrased to follow the key (``"must be in (0, 1]"``).
+        got: the offending value, or :data:`NOTHING` when none applies.
+    """
+
+    def __init__(self, key: str, what: str, got: Any = NOTHING):
+        self.key, self.what, self.got = str(key), str(what), got
+        text = f"{self.key}: {self.what}"
+        if got is not NOTHING:
+            text += f" (got {got!r})"
+        super().__init__(text)
+
+    def __reduce__(self):  # picklable although __init__ takes more than the message
+        args = (self.key, self.what) if self.got is NOTHING else (self.key, self.what, self.got)
+        return (type(self), args)
+
+    def under(self, prefix: str) -> "ConfigError":
+        """The same error with ``prefix.`` put in front of the key (``max_seg_len`` -> ``vta.max_seg_len``)."""
+        keys = ", ".join(f"{prefix}.{k}" for k in self.key.split(", "))
+        return ConfigError(keys, self.what, self.got)
+
+
+_BARE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*) (?P<what>(?:must|should|cannot|needs?) .*?)(?:, got (?P<got>.*))?$",
+                   re.DOTALL)
+
+
+@contextmanager
+def config_keys(prefix: str, given: Mapping[str, Any] | None = None) -> Iterator[None]:
+    """Gives errors raised inside the block the full config key ``prefix.<name>``.
+
+    A :class:`ConfigError` with a bare key (no dot: raised by a class that does not know where its
+    options sit in the config) gets ``prefix.`` in front. A plain ``ValueError`` whose message
+    starts with one of the ``given`` keyword names (``"beta must be in (0, 1], got 2.0"``) becomes
+    ``ConfigError("<prefix>.beta", "must be in (0, 1]", 2.0)``; any other error passes unchanged.
+    """
+    try:
+        yield
+    except ConfigError as err:
+        if "." in err.key:  # already a full key
+            raise
+        raise err.under(prefix) from err
+    except ValueError as err:
+        match = _BARE.match(str(err))
+        name = match["name"] if match else None
+        if name and name.startswith(f"{prefix}."):
+            name = name[len(prefix) + 1:]
+        if name is None or given is None or name not in given:
+            raise
+        raise ConfigError(f"{prefix}.{name}", match["what"], given[name]) from err
+
+
+def debug_requested() -> bool:
+    """Whether ``IMWM_DEBUG`` or ``HYDRA_FULL_ERROR`` asks for full tracebacks."""
+    return any(os.environ.get(var, "").strip().lower() not in ("", "0", "false", "no") for var in DEBUG_VARS)
+
+
+def format_user_error(err: BaseException) -> str:
+    """``imwm: error: <message>`` on one line (a multi-line message is joined with ``"; "``)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "imwm: error: " + ("; ".join(lines) or type(err).__name__)
+
+
+@contextmanager
+def user_errors(*also: type[BaseException]) -> Iterator[None]:
+    """Turns a :class:`UserError` (and any of the exception types in ``also``) raised in the block
+    into one line on stderr and exit status 2, unless a debug variable asks for the traceback.
+
+    Example (a Hydra entry point: Hydra would otherwise print its own traceback)::
+
+        @hydra.main(config_path="pkg://imwm.configs", config_name="config", version_base="1.3")
+        def main(cfg):
+            with user_errors():
+                run(cfg)
+    """
+    try:
+        yield
+    except (UserError, *also) as err:
+        if debug_requested():
+            os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # inside a Hydra task: the complete stack, too
+            raise
+        sys.stdout.flush()
+        print(format_user_error(err), file=sys.stderr, flush=True)
+        sys.exit(EXIT_STATUS)
+
+
+def run_main(main: Callable[..., Any], *args: Any, also: tuple[type[BaseException], ...] = (), **kwargs: Any) -> Any:
+    """``main(*args, **kwargs)`` inside :func:`user_errors` (``also``: more exception types to report)."""
+    with user_errors(*also):
+        return main(*args, **kwargs)
