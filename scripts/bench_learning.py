@@ -32,14 +32,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# learning rates (model, actor, critic): the 2023 paper's, and those measured to suit 64-unit nets
+OLD_LR = ["agent.model_lr=1e-4", "agent.actor_lr=3e-5", "agent.critic_lr=3e-5"]
+NEW_LR = ["agent.model_lr=3e-4", "agent.actor_lr=1e-4", "agent.critic_lr=3e-4"]
 # name -> (env overrides for the random reference, {config label: overrides}, solve threshold)
 SUITES: dict[str, tuple[list[str], dict[str, list[str]], float | None]] = {
     "cartpole": (["env=cartpole"], {"laptop": ["preset=laptop"]}, 475.0),
     "cartpole_ablation": (["env=cartpole"], {
-        "episode slices, 2023 recipe": ["preset=laptop", "replay.window=episode"],
-        "stream windows, 2023 recipe": ["preset=laptop", "replay.window=stream"],
-        "episode slices, 2024 recipe": ["preset=laptop", "agent=v3_2024", "replay.window=episode"],
-        "stream windows, 2024 recipe": ["preset=laptop", "agent=v3_2024", "replay.window=stream"],
+        "episode slices, 2023 recipe, preset LRs": ["preset=laptop", "replay.window=episode", *OLD_LR],
+        "episode slices, 2023 recipe, LR 3e-4": ["preset=laptop", "replay.window=episode", *NEW_LR],
+        "stream windows, 2023 recipe, LR 3e-4": ["preset=laptop", "replay.window=stream", *NEW_LR],
+        "stream windows, 2024 recipe, LR 3e-4": ["preset=laptop", "replay.window=stream",
+                                                 "agent=v3_2024", *NEW_LR],
     }, 475.0),
     "atari": (["env=atari", "env.task=pong", "eval_max_steps=4500"], {
         # a CPU-sized Atari check (small image model, modest train ratio), not Atari100k

@@ -326,8 +326,9 @@ def test_vta_with_intrinsic_reward_eval(tmp_path):
 def test_viz_on_a_vector_run_draws_what_it_can(vector_vta_run, tmp_path):
     out_dir = tmp_path / "viz"
     done = _run(tmp_path, "vta_boundary_viz", "--run", vector_vta_run, "--max_steps", "40", "--length", "20",
-                "--out_dir", str(out_dir))
+                "--out_dir", str(out_dir), "--wandb")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "logged 2 figure(s) to wandb run" in done.stdout  # WANDB_MODE=disabled in tests
     written = sorted(os.listdir(out_dir))
     assert written == ["boundary_internal.png", "boundary_timeline.png"]
     assert all(os.path.getsize(out_dir / name) > 5000 for name in written)

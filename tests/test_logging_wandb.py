@@ -151,6 +151,20 @@ def test_log_video_to_a_finished_run(wandb_offline):
     assert row["eval/return"] == 12.0 and row["eval/step"] == 300
 
 
+def test_figures_logged_as_images_to_a_finished_run(wandb_offline):
+    """What ``vta_boundary_viz.py --wandb`` does: the boundary figures become wandb images."""
+    run_dir = wandb_offline / "run"
+    config = {"seed": 0, "run_name": "r", "logger": {"backend": "wandb", "project": "imwm-test",
+                                                      "mode": "offline"}}
+    png = wandb_offline / "boundary_timeline.png"
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(png)
+    log_video_to_run(run_dir, config, None, step=40, images={"boundary/boundary_timeline": png})
+    _, _, history = offline_run(run_dir)
+    row = next(row for row in history if any(k.startswith("boundary/boundary_timeline") for k in row))
+    kinds = {v for k, v in row.items() if k.endswith("_type")}
+    assert kinds == {"image-file"}, row
+
+
 def test_bad_logger_keys_fail_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"logger.tags: must be a list of non-empty strings"):
         RunLogger(tmp_path, backend="none", project="p", mode="offline", run_name="r",

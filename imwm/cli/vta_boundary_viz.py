@@ -30,6 +30,7 @@ import argparse
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from imwm.analysis.figures import WINDOWS, plot_all, skipped_figures
 from imwm.analysis.report import boundary_options, collect_traces
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episode", type=int, default=0, help="which episode / held-out sequence to show")
     p.add_argument("--seed", type=int, default=0, help="env seed of episode 0 (Atari)")
     p.add_argument("--out_dir", default=None, help="default: <run>/boundary_viz")
+    p.add_argument("--wandb", action="store_true",
+                   help="also log the figures as images to the run's wandb run (offline by default)")
     p.add_argument("--checkpoint", default="latest.pt", help="file in <run>/checkpoints/")
     p.add_argument("--max_steps", type=int, default=1000, help="cap on agent steps per Atari episode")
     p.add_argument("--policy", choices=("agent", "random"), default="agent", help="who acts in Atari episodes")
@@ -83,6 +86,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> dict:
     skipped = skipped_figures(trace)
     for figure, why in skipped.items():
         print(f"skipped {figure}: {why}")
+    if args.wandb:
+        from imwm.training.logging import log_video_to_run
+
+        step = int(restored.checkpoint.get("counters", {}).get("env_steps", 0))
+        images = {f"boundary/{Path(path).stem}": path for path in paths.values()}
+        run_id = log_video_to_run(args.run, restored.saved_config, None, step=step, images=images,
+                                  run_id=(restored.checkpoint.get("logger") or {}).get("run_id"))
+        print(f"logged {len(images)} figure(s) to wandb run {run_id}")
     return {"paths": paths, "skipped": skipped, "boundary_options": opts, "restored": restored, "trace": trace}
 
 

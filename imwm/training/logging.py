@@ -102,8 +102,10 @@ def _video_media(path: str | os.PathLike, caption: str | None = None):
 
 def log_video_to_run(run_dir: str | os.PathLike, config: Mapping[str, Any], video: str | os.PathLike | None, *,
                      step: int, run_id: str | None = None, name: str = "eval/video",
-                     metrics: Mapping[str, float] | None = None) -> str | None:
-    """Logs a video file (None: none) and scalars to the wandb run of a finished run folder.
+                     metrics: Mapping[str, float] | None = None,
+                     images: Mapping[str, str | os.PathLike] | None = None) -> str | None:
+    """Logs a video file (None: none), images (``{name: png}``) and scalars to the wandb run of a
+    finished run folder.
 
     Uses the run's own ``logger.*`` keys and config, ``run_id`` to continue its wandb run, and
     wandb's mode from ``logger.mode`` / ``WANDB_MODE`` (offline by default), whatever backend the
@@ -123,6 +125,10 @@ def log_video_to_run(run_dir: str | os.PathLike, config: Mapping[str, Any], vide
         payload: dict[str, Any] = {k: float(v) for k, v in (metrics or {}).items() if math.isfinite(float(v))}
         if video is not None:
             payload[name] = _video_media(video)
+        if images:
+            import wandb
+
+            payload.update({key: wandb.Image(str(path)) for key, path in images.items()})
         logger.log_metrics(payload, step=int(step))
         disabled = getattr(logger.experiment, "disabled", False) or getattr(
             getattr(logger.experiment, "settings", None), "mode", "") == "disabled"
