@@ -40,8 +40,8 @@ SUITES: dict[str, tuple[list[str], dict[str, list[str]], float | None]] = {
     "cartpole": (["env=cartpole"], {"laptop": ["preset=laptop"]}, 475.0),
     "cartpole_ablation": (["env=cartpole"], {
         "episode slices, 2023 recipe, preset LRs": ["preset=laptop", "replay.window=episode", *OLD_LR],
-        "episode slices, 2023 recipe, LR 3e-4": ["preset=laptop", "replay.window=episode", *NEW_LR],
         "stream windows, 2023 recipe, LR 3e-4": ["preset=laptop", "replay.window=stream", *NEW_LR],
+        "episode slices, 2023 recipe, LR 3e-4": ["preset=laptop", "replay.window=episode", *NEW_LR],
         "stream windows, 2024 recipe, LR 3e-4": ["preset=laptop", "replay.window=stream",
                                                  "agent=v3_2024", *NEW_LR],
     }, 475.0),
@@ -104,24 +104,49 @@ def solved_at(curve: list[tuple[int, float, float]], threshold: float | None):
     return None
 
 
+def run_dir_of(out: Path, label: str, seed: int) -> Path:
+    return out / f"{label.replace(' ', '_').replace(',', '')}-s{seed}"
+
+
+def finished(out: Path, label: str, seed: int) -> dict | None:
+    """A run of an earlier invocation that ran to its end (``--reuse``), as :func:`run_all` gives it."""
+    run_dir = run_dir_of(out, label, seed)
+    log = out / f"{run_dir.name}.log"
+    if not log.exists() or "[imwm] env steps:" not in log.read_text():
+        return None
+    curve = eval_curve(run_dir / "metrics.csv")
+    cmd = next((line for line in log.read_text().splitlines() if line.startswith("# ")), "# (reused)")[2:]
+    return {"label": label, "seed": seed, "run_dir": run_dir, "curve": curve, "cmd": cmd,
+            "minutes": curve[-1][2] if curve else float("nan")}
+
+
 def launch(label: str, seed: int, overrides: list[str], out: Path, threads: int, device: str):
-    run_dir = out / f"{label.replace(' ', '_').replace(',', '')}-s{seed}"
+    run_dir = run_dir_of(out, label, seed)
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run each time
     args = [*overrides, f"seed={seed}", f"run_dir={run_dir}", f"threads={threads}",
             f"device={device}", "logger=csv", "resume=false"]
     env = {**os.environ, "IMWM_PROGRESS": "0", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(threads)}
     log = open(out / f"{run_dir.name}.log", "w")
+    cmd = "python scripts/train.py " + " ".join(args)
+    log.write(f"# {cmd}\n")
+    log.flush()
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     return {"label": label, "seed": seed, "run_dir": run_dir, "proc": proc, "log": log,
-            "start": time.perf_counter(), "cmd": "python scripts/train.py " + " ".join(args)}
+            "start": time.perf_counter(), "cmd": cmd}
 
 
 def run_all(configs: dict[str, list[str]], seeds: list[int], jobs: int, out: Path, threads: int,
-            device: str) -> list[dict]:
-    queue = [(label, seed, overrides) for seed in seeds for label, overrides in configs.items()]
+            device: str, reuse: bool = False, by_config: bool = False) -> list[dict]:
+    if by_config:
+        queue = [(label, seed, o) for label, o in configs.items() for seed in seeds]
+    else:
+        queue = [(label, seed, o) for seed in seeds for label, o in configs.items()]
     running, done = [], []
+    if reuse:
+        done = [r for r in (finished(out, label, seed) for label, seed, _ in queue) if r is not None]
+        queue = [q for q in queue if finished(out, q[0], q[1]) is None]
     while queue or running:
         while queue and len(running) < jobs:
             running.append(launch(*queue.pop(0), out=out, threads=threads, device=device))
@@ -196,6 +221,11 @@ def main(argv=None) -> None:
     p.add_argument("--solve", type=float, default=None, help="default: the suite's threshold")
     p.add_argument("--random-episodes", type=int, default=20)
     p.add_argument("--out", default="runs/bench_learning")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep runs in --out that an earlier invocation finished (process minutes: "
+                        "the last evaluation's)")
+    p.add_argument("--by-config", action="store_true",
+                   help="all seeds of one configuration before the next (default: seed by seed)")
     args = p.parse_args(argv)
     if args.random_episodes < 1 or args.jobs < 1:
         p.error("--random-episodes and --jobs must be >= 1")
@@ -208,7 +238,8 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     random = random_return(env_overrides, episodes=args.random_episodes, seed=0)
-    runs = run_all(configs, args.seeds, args.jobs, out, args.threads, args.device)
+    runs = run_all(configs, args.seeds, args.jobs, out, args.threads, args.device,
+                   reuse=args.reuse, by_config=args.by_config)
     cmd = " ".join(["python", "scripts/bench_learning.py"] + (argv if argv is not None else sys.argv[1:]))
     lines = [f"`{cmd}` ({os.cpu_count()} CPUs, {args.jobs} run(s) at a time, {args.threads} torch "
              f"thread(s) each, device {args.device})", "",

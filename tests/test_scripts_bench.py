@@ -192,6 +192,14 @@ def test_bench_learning_two_seeds_two_at_a_time(tmp_path):
         run = out_dir / f"debug-s{seed}"
         assert (run / "checkpoints" / "latest.pt").is_file()
         assert f"seed: {seed}" in (run / "config.yaml").read_text()
+    # --reuse keeps finished runs: nothing is trained again, the table is the same
+    stamp = (out_dir / "debug-s0" / "checkpoints" / "latest.pt").stat().st_mtime_ns
+    again = ok(bench(tmp_path, "bench_learning.py", "--out", str(out_dir), "--config", "debug",
+                     "preset=debug total_env_steps=180 eval_every=60", "--seeds", "0", "1", "--reuse",
+                     "--random-episodes", "3", "--solve", "1"))
+    assert (out_dir / "debug-s0" / "checkpoints" / "latest.pt").stat().st_mtime_ns == stamp
+    _, rows_again = table(again, "configuration")
+    assert keyed(rows_again, "configuration")["debug"]["per seed"] == rows["debug"]["per seed"]
 
 
 def test_bench_learning_atari_pong_tiny_run(tmp_path):

@@ -204,6 +204,38 @@ def test_pickles_planted_anywhere_in_a_run_folder_never_run(tmp_path, kind):
     assert not marker.exists()
 
 
+def test_a_full_disk_during_the_replay_write_keeps_the_last_generation(tmp_path, monkeypatch):
+    store = two_generations(tmp_path)
+    import imwm.training.snapshot as snapshot
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(snapshot, "save_replay", full)
+    rb = buffer()
+    rb.extend(records(80))
+    with pytest.raises(CheckpointError, match=r"cannot write .*replay\.tmp: OSError: .*No space left"):
+        store.save(state(80, 3.0), rb)
+    monkeypatch.undo()
+    assert not store.replay_tmp.exists()
+    path, saved = RunCheckpoint(tmp_path).restore(buffer())
+    assert path.name == "latest.pt" and saved["counters"]["env_steps"] == 60
+
+
+def test_a_diverging_loss_is_reported_once_naming_the_learning_rates():
+    from types import SimpleNamespace
+
+    from imwm.training.loop import Trainer
+
+    fake = SimpleNamespace(warned_losses=set(), counters={"updates": 12},
+                           plain={"agent": {"model_lr": 1000.0, "actor_lr": 3e-5, "critic_lr": 3e-5}})
+    with pytest.warns(UserWarning, match=r"loss_world_model reached 2.7e\+07 by update 12.*model_lr=1000"):
+        Trainer._warn_large_losses(fake, {"loss_world_model": 2.7e7, "loss_actor": 0.5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer._warn_large_losses(fake, {"loss_world_model": 3e7})  # once per term
+
+
 # ---------------------------------------------------------------- config history
 def test_config_yaml_is_never_overwritten(tmp_path):
     record_config(tmp_path, {"seed": 0, "total_env_steps": 100}, None)

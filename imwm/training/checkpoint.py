@@ -255,7 +255,11 @@ class RunCheckpoint:
             _write_tmp(self.latest, state)
         if self.replay_tmp.exists():
             shutil.rmtree(self.replay_tmp)
-        save_replay(buffer, self.replay_tmp, tag=tag)
+        try:
+            save_replay(buffer, self.replay_tmp, tag=tag)
+        except OSError as err:  # a full disk, a read-only folder: the last generation stays
+            shutil.rmtree(self.replay_tmp, ignore_errors=True)
+            raise CheckpointError(f"cannot write {self.replay_tmp}: {_one_line(err)}") from err
         tmp = _write_tmp(self.latest, state)
         # Publish. Each generation is found by its tag, so any prefix of these renames leaves
         # one matching pair among latest/previous and replay/replay.previous.
