@@ -27,6 +27,7 @@ __all__ = [
     "debug_requested",
     "format_user_error",
     "run_main",
+    "unknown_keys",
     "user_errors",
 ]
 
@@ -75,6 +76,25 @@ class ConfigError(UserError, ValueError):
         """The same error with ``prefix.`` put in front of the key (``max_seg_len`` -> ``vta.max_seg_len``)."""
         keys = ", ".join(f"{prefix}.{k}" for k in self.key.split(", "))
         return ConfigError(keys, self.what, self.got)
+
+
+def unknown_keys(prefix: str, unknown: list[str], valid: Any, *, where: str | None = None) -> ConfigError:
+    """The error for config keys nothing reads: each named ``<prefix>.<key>``, the valid ones listed.
+
+    Args:
+        prefix: the section's dotted key (``""`` for keys named in full already).
+        unknown: the unknown keys, as they should be listed.
+        valid: what to list as valid (shown as given, e.g. a sorted list).
+        where: the words between "valid" and the list; default ``" keys of <prefix>"``.
+
+    Example:
+        >>> str(unknown_keys("replay", ["fracz"], ["batch_size", "fracs"]))
+        "replay.fracz: unknown config key; valid keys of replay: ['batch_size', 'fracs']"
+    """
+    keys = [f"{prefix}.{k}" if prefix else str(k) for k in unknown]
+    what = "unknown config key" + ("s" if len(keys) > 1 else "")
+    where = f" keys of {prefix}" if where is None else where
+    return ConfigError(", ".join(keys), f"{what}; valid{where}: {valid}")
 
 
 _BARE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*) (?P<what>(?:must|should|cannot|needs?) .*?)(?:, got (?P<got>.*))?$",

@@ -37,8 +37,16 @@ class DreamerPolicy(TensorDictModuleBase):
     for a single unbatched env, ``[]``.
 
     Example:
-        >>> policy = agent.policy(num_envs=1)  # doctest: +SKIP
-        >>> collector = Collector(env, policy, frames_per_batch=64, total_frames=1024)  # doctest: +SKIP
+        >>> from torchrl.collectors import Collector
+        >>> from imwm.configs import compose_config
+        >>> from imwm.envs import make_env
+        >>> from imwm.training.build_model import build_agent
+        >>> env = make_env(name="cartpole", num_envs=1, seed=0)
+        >>> agent = build_agent(compose_config(["preset=debug"]), obs_shape=(4,), action_dim=2)
+        >>> collector = Collector(env, agent.policy(num_envs=1), frames_per_batch=8, total_frames=8)
+        >>> next(iter(collector))["action"].shape
+        torch.Size([1, 8, 2])
+        >>> collector.shutdown()
     """
 
     def __init__(

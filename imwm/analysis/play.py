@@ -10,9 +10,17 @@ load (``strict``). :func:`play_episodes` runs one episode in each env of a batch
 first one (:mod:`imwm.analysis.video`). :func:`evaluate_run` ties it together.
 
 Example:
-    >>> result = evaluate_run("runs/cartpole-CartPole-v1-rssm-s0", episodes=5)  # doctest: +SKIP
-    >>> result["return_mean"], result["video"]  # doctest: +SKIP
-    (187.4, PosixPath('runs/.../videos/eval-20000-greedy.gif'))
+    >>> from imwm.configs import compose_config
+    >>> from imwm.envs import make_env
+    >>> from imwm.training.build_model import build_agent
+    >>> env = make_env(name="cartpole", num_envs=2, seed=0)
+    >>> agent = build_agent(compose_config(["preset=debug"]), obs_shape=(4,), action_dim=2)
+    >>> result = play_episodes(env, agent.policy(2), mode="sample", max_steps=50)
+    >>> result["returns"].shape, bool((result["returns"] >= 1).all())
+    (torch.Size([2]), True)
+
+    On a trained run: ``evaluate_run("runs/<run>", episodes=5)`` gives ``return_mean`` and the
+    path of the first episode's video.
 """
 from __future__ import annotations
 

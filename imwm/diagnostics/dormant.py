@@ -148,9 +148,19 @@ class DormantMonitor:
     the actor and critic are then measured on exactly the imagined states they trained on).
 
     Example:
-        >>> monitor = DormantMonitor(agent, tau=0.025, every=1000)          # doctest: +SKIP
-        >>> metrics, signals = agent.train_step(batch)                      # doctest: +SKIP
-        >>> metrics.update(monitor.maybe_measure(batch, update))            # doctest: +SKIP
+        >>> from tensordict import TensorDict
+        >>> from imwm.configs import compose_config
+        >>> from imwm.training.build_model import build_agent
+        >>> agent = build_agent(compose_config(["preset=debug"]), obs_shape=(4,), action_dim=2)
+        >>> flags = torch.zeros(2, 8, 1, dtype=torch.bool)
+        >>> batch = TensorDict({"observation": torch.randn(2, 8, 4), "action": torch.zeros(2, 8, 2),
+        ...     "reward": torch.zeros(2, 8, 1), "is_first": flags, "is_terminal": flags,
+        ...     "is_last": flags}, [2, 8])
+        >>> monitor = DormantMonitor(agent, tau=0.025, every=1000)
+        >>> metrics, signals = agent.train_step(batch)
+        >>> measured = monitor.maybe_measure(batch, 1000)
+        >>> all(0.0 <= float(v) <= 1.0 for k, v in measured.items() if "ratio" in k) and len(measured) > 0
+        True
         >>> # or: metrics, signals = monitor.step(update, agent.train_step, batch)
     """
 

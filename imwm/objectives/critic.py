@@ -32,7 +32,25 @@ from torchrl.objectives import LossModule
 
 from imwm.objectives.returns import imagined_weight, lambda_return
 
-__all__ = ["CriticLoss"]
+__all__ = ["CriticLoss", "value_nll_with_slow_reg"]
+
+
+def value_nll_with_slow_reg(critic: nn.Module, slow_critic: nn.Module, logits: torch.Tensor,
+                            feat: torch.Tensor, returns: torch.Tensor,
+                            slow_critic_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step critic loss of DreamerV3 (Hafner et al. 2023): the two-hot NLL of ``returns``
+    plus ``slow_critic_scale`` times the NLL of the slow critic's value at ``feat``.
+
+    Returns:
+        ``(per_step, slow_reg)``, both ``[..., 1]``; ``slow_reg`` is zero when the scale is 0.
+    """
+    per_step = critic.loss(logits, returns).unsqueeze(-1)
+    if slow_critic_scale <= 0:
+        return per_step, torch.zeros_like(per_step)
+    with torch.no_grad():
+        slow_value = slow_critic.mean(slow_critic(feat.detach()))
+    slow_reg = critic.loss(logits, slow_value).unsqueeze(-1)
+    return per_step + slow_critic_scale * slow_reg, slow_reg
 
 
 class CriticLoss(LossModule):
@@ -148,15 +166,9 @@ class CriticLoss(LossModule):
         logits = self._get(traj, keys.value_logits)[:, :-1]
         returns = self._get(traj, keys.returns)[:, :-1].detach()
         weight = self._get(traj, keys.weight)[:, :-1].detach()
-        per_step = self.critic.loss(logits, returns).unsqueeze(-1)
-        if self.slow_critic_scale > 0:
-            with torch.no_grad():
-                feat = self._get(traj, keys.feat)[:, :-1].detach()
-                slow_value = self.slow_critic.mean(self.slow_critic(feat))
-            slow_reg = self.critic.loss(logits, slow_value).unsqueeze(-1)
-            per_step = per_step + self.slow_critic_scale * slow_reg
-        else:
-            slow_reg = torch.zeros_like(per_step)
+        feat = self._get(traj, keys.feat)[:, :-1] if self.slow_critic_scale > 0 else None
+        per_step, slow_reg = value_nll_with_slow_reg(self.critic, self.slow_critic, logits, feat, returns,
+                                                     self.slow_critic_scale)
         loss = (weight * per_step).mean()
         return TensorDict(
             {

@@ -28,6 +28,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.objectives import LossModule
 
+from imwm.objectives.critic import value_nll_with_slow_reg
 from imwm.objectives.returns import replay_lambda_return
 
 __all__ = ["ReplayValueLoss"]
@@ -136,11 +137,8 @@ class ReplayValueLoss(LossModule):
             )
         weight = 1.0 - is_last[:, :-1].float()
         logits = self.critic(feat)
-        per_step = self.critic.loss(logits, returns).unsqueeze(-1)
-        if self.slow_critic_scale > 0:
-            with torch.no_grad():
-                slow_value = self.slow_critic.mean(self.slow_critic(feat))
-            per_step = per_step + self.slow_critic_scale * self.critic.loss(logits, slow_value).unsqueeze(-1)
+        per_step, _ = value_nll_with_slow_reg(self.critic, self.slow_critic, logits, feat, returns,
+                                              self.slow_critic_scale)
         return TensorDict(
             {"loss_repval": (weight * per_step).mean(), "repval_return_mean": returns.mean()},
             batch_size=[],

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from imwm.diagnostics import DormantMonitor, ReDo
-from imwm.errors import ConfigError, config_keys
+from imwm.errors import ConfigError, config_keys, unknown_keys
 from imwm.intrinsic import AdaptiveIntrinsicReward, DisagreementIntrinsicReward, LexaStyleIntrinsicReward
 
 INTRINSIC_TYPES = ("none", "adaptive", "lexa_style", "disagreement")
@@ -62,9 +62,7 @@ def _number(key: str, value: Any) -> float:
 def _validate_block(typ: str, block: dict) -> dict:
     unknown = sorted(set(block) - set(_BLOCK_KEYS[typ]))
     if unknown:
-        raise ConfigError(", ".join(f"intrinsic.{typ}.{k}" for k in unknown),
-                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of intrinsic.{typ}: "
-                          f"{list(_BLOCK_KEYS[typ])}")
+        raise unknown_keys(f"intrinsic.{typ}", unknown, list(_BLOCK_KEYS[typ]))
     for name, value in block.items():
         key = f"intrinsic.{typ}.{name}"
         if name in _BOOLS:
@@ -132,9 +130,7 @@ def check_intrinsic_config(intrinsic_cfg: Any) -> dict:
         raise ConfigError("intrinsic.typ", f"must be one of {list(INTRINSIC_TYPES)}", typ)
     unknown = sorted(set(cfg) - {"enable", "typ", *_BLOCK_KEYS})
     if unknown:
-        raise ConfigError(", ".join(f"intrinsic.{k}" for k in unknown),
-                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of intrinsic: "
-                          f"{['enable', 'typ', *_BLOCK_KEYS]}")
+        raise unknown_keys("intrinsic", unknown, ["enable", "typ", *_BLOCK_KEYS])
     for name in _BLOCK_KEYS:  # validate every block present, not only the chosen one: typos fail early
         block = cfg.get(name)
         if block is not None and not isinstance(block, Mapping):
@@ -197,9 +193,7 @@ def check_dormant_config(dormant_cfg: Any) -> dict:
     cfg = _plain(dormant_cfg)
     unknown = sorted(set(cfg) - {"enable", "tau", "every", "redo"})
     if unknown:
-        raise ConfigError(", ".join(f"dormant.{k}" for k in unknown),
-                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of dormant: "
-                          "['enable', 'tau', 'every', 'redo']")
+        raise unknown_keys("dormant", unknown, ["enable", "tau", "every", "redo"])
     enable = cfg.get("enable", False)
     if not isinstance(enable, bool):
         raise ConfigError("dormant.enable", "must be true or false", enable)
@@ -215,9 +209,7 @@ def check_dormant_config(dormant_cfg: Any) -> dict:
     redo = _plain(redo) or {}
     unknown = sorted(set(redo) - {"enable", "reset_period", "tau"})
     if unknown:
-        raise ConfigError(", ".join(f"dormant.redo.{k}" for k in unknown),
-                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of dormant.redo: "
-                          "['enable', 'reset_period', 'tau']")
+        raise unknown_keys("dormant.redo", unknown, ["enable", "reset_period", "tau"])
     redo_enable = redo.get("enable", False)
     if not isinstance(redo_enable, bool):
         raise ConfigError("dormant.redo.enable", "must be true or false", redo_enable)

@@ -21,7 +21,7 @@ import torch
 
 from imwm.agent import Actor, Critic, DreamerAgent
 from imwm.dynamics import RSSMDynamics
-from imwm.errors import ConfigError, config_keys
+from imwm.errors import ConfigError, config_keys, unknown_keys
 from imwm.objectives import WorldModelLoss
 from imwm.world_model import WorldModel
 
@@ -48,8 +48,7 @@ def _check_kwargs(group: str, given: Mapping, fn: Callable, *, skip: Sequence[st
     unknown = sorted(set(given) - accepted - set(skip))
     if unknown:
         valid = sorted(accepted - {"self"} - set(skip))
-        raise ConfigError(", ".join(f"{group}.{k}" for k in unknown),
-                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of {group}: {valid}")
+        raise unknown_keys(group, unknown, valid)
 
 
 def _check_rssm(dynamics_cfg: Mapping) -> None:
@@ -134,8 +133,7 @@ def _split_agent_cfg(agent_cfg: Mapping) -> tuple[dict, dict, bool, dict]:
     unknown = sorted(set(agent_cfg) - accepted)
     if unknown:
         valid = sorted(accepted | set(_WORLD_MODEL_LOSS_KEYS) | set(_WORLD_MODEL_KEYS) | set(_ACTOR_KEYS))
-        raise ConfigError(", ".join(f"agent.{k}" for k in unknown),
-                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of agent: {valid}")
+        raise unknown_keys("agent", unknown, valid)
     _check_kwargs("agent", wm_loss_kwargs, WorldModelLoss.__init__, skip=("world_model",))
     return agent_cfg, wm_loss_kwargs, learned_std, actor_kwargs
 
@@ -148,9 +146,7 @@ def _check_model_group(model: Any) -> dict:
         raise ConfigError(", ".join(missing), "missing config key" + ("s" if len(missing) > 1 else ""))
     unknown = sorted(set(model) - set(_MODEL_KEYS))
     if unknown:
-        raise ConfigError(", ".join(f"model.{k}" for k in unknown),
-                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of model: "
-                          f"{list(_MODEL_KEYS)}")
+        raise unknown_keys("model", unknown, list(_MODEL_KEYS))
     return dict(model)
 
 
@@ -198,9 +194,10 @@ def build_agent(
     (``intrinsic.enable`` and ``intrinsic.typ == "lexa_style"``), which reads it.
 
     Example:
-        >>> from omegaconf import OmegaConf
-        >>> cfg = OmegaConf.create({"model": {...}, "dynamics": {"name": "rssm", ...}, "agent": {...}})  # doctest: +SKIP
-        >>> agent = build_agent(cfg, obs_shape=(4,), action_dim=2)  # doctest: +SKIP
+        >>> from imwm.configs import compose_config
+        >>> agent = build_agent(compose_config(["preset=debug"]), obs_shape=(4,), action_dim=2)
+        >>> type(agent.world_model.dynamics).__name__
+        'RSSMDynamics'
     """
     plain = _plain(cfg)
     for group in ("model", "dynamics", "agent"):

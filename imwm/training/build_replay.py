@@ -54,7 +54,7 @@ from tensordict import TensorDictBase
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.samplers import SliceSampler
 
-from imwm.errors import ConfigError, config_keys
+from imwm.errors import ConfigError, config_keys, unknown_keys
 
 __all__ = ["build_replay", "check_replay_config", "replay_feedback", "replay_metrics", "slice_starts"]
 
@@ -128,9 +128,7 @@ def _check_block(block: str, node: Any) -> dict:
     valid = _block_keys(block)
     unknown = sorted(set(node) - valid)
     if unknown:
-        raise ConfigError(", ".join(f"replay.{block}.{k}" for k in unknown),
-                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of replay.{block}: "
-                          f"{sorted(valid)}")
+        raise unknown_keys(f"replay.{block}", unknown, sorted(valid))
     for name, value in node.items():
         key = f"replay.{block}.{name}"
         if name == "enable":
@@ -184,9 +182,7 @@ def check_replay_config(replay: Mapping) -> None:
     allowed = {n for n in params if n not in ("device", "seed", "num_streams")}
     unknown = sorted(set(replay) - allowed)
     if unknown:
-        raise ConfigError(", ".join(f"replay.{k}" for k in unknown),
-                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of replay: "
-                          f"{sorted(allowed)}")
+        raise unknown_keys("replay", unknown, sorted(allowed))
     missing = sorted(n for n in allowed if params[n].default is inspect.Parameter.empty and n not in replay)
     if missing:
         raise ConfigError(", ".join(f"replay.{k}" for k in missing),

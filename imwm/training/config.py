@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from imwm.errors import ConfigError
+from imwm.errors import ConfigError, unknown_keys
 
 __all__ = [
     "ConfigError",
@@ -152,11 +152,6 @@ def _walk(prefix: str, node: Any) -> None:
     _check_leaf(prefix, prefix.rsplit(".", 1)[-1], node)
 
 
-def _unknown_keys(keys: list[str], valid: Any, where: str = "") -> ConfigError:
-    what = "unknown config key" + ("s" if len(keys) > 1 else "")
-    return ConfigError(", ".join(keys), f"{what}; valid keys{where}: {sorted(valid)}")
-
-
 def _missing_keys(keys: list[str]) -> ConfigError:
     return ConfigError(", ".join(keys), "missing config key" + ("s" if len(keys) > 1 else ""))
 
@@ -167,7 +162,7 @@ def _check_schema(group: str, node: Any) -> None:
     expected = SCHEMAS[group]
     unknown = sorted(set(node) - expected)
     if unknown:
-        raise _unknown_keys([f"{group}.{k}" for k in unknown], expected, f" of {group}")
+        raise unknown_keys(group, unknown, sorted(expected))
     missing = sorted(expected - set(node) - OPTIONAL_KEYS.get(group, set()))
     if missing:
         raise _missing_keys([f"{group}.{k}" for k in missing])
@@ -249,13 +244,18 @@ def validate_config(cfg: Any) -> dict:
         ConfigError: (a ``ValueError``) naming the full key (``replay.batch_size``) and the value.
 
     Example:
-        >>> validate_config({**cfg, "prefill": -1})  # doctest: +SKIP
-        ConfigError: prefill: must be an integer >= 0 (got -1)
+        >>> from imwm.configs import compose_config
+        >>> validate_config(compose_config(["preset=debug"]))["replay"]["batch_size"]
+        4
+        >>> validate_config(compose_config(["preset=debug", "prefill=-1"]))
+        Traceback (most recent call last):
+        ...
+        imwm.errors.ConfigError: prefill: must be an integer >= 0 (got -1)
     """
     plain = to_plain(cfg)
     unknown = sorted(set(plain) - TOP_LEVEL - set(GROUPS) - {"preset", "hydra"})
     if unknown:
-        raise _unknown_keys(unknown, TOP_LEVEL | set(GROUPS), " at the top level")
+        raise unknown_keys("", unknown, sorted(TOP_LEVEL | set(GROUPS)), where=" keys at the top level")
     missing = sorted((TOP_LEVEL | set(GROUPS)) - set(plain))
     if missing:
         raise _missing_keys(missing)

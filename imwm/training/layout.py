@@ -35,9 +35,15 @@ class DreamerRecordLayout:
         observation_key: key of the observation in the collector batch.
 
     Example:
+        >>> b = lambda *shape: torch.zeros(2, 3, *shape, dtype=torch.bool)  # 2 envs, 3 steps
+        >>> batch = TensorDict({"observation": torch.randn(2, 3, 4), "action": torch.zeros(2, 3, 2),
+        ...     "is_init": torch.tensor([[True, False, False], [True, False, True]]).unsqueeze(-1),
+        ...     "next": {"observation": torch.randn(2, 3, 4), "reward": torch.ones(2, 3, 1),
+        ...              "terminated": b(1), "done": torch.tensor([[0, 0, 0], [0, 1, 0]]).bool().unsqueeze(-1)}},
+        ...     [2, 3])
         >>> layout = DreamerRecordLayout(num_envs=2)
-        >>> records = layout(collector_batch)  # doctest: +SKIP
-        >>> records["traj_ids"]  # doctest: +SKIP
+        >>> layout(batch)["traj_ids"].tolist()  # env 0: one episode; env 1: two
+        [0, 0, 0, 0, 1, 1, 1, 2, 2]
     """
 
     def __init__(self, num_envs: int, *, observation_key: str = "observation"):

@@ -112,8 +112,11 @@ def log_video_to_run(run_dir: str | os.PathLike, config: Mapping[str, Any], vide
     run trained with. Returns the wandb run id (None when wandb is disabled).
 
     Example:
-        >>> log_video_to_run("runs/cartpole-s0", cfg, "runs/cartpole-s0/episode.gif",
-        ...                  step=300, run_id=ckpt["logger"]["run_id"])  # doctest: +SKIP
+        >>> import os, tempfile
+        >>> os.environ["WANDB_MODE"] = "disabled"  # offline writes files; disabled only checks the call
+        >>> log_video_to_run(tempfile.mkdtemp(), {"run_name": "r", "logger": {}}, None, step=300,
+        ...                  metrics={"eval/return": 12.0}) is None
+        True
     """
     logger_cfg = dict(config.get("logger") or {})
     init = {k: logger_cfg.get(k) for k in WANDB_INIT_KEYS}
@@ -168,8 +171,12 @@ class RunLogger:
         entity, group, tags, notes, job_type: ``logger.*`` keys for ``wandb.init`` (None: unset).
 
     Example:
-        >>> log = RunLogger(run_dir, **cfg["logger"], run_name=cfg["run_name"], config=cfg,
-        ...                 total_env_steps=cfg["total_env_steps"])  # doctest: +SKIP
+        >>> import tempfile
+        >>> log = RunLogger(tempfile.mkdtemp(), backend="none", project="imwm", mode="offline",
+        ...                 run_name="r", total_env_steps=100, progress=False)
+        >>> log.log({"train/loss": 1.5, "eval/return": float("nan")}, 20)
+        >>> log.metrics_path.read_text().splitlines()
+        ['env_step,eval/return,train/loss', '20,nan,1.5']
     """
 
     def __init__(self, run_dir: str | os.PathLike, *, backend: str, project: str | None, mode: str,

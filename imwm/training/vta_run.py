@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from imwm.envs.moving_shapes import MovingShapesStream, generate_moving_shapes
-from imwm.errors import ConfigError, config_keys
+from imwm.errors import ConfigError, config_keys, unknown_keys
 from imwm.training.checkpoint import (load_checkpoint, load_latest, rng_state, save_checkpoint,
                                       set_rng_state)
 from imwm.training.config import to_plain
@@ -91,9 +91,8 @@ def _check_vta_section(vta: Any) -> tuple[Any, dict]:
     valid = _vta_keys(cls)
     unknown = sorted(set(kwargs) - valid)
     if unknown:
-        raise ConfigError(", ".join(f"vta.{k}" for k in unknown),
-                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of vta "
-                          f"(variant {variant}): {sorted(valid | {'variant'})}")
+        raise unknown_keys("vta", unknown, sorted(valid | {"variant"}),
+                           where=f" keys of vta (variant {variant})")
     image_size = kwargs.get("image_size", 64)
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 16 or image_size % 16:
         raise ConfigError("vta.image_size", "must be a multiple of 16 (set by data.image_size)", image_size)
@@ -139,9 +138,7 @@ def _check_section(name: str, node: Any, rules: Mapping) -> None:
         raise ConfigError(name, "must be a mapping (a config section)", node)
     unknown = sorted(set(node) - set(rules))
     if unknown:
-        raise ConfigError(", ".join(f"{name}.{k}" for k in unknown),
-                          f"unknown config key{'s' if len(unknown) > 1 else ''}; valid keys of {name}: "
-                          f"{sorted(rules)}")
+        raise unknown_keys(name, unknown, sorted(rules))
     missing = sorted(set(rules) - set(node) - _OPTIONAL.get(name, set()))
     if missing:
         raise ConfigError(", ".join(f"{name}.{k}" for k in missing),
@@ -173,8 +170,7 @@ def validate_vta_config(cfg: Any) -> dict:
     cfg = _plain(cfg)
     unknown = sorted(set(cfg) - _TOP_KEYS)
     if unknown:
-        raise ConfigError(", ".join(unknown), f"unknown config key{'s' if len(unknown) > 1 else ''}; valid "
-                          f"top-level keys: {sorted(_TOP_KEYS - {'hydra'})}")
+        raise unknown_keys("", unknown, sorted(_TOP_KEYS - {"hydra"}), where=" top-level keys")
     missing = sorted({"run_dir", "seed", "data", "train", "vta"} - set(cfg))
     if missing:
         raise ConfigError(", ".join(missing), "missing config key" + ("s" if len(missing) > 1 else ""))
