@@ -16,9 +16,19 @@ they accept odd kernels only), ``RSSMPriorV3``/``RSSMPosteriorV3`` in ``RSSMRoll
 regulariser 1.0, ``SoftUpdate`` tau 0.02), combined by ``DreamerV3Loss``; three Adam optimisers
 with DreamerV3's learning rates and grad-norm clipping as on our side.
 
+Variants: ``--compile false default`` times imwm eagerly and with each update phase compiled
+(``agent.compile``, :mod:`imwm.agent.compile`); ``--count-ops`` adds, per variant, the ops one
+update dispatches, counted with the profiler on a separate untimed update: top-level ATen calls
+(each one dispatch, and on a GPU at least one kernel launch) plus, for compiled phases, the
+calls of Inductor's generated kernels (CPU) or the CUDA kernels launched (GPU). ``--size laptop``
+is the ``make train`` model (``preset=laptop``: CartPole's 4-dim vector observations, 2 actions,
+batch 16x16); TorchRL's baseline needs frames, so it is skipped there.
+
 Usage:
     python scripts/bench_update.py --size S --batch 16 --length 64 --repeats 5 --threads 2 --dynamics rssm
     python scripts/bench_update.py --size XS --batch 4 --length 16 --repeats 2 --dynamics rssm vta
+    python scripts/bench_update.py --size laptop --threads 1 --compile false default --count-ops --repeats 20
+    python scripts/bench_update.py --size S --device cuda --compile false default reduce-overhead --count-ops
 
 Prints a markdown table (ms per update; ratio = imwm / TorchRL) and the command line used.
 """
@@ -44,15 +54,20 @@ import torch  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 
 OBS_SHAPE = (3, 64, 64)
+LAPTOP_OBS_SHAPE = (4,)  # preset=laptop trains on CartPole-v1
 
 
 # ----------------------------------------------------------------------------- imwm
-def load_config(size: str, dynamics: str, horizon: int):
+def load_config(size: str, dynamics: str, horizon: int, compile_mode: str = "false"):
     """The ``model``, ``dynamics`` and ``agent`` groups, composed as Hydra would (interpolations resolve)."""
     from omegaconf import OmegaConf
 
-    from imwm.configs import CONFIG_DIR
+    from imwm.configs import CONFIG_DIR, compose_config
 
+    if size == "laptop":
+        cfg = compose_config(["preset=laptop", f"dynamics={dynamics}", f"agent.horizon={horizon}",
+                              f"agent.compile={compile_mode}"])
+        return OmegaConf.create({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "dynamics", "agent")})
     groups = {"model": size, "dynamics": dynamics, "agent": "default"}
     parts = {}
     for group, option in groups.items():
@@ -63,19 +78,24 @@ def load_config(size: str, dynamics: str, horizon: int):
         parts[group] = OmegaConf.load(path)
     cfg = OmegaConf.create(parts)
     cfg.agent.horizon = horizon
+    cfg.agent.compile = compile_mode
     return cfg
 
 
-def imwm_batch(batch: int, length: int, action_dim: int, seed: int) -> TensorDict:
+def imwm_batch(batch: int, length: int, action_dim: int, seed: int, obs_shape=OBS_SHAPE) -> TensorDict:
     g = torch.Generator().manual_seed(seed)
     action = torch.nn.functional.one_hot(torch.randint(action_dim, (batch, length), generator=g), action_dim).float()
+    if len(obs_shape) == 3:
+        observation = torch.randint(0, 256, (batch, length, *obs_shape), dtype=torch.uint8, generator=g)
+    else:
+        observation = torch.randn(batch, length, *obs_shape, generator=g)
     is_first = torch.zeros(batch, length, 1, dtype=torch.bool)
     is_first[:, 0] = True
     action[:, 0] = 0.0
     reward = (torch.rand(batch, length, 1, generator=g) < 0.05).float()
     return TensorDict(
         {
-            "observation": torch.randint(0, 256, (batch, length, *OBS_SHAPE), dtype=torch.uint8, generator=g),
+            "observation": observation,
             "action": action,
             "reward": reward,
             "is_first": is_first,
@@ -87,16 +107,17 @@ def imwm_batch(batch: int, length: int, action_dim: int, seed: int) -> TensorDic
 
 
 class ImwmUpdate:
-    def __init__(self, cfg, action_dim: int, batch: int, length: int, seed: int):
+    def __init__(self, cfg, action_dim: int, batch: int, length: int, seed: int, obs_shape=OBS_SHAPE,
+                 device: str = "cpu"):
         from imwm.training.build_model import build_agent
 
         torch.manual_seed(seed)
-        self.agent = build_agent(cfg, obs_shape=OBS_SHAPE, action_dim=action_dim)
-        self.data = imwm_batch(batch, length, action_dim, seed)
+        self.agent = build_agent(cfg, obs_shape=obs_shape, action_dim=action_dim, device=device)
+        self.data = imwm_batch(batch, length, action_dim, seed, obs_shape).to(device)
 
     def __call__(self) -> None:
         metrics, _ = self.agent.train_step(self.data)
-        metrics["loss_world_model"].item()  # one sync at the end, as a training loop's logging would
+        metrics["world_model_loss"].item()  # one sync at the end, as a training loop's logging would
 
 
 # ----------------------------------------------------------------------------- TorchRL
@@ -254,12 +275,72 @@ class TorchRLUpdate:
 def time_once(fn) -> float:
     start = time.perf_counter()
     fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def count_ops(fn) -> dict[str, int]:
+    """Ops of one call of ``fn``, from the profiler.
+
+    ``aten``: ATen calls not made from inside another ATen call (what the dispatcher is asked to
+    run; a composite op counts once); ``kernels``: ``aten`` plus the generated CPU kernels of
+    compiled graphs, or the CUDA kernels launched when a GPU ran.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    aten = generated = cuda = 0
+    for event in prof.events():
+        name = event.name
+        if getattr(event, "device_type", None) is not None and "CUDA" in str(event.device_type):
+            cuda += 1
+        elif name.startswith("aten::"):
+            parent = event.cpu_parent
+            while parent is not None and not parent.name.startswith("aten::"):
+                parent = parent.cpu_parent
+            aten += parent is None
+        elif "cpp_fused" in name or name.startswith("graph_") and "_cpp_" in name:
+            generated += 1
+    counts = {"aten": aten, "kernels": cuda if torch.cuda.is_available() else aten + generated, "syncs": "-"}
+    if torch.cuda.is_available():
+        import warnings
+
+        # every host-device synchronisation warns in this mode: count them
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        counts["syncs"] = sum("synchroniz" in str(w.message) for w in caught)
+    return counts
+
+
+def dispatched_aten_ops(fn) -> int:
+    """Every ATen op that reaches the dispatcher's Python mode during one call of ``fn`` (eager)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.n
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="S", choices=["XS", "S", "M"])
+    parser.add_argument("--size", default="S", choices=["laptop", "1M", "XS", "S", "M"])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--horizon", type=int, default=15)
@@ -269,6 +350,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dynamics", nargs="*", default=["rssm"], help="imwm dynamics to time (rssm, vta)")
     parser.add_argument("--no-torchrl", action="store_true", help="skip the TorchRL baseline")
+    parser.add_argument("--compile", nargs="*", default=["false"], help="agent.compile modes to time for imwm")
+    parser.add_argument("--count-ops", action="store_true", help="add ops dispatched / kernels per update")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-reexec", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -276,20 +360,44 @@ def main(argv=None) -> None:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
+    from imwm.agent.compile import parse_compile_mode
 
+    modes = [parse_compile_mode(m) for m in args.compile]
+    if args.device.startswith("cuda"):
+        import torch._inductor.config as inductor_config  # noqa: F401  (CUDA kernels are profiled anyway)
+    else:
+        import torch._inductor.config as inductor_config
+
+        # generated CPU kernels announce themselves to the profiler (for --count-ops)
+        inductor_config.cpp.enable_kernel_profile = args.count_ops
+    laptop = args.size == "laptop"
+    obs_shape = LAPTOP_OBS_SHAPE if laptop else OBS_SHAPE
     runners = {}
-    cfg = None
     for dyn in args.dynamics:
-        cfg = load_config(args.size, dyn, args.horizon)
-        runners[f"imwm ({dyn})"] = ImwmUpdate(cfg, args.actions, args.batch, args.length, args.seed)
-    if not args.no_torchrl:
+        for mode in modes:
+            cfg = load_config(args.size, dyn, args.horizon, mode)
+            name = f"imwm ({dyn})" if modes == ["false"] else f"imwm ({dyn}, compile={mode})"
+            runners[name] = ImwmUpdate(cfg, args.actions, args.batch, args.length, args.seed, obs_shape, args.device)
+    if not args.no_torchrl and not laptop:
         model = dict(load_config(args.size, "rssm", args.horizon).model)
         runners["torchrl 0.14.1"] = TorchRLUpdate(model, args.actions, args.batch, args.length, args.horizon, args.seed)
 
+    compile_s = {}
     for name, fn in runners.items():
-        for _ in range(args.warmup):
+        start = time.perf_counter()
+        for _ in range(max(args.warmup, 1 if "compile=" in name else 0)):
             fn()
+        if "compile=" in name and "compile=false" not in name:
+            compile_s[name] = time.perf_counter() - start
+            if not fn.agent.compiled:
+                print(f"warning: {name} fell back to eager", file=sys.stderr, flush=True)
         print(f"warmed up {name}", file=sys.stderr, flush=True)
+    ops = {}
+    if args.count_ops:
+        for name, fn in runners.items():
+            ops[name] = count_ops(fn)
+            if "compile=" not in name or "compile=false" in name:
+                ops[name]["dispatched"] = dispatched_aten_ops(fn)
     times = {name: [] for name in runners}
     names = list(runners)
     for rep in range(args.repeats):
@@ -302,16 +410,29 @@ def main(argv=None) -> None:
 
     base = statistics.median(times["torchrl 0.14.1"]) if "torchrl 0.14.1" in times else None
     print()
-    print(f"One DreamerV3 update, size {args.size}, batch {args.batch}x{args.length}, 64x64x3 uint8 frames, "
+    frames = "CartPole 4-dim vector observations" if laptop else "64x64x3 uint8 frames"
+    print(f"One DreamerV3 update, size {args.size}, batch {args.batch}x{args.length}, {frames}, {args.device}, "
           f"{args.actions} actions, imagination {args.horizon} steps from {args.batch * args.length} states, "
           f"{args.threads} threads, torch {torch.__version__}, {args.repeats} timed repeats after {args.warmup} warm-up")
     print()
-    print("| implementation | median ms | min ms | max ms | ratio vs torchrl |")
-    print("|---|---:|---:|---:|---:|")
+    eager = next((n for n in names if n.endswith("compile=false)")), None)
+    extra = ["compile s", "ratio vs eager"] if len(modes) > 1 or modes != ["false"] else []
+    if args.count_ops:
+        extra += ["ATen ops dispatched", "top-level ATen calls", "kernels", "host syncs"]
+    print("| implementation | median ms | min ms | max ms | ratio vs torchrl |" + "".join(f" {c} |" for c in extra))
+    print("|---|---:|---:|---:|---:|" + "---:|" * len(extra))
     for name in names:
         med = statistics.median(times[name]) * 1e3
         ratio = f"{med / (base * 1e3):.2f}x" if base else "-"
-        print(f"| {name} | {med:.0f} | {min(times[name]) * 1e3:.0f} | {max(times[name]) * 1e3:.0f} | {ratio} |")
+        cells = []
+        if len(modes) > 1 or modes != ["false"]:
+            cells.append(f"{compile_s[name]:.1f}" if name in compile_s else "-")
+            cells.append(f"{med / (statistics.median(times[eager]) * 1e3):.2f}x" if eager and name.startswith("imwm") else "-")
+        if args.count_ops:
+            cells += [str(ops[name].get("dispatched", "-")), str(ops[name]["aten"]), str(ops[name]["kernels"]),
+                      str(ops[name]["syncs"])]
+        print(f"| {name} | {med:.0f} | {min(times[name]) * 1e3:.0f} | {max(times[name]) * 1e3:.0f} | {ratio} |"
+              + "".join(f" {c} |" for c in cells))
     print()
     shown = [a for a in sys.argv[1:] if a != "--no-reexec"]
     print(f"command: GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')} python scripts/bench_update.py {' '.join(shown)}")

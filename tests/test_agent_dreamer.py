@@ -1,5 +1,7 @@
 import io
 
+import warnings
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -80,7 +82,7 @@ def test_train_step_runs_and_changes_every_group(obs_shape):
     assert signals.batch_size == (2,)
     assert set(signals.keys()) == {"model_loss", "kl", "entropy"}
     assert not any(v.requires_grad for v in signals.values())
-    for key in ("loss_world_model", "loss_actor", "loss_critic", "return_scale", "grad_norm_model",
+    for key in ("world_model_loss", "loss_actor", "loss_critic", "return_scale", "grad_norm_model",
                 "grad_norm_actor", "grad_norm_critic", "actor_entropy", "imagined_continue"):
         assert metrics[key].shape == () and not metrics[key].requires_grad, key
     assert all(torch.isfinite(v) for v in metrics.values())
@@ -89,7 +91,7 @@ def test_train_step_runs_and_changes_every_group(obs_shape):
 def test_world_model_loss_decreases_on_fixed_data():
     agent = build_agent(tiny_cfg(model_lr=3e-3), obs_shape=(4,), action_dim=3)
     data = batch((4,), B=4, T=8)
-    losses = [agent.train_step(data)[0]["loss_world_model"] for _ in range(30)]
+    losses = [agent.train_step(data)[0]["world_model_loss"] for _ in range(30)]
     first, last = torch.stack(losses[:3]).mean(), torch.stack(losses[-3:]).mean()
     assert last < 0.8 * first, (first, last)
 
@@ -106,7 +108,7 @@ def test_actor_entropy_and_imagination_do_not_reach_the_world_model():
     loss.backward()
     assert all(p.grad is None for p in agent.world_model.parameters())
     assert all(p.grad is not None for p in agent.actor.parameters())
-    assert out["loss_world_model"].requires_grad  # (the world model itself is differentiable)
+    assert out["loss_image"].requires_grad  # (the world model itself is differentiable)
 
 
 class _RecordingBonus(Transform):
@@ -200,7 +202,7 @@ def test_state_dict_round_trip_weights_only():
     torch.manual_seed(1)
     m2, _ = other.train_step(batch((4,), seed=3))
     torch.testing.assert_close(m1["loss_actor"], m2["loss_actor"])
-    torch.testing.assert_close(m1["loss_world_model"], m2["loss_world_model"])
+    torch.testing.assert_close(m1["world_model_loss"], m2["world_model_loss"])
 
 
 def test_build_agent_bad_config():
@@ -242,11 +244,14 @@ def test_compile_falls_back_to_eager_when_compilation_fails(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     agent = build_agent(tiny_cfg(compile=True), obs_shape=(4,), action_dim=3)
-    assert agent.compiled
-    with pytest.warns(UserWarning, match="running it eagerly"):
+    assert agent.compiled and agent.compile_mode == "default"
+    with pytest.warns(UserWarning, match="world_model_forward phase failed.*no compiler here.*running it eagerly"):
         metrics, _ = agent.train_step(batch((4,)))
     assert torch.isfinite(metrics["loss_actor"])
-    assert agent.actor._compiled_call_impl is None  # eager from now on
+    assert not agent.phases["world_model_forward"].compiled  # eager from now on
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one warning per phase, not one per update
+        agent.train_step(batch((4,)))
     assert set(agent.state_dict()) == set(build_agent(tiny_cfg(), obs_shape=(4,), action_dim=3).state_dict())
 
 

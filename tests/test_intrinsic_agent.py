@@ -125,7 +125,7 @@ def test_lexa_style_on_vector_observations(dynamics):
     assert agent.intrinsic.metrics()["intrinsic/visual"] > 0
     assert metrics["imagined_total_reward"] != metrics["imagined_reward"]
     assert any(not torch.equal(a, p) for a, p in zip(actor_before, agent.actor.parameters()))
-    assert torch.isfinite(metrics["loss_world_model"])
+    assert torch.isfinite(metrics["world_model_loss"])
 
 
 def test_lexa_on_vectors_without_learned_std_says_what_to_set():

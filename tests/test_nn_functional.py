@@ -109,3 +109,16 @@ def test_bad_shapes_raise():
         head.loss(torch.zeros(3, 10), torch.zeros(3, 1))
     with pytest.raises(ValueError, match="target shape"):
         head.loss(torch.zeros(3, 255), torch.zeros(4))
+
+
+def test_uniform_two_hot_equals_torchrl_encoder_on_the_dreamer_support():
+    from torchrl.modules.models.model_based import two_hot_encode
+
+    from imwm.nn.functional import symlog_bins, uniform_two_hot
+
+    bins = symlog_bins(255, 20.0)
+    x = torch.cat([torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 8,
+                   bins[:5], torch.tensor([-25.0, 25.0, 0.0])])
+    got, want = uniform_two_hot(x, bins), two_hot_encode(x, bins)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+    torch.testing.assert_close(got.sum(-1), torch.ones(len(x)), atol=2e-5, rtol=0)

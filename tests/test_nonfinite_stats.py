@@ -411,27 +411,27 @@ def test_explore_exploit_nan_kl_skipped():
 
 
 def test_nan_policy_raise_ignore_and_bad_value():
-    s = CuriousSampler(10, nan_policy="raise")
+    s = CuriousSampler(10, slice_len=1, nan_policy="raise")
     with pytest.raises(ValueError, match="non-finite"):
         s.update_priority(torch.tensor([0]), torch.tensor([NAN]))
-    s = CuriousSampler(10, nan_policy="ignore")
+    s = CuriousSampler(10, slice_len=1, nan_policy="ignore")
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         s.update_priority(torch.tensor([0]), torch.tensor([NAN]))
     assert any("non-finite" in str(x.message) for x in w) and s.nonfinite_skipped == 1
-    s = CuriousSampler(10)  # default "skip": silent
+    s = CuriousSampler(10, slice_len=1)  # default "skip": silent
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         s.update_priority(torch.tensor([0]), torch.tensor([NAN]))
     assert s.nonfinite_skipped == 1
     with pytest.raises(ValueError, match="nan_policy"):
-        CuriousSampler(10, nan_policy="zero")
+        CuriousSampler(10, slice_len=1, nan_policy="zero")
 
 
 def test_skip_counter_round_trips_through_state_dict():
-    s = CuriousSampler(10)
+    s = CuriousSampler(10, slice_len=1)
     s.update_priority(torch.tensor([0, 1]), torch.tensor([NAN, INF]))
-    other = CuriousSampler(10)
+    other = CuriousSampler(10, slice_len=1)
     other.load_state_dict(s.state_dict())
     assert other.nonfinite_skipped == 2
     state = s.state_dict()

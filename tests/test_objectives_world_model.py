@@ -14,6 +14,11 @@ from test_world_model import ScaledKLDynamics
 A = 3
 
 
+def total_loss(out):
+    """TorchRL's idiom: the loss to optimise is the sum of the ``loss_*`` terms."""
+    return sum(v for k, v in out.items() if k.startswith("loss_"))
+
+
 def factory(embed_dim):
     return RSSMDynamics(deter=16, stoch=4, classes=4, hidden=16, blocks=2, action_dim=A,
                         embed_dim=embed_dim)
@@ -45,18 +50,20 @@ def batch(obs_shape=(5,), b=4, t=6, seed=0):
 def test_output_keys_shapes_and_total():
     loss = WorldModelLoss(vector_wm())
     out = loss(batch())
-    scalars = ["loss_world_model", "loss_image", "loss_reward", "loss_continue", "loss_kl",
+    scalars = ["world_model_loss", "loss_image", "loss_reward", "loss_continue", "loss_kl",
                "kl_mean", "entropy_mean", "dyn", "rep"]
     for key in scalars:
         assert out[key].shape == (), key
     for key in ("model_loss", "kl", "entropy"):
         assert out[key].shape == (4,) and not out[key].requires_grad, key
-    assert out["loss_world_model"].requires_grad
+    terms = {k: v for k, v in out.items() if k.startswith("loss_")}
+    assert sorted(terms) == ["loss_continue", "loss_image", "loss_kl", "loss_reward"]
+    assert all(v.requires_grad for v in terms.values()) and not out["world_model_loss"].requires_grad
     assert out["feat"].shape == (4, 6, loss.world_model.feat_dim) and not out["feat"].requires_grad
     assert out["posterior"].batch_size == (4, 6)
     total = out["loss_image"] + out["loss_reward"] + out["loss_continue"] + out["loss_kl"]
-    assert torch.allclose(out["loss_world_model"], total, rtol=1e-5)
-    assert torch.allclose(out["model_loss"].mean(), out["loss_world_model"].detach(), rtol=1e-5)
+    assert torch.allclose(sum(terms.values()), total) and torch.allclose(out["world_model_loss"], total.detach())
+    assert torch.allclose(out["model_loss"].mean(), out["world_model_loss"], rtol=1e-5)
 
 
 def test_targets_are_aligned_with_the_replay_layout():
@@ -101,7 +108,7 @@ def test_scales_and_gradients_to_every_parameter_group():
     td = batch((3, 64, 64), b=2, t=3)
     for _ in range(2):  # the zero-initialised reward output blocks its MLP's gradient on step 1
         opt.zero_grad()
-        loss(td)["loss_world_model"].backward()
+        total_loss(loss(td)).backward()
         got_grad |= {n for n, p in wm.named_parameters()
                      if p.grad is not None and p.grad.abs().sum() > 0}
         opt.step()
@@ -109,7 +116,7 @@ def test_scales_and_gradients_to_every_parameter_group():
     assert not missing, missing
     # image_scale=0 cuts the decoder off
     wm.zero_grad()
-    WorldModelLoss(wm, image_scale=0.0)(td)["loss_world_model"].backward()
+    total_loss(WorldModelLoss(wm, image_scale=0.0)(td)).backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in wm.decoder.parameters())
 
 
@@ -129,7 +136,7 @@ def test_set_keys_and_bad_inputs():
     with pytest.raises(KeyError, match="observation"):
         loss(td)
     loss.set_keys(observation="pixels")
-    assert loss(td)["loss_world_model"].isfinite()
+    assert loss(td)["world_model_loss"].isfinite()
     with pytest.raises(ValueError, match="not an accepted"):
         loss.set_keys(nonsense="x")
     with pytest.raises(ValueError, match=r"\[B, T\]"):
@@ -153,12 +160,12 @@ def test_loss_decreases_on_a_fixed_batch(obs_shape):
     for _ in range(30):
         out = loss(td)
         opt.zero_grad()
-        out["loss_world_model"].backward()
+        total_loss(out).backward()
         opt.step()
-        keys = ("loss_world_model", "loss_image", "loss_reward")
+        keys = ("world_model_loss", "loss_image", "loss_reward")
         history.append({k: out[k].item() for k in keys})
     first, last = history[0], history[-1]
-    assert last["loss_world_model"] < 0.7 * first["loss_world_model"], (first, last)
+    assert last["world_model_loss"] < 0.7 * first["world_model_loss"], (first, last)
     assert last["loss_image"] < first["loss_image"]
     assert last["loss_reward"] < first["loss_reward"]
 
@@ -214,7 +221,7 @@ def test_world_model_learns_cartpole_dynamics():
     for _ in range(200):
         out = loss(data)
         opt.zero_grad()
-        out["loss_world_model"].backward()
+        total_loss(out).backward()
         opt.step()
         first = first or {k: out[k].item() for k in ("loss_image", "loss_continue")}
     last = {k: out[k].item() for k in ("loss_image", "loss_continue")}

@@ -213,7 +213,7 @@ def test_agent_bootstraps_each_replayed_step_with_its_own_imagination_return():
     traj = TensorDict({"return": torch.arange(B * T * (H + 1), dtype=torch.float32).reshape(B * T, H + 1, 1)},
                       [B * T, H + 1])
     wm_out = TensorDict({"feat": torch.zeros(B, T, 7)}, [B, T])
-    inputs = agent._replay_value_inputs(batch, wm_out, traj)
+    inputs = agent._with_bootstrap(agent._replay_value_td(batch, wm_out), traj)
     for b in range(B):
         for t in range(T):  # imagine() flattens the B*T posterior states row-major
             assert inputs["bootstrap"][b, t, 0] == traj["return"][b * T + t, 0, 0]
@@ -284,7 +284,7 @@ def test_v3_2024_agent_trains_with_finite_losses():
     before = {k: v.clone() for k, v in agent.state_dict().items() if isinstance(v, torch.Tensor)}
     for _ in range(3):
         metrics, _ = agent.train_step(replay_batch())
-    for key in ("loss_world_model", "loss_actor", "loss_critic", "loss_repval", "grad_norm_model"):
+    for key in ("world_model_loss", "loss_actor", "loss_critic", "loss_repval", "grad_norm_model"):
         assert torch.isfinite(metrics[key]), key
     assert metrics["nonfinite_skipped"] == 0 and metrics["loss_repval"] > 0
     after = agent.state_dict()

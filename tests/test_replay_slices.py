@@ -160,8 +160,10 @@ def test_storage_mismatch_and_batch_divisibility_errors():
     wrong.extend(TensorDict({"traj_ids": torch.zeros(20, dtype=torch.long)}, [20]))
     with pytest.raises(RuntimeError, match="max_capacity=30 but the storage holds 40"):
         wrong.sample()
-    with pytest.raises(ValueError, match="exactly one of traj_key / end_key"):
-        CuriousSampler(30, traj_key=None)
+    with pytest.raises(ValueError, match="exactly one of num_slices / slice_len"):
+        CuriousSampler(30, traj_key="traj_ids")
+    with pytest.raises(ValueError, match="end_key and end_keys are exclusive"):
+        CuriousSampler(30, slice_len=5, end_key="is_last", end_keys=["is_last"])
     missing = make(CuriousSampler(30, slice_len=5, traj_key="episode"), 30, 2, 5)
     missing.extend(TensorDict({"traj_ids": torch.zeros(20, dtype=torch.long)}, [20]))
     with pytest.raises(KeyError, match="no entry 'episode'"):

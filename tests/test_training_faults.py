@@ -229,11 +229,11 @@ def test_a_diverging_loss_is_reported_once_naming_the_learning_rates():
 
     fake = SimpleNamespace(warned_losses=set(), counters={"updates": 12},
                            plain={"agent": {"model_lr": 1000.0, "actor_lr": 3e-5, "critic_lr": 3e-5}})
-    with pytest.warns(UserWarning, match=r"loss_world_model reached 2.7e\+07 by update 12.*model_lr=1000"):
-        Trainer._warn_large_losses(fake, {"loss_world_model": 2.7e7, "loss_actor": 0.5})
+    with pytest.warns(UserWarning, match=r"world_model_loss reached 2.7e\+07 by update 12.*model_lr=1000"):
+        Trainer._warn_large_losses(fake, {"world_model_loss": 2.7e7, "loss_actor": 0.5})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        Trainer._warn_large_losses(fake, {"loss_world_model": 3e7})  # once per term
+        Trainer._warn_large_losses(fake, {"world_model_loss": 3e7})  # once per term
 
 
 # ---------------------------------------------------------------- config history
@@ -337,6 +337,6 @@ def test_a_nan_behaviour_loss_skips_only_actor_and_critic():
     with pytest.warns(UserWarning, match="non-finite behaviour gradient norm"):
         metrics, _ = agent.train_step(replay_batch())
     hook.remove()
-    assert metrics["nonfinite_skipped"] == 1 and "loss_world_model" in metrics
+    assert metrics["nonfinite_skipped"] == 1 and "world_model_loss" in metrics
     for k, v in agent.actor.state_dict().items():
         assert torch.equal(v, actor_before[k])

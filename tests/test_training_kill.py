@@ -81,7 +81,7 @@ def test_an_injected_nan_is_skipped_and_never_reaches_a_checkpoint(tmp_path):
         out = real_forward(self, batch)
         calls["n"] += 1
         if calls["n"] in (5, 6):
-            out.set("loss_world_model", out.get("loss_world_model") * float("nan"))
+            out.set("loss_image", out.get("loss_image") * float("nan"))
         return out
 
     run_dir = tmp_path / "run"

@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import Tensor
 
 from imwm.nn import MLP, categorical_entropy, unimix_logits
 
 __all__ = ["Actor"]
 
 
-class Actor(nn.Module):
+class Actor(TensorDictModuleBase):
     """``feat -> log pi(. | s)``: MLP -> logits -> unimix categorical over ``action_dim`` actions.
+
+    A ``TensorDictModuleBase``: on a TensorDict it reads ``in_keys = ["feat"]`` and writes
+    ``out_keys = ["logits"]`` (the normalised log-probabilities, valid logits for TorchRL's
+    ``OneHotCategorical``), so it goes into a ``TensorDictSequential`` or, as is, into
+    ``ProbabilisticActor(actor, in_keys=["logits"], distribution_class=OneHotCategorical)``;
+    on a tensor it returns the log-probabilities (the agent's hot path).
 
     Args:
         feat_dim: width of ``dynamics.get_feat(state)``.
@@ -38,6 +46,11 @@ class Actor(nn.Module):
         >>> log_probs = actor(torch.randn(5, 8))
         >>> actor.sample(log_probs).sum(-1)
         tensor([1., 1., 1., 1., 1.])
+        >>> from tensordict import TensorDict
+        >>> from torchrl.modules import OneHotCategorical, ProbabilisticActor
+        >>> policy = ProbabilisticActor(actor, in_keys=["logits"], distribution_class=OneHotCategorical)
+        >>> policy(TensorDict({"feat": torch.randn(5, 8)}, [5]))["action"].sum(-1)
+        tensor([1, 1, 1, 1, 1])
     """
 
     def __init__(
@@ -61,8 +74,14 @@ class Actor(nn.Module):
         self.action_dim = action_dim
         self.unimix = unimix
         self.net = MLP(feat_dim, action_dim, units=mlp_units, layers=mlp_layers, out_scale=out_scale)
+        self.in_keys = ["feat"]
+        self.out_keys = ["logits"]
 
-    def forward(self, feat: Tensor) -> Tensor:
+    def forward(self, feat: Tensor | TensorDictBase) -> Tensor | TensorDictBase:
+        if isinstance(feat, TensorDictBase):
+            return feat.set(self.out_keys[0], self.forward(feat.get(self.in_keys[0])))
+        if feat.shape[-1] != self.feat_dim:
+            raise ValueError(f"Actor: feat must end with feat_dim={self.feat_dim}, got {tuple(feat.shape)}")
         return unimix_logits(self.net(feat), self.unimix)
 
     @staticmethod

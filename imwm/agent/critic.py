@@ -7,15 +7,23 @@ output layer is zero-initialised so that the first value predictions are exactly
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import Tensor
 
 from imwm.nn import MLP, SymlogTwoHot
 
 __all__ = ["Critic"]
 
 
-class Critic(nn.Module):
+class Critic(TensorDictModuleBase):
     """``feat -> value logits [..., num_bins]``; ``mean(logits) -> value [..., 1]``.
+
+    A ``TensorDictModuleBase``: on a TensorDict it reads ``in_keys = ["feat"]`` and writes
+    ``out_keys = ["state_value_logits", "state_value"]`` (TorchRL's value key holds the
+    predicted value ``[..., 1]``); on a tensor it returns the logits (the agent's hot path), so
+    ``torchrl.modules.ValueOperator(critic, in_keys=["feat"], out_keys=["state_value_logits"])``
+    wraps it too.
 
     Args:
         feat_dim: width of ``dynamics.get_feat(state)``.
@@ -28,6 +36,9 @@ class Critic(nn.Module):
         >>> logits = critic(torch.randn(5, 8))
         >>> critic.mean(logits).detach().squeeze(-1)  # zero-initialised output layer
         tensor([0., 0., 0., 0., 0.])
+        >>> from tensordict import TensorDict
+        >>> critic(TensorDict({"feat": torch.randn(5, 8)}, [5]))["state_value"].shape
+        torch.Size([5, 1])
     """
 
     def __init__(self, feat_dim: int, *, mlp_units: int, mlp_layers: int, num_bins: int = 255) -> None:
@@ -35,8 +46,15 @@ class Critic(nn.Module):
         self.feat_dim = feat_dim
         self.net = MLP(feat_dim, num_bins, units=mlp_units, layers=mlp_layers, out_scale=0.0)
         self.two_hot = SymlogTwoHot(num_bins)
+        self.in_keys = ["feat"]
+        self.out_keys = ["state_value_logits", "state_value"]
 
-    def forward(self, feat: Tensor) -> Tensor:
+    def forward(self, feat: Tensor | TensorDictBase) -> Tensor | TensorDictBase:
+        if isinstance(feat, TensorDictBase):
+            logits = self.forward(feat.get(self.in_keys[0]))
+            return feat.update({self.out_keys[0]: logits, self.out_keys[1]: self.mean(logits)})
+        if feat.shape[-1] != self.feat_dim:
+            raise ValueError(f"Critic: feat must end with feat_dim={self.feat_dim}, got {tuple(feat.shape)}")
         return self.net(feat)
 
     def mean(self, logits: Tensor) -> Tensor:

@@ -33,6 +33,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
+from imwm.agent.compile import CompiledPhase, parse_compile_mode
 from imwm.agent.imagine import imagine
 from imwm.errors import UserError
 from imwm.agent.policy import DreamerPolicy
@@ -89,24 +90,6 @@ def _clip_grad_norm(params: list[nn.Parameter], clip: float) -> torch.Tensor:
     return nn.utils.clip_grad_norm_(params, clip)
 
 
-def _compile_with_fallback(module: nn.Module, name: str) -> None:
-    try:
-        compiled = torch.compile(module._call_impl, dynamic=False)
-    except Exception as err:  # compile is an optimisation, never a requirement
-        warnings.warn(f"DreamerAgent: torch.compile({name}) failed ({err!r}); running it eagerly")
-        return
-
-    def call(*args, **kwargs):
-        try:
-            return compiled(*args, **kwargs)
-        except Exception as err:
-            warnings.warn(f"DreamerAgent: compiled {name} failed ({type(err).__name__}: {err}); running it eagerly")
-            module._compiled_call_impl = None
-            return module._call_impl(*args, **kwargs)
-
-    module._compiled_call_impl = call
-
-
 class DreamerAgent(nn.Module):
     """A DreamerV3 agent around any :class:`~imwm.dynamics.Dynamics`.
 
@@ -131,8 +114,11 @@ class DreamerAgent(nn.Module):
             :class:`~imwm.objectives.ReplayValueLoss`. It regresses on replayed *extrinsic*
             rewards, so with an intrinsic reward on it pulls the critic towards extrinsic returns
             (a warning says so).
-        compile: ``torch.compile`` the actor, critic and heads' hot calls (falls back to eager,
-            with a warning, when compilation fails).
+        compile: ``false`` (eager), ``default``, ``max-autotune`` or ``reduce-overhead`` (CUDA
+            graphs on GPU); ``True`` means ``default``. Each phase of the update (world-model
+            forward; imagination + behaviour losses) becomes one ``torch.compile(fullgraph=True)``
+            program, its backward a second one (:mod:`imwm.agent.compile`); a phase whose
+            compilation fails warns once and runs eagerly.
         max_nonfinite_updates: skipped (non-finite) updates in a row after which
             :meth:`train_step` raises :class:`NonFiniteUpdateError`.
 
@@ -184,7 +170,7 @@ class DreamerAgent(nn.Module):
         agc_pmin: float = 1e-3,
         warmup: int = 0,
         repval_scale: float = 0.0,
-        compile: bool = False,
+        compile: bool | str = False,
         max_nonfinite_updates: int = 5,
     ) -> None:
         super().__init__()
@@ -256,7 +242,8 @@ class DreamerAgent(nn.Module):
         object.__setattr__(
             self,
             "replay_value_loss",
-            ReplayValueLoss(critic, self.slow_critic, gamma=gamma, lmbda=lmbda, slow_critic_scale=slow_critic_scale),
+            ReplayValueLoss(critic, self.slow_critic, gamma=gamma, lmbda=lmbda,
+                            slow_critic_scale=slow_critic_scale, scale=repval_scale),
         )
         self._warned_repval_intrinsic = False
         self.intrinsic = None
@@ -270,9 +257,15 @@ class DreamerAgent(nn.Module):
         self.actor_opt = make(actor.parameters(), actor_lr, actor_eps, "actor")
         self.critic_opt = make(critic.parameters(), critic_lr, critic_eps, "critic")
         self.num_updates = 0  # completed train_steps; saved in state_dict (extra state)
-        self.compiled = False
-        if compile:
-            self._try_compile()
+        self.compile_mode = parse_compile_mode(compile)
+        if self.compile_mode != "false" and hasattr(world_model.dynamics, "deferred_weight_grads"):
+            # the deferred-gradient autograd Functions keep Python state between forward and
+            # backward, which a traced graph cannot hold; the compiler fuses the plain loop
+            world_model.dynamics.deferred_weight_grads = False
+        self.phases = {
+            name: CompiledPhase(getattr(self, f"_{name}"), name=name, mode=self.compile_mode)
+            for name in ("world_model_forward", "imagine_forward", "behaviour_forward", "imagine_and_behaviour")
+        }
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict:
@@ -289,26 +282,17 @@ class DreamerAgent(nn.Module):
             loss.train(mode)
         return self
 
-    def _try_compile(self) -> None:
-        """``torch.compile`` the MLPs that run on the large imagined batches, in place.
-
-        In place (``Module._compiled_call_impl``, what ``nn.Module.compile`` sets) so that
-        ``state_dict`` keys do not change. A module whose compiled call raises (no compiler,
-        an unsupported op, ...) warns once and runs eagerly from then on.
-        """
-        wm = self.world_model
-        targets = {
-            "actor": self.actor,
-            "critic": self.critic,
-            "slow_critic": self.slow_critic,
-            "reward_head": wm.reward_head,
-            "continue_head": wm.continue_head,
-        }
-        for name, module in targets.items():
-            _compile_with_fallback(module, name)
-        self.compiled = True
-
     # ------------------------------------------------------------------ pieces
+    @property
+    def compiled(self) -> bool:
+        """Every phase of the update runs as a compiled program."""
+        return all(phase.compiled for phase in self.phases.values())
+
+    @property
+    def compile_seconds(self) -> dict[str, float]:
+        """Wall time of each phase's first compiled call (compiled phases that have run)."""
+        return {n: p.compile_seconds for n, p in self.phases.items() if p.compile_seconds is not None}
+
     @property
     def dynamics(self):
         return self.world_model.dynamics
@@ -348,92 +332,48 @@ class DreamerAgent(nn.Module):
         """One DreamerV3 update on a replay batch ``[B, T]`` (record layout of docs/architecture.md).
 
         Returns:
-            ``metrics``: dict of detached 0-d tensors (losses, KL, return scale, grad norms, ...);
+            ``metrics``: dict of detached 0-d tensors (the ``loss_*`` terms, ``world_model_loss``,
+            KL, return scale, grad norms, ...);
             ``signals``: TensorDict ``[B]`` with ``model_loss``, ``kl``, ``entropy`` (detached),
             for the replay samplers.
         """
         if batch.batch_dims != 2:
             raise ValueError(f"train_step expects a replay batch [B, T], got batch size {tuple(batch.batch_size)}")
-        metrics: dict[str, torch.Tensor] = {}
         # schedules inside the dynamics (VTA's boundary forcing and temperature) follow the update count
         set_progress = getattr(self.world_model.dynamics, "set_progress", None)
         if set_progress is not None:
             set_progress(self.num_updates)
+        if self.repval_scale > 0:
+            self._check_replay_value_inputs(batch)
 
-        # 1. world model
-        wm_out = self.world_model_loss(batch)
-        self.model_opt.zero_grad(set_to_none=True)
-        wm_out["loss_world_model"].backward()
-        metrics["grad_norm_model"] = _clip_grad_norm(list(self.world_model.parameters()), self.model_grad_clip)
-        for key, value in wm_out.items():
-            if isinstance(value, torch.Tensor) and value.ndim == 0:
-                metrics[key] = value.detach()
-        signals = TensorDict(
-            {k: wm_out.get(k).detach() for k in ("model_loss", "kl", "entropy")},
-            batch_size=batch.batch_size[:1],
-        )
-        wm_terms = {k: v for k, v in metrics.items() if k.startswith("loss_")}
-        if not self._finite(wm_terms, metrics["grad_norm_model"]):
-            return self._skip("world model", wm_terms, metrics["grad_norm_model"], self.model_opt), signals
-        self.model_opt.step()
-        posterior = wm_out.get("posterior").detach()
-
-        # 2. learning intrinsic rewards see the updated model's inputs
+        wm_out = self.phases["world_model_forward"](batch)
+        metrics, signals, skipped = self._world_model_step(wm_out, batch.batch_size[:1])
+        if skipped:
+            return metrics, signals
+        posterior = wm_out.get("posterior")
         intrinsic = self.intrinsic
         if intrinsic is not None and hasattr(intrinsic, "world_model_update"):
+            # learning intrinsic rewards see the updated model's inputs
             wm_td = TensorDict(
-                {"feat": wm_out.get("feat").detach(), "posterior": posterior, "action": batch.get("action"),
+                {"feat": wm_out.get("feat"), "posterior": posterior, "action": batch.get("action"),
                  "is_first": batch.get("is_first")},  # pairs across an episode start are masked
                 batch_size=batch.batch_size,
             )
             for key, value in (intrinsic.world_model_update(wm_td) or {}).items():
                 metrics[f"intrinsic/{key}"] = value.detach()
 
-        # 3. imagination from every posterior state
+        repval_td = self._replay_value_td(batch, wm_out) if self.repval_scale > 0 else None
         is_terminal = batch.get("is_terminal", None)
-        traj = self.imagine(posterior, is_terminal)
-
-        # 4. intrinsic rewards
-        if intrinsic is not None:
-            if getattr(intrinsic, "needs_decoder_std", False):
-                traj.set(("decoded", "image_std"), self.decoded_image_std(traj.get("feat")))
-            traj = intrinsic(traj)
-            if "total_reward" not in traj.keys():
-                raise KeyError(f"intrinsic transform {type(intrinsic).__name__} did not write 'total_reward'")
-
-        # 5. actor and critic
-        self.critic_loss.targets(traj)
-        actor_out = self.actor_loss(traj)
-        critic_out = self.critic_loss(traj)
-        behaviour_loss = actor_out["loss_actor"] + critic_out["loss_critic"]
-        outs = [actor_out, critic_out]
-        if self.repval_scale > 0:
-            repval_out = self.replay_value_loss(self._replay_value_inputs(batch, wm_out, traj))
-            behaviour_loss = behaviour_loss + self.repval_scale * repval_out["loss_repval"]
-            outs.append(repval_out)
-        self.actor_opt.zero_grad(set_to_none=True)
-        self.critic_opt.zero_grad(set_to_none=True)
-        behaviour_loss.backward()
-        metrics["grad_norm_actor"] = _clip_grad_norm(list(self.actor.parameters()), self.actor_grad_clip)
-        metrics["grad_norm_critic"] = _clip_grad_norm(list(self.critic.parameters()), self.critic_grad_clip)
-        behaviour_terms = {key: out[key].detach() for out in outs for key in out.keys() if key.startswith("loss_")}
-        grad_norm = metrics["grad_norm_actor"] + metrics["grad_norm_critic"]
-        if not self._finite(behaviour_terms, grad_norm):
-            skipped = self._skip("behaviour", behaviour_terms, grad_norm, self.actor_opt, self.critic_opt)
-            del metrics["grad_norm_actor"], metrics["grad_norm_critic"]
-            return {**metrics, **skipped}, signals
-        self.actor_opt.step()
-        self.critic_opt.step()
-        self.nonfinite_streak = 0
-
-        # 6. slow critic
-        self.critic_loss.update_slow_critic()
-        self.num_updates += 1
-
-        for out in outs:
-            for key, value in out.items():
-                metrics[key] = value.detach()
-        metrics["nonfinite_skipped"] = torch.zeros(())
+        if intrinsic is None:
+            traj, outs = self.phases["imagine_and_behaviour"](posterior, is_terminal, repval_td)
+        else:
+            traj = self.phases["imagine_forward"](posterior, is_terminal)
+            traj = self._add_intrinsic(traj)
+            outs = self.phases["behaviour_forward"](traj, repval_td)
+        behaviour, skipped = self._behaviour_step(outs)
+        metrics.update(behaviour)
+        if skipped:
+            return metrics, signals
         metrics["imagined_reward"] = traj.get("reward").mean()
         metrics["imagined_total_reward"] = traj.get("total_reward").mean()
         metrics["imagined_continue"] = traj.get("continue").mean()
@@ -444,9 +384,75 @@ class DreamerAgent(nn.Module):
             metrics.update(intrinsic.metrics())
         return metrics, signals
 
-    def _replay_value_inputs(self, batch: TensorDictBase, wm_out: TensorDictBase, traj: TensorDictBase) -> TensorDict:
-        """The replay value loss's inputs ``[B, T]``: posterior features, replayed reward and flags,
-        and the imagination return ``R_0`` from each posterior state as bootstrap."""
+    # the compiled programs: pure functions of their inputs and the modules' state
+    def _world_model_forward(self, batch: TensorDictBase) -> TensorDict:
+        return self.world_model_loss(batch)
+
+    def _imagine_forward(self, posterior: TensorDictBase, is_terminal: torch.Tensor | None) -> TensorDict:
+        return self.imagine(posterior, is_terminal)
+
+    def _behaviour_forward(self, traj: TensorDictBase, repval_td: TensorDictBase | None) -> list[TensorDict]:
+        self.critic_loss.targets(traj)
+        outs = [self.actor_loss(traj), self.critic_loss(traj)]
+        if repval_td is not None:
+            outs.append(self.replay_value_loss(self._with_bootstrap(repval_td, traj)))
+        return outs
+
+    @staticmethod
+    def _with_bootstrap(repval_td: TensorDictBase, traj: TensorDictBase) -> TensorDictBase:
+        """``repval_td`` plus ``bootstrap``: the imagination return ``R_0`` from each posterior
+        state (imagination starts are the ``B*T`` posterior states flattened row-major)."""
+        bootstrap = traj.get("return")[:, 0].detach().reshape(*repval_td.batch_size, 1)
+        return repval_td.copy().set("bootstrap", bootstrap)
+
+    def _imagine_and_behaviour(self, posterior, is_terminal, repval_td) -> tuple[TensorDict, list[TensorDict]]:
+        traj = self._imagine_forward(posterior, is_terminal)
+        return traj, self._behaviour_forward(traj, repval_td)
+
+    # the eager steps between them
+    def _world_model_step(self, wm_out: TensorDictBase, batch_size) -> tuple[dict, TensorDict, bool]:
+        """Backward, non-finite guard and optimiser step of the world model."""
+        terms = {k: v for k, v in wm_out.items() if k.startswith("loss_")}
+        self.model_opt.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        metrics = {k: v.detach() for k, v in wm_out.items() if isinstance(v, torch.Tensor) and v.ndim == 0}
+        metrics["grad_norm_model"] = _clip_grad_norm(list(self.world_model.parameters()), self.model_grad_clip)
+        signals = TensorDict({k: wm_out.get(k) for k in ("model_loss", "kl", "entropy")}, batch_size=batch_size)
+        if not self._finite(terms, metrics["grad_norm_model"]):
+            metrics.update(self._skip("world model", terms, metrics["grad_norm_model"], self.model_opt))
+            return metrics, signals, True
+        self.model_opt.step()
+        return metrics, signals, False
+
+    def _add_intrinsic(self, traj: TensorDict) -> TensorDict:
+        intrinsic = self.intrinsic
+        if getattr(intrinsic, "needs_decoder_std", False):
+            traj.set(("decoded", "image_std"), self.decoded_image_std(traj.get("feat")))
+        traj = intrinsic(traj)
+        if "total_reward" not in traj.keys():
+            raise KeyError(f"intrinsic transform {type(intrinsic).__name__} did not write 'total_reward'")
+        return traj
+
+    def _behaviour_step(self, outs: list[TensorDictBase]) -> tuple[dict[str, torch.Tensor], bool]:
+        """Backward, non-finite guard and optimiser steps of actor and critic; slow-critic update."""
+        terms = {k: v for out in outs for k, v in out.items() if k.startswith("loss_")}
+        self.actor_opt.zero_grad(set_to_none=True)
+        self.critic_opt.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        grad_actor = _clip_grad_norm(list(self.actor.parameters()), self.actor_grad_clip)
+        grad_critic = _clip_grad_norm(list(self.critic.parameters()), self.critic_grad_clip)
+        if not self._finite(terms, grad_actor + grad_critic):
+            return self._skip("behaviour", terms, grad_actor + grad_critic, self.actor_opt, self.critic_opt), True
+        self.actor_opt.step()
+        self.critic_opt.step()
+        self.nonfinite_streak = 0
+        self.critic_loss.update_slow_critic()
+        self.num_updates += 1
+        metrics = {k: v.detach() for out in outs for k, v in out.items()}
+        metrics.update(grad_norm_actor=grad_actor, grad_norm_critic=grad_critic, nonfinite_skipped=torch.zeros(()))
+        return metrics, False
+
+    def _check_replay_value_inputs(self, batch: TensorDictBase) -> None:
         missing = [k for k in ("reward", "is_terminal", "is_last") if k not in batch.keys()]
         if missing:
             raise KeyError(f"agent.repval_scale > 0 needs {missing} in the replay batch (docs/architecture.md)")
@@ -454,8 +460,11 @@ class DreamerAgent(nn.Module):
             self._warned_repval_intrinsic = True
             warnings.warn("agent.repval_scale > 0 with an intrinsic reward: the replay value loss sees "
                           "extrinsic rewards only, the imagination critic loss the total reward", stacklevel=3)
-        # imagination starts are the B*T posterior states flattened row-major (imagine())
-        bootstrap = traj.get("return")[:, 0].detach().reshape(*batch.batch_size, 1)
+
+    @staticmethod
+    def _replay_value_td(batch: TensorDictBase, wm_out: TensorDictBase) -> TensorDict:
+        """The replay value loss's inputs ``[B, T]`` but its bootstrap: posterior features and
+        the replayed reward and flags."""
         # A stream window may run from an episode that was cut without an is_last record (the
         # envs restart episodes at a resume) into the next one's is_first: end the returns there.
         is_last = batch.get("is_last").bool()
@@ -464,8 +473,8 @@ class DreamerAgent(nn.Module):
             next_first[:, :-1] = batch.get("is_first").bool()[:, 1:]
             is_last = is_last | next_first
         return TensorDict(
-            {"feat": wm_out.get("feat").detach(), "reward": batch.get("reward"),
-             "is_terminal": batch.get("is_terminal"), "is_last": is_last, "bootstrap": bootstrap},
+            {"feat": wm_out.get("feat"), "reward": batch.get("reward"),
+             "is_terminal": batch.get("is_terminal"), "is_last": is_last},
             batch_size=batch.batch_size,
         )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Iterator
 
 import torch
@@ -78,7 +79,7 @@ class _Layer:
     """Accumulates ``sum_x |a_i(x)|`` and the count of ``x`` over every call during a measurement."""
 
     name: str  # metric suffix, e.g. "world_rew_layer0"
-    group: str  # "world", "actor", "critic"
+    group: str  # the group it belongs to, e.g. "world", "actor", "critic"
     channel_dim: int = -1
     conv_channels: int | None = None
     module: nn.Module | None = None  # activation module (for ReDo)
@@ -107,45 +108,110 @@ _WORLD_PARTS = (
     ("reward_head", "world_rew_layer"),
     ("continue_head", "world_cont_layer"),
 )
+_WORLD_PREFIX = dict(_WORLD_PARTS)
 _DETER_KEYS = ("deter", "abs_belief", "obs_belief")  # RSSM, VTA
 _STOCH_KEYS = ("stoch", "abs_stoch", "obs_stoch")
 
 
+def _is_agent(model: Any) -> bool:
+    return all(hasattr(model, name) for name in ("world_model", "actor", "critic"))
+
+
+def _is_layer_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple, nn.ModuleList))
+
+
+def _conv_channels_of(module: nn.Module) -> int | None:
+    """Output channels when the last conv / linear layer inside ``module`` is a conv."""
+    last = None
+    for sub in module.modules():
+        if isinstance(sub, (*_CONVS, *_LINEARS)):
+            last = sub
+    return last.out_channels if isinstance(last, _CONVS) else None
+
+
+def _groups_of(model: Any) -> dict[str, Any]:
+    """``{group name: module | layer list | {part: module}}`` for any accepted ``model``."""
+    if _is_agent(model):
+        world = model.world_model
+        return {
+            "world": {part: getattr(world, part) for part, _ in _WORLD_PARTS if getattr(world, part, None) is not None},
+            "actor": model.actor,
+            "critic": model.critic,
+        }
+    if isinstance(model, Mapping):
+        return dict(model)
+    if _is_layer_list(model) or isinstance(model, nn.Sequential):
+        return {"model": model}
+    if isinstance(model, nn.Module):
+        children = dict(model.named_children())
+        return children if children else {"model": model}
+    raise TypeError(
+        f"DormantMonitor takes an agent (world_model, actor, critic), a dict of named groups, a module "
+        f"whose children are the groups, or a list of layers; got {type(model).__name__}"
+    )
+
+
+def _check_group(name: Any, value: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"dormant group names must be non-empty strings, got {name!r}")
+    if value is None or isinstance(value, nn.Module):
+        return
+    items = value.values() if isinstance(value, Mapping) else value if _is_layer_list(value) else None
+    if items is None or not all(item is None or isinstance(item, nn.Module) for item in items):
+        raise TypeError(
+            f"dormant group {name!r} must be a module, a list of layers or a dict of modules, got {type(value).__name__}"
+        )
+
+
 class DormantMonitor:
-    """Dormant-neuron ratios of world model, actor and critic, measured on one training update.
+    """Dormant-neuron ratios of a model's named groups of layers, measured on training updates.
 
     Forward hooks are attached only inside :meth:`track` (or :meth:`step` when the update is due)
     and removed on exit, so the monitor costs nothing between measurements. Per neuron it keeps
     a running ``sum |a|`` and a count over every forward call of the measured code (the actor and
     critic run on imagined states, the world model on the replay batch), so no activation is stored.
 
-    Measured layers: every activation module (SiLU, ReLU, ELU, ...) of the encoder, dynamics,
-    decoder, reward head, continue head, actor and critic; plus the encoder output (tokens) and
-    the posterior ``deter`` / ``stoch`` of ``dynamics.observe`` / ``obs_step`` (VTA: the beliefs /
-    samples of both levels pooled), recorded by wrapping those two methods for the measurement.
-    The RSSM's ``stoch`` is the flattened one-hot sample, so there a class that no state of the
-    batch drew counts as a dormant neuron (unused codes), as measuring the sampled state implies.
+    What is measured is organised in *groups*, each with its own metrics:
 
-    Metrics, 0-d tensors, after a measurement:
-    ``dormant/world_tokens``, ``dormant/world_deter``, ``dormant/world_stoch``,
-    ``dormant/world_penultimate`` (the decoder's last hidden layer, the features its output layer
-    reads; the reward head's if there is no decoder), ``dormant/world_all`` (pooled over every
-    world-model neuron above), ``dormant/world_{enc,dyn,dec,rew,cont}_layer{i}``,
-    ``dormant/actor_layer{i}``, ``dormant/actor_all``, ``dormant/critic_layer{i}``,
-    ``dormant/critic_all``. ``*_all`` pool neurons (dormant count / neuron count), they do not
-    average layer ratios.
+    - an agent (an object with ``world_model``, ``actor`` and ``critic``; the training loop's
+      case) gives the groups ``world`` (its ``encoder``, ``dynamics``, ``decoder``,
+      ``reward_head``, ``continue_head``; missing parts are skipped), ``actor`` and ``critic``;
+    - a dict ``{name: group}`` names the groups itself;
+    - a module whose children are the groups (``nn.ModuleDict`` or any module with submodules;
+      an ``nn.Sequential`` or a module without children is one group, ``model``);
+    - a list of layers is one group, ``model``.
+
+    A group is a module (its layers are its activation modules -- SiLU, ReLU, ELU, ... -- in
+    registration order; a module with no activation module is measured at its own output), a
+    *layer list* (a list, tuple or ``nn.ModuleList``: each listed module is one layer, measured
+    at its output) or a dict of named modules (``{part: module}``, measured part by part). For
+    the agent's world model the encoder output (tokens) and the posterior ``deter`` / ``stoch``
+    of ``dynamics.observe`` / ``obs_step`` (VTA: the beliefs / samples of both levels pooled) are
+    measured too, by wrapping those two methods for the measurement. The RSSM's ``stoch`` is the
+    flattened one-hot sample, so there a class that no state of the batch drew counts as a
+    dormant neuron (unused codes), as measuring the sampled state implies.
+
+    Metrics, 0-d tensors, after a measurement: ``dormant/{group}_layer{i}`` and
+    ``dormant/{group}_all`` per group (``dormant/{group}_{part}_layer{i}`` for the parts of a
+    dict group). ``*_all`` pool neurons (dormant count / neuron count), they do not average layer
+    ratios. The agent's world model keeps its own names: ``dormant/world_tokens``,
+    ``dormant/world_deter``, ``dormant/world_stoch``, ``dormant/world_penultimate`` (the decoder's
+    last hidden layer, the features its output layer reads; the reward head's if there is no
+    decoder), ``dormant/world_all`` and ``dormant/world_{enc,dyn,dec,rew,cont}_layer{i}``.
 
     Args:
-        agent: an object with ``world_model`` (with ``encoder``, ``dynamics``, ``decoder``,
-            ``reward_head``, ``continue_head``; missing parts are skipped), ``actor``, ``critic``.
+        model: what to measure, in one of the forms above.
         tau: dormancy threshold in [0, 1] (Sokar et al. 2023 use 0.025).
         every: measure every ``every`` updates in :meth:`step` (>= 1).
-        modules: instead of ``agent``, explicit ``{"world": {part: module}, "actor": module,
-            "critic": module}``; part names as the attribute names above.
+        modules: a dict of named groups, instead of ``model``.
+        groups: measure only these group names (default: all); an unknown name raises a
+            ``ValueError`` listing the valid ones.
 
     Two ways to measure: :meth:`maybe_measure` (a separate no-grad forward of the training batch
-    after the update; what the training loop calls) or :meth:`step` (hooks on the update itself:
-    the actor and critic are then measured on exactly the imagined states they trained on).
+    after the update; what the training loop calls; agents only) or :meth:`step` / :meth:`track`
+    (hooks on the code you run: any model; the actor and critic are then measured on exactly the
+    imagined states they trained on).
 
     Example:
         >>> from tensordict import TensorDict
@@ -162,32 +228,85 @@ class DormantMonitor:
         >>> all(0.0 <= float(v) <= 1.0 for k, v in measured.items() if "ratio" in k) and len(measured) > 0
         True
         >>> # or: metrics, signals = monitor.step(update, agent.train_step, batch)
+
+        Any model with named groups:
+
+        >>> net = nn.ModuleDict({"encoder": nn.Sequential(nn.Linear(3, 8), nn.ReLU()),
+        ...                      "head": nn.Sequential(nn.Linear(8, 8), nn.SiLU(), nn.Linear(8, 1))})
+        >>> monitor = DormantMonitor(net)
+        >>> with monitor.track():
+        ...     _ = net["head"](net["encoder"](torch.randn(16, 3)))
+        >>> sorted(monitor.metrics())
+        ['dormant/encoder_all', 'dormant/encoder_layer0', 'dormant/head_all', 'dormant/head_layer0']
+        >>> DormantMonitor(net, groups=["decoder"])
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown dormant group(s) ['decoder']; valid groups: ['encoder', 'head']
     """
 
-    def __init__(self, agent: Any = None, *, tau: float = 0.025, every: int = 1000, modules: dict | None = None):
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        tau: float = 0.025,
+        every: int = 1000,
+        modules: Mapping | None = None,
+        groups: Sequence[str] | None = None,
+    ):
         self.tau = check_tau(tau)
         if int(every) != every or every < 1:
             raise ValueError(f"dormant every must be an integer >= 1, got {every}")
         self.every = int(every)
-        if (agent is None) == (modules is None):
-            raise ValueError("DormantMonitor needs exactly one of agent= or modules=")
-        if modules is None:
-            world = getattr(agent, "world_model", None)
-            if world is None or not hasattr(agent, "actor") or not hasattr(agent, "critic"):
-                raise ValueError("DormantMonitor(agent): the agent must have world_model, actor and critic attributes")
-            modules = {
-                "world": {part: getattr(world, part) for part, _ in _WORLD_PARTS if getattr(world, part, None) is not None},
-                "actor": agent.actor,
-                "critic": agent.critic,
-            }
-        self.modules = modules
-        self.agent = agent
+        if (model is None) == (modules is None):
+            raise ValueError("DormantMonitor needs exactly one of model (positional) or modules=")
+        if modules is not None and not isinstance(modules, Mapping):
+            raise TypeError(
+                f"DormantMonitor modules= must be a dict of named groups, got {type(modules).__name__}"
+            )
+        # an object with a world model but not an agent's other parts is a broken agent
+        if hasattr(model, "world_model") and not _is_agent(model) and not isinstance(model, (nn.Module, Mapping)):
+            raise ValueError("DormantMonitor(agent): the agent must have world_model, actor and critic attributes")
+        all_groups = _groups_of(model if modules is None else modules)
+        for name, value in all_groups.items():
+            _check_group(name, value)
+        if not all_groups:
+            raise ValueError("DormantMonitor needs at least one group to measure")
+        if groups is not None:
+            if isinstance(groups, str):
+                groups = [groups]
+            unknown = [g for g in groups if g not in all_groups]
+            if unknown:
+                raise ValueError(f"unknown dormant group(s) {unknown}; valid groups: {sorted(all_groups)}")
+            all_groups = {g: all_groups[g] for g in groups}
+        self.modules = all_groups
+        self.agent = model if model is not None and _is_agent(model) else None
         self.redo = None  # set by imwm.diagnostics.redo.ReDo
         self._handles: list = []
         self._patched: list = []
         self._layers: list[_Layer] = []
         self._metrics: dict[str, torch.Tensor] = {}
         self.last_scores: dict[str, tuple[torch.Tensor, nn.Module | None]] = {}
+
+    @property
+    def group_names(self) -> list[str]:
+        """Names of the measured groups."""
+        return list(self.modules)
+
+    def group_modules(self) -> list[nn.Module]:
+        """Every module of every group (the parts of dict groups, the layers of layer lists)."""
+        out = []
+        for value in self.modules.values():
+            if isinstance(value, Mapping):
+                out.extend(m for m in value.values() if m is not None)
+            elif _is_layer_list(value):
+                out.extend(m for m in value if m is not None)
+            elif value is not None:
+                out.append(value)
+        return out
+
+    def _world_parts(self) -> Mapping:
+        world = self.modules.get("world")
+        return world if isinstance(world, Mapping) else {}
 
     # -- structure --------------------------------------------------------------------------------
     @staticmethod
@@ -206,17 +325,27 @@ class DormantMonitor:
 
     def _build_layers(self) -> None:
         self._layers = []
-        for group in ("actor", "critic"):
-            if self.modules.get(group) is None:
+        for group, value in self.modules.items():
+            if value is None:
                 continue
-            for i, (act, dim, ch) in enumerate(self._activation_layers(self.modules[group])):
-                self._layers.append(_Layer(f"{group}_layer{i}", group, dim, ch, act))
-        for part, prefix in _WORLD_PARTS:
-            module = self.modules.get("world", {}).get(part)
-            if module is None:
-                continue
-            for i, (act, dim, ch) in enumerate(self._activation_layers(module)):
-                self._layers.append(_Layer(f"{prefix}{i}", "world", dim, ch, act))
+            if isinstance(value, Mapping):
+                for part, module in value.items():
+                    if module is None:
+                        continue
+                    prefix = _WORLD_PREFIX.get(part) if group == "world" else None
+                    prefix = prefix or f"{group}_{part}_layer"
+                    for i, (act, dim, ch) in enumerate(self._activation_layers(module)):
+                        self._layers.append(_Layer(f"{prefix}{i}", group, dim, ch, act))
+            elif _is_layer_list(value):
+                for i, layer in enumerate(value):
+                    if layer is not None:
+                        channels = _conv_channels_of(layer)
+                        self._layers.append(_Layer(f"{group}_layer{i}", group, -1, channels, layer))
+            else:
+                # a group without activation modules (a bare Linear, a custom block) is one layer
+                found = self._activation_layers(value) or [(value, -1, _conv_channels_of(value))]
+                for i, (act, dim, ch) in enumerate(found):
+                    self._layers.append(_Layer(f"{group}_layer{i}", group, dim, ch, act))
 
     def _hook(self, layer: _Layer) -> Callable:
         def hook(_module, _inputs, output):
@@ -243,10 +372,10 @@ class DormantMonitor:
         try:
             for layer in self._layers:
                 self._handles.append(layer.module.register_forward_hook(self._hook(layer)))
-            encoder = self.modules.get("world", {}).get("encoder")
+            encoder = self._world_parts().get("encoder")
             if encoder is not None:
                 self._handles.append(encoder.register_forward_hook(self._hook(tokens)))
-            dynamics = self.modules.get("world", {}).get("dynamics")
+            dynamics = self._world_parts().get("dynamics")
             if dynamics is not None:
                 self._wrap_dynamics(dynamics, deter, stoch)
             yield
@@ -281,7 +410,7 @@ class DormantMonitor:
 
     def _finish(self, tokens: _Layer, deter: _Layer, stoch: _Layer) -> None:
         metrics: dict[str, torch.Tensor] = {}
-        pooled: dict[str, list[torch.Tensor]] = {"world": [], "actor": [], "critic": []}
+        pooled: dict[str, list[torch.Tensor]] = {}
         self.last_scores = {}
         for layer in [tokens, deter, stoch, *self._layers]:
             scores = layer.scores()
@@ -289,7 +418,7 @@ class DormantMonitor:
                 continue  # the measured code never ran this layer
             dormant = scores <= self.tau
             metrics[f"dormant/{layer.name}"] = dormant.float().mean()
-            pooled[layer.group].append(dormant)
+            pooled.setdefault(layer.group, []).append(dormant)
             self.last_scores[layer.name] = (scores, layer.module)
         for group, flags in pooled.items():
             if flags:
@@ -322,10 +451,14 @@ class DormantMonitor:
 
         Runs ``world_model(batch)`` (encoder, dynamics), the decoder, reward and continue heads on
         the posterior ``feat``, ``agent.imagine`` from the posteriors (the actor acts on imagined
-        states, as in training) and the critic on the imagined ``feat``. Needs ``agent=``.
+        states, as in training) and the critic on the imagined ``feat``. Needs an agent; measure
+        any other model with :meth:`track` or :meth:`step` around the code that runs it.
         """
         if self.agent is None:
-            raise ValueError("DormantMonitor.measure needs the monitor to be built with agent=")
+            raise ValueError(
+                "DormantMonitor.measure runs an agent's forward passes and this monitor was built on groups "
+                f"{self.group_names}; wrap your own forward in monitor.track() or monitor.step() instead"
+            )
         agent, world = self.agent, self.agent.world_model
         with self.track():
             out = world(batch.clone(False))

@@ -92,9 +92,8 @@ class ReDo:
         self.reset_period = int(reset_period)
         self.tau = monitor.tau if tau is None else check_tau(tau)
         self._units: dict[nn.Module, _Unit] = {}
-        for group in monitor.modules.values():
-            for module in group.values() if isinstance(group, dict) else [group]:
-                self._units.update(_map_units(module))
+        for module in monitor.group_modules():
+            self._units.update(_map_units(module))
         monitor.redo = self
 
     def due(self, update: int) -> bool:

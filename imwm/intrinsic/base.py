@@ -248,6 +248,51 @@ class IntrinsicRewardTransform(Transform):
         """Trajectory / standalone path: ``transform(td)`` writes the rewards into ``td``."""
         return self._write_rewards(tensordict)
 
+    def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
+        """TorchRL's per-TensorDict hook (``Compose._call``, a parent transform's ``_call``).
+
+        The same computation as :meth:`forward` on ``next_tensordict`` alone: there is no step-t
+        TensorDict here, so transforms that read the previous step in the env path (the
+        disagreement reward's ``feat`` / ``action``) treat ``next_tensordict`` as a trajectory,
+        as :meth:`forward` does.
+        """
+        return self._write_rewards(next_tensordict)
+
+    def clone(self) -> IntrinsicRewardTransform:
+        """A copy with no parent whose running statistics are independent copies of this one's.
+
+        TorchRL's ``Transform.clone`` copies the buffer *dict* but keeps the same tensors, and
+        these transforms update their statistics in place, so the copy and the original would
+        move each other's statistics. Every buffer of the transform (its own and those of its
+        submodules) is cloned here; parameters (the disagreement ensemble) and its optimiser
+        stay shared, as with TorchRL's clone, so one training step serves both.
+
+        Example:
+            >>> from imwm.intrinsic import AdaptiveIntrinsicReward
+            >>> t = AdaptiveIntrinsicReward()
+            >>> c = t.clone()
+            >>> _ = c.num_updates.add_(1)
+            >>> int(t.num_updates), int(c.num_updates)
+            (0, 1)
+        """
+        root = super().clone()
+        stack = [(root, self)]
+        while stack:
+            new, old = stack.pop()
+            if new is not old:
+                new._buffers = {name: None if b is None else b.clone() for name, b in old._buffers.items()}
+            for name, child in old._modules.items():
+                if child is None or not any(True for _ in child.buffers()):
+                    continue
+                # submodules are shared by the parent's clone: copy those that hold buffers
+                twin = child.__class__.__new__(child.__class__)
+                twin.__dict__.update(child.__dict__)
+                twin._modules = dict(child._modules)
+                twin._parameters = dict(child._parameters)
+                new._modules[name] = twin
+                stack.append((twin, child))
+        return root
+
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         """Env path: called by ``TransformedEnv.step`` on the ``next`` TensorDict."""
         return self._write_rewards(next_tensordict, prev=tensordict)

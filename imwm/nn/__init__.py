@@ -17,6 +17,7 @@ from imwm.nn.functional import (
     symlog_two_hot_mean,
     two_hot_decode,
     two_hot_encode,
+    uniform_two_hot,
 )
 from imwm.nn.mlp import MLP, init_linear_, trunc_normal_fan_in_
 from imwm.nn.optim import LaProp
@@ -37,6 +38,7 @@ __all__ = [
     "trunc_normal_fan_in_",
     "two_hot_decode",
     "two_hot_encode",
+    "uniform_two_hot",
     "uniform_log_probs",
     "unimix_logits",
 ]

@@ -13,7 +13,12 @@ rewards and values of unknown scale with a categorical over 255 bins placed even
 What is reused from TorchRL, and why: ``torchrl.modules.functional.symlog`` / ``symexp``
 (correct, incl. the gradient at 0) and ``torchrl.modules.models.model_based.two_hot_encode`` /
 ``two_hot_decode`` (correct linear interpolation on any sorted support; the decode sums mirrored
-bins pairwise so uniform logits decode to exactly 0). What is not: TorchRL's default support
+bins pairwise so uniform logits decode to exactly 0). The loss encodes its targets with
+:func:`uniform_two_hot` instead: on an evenly spaced support the two-hot weights have the closed
+form ``max(0, 1 - |s - b_k| / delta)``, one elementwise expression, while TorchRL's encoder finds
+the bin by counting ``s >= b_k`` over all bins and scatters; fused by Inductor into the loss
+kernel that count was recomputed for every output bin (K^2 work per target, measured at 17 ms of
+a 70 ms compiled laptop update). What is not reused: TorchRL's default support
 (``SymExpTwoHot``, ``DreamerV3ModelLoss``) follows the later DreamerV3 code, which interpolates
 in *raw* space between ``symexp``-spaced bins; the paper interpolates in symlog space. The two
 give different targets for the same reward, so imwm feeds TorchRL's encoder its own symlog-space
@@ -32,6 +37,7 @@ __all__ = [
     "symexp",
     "symlog_bins",
     "two_hot_encode",
+    "uniform_two_hot",
     "two_hot_decode",
     "symlog_two_hot_loss",
     "symlog_two_hot_mean",
@@ -71,6 +77,25 @@ def _squeeze_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return target
 
 
+def uniform_two_hot(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Two-hot encoding of ``x`` on an evenly spaced ascending support, ``[..., K]``.
+
+    ``w_k = max(0, 1 - |clamp(x, b_0, b_{K-1}) - b_k| / delta)`` with ``delta`` the bin spacing:
+    the linear interpolation between the two neighbouring bins (weights summing to 1), values
+    outside the support saturating at its ends; equal to TorchRL's ``two_hot_encode`` on such
+    a support, without a search over bins.
+
+    Example:
+        >>> uniform_two_hot(torch.tensor([0.25, 5.0]), torch.tensor([-1.0, 0.0, 1.0]))
+        tensor([[0.0000, 0.7500, 0.2500],
+                [0.0000, 0.0000, 1.0000]])
+    """
+    bins = bins.to(device=x.device, dtype=x.dtype)
+    delta = (bins[-1] - bins[0]) / (bins.numel() - 1)
+    x = x.clamp(bins[0], bins[-1]).unsqueeze(-1)
+    return (1.0 - (x - bins).abs() / delta).clamp_min(0.0)
+
+
 def symlog_two_hot_loss(
     logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor
 ) -> torch.Tensor:
@@ -81,13 +106,13 @@ def symlog_two_hot_loss(
     Args:
         logits: ``[..., K]``.
         target: raw (unsquashed) values ``[...]`` or ``[..., 1]``.
-        bins: ``[K]`` ascending support in symlog space (see :func:`symlog_bins`).
+        bins: ``[K]`` evenly spaced ascending support in symlog space (see :func:`symlog_bins`).
 
     Returns:
         ``[...]`` per-element loss (no reduction).
     """
     target = _squeeze_target(logits, target)
-    encoded = two_hot_encode(symlog(target.detach().to(logits.dtype)), bins)
+    encoded = uniform_two_hot(symlog(target.detach().to(logits.dtype)), bins)
     return -(encoded * torch.log_softmax(logits, dim=-1)).sum(-1)
 
 

@@ -43,12 +43,14 @@ class ReplayValueLoss(LossModule):
         gamma: discount per step (reference ``1 - 1/333``).
         lmbda: lambda (reference 0.95).
         slow_critic_scale: weight of the slow-critic regulariser (reference 1.0, ``repl_loss.slowreg``).
+        scale: weight of the whole term (reference ``loss_scales.repval`` 0.3; the agent passes
+            ``agent.repval_scale``), applied inside so that ``loss_repval`` sums with the other
+            ``loss_*`` terms.
 
     Keys (:meth:`set_keys` renames them), all ``[B, T, ...]``: ``feat`` (posterior features,
     detached here), ``reward``, ``is_terminal``, ``is_last`` (replayed) and ``bootstrap`` (the
     imagination return ``R_0`` from each step's posterior state). :meth:`forward` returns
-    ``loss_repval`` (unweighted; the agent multiplies it by ``agent.repval_scale``) and the
-    detached metric ``repval_return_mean``.
+    ``loss_repval`` (already times ``scale``) and the detached metric ``repval_return_mean``.
 
     Example:
         >>> from imwm.agent import Critic
@@ -85,6 +87,7 @@ class ReplayValueLoss(LossModule):
         gamma: float = 0.997,
         lmbda: float = 0.95,
         slow_critic_scale: float = 1.0,
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
         if not 0.0 <= gamma <= 1.0:
@@ -93,6 +96,9 @@ class ReplayValueLoss(LossModule):
             raise ValueError(f"lmbda must be in [0, 1], got {lmbda}")
         if slow_critic_scale < 0:
             raise ValueError(f"slow_critic_scale must be >= 0, got {slow_critic_scale}")
+        if not scale >= 0:
+            raise ValueError(f"scale must be >= 0, got {scale}")
+        self.scale = float(scale)
         self.critic = critic
         self.slow_critic = slow_critic
         self.gamma = gamma
@@ -140,6 +146,6 @@ class ReplayValueLoss(LossModule):
         per_step, _ = value_nll_with_slow_reg(self.critic, self.slow_critic, logits, feat, returns,
                                               self.slow_critic_scale)
         return TensorDict(
-            {"loss_repval": (weight * per_step).mean(), "repval_return_mean": returns.mean()},
+            {"loss_repval": self.scale * (weight * per_step).mean(), "repval_return_mean": returns.mean()},
             batch_size=[],
         )

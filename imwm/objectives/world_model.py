@@ -54,10 +54,13 @@ class WorldModelLoss(LossModule):
 
     Output TensorDict (batch ``[]``):
 
-    - ``loss_world_model``: scalar total, with gradient;
-    - scalar metrics (detached): ``loss_image``, ``loss_reward``, ``loss_continue``, ``loss_kl``
-      (the scaled KL terms), ``kl_mean``, ``entropy_mean``, and the batch mean of every other
-      metric of ``dynamics.kl_loss`` under its own name (RSSM: ``dyn``, ``rep``);
+    - the summable terms, scalars with gradient: ``loss_image``, ``loss_reward``,
+      ``loss_continue`` (each times its scale) and ``loss_kl`` (the scaled KL terms); as in
+      TorchRL's losses, ``sum(v for k, v in out.items() if k.startswith("loss_"))`` is the
+      loss to optimise;
+    - scalar metrics (detached): ``world_model_loss`` (that sum), ``kl_mean``, ``entropy_mean``,
+      and the batch mean of every other metric of ``dynamics.kl_loss`` under its own name
+      (RSSM: ``dyn``, ``rep``);
     - per-sequence signals for replay priorities (detached, ``[B]``): ``model_loss`` (mean over
       T of ``L_t``), ``kl`` (mean over T of the raw KL), ``entropy`` (mean over T of the posterior
       entropy);
@@ -75,8 +78,9 @@ class WorldModelLoss(LossModule):
         ...     "is_first": torch.zeros(3, 5, 1, dtype=torch.bool), "reward": torch.zeros(3, 5, 1),
         ...     "is_terminal": torch.zeros(3, 5, 1, dtype=torch.bool)}, [3, 5])
         >>> out = loss(td)
-        >>> out["loss_world_model"].shape, out["model_loss"].shape
-        (torch.Size([]), torch.Size([3]))
+        >>> total = sum(v for k, v in out.items() if k.startswith("loss_"))
+        >>> torch.allclose(total, out["world_model_loss"]), out["model_loss"].shape
+        (True, torch.Size([3]))
     """
 
     @dataclass
@@ -193,24 +197,26 @@ class WorldModelLoss(LossModule):
             + self.continue_scale * continue_loss
             + kl_loss
         )
+        result = {
+            "loss_image": self.image_scale * image.mean(),
+            "loss_reward": self.reward_scale * reward_loss.mean(),
+            "loss_continue": self.continue_scale * continue_loss.mean(),
+            "loss_kl": kl_loss.mean(),
+        }
         with torch.no_grad():
             kl = metrics["kl"].detach()
             entropy = wm.dynamics.entropy(posterior).squeeze(-1)
-            result = {
-                "loss_image": image.mean(),
-                "loss_reward": reward_loss.mean(),
-                "loss_continue": continue_loss.mean(),
-                "loss_kl": kl_loss.mean(),
+            result.update({
+                "world_model_loss": per_step.mean(),
                 "kl_mean": kl.mean(),
                 "entropy_mean": entropy.mean(),
                 "model_loss": per_step.mean(1),
                 "kl": kl.mean(1),
                 "entropy": entropy.mean(1),
-            }
+            })
             for name, value in metrics.items():
                 if name != "kl":
                     result[name] = value.detach().float().mean()
-        result["loss_world_model"] = per_step.mean()
         result["posterior"] = posterior.detach()
         result["prior"] = prior.detach()
         result["feat"] = feat.detach()

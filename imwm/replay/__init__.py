@@ -9,6 +9,12 @@
 - :class:`SumTree`, :class:`PriorityTree` — vectorised torch sum trees (inf-priority pool).
 - :class:`StreamWriter` — one storage ring per concurrent trajectory (several envs).
 
+Inside TorchRL's replay buffers they behave as TorchRL samplers do: TorchRL's slice arguments
+(``num_slices`` / ``slice_len``, ``traj_key`` detected by default, ``end_key``, ``truncated_key``),
+writes through any buffer sharing the storage, a new sampler over a filled storage, the per-step
+flags in ``sample(return_info=True)``, and ``update_tensordict_priority`` (on the sampler's
+``priority_key``); the differences are listed in :class:`PrioritizedSliceSampler`.
+
 Window rule of every slice sampler (``window=``): ``"stream"`` (DreamerV3: windows run across
 episode ends, never across a write head or between streams) or ``"episode"`` (windows stay inside
 one episode); see :mod:`imwm.replay.slices`.

@@ -6,13 +6,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchrl.data.replay_buffers.samplers import Sampler
+from torchrl.data.replay_buffers.samplers import PrioritizedSampler, Sampler
 from torchrl.data.replay_buffers.storages import Storage
 
-__all__ = ["CompositeSampler"]
+from imwm.replay.compat import BufferPriorityMixin
+from imwm.replay.slices import PrioritizedSliceSampler
+
+__all__ = ["CompositeSampler", "slice_leaves"]
 
 
-class CompositeSampler(Sampler):
+def slice_leaves(sampler: Sampler) -> list[PrioritizedSliceSampler]:
+    """The :class:`~imwm.replay.slices.PrioritizedSliceSampler` leaves of a (composite) sampler."""
+    if isinstance(sampler, PrioritizedSliceSampler):
+        return [sampler]
+    if isinstance(sampler, CompositeSampler):
+        return [leaf for child in sampler.children.values() for leaf in slice_leaves(child)]
+    return []
+
+
+class CompositeSampler(BufferPriorityMixin, Sampler):
     """Routes writes, feedback, state and metrics to named children; concatenates their slices.
 
     Children are sequence samplers with the same ``slice_len`` (imwm's samplers, or TorchRL's
@@ -20,6 +32,14 @@ class CompositeSampler(Sampler):
     shares are concatenated slice after slice, so ``info["index"].view(B, T)[:, 0]`` still gives
     the slice starts. Visit counts: the outermost composite counts every sampled start in every
     child that keeps counts (an item replayed through the uniform share was still trained on).
+    The per-step info flags (``truncated`` / ``done`` / ``terminated``, see
+    :class:`~imwm.replay.slices.PrioritizedSliceSampler`) are read once, by the outermost
+    composite, for the whole batch, with the keys of its first imwm leaf.
+
+    Writes reach every child, through ``extend`` and through TorchRL's ``mark_update`` (writes
+    made by another buffer sharing the storage). Priority feedback through TorchRL's
+    ``update_priority`` / ``update_tensordict_priority`` goes to every child prioritised by the
+    signal (all must share one ``priority_key``); :meth:`update_signals` takes several signals.
 
     Subclasses implement :meth:`_counts` (slices per child for a batch).
     """
@@ -27,6 +47,11 @@ class CompositeSampler(Sampler):
     def __init__(self, children: dict[str, Sampler], *, slice_len: int):
         if not children:
             raise ValueError("a composite sampler needs at least one child")
+        if slice_len is None:
+            raise ValueError(
+                "the samplers of a composite need a fixed slice_len (num_slices fixes the length only at "
+                "the first batch): build them with slice_len="
+            )
         for name, child in children.items():
             if not isinstance(child, Sampler):
                 raise TypeError(f"child {name!r} must be a torchrl Sampler, got {type(child)}")
@@ -37,9 +62,12 @@ class CompositeSampler(Sampler):
                 )
             if hasattr(child, "_count_visits"):
                 child._count_visits = False
+            if hasattr(child, "_emit_info"):
+                child._emit_info = False
         self.children = dict(children)
         self.slice_len = int(slice_len)
         self._count_visits = True
+        self._emit_info = True
         self._rng_generator = None
         self.last_counts: dict[str, int] = {name: 0 for name in self.children}
 
@@ -66,12 +94,19 @@ class CompositeSampler(Sampler):
         for child in self.children.values():
             child.extend(index)
 
+    def mark_update(self, index, *, storage: Storage | None = None) -> None:
+        """Forwards TorchRL's write notice (any buffer sharing the storage) to every child."""
+        self._adopt_buffer_key(storage)
+        for child in self.children.values():
+            child.mark_update(index, storage=storage)
+
     # ------------------------------------------------------------------ sampling
     def _sampleable_count(self, storage: Storage, batch_size: int):
         counts = [child._sampleable_count(storage, batch_size) for child in self.children.values()]
         return min(int(c) for c in counts)
 
     def sample(self, storage: Storage, batch_size: int) -> tuple[tuple[torch.Tensor], dict]:
+        self._adopt_buffer_key(storage)
         if batch_size % self.slice_len:
             raise RuntimeError(
                 f"The batch-size must be divisible by the slice length, got "
@@ -91,11 +126,21 @@ class CompositeSampler(Sampler):
             indices.append(index.reshape(-1))
             infos.append(info)
         index = torch.cat(indices)
-        common = set.intersection(*(set(i.keys()) for i in infos)) if infos else set()
-        info = {key: torch.cat([torch.as_tensor(i[key]) for i in infos]) for key in common}
+        info = self._info(storage, index, infos)
         if self._count_visits:
             self.record_visits(index.view(-1, self.slice_len)[:, 0])
         return (index,), info
+
+    def _info(self, storage: Storage, index: torch.Tensor, infos: list[dict]) -> dict:
+        """The batch's info: the per-step flags of the whole ``index`` (outermost composite)."""
+        if not self._emit_info:
+            return {}
+        leaves = slice_leaves(self)
+        if leaves:
+            return leaves[0].step_flags(storage, index)
+        # children of another kind (TorchRL's SliceSampler) made their own: concatenate
+        common = set.intersection(*(set(i.keys()) for i in infos)) if infos else set()
+        return {key: torch.cat([torch.as_tensor(i[key]) for i in infos]) for key in common}
 
     def record_visits(self, starts: torch.Tensor) -> None:
         for child in self.children.values():
@@ -122,15 +167,44 @@ class CompositeSampler(Sampler):
                 keys.add(child.signal_key)
         return keys
 
-    def update_priority(self, index, priority, *, storage=None) -> None:
-        """TorchRL-style feedback: allowed when all prioritised children read the same signal."""
+    def _prioritised_leaves(self) -> list[PrioritizedSliceSampler]:
+        return [leaf for leaf in slice_leaves(self) if leaf.signal_key is not None]
+
+    @property
+    def priority_key(self):
+        """The TensorDict entry TorchRL's buffer reads the signal from (``None``: none or several)."""
+        keys = {leaf.priority_key for leaf in self._prioritised_leaves()}
+        return keys.pop() if len(keys) == 1 else None
+
+    @property
+    def reduction(self) -> str:
+        leaves = self._prioritised_leaves()
+        return leaves[0].reduction if leaves else "max"
+
+    def update_priority(self, index, priority, *, storage: Storage | None = None) -> None:
+        """TorchRL-style feedback: allowed when all prioritised children read the same signal.
+
+        Each prioritised child maps ``index`` / ``priority`` to its slices (slice starts, the flat
+        sample index, or one value per record of it; see
+        :class:`~imwm.replay.slices.PrioritizedSliceSampler`).
+        """
+        if self._torchrl_default(priority, storage):
+            return
+        self._adopt_buffer_key(storage)
         keys = self._signal_keys()
+        if not keys:
+            raise self._not_prioritised_error()
         if len(keys) != 1:
             raise ValueError(
                 f"{type(self).__name__}.update_priority is ambiguous: its children read the "
                 f"signals {sorted(keys)}; call update_signals(index, {{name: values}}) instead"
             )
-        self.update_signals(index, {keys.pop(): priority})
+        for child in self.children.values():
+            # storage tells the children that a TorchRL buffer is calling (per-record values)
+            if isinstance(child, CompositeSampler) and child._signal_keys():
+                child.update_priority(index, priority, storage=storage)
+            elif getattr(child, "signal_key", None) is not None:
+                child.update_priority(index, priority, storage=storage)
 
     # ------------------------------------------------------------------ state
     def metrics(self) -> dict[str, float]:
@@ -177,3 +251,8 @@ class CompositeSampler(Sampler):
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.children.items())
         return f"{type(self).__name__}({inner})"
+
+
+# see the registration of PrioritizedSliceSampler: TorchRL's buffer then hands priority updates
+# to composites too, which route them to their prioritised children (or raise)
+PrioritizedSampler.register(CompositeSampler)

@@ -36,12 +36,20 @@ class CuriousSampler(PrioritizedSliceSampler):
         epsilon: added to the loss before the exponent (>= 0).
         initial: priority before the first loss (> 0, ``inf`` = sample first).
         entropy_lambda: weight of the entropy discount (>= 0).
-        slice_len, window, num_streams, traj_key, end_key, arity, nan_policy, device: see
-            :class:`~imwm.replay.slices.PrioritizedSliceSampler`.
+        **slice_kwargs: the slice arguments of
+            :class:`~imwm.replay.slices.PrioritizedSliceSampler`: ``num_slices`` / ``slice_len``,
+            ``traj_key``, ``end_key``, ``truncated_key``, ``window``, ``num_streams``,
+            ``priority_key`` (default ``"model_loss"``), ``reduction``, ``nan_policy``, ...
 
     Feedback: ``update_priority(index, model_loss, *, entropy=None)`` with one loss per slice
-    (``index`` = slice starts, or the flat ``[B * T]`` index of the sample); or
+    (``index`` = slice starts, or the flat ``[B * T]`` index of the sample) or per record of a
+    flat sample; ``ReplayBuffer.update_tensordict_priority(td)`` with the loss under
+    ``td["model_loss"]`` (the ``priority_key``; a ``td_error`` entry is not read); or
     ``update_signals(index, {"model_loss": ..., "entropy": ...})``.
+
+    Unlike TorchRL's prioritised samplers, priorities change between draws without any feedback:
+    every draw counts a visit, so ``c * beta ** visit_count`` shrinks for the starts just drawn
+    and the next batch favours other items even if no loss is reported in between.
 
     Example:
         >>> import torch
@@ -71,14 +79,7 @@ class CuriousSampler(PrioritizedSliceSampler):
         epsilon: float = 0.01,
         initial: float = math.inf,
         entropy_lambda: float = 0.0,
-        slice_len: int = 1,
-        window: str = "episode",
-        num_streams: int = 1,
-        traj_key: str | None = "traj_ids",
-        end_key: str | None = None,
-        arity: int = 32,
-        nan_policy: str = "skip",
-        device: str | torch.device = "cpu",
+        **slice_kwargs,
     ):
         c, beta, alpha, epsilon = float(c), float(beta), float(alpha), float(epsilon)
         entropy_lambda = float(entropy_lambda)
@@ -88,11 +89,7 @@ class CuriousSampler(PrioritizedSliceSampler):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if not (0.0 < beta <= 1.0):
             raise ValueError(f"beta must be in (0, 1], got {beta}")
-        super().__init__(
-            max_capacity, slice_len=slice_len, window=window, num_streams=num_streams,
-            traj_key=traj_key, end_key=end_key, initial=initial, arity=arity,
-            nan_policy=nan_policy, device=device,
-        )
+        super().__init__(max_capacity, initial=initial, **slice_kwargs)
         self.c, self.beta, self.alpha, self.epsilon = c, beta, alpha, epsilon
         self.entropy_lambda = entropy_lambda
 
@@ -101,34 +98,46 @@ class CuriousSampler(PrioritizedSliceSampler):
         return self.c * self.beta ** visits + (signal + self.epsilon) ** self.alpha
 
     def update_priority(self, index, priority, *, storage=None, entropy=None) -> None:
-        """Sets the world-model loss of the items at ``index`` (one loss per slice).
+        """Sets the world-model loss of the slices at ``index``.
 
         Args:
-            index: slice starts ``[B]`` or the flat slice index ``[B * T]`` of the sample.
-            priority: the per-sequence world-model loss ``[B]`` (not yet a priority: the sampler
-                applies the Curious Replay formula).
-            storage: unused (TorchRL passes it).
-            entropy: ``[B]`` entropy of the latent; required when ``entropy_lambda > 0``.
+            index: slice starts ``[B]``, the flat slice index ``[B * T]`` of the sample (one loss
+                per slice), or, from a TorchRL buffer, a flat slice index with one loss per record
+                (reduced per slice with ``reduction``); see
+                :class:`~imwm.replay.slices.PrioritizedSliceSampler`.
+            priority: the world-model loss (not yet a priority: the sampler applies the Curious
+                Replay formula). Through TorchRL's ``update_tensordict_priority`` it is the
+                TensorDict's ``priority_key`` entry (default ``"model_loss"``; a ``td_error``
+                entry is not read unless ``priority_key="td_error"``).
+            storage: the storage (TorchRL passes it).
+            entropy: the entropy of the latent, laid out like ``priority``; required when
+                ``entropy_lambda > 0``.
 
         A non-finite loss (or, with ``entropy_lambda > 0``, a non-finite entropy) leaves that
         item's signal as it was: skipped and counted in ``nonfinite_skipped`` under the default
         ``nan_policy="skip"`` (see :class:`~imwm.replay.slices.PrioritizedSliceSampler`).
         """
-        loss = torch.as_tensor(priority)
-        starts = self._starts_for(index, loss.numel())
+        if self._torchrl_default(priority, storage):
+            return
+        self._adopt_buffer_key(storage)
+        self._update_loss(index, priority, entropy, records=storage is not None)
+
+    def _update_loss(self, index, loss, entropy, *, records: bool) -> None:
         if self.entropy_lambda > 0:
             if entropy is None:
                 raise ValueError(
                     f"entropy_lambda={self.entropy_lambda} > 0 needs `entropy` with the loss"
                 )
-            ent = torch.as_tensor(entropy, device=self.device).detach().reshape(-1).double()
-            if ent.numel() != loss.numel():
-                raise ValueError(f"entropy has {ent.numel()} values for {loss.numel()} losses")
+            n_loss, n_ent = torch.as_tensor(loss).numel(), torch.as_tensor(entropy).numel()
+            if n_ent != n_loss:
+                raise ValueError(f"entropy has {n_ent} values for {n_loss} losses")
+            starts, (loss, ent) = self._per_slice(index, [loss, entropy], records=records)
             # a non-finite entropy makes the adjusted loss non-finite: handled as a bad loss
             # (NaN, not inf - inf games: an inf entropy must not turn an inf loss into a value)
-            loss = loss.to(self.device).detach().reshape(-1).double()
             loss = torch.where(torch.isfinite(ent), loss - self.entropy_lambda * ent,
                                torch.full_like(loss, math.nan))
+        else:
+            starts, (loss,) = self._per_slice(index, [loss], records=records)
         starts, loss = self._finite_values("model_loss", loss, starts)
         self._set_signal(starts, loss.clamp(min=0.0))
 
@@ -145,7 +154,7 @@ class CuriousSampler(PrioritizedSliceSampler):
             if "entropy" not in signals.keys():
                 raise KeyError("CuriousSampler with entropy_lambda > 0 needs signals['entropy']")
             entropy = signals["entropy"]
-        self.update_priority(index, loss, entropy=entropy)
+        self._update_loss(index, loss, entropy, records=False)
 
     def _hyper(self):
         out = super()._hyper()

@@ -9,20 +9,11 @@ import torch
 from torchrl.data.replay_buffers.samplers import Sampler
 from torchrl.data.replay_buffers.storages import Storage
 
-from imwm.replay.composite import CompositeSampler
+from imwm.replay.composite import CompositeSampler, slice_leaves
 from imwm.replay.slices import PrioritizedSliceSampler, slice_index
 from imwm.replay.trend import TrendMixture
 
 __all__ = ["OnlineQueue"]
-
-
-def _slice_leaves(sampler: Sampler) -> list[PrioritizedSliceSampler]:
-    """The :class:`PrioritizedSliceSampler` leaves of a (possibly composite) sampler."""
-    if isinstance(sampler, PrioritizedSliceSampler):
-        return [sampler]
-    if isinstance(sampler, CompositeSampler):
-        return [leaf for child in sampler.children.values() for leaf in _slice_leaves(child)]
-    return []
 
 
 class OnlineQueue(CompositeSampler):
@@ -69,7 +60,7 @@ class OnlineQueue(CompositeSampler):
     """
 
     def __init__(self, sampler: Sampler):
-        leaves = _slice_leaves(sampler)
+        leaves = slice_leaves(sampler)
         if not leaves:
             raise TypeError(
                 f"OnlineQueue needs imwm slice samplers (PrioritizedSliceSampler and composites "
@@ -98,6 +89,7 @@ class OnlineQueue(CompositeSampler):
         self._cursor = [-1] * streams   # storage position where the ring's next window starts
         self._ahead = [0] * streams     # records written from the cursor on, not yet queued
         self.last_online = 0
+        self._marked: torch.Tensor | None = None  # the last mark_update, repeated by extend
 
     # ------------------------------------------------------------------ writes
     def add(self, index: int) -> None:
@@ -105,11 +97,21 @@ class OnlineQueue(CompositeSampler):
 
     def extend(self, index: torch.Tensor) -> None:
         super().extend(index)  # the leaves stamp the writes first
+        index = PrioritizedSliceSampler._positions(index, self._ref.device)
+        marked, self._marked = self._marked, None
+        if marked is not None and marked.shape == index.shape and torch.equal(marked, index):
+            return  # queued already, from the mark_update of the same write
+        self._queue_writes(index)
+
+    def mark_update(self, index, *, storage: Storage | None = None) -> None:
+        super().mark_update(index, storage=storage)
+        index = PrioritizedSliceSampler._positions(index, self._ref.device)
+        self._queue_writes(index)
+        self._marked = index
+
+    def _queue_writes(self, index: torch.Tensor) -> None:
+        """Queues the windows that the records written at ``index`` complete."""
         ref = self._ref
-        index = torch.as_tensor(index, device=ref.device)
-        if index.ndim == 2:
-            index = index[:, 0]
-        index = index.reshape(-1).long()
         if not index.numel():
             return
         t, size = self.slice_len, ref.ring_size
@@ -157,6 +159,7 @@ class OnlineQueue(CompositeSampler):
         return torch.cat(taken)
 
     def sample(self, storage: Storage, batch_size: int) -> tuple[tuple[torch.Tensor], dict]:
+        self._adopt_buffer_key(storage)
         if batch_size % self.slice_len:
             raise RuntimeError(
                 f"The batch-size must be divisible by the slice length, got "
@@ -167,12 +170,14 @@ class OnlineQueue(CompositeSampler):
         self.last_online = online.numel()
         self.last_counts = {"replay": num - online.numel()}
         index = slice_index(online, self.slice_len, self.max_capacity)
-        info: dict = {}
+        infos: list[dict] = []
         rest = num - online.numel()
         if rest > 0:
-            inner, info = self.inner.sample(storage, rest * self.slice_len)
+            inner, inner_info = self.inner.sample(storage, rest * self.slice_len)
             inner = inner[0] if isinstance(inner, tuple) else inner
             index = torch.cat([index, inner.reshape(-1).to(index.device)])
+            infos.append(inner_info)
+        info = self._info(storage, index, infos)
         if self._count_visits:
             self.record_visits(index.view(-1, self.slice_len)[:, 0])
         return (index,), info

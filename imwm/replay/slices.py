@@ -20,8 +20,9 @@ Only valid starts carry sampling mass; everything about an item (its priority, v
 feedback) lives at its start position, so the per-sequence loss of slice ``b`` maps back to
 ``info["index"].view(B, T)[b, 0]``.
 
-Validity is kept as a mask updated lazily: ``extend`` (which TorchRL calls with the written indices
-only, no data) records the positions and their write stamps; the next ``sample`` (which gets the
+Validity is kept as a mask updated lazily: ``extend`` and ``mark_update`` (which TorchRL calls with
+the written indices only, no data; ``mark_update`` also for writes through another buffer sharing
+the storage) record the positions and their write stamps; the next ``sample`` (which gets the
 storage) recomputes the starts whose window saw a write, with one cumulative sum per contiguous run
 of writes (reading the trajectory ids of the ``T - 1`` neighbours under the episode rule; the
 stream rule reads no storage at all). The cost is O(written * T), never O(N).
@@ -31,7 +32,10 @@ stream rule reads no storage at all). The cost is O(written * T), never O(N).
 them share the window rule and keep their priorities on top of it. It is ours rather than
 TorchRL's ``PrioritizedSliceSampler`` because that one needs the C++ segment trees (which do not
 load with torch 2.13), rescans trajectory boundaries over the whole storage, and has PER's
-``priority ** alpha`` with importance weights, not visit counts or an infinite-priority pool.
+``priority ** alpha`` with importance weights, not visit counts or an infinite-priority pool. It
+takes TorchRL's ``SliceSampler`` arguments (``num_slices`` / ``slice_len``, ``traj_key``,
+``end_key``, ``truncated_key``, ...) and follows its conventions where they fit; the class
+docstring lists where it differs.
 """
 
 from __future__ import annotations
@@ -39,13 +43,24 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
-from tensordict import TensorDictBase
-from torchrl.data.replay_buffers.samplers import Sampler
+from tensordict.utils import NestedKey
+from torchrl.data.replay_buffers.samplers import PrioritizedSampler, Sampler
 from torchrl.data.replay_buffers.storages import Storage
 
+from imwm.replay.compat import (
+    DEFAULT_END_KEY,
+    REDUCTIONS,
+    TRAJ_KEY_CANDIDATES,
+    BufferPriorityMixin,
+    read_entry,
+    reduce_rows,
+    step_flags,
+    storage_has,
+    storage_keys,
+)
 from imwm.replay.sum_tree import PriorityTree
 
 __all__ = ["PrioritizedSliceSampler", "WINDOWS", "slice_index", "read_storage_key"]
@@ -61,6 +76,12 @@ _MAX_SIGNAL = torch.finfo(torch.float32).max
 _MAX_PRIORITY = 1e300
 
 
+def _positive_int(name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
 def slice_index(starts: torch.Tensor, slice_len: int, capacity: int) -> torch.Tensor:
     """Flat storage indices ``[B * T]`` of the slices starting at ``starts [B]`` (circular)."""
     offsets = torch.arange(slice_len, device=starts.device)
@@ -73,21 +94,16 @@ def read_storage_key(storage: Storage, key, positions: torch.Tensor) -> torch.Te
     Reads the single key straight from a ``TensorStorage``'s backing TensorDict rather than
     gathering whole records (which would copy every frame of every position).
     """
-    data = getattr(storage, "_storage", None)
-    if isinstance(data, TensorDictBase):
-        values = data.get(key, None)
-        if values is None:
-            raise KeyError(
-                f"the replay storage has no entry {key!r}; the slice samplers need it to find "
-                f"trajectory boundaries (keys: {list(data.keys(True, True))})"
-            )
-        values = values[positions.to(values.device)]
-    else:
-        values = storage[positions][key]
-    return values.reshape(positions.numel(), -1).to(positions.device)
+    values = read_entry(storage, key, positions)
+    if values is None:
+        raise KeyError(
+            f"the replay storage has no entry {key!r}; the slice samplers need it to find "
+            f"trajectory boundaries (keys: {storage_keys(storage)})"
+        )
+    return values.reshape(positions.numel(), -1)
 
 
-class PrioritizedSliceSampler(Sampler):
+class PrioritizedSliceSampler(BufferPriorityMixin, Sampler):
     """Samples slices of ``slice_len`` records whose start is drawn by a per-item priority.
 
     Works on a 1-D storage with any writer that writes each stream's records in time order into
@@ -100,14 +116,52 @@ class PrioritizedSliceSampler(Sampler):
     ``StreamWriter`` of as many streams (as ``build_replay`` does).
 
     Subclasses define :meth:`_formula` (priority of items that received feedback) and which
-    feedback signal they read (``signal_key``). Items without feedback have priority ``initial``
-    (``inf``: sampled before any item with feedback, see
+    feedback signal they read (``signal_key``, also the default ``priority_key``). Items without
+    feedback have priority ``initial`` (``inf``: sampled before any item with feedback, see
     :class:`~imwm.replay.sum_tree.PriorityTree`).
+
+    Writes are seen the way TorchRL samplers see them: ``extend`` / ``add`` (the owning buffer's
+    writes) and ``mark_update`` (TorchRL calls it on the samplers of *every* buffer attached to a
+    storage after any write), so a sampler follows records written through another buffer that
+    shares its storage; a write seen through both hooks counts once. A sampler that meets a
+    storage holding records it never saw written (a new buffer over a filled storage) takes them
+    in at its first sample, oldest first from the storage's write cursor, as records without
+    feedback (priority ``initial``). That needs one ring: with ``num_streams > 1`` the rings'
+    write heads are not in the storage, and sampling raises unless the sampler saw the writes or
+    loaded its ``state_dict``.
 
     Args:
         max_capacity: capacity of the storage this sampler serves (checked at sampling).
+        num_slices: number of slices per batch; the slice length is then
+            ``batch_size // num_slices``, fixed by the first batch (the valid starts are kept for
+            one length: a later batch size giving another length raises). Exclusive with
+            ``slice_len``.
         slice_len: ``T``; the buffer's batch size must be a multiple of it
             (``num_slices = batch_size // T``, as for TorchRL's ``SliceSampler(slice_len=...)``).
+            Give exactly one of ``num_slices`` / ``slice_len``.
+        end_key: a flag marking the last record of a trajectory (e.g. ``"is_last"`` or
+            ``("next", "done")``); episode rule only. Exclusive with ``end_keys``.
+        end_keys: several such flags, OR-ed (those absent from the storage are skipped).
+        traj_key: storage key of the trajectory id; episode rule only. By default (no
+            ``traj_key``, ``end_key`` or ``end_keys``) the first of ``("collector", "traj_ids")``
+            (written by TorchRL collectors), ``"traj_ids"`` (imwm's record layout) and
+            ``"episode"`` that the storage holds, else the flag ``("next", "done")``, else an
+            error naming the storage's keys; detected once, at the first sample. An explicit
+            ``traj_key`` that the storage lacks raises (or falls back to ``end_key`` /
+            ``end_keys`` when given) rather than matching nothing.
+        truncated_key: where the per-step flags of a sample go in its info, as TorchRL's
+            ``SliceSampler`` writes them (``TensorDictReplayBuffer.sample`` copies them into the
+            batch): ``truncated`` on the last step of each slice, ``done`` (the sibling key) = stored
+            ``done`` OR ``truncated``, ``terminated`` = stored (``False`` when absent), all
+            ``[B * T, 1]``. ``None``: no flags (``build_replay`` passes ``None``: the DreamerV3
+            record layout carries its own ``is_first`` / ``is_last`` / ``is_terminal``).
+        init_key: if the storage holds this flag, the info carries it OR-ed with a mark on the
+            first step of every slice (TorchRL's recurrent-module convention); ``None``: untouched.
+        strict_length: only ``True`` (slices shorter than ``T`` are never drawn), for TorchRL
+            compatibility.
+        cache_values: accepted for TorchRL compatibility; the valid starts are always kept
+            incrementally.
+        span: only ``False`` (no partial slices at trajectory edges).
         window: the window rule (module docstring): ``"stream"`` (DreamerV3: windows run across
             episode ends, never across a write head or a ring edge) or ``"episode"`` (default,
             the rule before: windows stay inside one trajectory).
@@ -115,9 +169,6 @@ class PrioritizedSliceSampler(Sampler):
             ``max_capacity // num_streams`` records, one per stream, as
             :class:`~imwm.replay.StreamWriter` does; no window crosses a ring edge. ``1``: one
             circular ring over the whole storage.
-        traj_key: storage key of the trajectory id (default ``"traj_ids"``); episode rule only.
-        end_key: alternatively, a boolean key marking the last record of a trajectory
-            (e.g. ``"is_last"``); exclusive with ``traj_key``; episode rule only.
         initial: priority of items that have had no feedback yet (> 0, may be ``inf``).
         arity: branching factor of the sum trees.
         nan_policy: what non-finite (NaN/inf) feedback does. ``"skip"`` (default): those items
@@ -125,7 +176,45 @@ class PrioritizedSliceSampler(Sampler):
             of skipped values is counted in ``nonfinite_skipped`` (in :meth:`metrics`).
             ``"ignore"``: the same, plus a warning. ``"raise"``: ``ValueError`` and nothing of
             the batch is written.
+        priority_key: the TensorDict entry that TorchRL's ``TensorDictReplayBuffer`` reads the
+            per-slice signal from (``update_tensordict_priority``, ``extend``); defaults to the
+            signal's name (``"model_loss"``, ``"kl"``). The buffer is made to read it (see
+            :class:`~imwm.replay.compat.BufferPriorityMixin`): a ``td_error`` entry is ordinary
+            data, not the signal, unless you pass ``priority_key="td_error"``.
+        reduction: how per-record values become one value per slice (``"max"``, ``"min"``,
+            ``"mean"``, ``"median"``), as TorchRL's prioritised samplers reduce them.
         device: device of the sampler's own tensors.
+
+    Feedback: ``update_priority(index, values)`` takes the sampler's signal per slice, with
+    ``index`` the slice starts ``[B]``, the flat sample index ``[B * T]`` (one value per slice)
+    or a ``[B, T]`` index (one value per slice or per record). Called by a TorchRL buffer
+    (``ReplayBuffer.update_priority``, ``update_tensordict_priority``: they pass ``storage``), a
+    1-D index with one value each whose groups of ``T`` are consecutive storage positions is a
+    flat sample with one value per record; per-record values are reduced per slice with
+    ``reduction``. Called directly, a 1-D index with one value each is always slice starts.
+    ``update_signals(starts, {name: values})`` (imwm's feedback) takes slice starts or the flat
+    index.
+
+    Differences from TorchRL's ``SliceSampler`` / ``PrioritizedSliceSampler``:
+
+    - an item is a slice *start*, not a record: its priority decides how often the slice that
+      starts there is drawn, and per-record feedback is reduced per slice;
+    - the value given to ``update_priority`` is the subclass's signal (a loss, a KL), which
+      :meth:`_formula` turns into a priority; there is no ``alpha`` / ``beta`` / ``eps`` and no
+      importance weight (the info has no ``priority_weight``);
+    - priorities may change between draws without any feedback: Curious Replay counts a visit
+      for every sampled start, so a start drawn in one batch is less likely in the next;
+    - items without feedback (``initial = inf``) are drawn first, distinct within a batch;
+    - the storage is 1-D with ``max_capacity`` records, fixed at construction;
+    - ``mark_update`` means "new records here": their visits and feedback are reset;
+    - ``window="stream"`` has no TorchRL counterpart: its slices run across episode ends, so
+      ``done`` may be set inside a slice;
+    - the info flags are read from the flag entries only, not from the whole records;
+    - with ``num_slices`` the first batch fixes the slice length;
+    - an explicit ``traj_key`` missing from the storage raises instead of falling back to
+      ``("next", "done")`` (unless ``end_key`` / ``end_keys`` are given);
+    - ``update_tensordict_priority`` on a TensorDict without the ``priority_key`` entry raises
+      instead of resetting the sampled items to the default priority.
 
     Non-finite feedback: a NaN/inf loss says nothing about the item (a diverged loss, not a
     badly predicted one), so the item keeps its previous signal rather than jumping to the
@@ -143,56 +232,94 @@ class PrioritizedSliceSampler(Sampler):
         self,
         max_capacity: int,
         *,
-        slice_len: int = 1,
+        num_slices: int | None = None,
+        slice_len: int | None = None,
+        end_key: NestedKey | None = None,
+        end_keys: Sequence[NestedKey] | None = None,
+        traj_key: NestedKey | None = None,
+        truncated_key: NestedKey | None = ("next", "truncated"),
+        init_key: NestedKey | None = "is_init",
+        strict_length: bool = True,
+        cache_values: bool = False,
+        span: bool = False,
         window: str = "episode",
         num_streams: int = 1,
-        traj_key: str | None = "traj_ids",
-        end_key: str | None = None,
         initial: float = math.inf,
         arity: int = 32,
         nan_policy: str = "skip",
+        priority_key: NestedKey | None = None,
+        reduction: str = "max",
         device: str | torch.device = "cpu",
     ):
-        if not isinstance(max_capacity, int) or isinstance(max_capacity, bool) or max_capacity < 1:
-            raise ValueError(f"max_capacity must be an integer >= 1, got {max_capacity!r}")
-        if not isinstance(slice_len, int) or isinstance(slice_len, bool) or slice_len < 1:
-            raise ValueError(f"slice_len must be an integer >= 1, got {slice_len!r}")
-        if slice_len > max_capacity:
-            raise ValueError(f"slice_len ({slice_len}) cannot exceed max_capacity ({max_capacity})")
-        if window not in WINDOWS:
-            raise ValueError(f"window must be 'stream' or 'episode', got {window!r}")
-        if not isinstance(num_streams, int) or isinstance(num_streams, bool) or num_streams < 1:
-            raise ValueError(f"num_streams must be an integer >= 1, got {num_streams!r}")
-        if max_capacity // num_streams < slice_len:
-            raise ValueError(
-                f"num_streams={num_streams} splits max_capacity={max_capacity} into rings of "
-                f"{max_capacity // num_streams} records, fewer than slice_len={slice_len}"
-            )
-        if window == "episode" and (traj_key is None) == (end_key is None):
-            raise ValueError(
-                f"give exactly one of traj_key / end_key, got traj_key={traj_key!r}, "
-                f"end_key={end_key!r}"
-            )
+        _positive_int("max_capacity", max_capacity)
         initial = float(initial)
         if not initial > 0:  # also rejects NaN
             raise ValueError(f"initial must be > 0 (or inf), got {initial}")
         if nan_policy not in ("skip", "ignore", "raise"):
             raise ValueError(f"nan_policy must be 'skip', 'ignore' or 'raise', got {nan_policy!r}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+        if (num_slices is None) == (slice_len is None):
+            raise ValueError(
+                f"give exactly one of num_slices / slice_len, got num_slices={num_slices!r}, "
+                f"slice_len={slice_len!r}"
+            )
+        if num_slices is not None:
+            _positive_int("num_slices", num_slices)
+        if window not in WINDOWS:
+            raise ValueError(f"window must be 'stream' or 'episode', got {window!r}")
+        _positive_int("num_streams", num_streams)
+        if end_key is not None and end_keys is not None:
+            raise ValueError(
+                f"end_key and end_keys are exclusive, got end_key={end_key!r}, end_keys={end_keys!r}"
+            )
+        if strict_length is not True:
+            raise ValueError(f"strict_length must be True (slices shorter than slice_len are never drawn), "
+                             f"got {strict_length!r}")
+        if span not in (False, 0) or isinstance(span, tuple):
+            raise ValueError(f"span must be False (no partial slices at trajectory edges), got {span!r}")
         self.max_capacity = max_capacity
-        self.slice_len = slice_len
         self.window = window
         self.num_streams = num_streams
         self.ring_size = max_capacity // num_streams
+        self.num_slices = num_slices
+        self.slice_len = None
+        if slice_len is not None:
+            self._set_slice_len(slice_len)
         self.traj_key = traj_key
         self.end_key = end_key
+        self.end_keys = None if end_keys is None else tuple(end_keys)
+        self.truncated_key = truncated_key
+        self.init_key = init_key
+        self.strict_length = True
+        self.cache_values = bool(cache_values)
+        self.span = False
         self.initial = initial
         self.arity = int(arity)
         self.nan_policy = nan_policy
+        self.priority_key = self.signal_key if priority_key is None else priority_key
+        self.reduction = reduction
         self.device = torch.device(device)
-        # visits are counted at sampling unless a composite sampler counts them for us
+        # visits are counted (and the info flags read) at sampling unless a composite sampler
+        # does it for the whole batch
         self._count_visits = True
+        self._emit_info = True
+        # where trajectory boundaries come from, resolved at the first need: ("traj", key) or
+        # ("end", keys)
+        self._boundary_source: tuple | None = None
         self._tree = PriorityTree(max_capacity, arity=arity, device=self.device)
         self._alloc()
+
+    def _set_slice_len(self, slice_len: int) -> None:
+        _positive_int("slice_len", slice_len)
+        if slice_len > self.max_capacity:
+            raise ValueError(f"slice_len ({slice_len}) cannot exceed max_capacity ({self.max_capacity})")
+        if self.ring_size < slice_len:
+            raise ValueError(
+                f"num_streams={self.num_streams} splits max_capacity={self.max_capacity} into rings of "
+                f"{self.ring_size} records, fewer than slice_len={slice_len}"
+            )
+        self.slice_len = slice_len
 
     def _alloc(self) -> None:
         n, dev = self.max_capacity, self.device
@@ -214,6 +341,10 @@ class PrioritizedSliceSampler(Sampler):
         self._stale: torch.Tensor | None = None
         # feedback values dropped for being NaN/inf (nan_policy "skip" / "ignore")
         self.nonfinite_skipped = 0
+        # positions of the last mark_update, which the owning buffer's extend repeats
+        self._marked: torch.Tensor | None = None
+        # whether the storage was checked for records written before this sampler saw them
+        self._synced = False
         self._tree.clear()
 
     # ------------------------------------------------------------------ priorities
@@ -236,17 +367,38 @@ class PrioritizedSliceSampler(Sampler):
 
         This is the item's own priority, whether or not its slice is currently a valid start.
         """
-        return self._priority(self._check_index(index))
+        return self._priority(self._check_index(index).reshape(-1))
 
     # ------------------------------------------------------------------ writes
+    @staticmethod
+    def _positions(index, device) -> torch.Tensor:
+        index = torch.as_tensor(index, device=device)
+        if index.ndim == 2:  # [n, 1] from a 1-D storage
+            index = index[:, 0]
+        return index.reshape(-1).long()
+
     def add(self, index: int) -> None:
         self.extend(torch.as_tensor([index]))
 
     def extend(self, index: torch.Tensor) -> None:
-        index = torch.as_tensor(index, device=self.device)
-        if index.ndim == 2:  # [n, 1] from a 1-D storage
-            index = index[:, 0]
-        index = index.reshape(-1).long()
+        index = self._positions(index, self.device)
+        marked, self._marked = self._marked, None
+        if marked is not None and marked.shape == index.shape and torch.equal(marked, index):
+            return  # the owning buffer's own write, already seen through mark_update
+        self._record_writes(index)
+
+    def mark_update(self, index, *, storage: Storage | None = None) -> None:
+        """Records a write at ``index`` made through any buffer sharing the storage.
+
+        TorchRL's writers call it on every buffer attached to the storage; the owning buffer then
+        repeats the write through :meth:`extend`, which is not counted twice.
+        """
+        self._adopt_buffer_key(storage)
+        index = self._positions(index, self.device)
+        self._record_writes(index)
+        self._marked = index
+
+    def _record_writes(self, index: torch.Tensor, first_stamp: int | None = None) -> None:
         if not index.numel():
             return
         # a new record starts fresh: no visits, no feedback
@@ -254,12 +406,38 @@ class PrioritizedSliceSampler(Sampler):
         self._signal[index] = 0.0
         self._has_signal[index] = False
         self._filled[index] = True
-        self._stamp[index] = self._writes + torch.arange(index.numel(), device=self.device)
-        self._writes += index.numel()
+        if first_stamp is None:
+            first_stamp = self._writes
+            self._writes += index.numel()
+        self._stamp[index] = first_stamp + torch.arange(index.numel(), device=self.device)
         self._pending.append(index)
+
+    def _sync(self, storage: Storage) -> None:
+        """Takes in the records of ``storage`` written before this sampler saw any write."""
+        self._synced = True
+        size = min(len(storage), self.max_capacity)
+        unseen = torch.nonzero(~self._filled[:size]).reshape(-1) if size else self._filled[:0].long()
+        if not unseen.numel():
+            return
+        if self.num_streams > 1:
+            if bool(self._filled.any()):
+                return  # the rings' unwritten rows count in len(storage): trust the writes seen
+            raise RuntimeError(
+                f"{type(self).__name__}(num_streams={self.num_streams}) cannot take in records it did not "
+                f"see being written (the rings' write heads are not stored): build the buffer before "
+                f"writing to the storage, or load the sampler's state_dict"
+            )
+        # oldest first: a full ring continues after the last written position
+        cursor = getattr(storage, "_last_cursor_index", None)
+        age = unseen if cursor is None or size < self.max_capacity else (unseen - int(cursor) - 1) % size
+        order = unseen[age.argsort()]
+        # stamped before every write seen so far (those started at 0)
+        self._record_writes(order, first_stamp=-order.numel())
 
     def _refresh(self, storage: Storage) -> None:
         """Recomputes the validity and mass of every start whose slice saw a write."""
+        if not self._synced:
+            self._sync(storage)
         n, t = self.max_capacity, self.slice_len
         if self._full_refresh:
             self._pending, self._full_refresh = [], False
@@ -311,14 +489,78 @@ class PrioritizedSliceSampler(Sampler):
         """``[len(pos) - 1]``: whether a trajectory ends between ``pos[i]`` and ``pos[i + 1]``."""
         # read written rows only (point unwritten ones at a written row: their value is moot)
         safe = torch.where(filled, pos, pos[filled][:1].expand_as(pos))
-        if self.traj_key is not None:
-            ids = read_storage_key(storage, self.traj_key, safe)
+        kind, keys = self._resolve_boundaries(storage)
+        if kind == "traj":
+            ids = read_storage_key(storage, keys[0], safe)
             return (ids[1:] != ids[:-1]).any(-1)
-        ends = read_storage_key(storage, self.end_key, safe).bool().any(-1)
+        ends = None
+        for key in keys:
+            values = read_entry(storage, key, safe)
+            if values is not None:
+                values = values.reshape(safe.numel(), -1).bool().any(-1)
+                ends = values if ends is None else ends | values
+        if ends is None:
+            raise KeyError(
+                f"the replay storage has none of the end keys {list(keys)}; the slice samplers need one "
+                f"to find trajectory boundaries (keys: {storage_keys(storage)})"
+            )
         return ends[:-1]
 
+    def _resolve_boundaries(self, storage: Storage) -> tuple:
+        """``("traj", (key,))`` or ``("end", keys)``: where trajectory boundaries are read."""
+        if self._boundary_source is not None:
+            return self._boundary_source
+        ends = self.end_keys if self.end_keys is not None else (
+            (self.end_key,) if self.end_key is not None else None)
+        if self.traj_key is not None:
+            # an explicit traj_key that the storage lacks raises in read_storage_key, unless end
+            # keys were given too (TorchRL's fallback)
+            use_traj = ends is None or storage_has(storage, self.traj_key)
+            source = ("traj", (self.traj_key,)) if use_traj else ("end", ends)
+        elif ends is not None:
+            source = ("end", ends)
+        else:
+            found = next((k for k in TRAJ_KEY_CANDIDATES if storage_has(storage, k)), None)
+            if found is not None:
+                source = ("traj", (found,))
+            elif storage_has(storage, DEFAULT_END_KEY):
+                source = ("end", (DEFAULT_END_KEY,))
+            else:
+                raise KeyError(
+                    f"{type(self).__name__} found no trajectory key in the replay storage (looked for "
+                    f"{[*TRAJ_KEY_CANDIDATES, DEFAULT_END_KEY]}); pass traj_key= or end_key= "
+                    f"(keys: {storage_keys(storage)})"
+                )
+        self._boundary_source = source
+        return source
+
     # ------------------------------------------------------------------ sampling
+    def _slices_per_batch(self, batch_size: int) -> int:
+        """Slices in a batch of ``batch_size`` records (fixes ``slice_len`` with ``num_slices``)."""
+        if self.num_slices is None:
+            if batch_size % self.slice_len:
+                raise RuntimeError(
+                    f"The batch-size must be divisible by the slice length, got "
+                    f"batch_size={batch_size} and slice_len={self.slice_len}."
+                )
+            return batch_size // self.slice_len
+        if batch_size % self.num_slices:
+            raise RuntimeError(
+                f"The batch-size must be divisible by the number of slices, got "
+                f"batch_size={batch_size} and num_slices={self.num_slices}."
+            )
+        length = batch_size // self.num_slices
+        if self.slice_len is None:
+            self._set_slice_len(length)
+        elif length != self.slice_len:
+            raise RuntimeError(
+                f"{type(self).__name__}(num_slices={self.num_slices}) has slice_len={self.slice_len} "
+                f"from its first batch; batch_size={batch_size} would need slice_len={length}"
+            )
+        return self.num_slices
+
     def _sampleable_count(self, storage: Storage, batch_size: int) -> int:
+        self._slices_per_batch(batch_size)
         self._refresh(storage)
         return self._num_valid
 
@@ -334,17 +576,14 @@ class PrioritizedSliceSampler(Sampler):
                 f"storage holds {size} records"
             )
 
-    def num_slices(self, batch_size: int) -> int:
-        if batch_size % self.slice_len:
-            raise RuntimeError(
-                f"The batch-size must be divisible by the slice length, got "
-                f"batch_size={batch_size} and slice_len={self.slice_len}."
-            )
-        return batch_size // self.slice_len
-
     def sample_starts(self, storage: Storage, num_slices: int) -> torch.Tensor:
         """Draws ``num_slices`` valid start positions by priority (inf items first)."""
         self._check_storage(storage)
+        if self.slice_len is None:
+            raise RuntimeError(
+                f"{type(self).__name__}(num_slices={self.num_slices}) learns its slice length from the "
+                f"first batch: sample through the buffer (or sample(storage, batch_size)) first"
+            )
         if len(storage) == 0:
             raise RuntimeError("Cannot sample from an empty storage.")
         self._refresh(storage)
@@ -363,8 +602,17 @@ class PrioritizedSliceSampler(Sampler):
         return starts
 
     def sample(self, storage: Storage, batch_size: int) -> tuple[tuple[torch.Tensor], dict]:
-        starts = self.sample_starts(storage, self.num_slices(batch_size))
-        return (slice_index(starts, self.slice_len, self.max_capacity),), {}
+        self._adopt_buffer_key(storage)
+        num_slices = self._slices_per_batch(batch_size)
+        starts = self.sample_starts(storage, num_slices)
+        index = slice_index(starts, self.slice_len, self.max_capacity)
+        info = self.step_flags(storage, index) if self._emit_info else {}
+        return (index,), info
+
+    def step_flags(self, storage: Storage, index: torch.Tensor) -> dict:
+        """The per-step info flags of the flat slice index ``index`` (see ``truncated_key``)."""
+        return step_flags(storage, index, index.numel() // self.slice_len,
+                          truncated_key=self.truncated_key, init_key=self.init_key)
 
     def record_visits(self, starts: torch.Tensor) -> None:
         """Counts one visit per occurrence of each start (duplicates count twice)."""
@@ -396,7 +644,7 @@ class PrioritizedSliceSampler(Sampler):
         index = torch.as_tensor(index, device=self.device)
         if index.dtype.is_floating_point or index.dtype == torch.bool:
             raise TypeError(f"index must hold integers, got dtype {index.dtype}")
-        index = index.reshape(-1).long()
+        index = index.long()
         if index.numel():
             out = (index < 0) | (index >= self.max_capacity)
             if bool(out.any()):
@@ -406,17 +654,53 @@ class PrioritizedSliceSampler(Sampler):
                 )
         return index
 
-    def _starts_for(self, index, n_values: int) -> torch.Tensor:
-        """Maps ``index`` to one start per value: starts as given, or flat slices -> first item."""
+    def _is_flat_slices(self, index: torch.Tensor) -> bool:
+        """Whether a 1-D ``index`` is slices of ``T`` consecutive positions (a flat sample)."""
+        t = self.slice_len
+        if t is None or t < 2 or index.numel() % t:
+            return False
+        rows = index.view(-1, t)
+        return bool(((rows[:, 1:] - rows[:, :-1]) % self.max_capacity == 1).all())
+
+    def _per_slice(self, index, values: Sequence, *, records: bool) -> tuple[torch.Tensor, list]:
+        """Maps feedback to one value per slice start: ``(starts [B], [values [B], ...])``.
+
+        ``index``: slice starts (one value each), the flat ``[B * T]`` slice index (one value per
+        slice), a ``[B, T]`` index (one value per slice or per record), or, with ``records``, a
+        flat slice index with one value per record. Per-record values are reduced per slice
+        with ``reduction``.
+        """
         index = self._check_index(index)
-        if index.numel() == n_values:
-            return index
-        if index.numel() == n_values * self.slice_len:
-            return index.view(n_values, self.slice_len)[:, 0]
-        raise ValueError(
-            f"got {index.numel()} indices for {n_values} values: give one index per value "
-            f"(slice starts) or the flat {n_values} x {self.slice_len} slice index"
-        )
+        t = self.slice_len or 1
+        values = [torch.as_tensor(v, device=self.device).detach().reshape(-1).double() for v in values]
+        n = values[0].numel()
+        for v in values[1:]:
+            if v.numel() != n:
+                raise ValueError(f"got {v.numel()} values next to {n} values: give one set per slice")
+        per_record = False
+        if index.ndim == 2 and index.shape[-1] == t and t > 1:
+            rows = index
+            if n == rows.numel() and n != rows.shape[0]:
+                per_record = True
+            elif n != rows.shape[0]:
+                raise ValueError(f"got a {tuple(rows.shape)} slice index for {n} values")
+            starts = rows[:, 0]
+        else:
+            index = index.reshape(-1)
+            m = index.numel()
+            if t > 1 and m == n * t:
+                starts = index.view(n, t)[:, 0]
+            elif m == n:
+                per_record = records and self._is_flat_slices(index)
+                starts = index.view(-1, t)[:, 0] if per_record else index
+            else:
+                raise ValueError(
+                    f"got {m} indices for {n} values: give one index per value (slice starts), "
+                    f"the flat {n} x {t} slice index, or one value per record of a flat slice index"
+                )
+        if per_record:
+            values = [reduce_rows(v.view(-1, t), self.reduction) for v in values]
+        return starts, values
 
     def _finite_values(self, name: str, values, index: torch.Tensor):
         values = torch.as_tensor(values, device=self.device).detach().reshape(-1).double()
@@ -443,8 +727,31 @@ class PrioritizedSliceSampler(Sampler):
             self._stale = None  # the refresh below covers them
         self._refresh_mass(index)
 
+    def _apply_signal(self, starts: torch.Tensor, values: torch.Tensor) -> None:
+        """Sets the signal of the slices at ``starts`` (one value each); subclasses override."""
+        raise self._not_prioritised_error()
+
+    def update_priority(self, index, priority, *, storage: Storage | None = None) -> None:
+        """Sets this sampler's signal (``signal_key``) of the slices at ``index``.
+
+        TorchRL's entry point (``ReplayBuffer.update_priority``,
+        ``TensorDictReplayBuffer.update_tensordict_priority``); ``index`` and ``priority`` as in
+        the class docstring. The values are the signal, not priorities: the sampler's formula
+        makes the priority.
+        """
+        if self._torchrl_default(priority, storage):
+            return
+        self._adopt_buffer_key(storage)
+        if self.signal_key is None:
+            raise self._not_prioritised_error()
+        starts, (values,) = self._per_slice(index, [priority], records=storage is not None)
+        self._apply_signal(starts, values)
+
     def update_signals(self, index, signals) -> None:
-        """Applies this sampler's ``signal_key`` entry of ``signals`` (``[B]``, one per slice)."""
+        """Applies this sampler's ``signal_key`` entry of ``signals`` (``[B]``, one per slice).
+
+        ``index``: the slice starts ``[B]`` or the flat ``[B * T]`` slice index of the sample.
+        """
         if self.signal_key is None:
             return
         try:
@@ -454,7 +761,8 @@ class PrioritizedSliceSampler(Sampler):
                 f"{type(self).__name__} needs the per-sequence signal {self.signal_key!r}; "
                 f"got keys {list(signals.keys())}"
             ) from None
-        self.update_priority(index, value)
+        starts, (values,) = self._per_slice(index, [value], records=False)
+        self._apply_signal(starts, values)
 
     # ------------------------------------------------------------------ state
     def metrics(self) -> dict[str, float]:
@@ -481,6 +789,7 @@ class PrioritizedSliceSampler(Sampler):
 
     def _hyper(self) -> dict[str, Any]:
         return {"max_capacity": self.max_capacity, "slice_len": self.slice_len,
+                "num_slices": self.num_slices,
                 "initial": self.initial, "window": self.window, "num_streams": self.num_streams}
 
     def state_dict(self) -> dict[str, Any]:
@@ -509,6 +818,9 @@ class PrioritizedSliceSampler(Sampler):
                 f"{sorted(state_dict)}); a replay saved with TorchRL's SliceSampler (replay=uniform, "
                 f"one env, window=episode) resumes with replay.window=episode"
             )
+        saved_len = state_dict["hyper"].get("slice_len")
+        if self.slice_len is None and saved_len is not None:
+            self._set_slice_len(int(saved_len))  # num_slices: the saved batches fixed the length
         mine = self._hyper()
         for key, value in state_dict["hyper"].items():
             if key in ("max_capacity", "slice_len") and mine.get(key) != value:
@@ -528,6 +840,8 @@ class PrioritizedSliceSampler(Sampler):
         pending = state_dict["pending"].to(dev)
         self._pending = [pending] if pending.numel() else []
         self._stale = None
+        self._marked = None
+        self._synced = False
         # A state saved under another window rule or ring layout (states saved before these
         # options existed used the episode rule and one ring) has another valid mask: recompute
         # it from the stamps and the storage at the next sample, O(N) once.
@@ -558,3 +872,9 @@ class PrioritizedSliceSampler(Sampler):
         return (f"{type(self).__name__}(max_capacity={self.max_capacity}, "
                 f"slice_len={self.slice_len}, window={self.window!r}, "
                 f"num_streams={self.num_streams}, valid_starts={self._num_valid})")
+
+
+# TorchRL's TensorDictReplayBuffer hands priority updates only to PrioritizedSampler instances
+# (update_tensordict_priority returns silently otherwise); UniformSliceSampler is registered
+# too, through this base, so that the update raises instead of vanishing.
+PrioritizedSampler.register(PrioritizedSliceSampler)

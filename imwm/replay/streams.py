@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tensordict.utils import NestedKey
 from torchrl.data.replay_buffers.writers import TensorDictRoundRobinWriter
+
+from imwm.replay.compat import TRAJ_KEY_CANDIDATES
 
 __all__ = ["StreamWriter"]
 
@@ -30,7 +33,10 @@ class StreamWriter(TensorDictRoundRobinWriter):
 
     Args:
         num_streams: number of streams (>= 1), e.g. the number of envs.
-        traj_key: record key of the trajectory id.
+        traj_key: record key of the trajectory id. By default the first of
+            ``("collector", "traj_ids")`` (TorchRL collectors), ``"traj_ids"`` (imwm's record
+            layout) and ``"episode"`` present in the first written batch, as the slice samplers
+            detect it.
         last_key: boolean record key marking the last record of a trajectory (optional in the
             data; without it streams are only reclaimed least-recently-used).
 
@@ -44,8 +50,8 @@ class StreamWriter(TensorDictRoundRobinWriter):
         [2, 6]
     """
 
-    def __init__(self, num_streams: int, *, traj_key: str = "traj_ids",
-                 last_key: str | None = "is_last"):
+    def __init__(self, num_streams: int, *, traj_key: NestedKey | None = None,
+                 last_key: NestedKey | None = "is_last"):
         if not isinstance(num_streams, int) or isinstance(num_streams, bool) or num_streams < 1:
             raise ValueError(f"num_streams must be an integer >= 1, got {num_streams!r}")
         super().__init__()
@@ -82,6 +88,14 @@ class StreamWriter(TensorDictRoundRobinWriter):
         if n == 0:
             raise RuntimeError("Expected at least one element in extend.")
         size = self._ring_size(data)
+        if self.traj_key is None:
+            found = next((k for k in TRAJ_KEY_CANDIDATES if data.get(k, None) is not None), None)
+            if found is None:
+                raise KeyError(
+                    f"StreamWriter found no trajectory id in the data (looked for "
+                    f"{list(TRAJ_KEY_CANDIDATES)}); pass traj_key= (keys: {list(data.keys(True, True))})"
+                )
+            self.traj_key = found
         ids = data.get(self.traj_key, None)
         if ids is None:
             raise KeyError(f"StreamWriter needs the trajectory id {self.traj_key!r} in the data")

@@ -51,8 +51,8 @@ class TrendMixture(CompositeSampler):
 
     Example:
         >>> from imwm.replay import ExploreExploitSampler
-        >>> tm = TrendMixture(ExploreExploitSampler(100, mode="explore"),
-        ...                   ExploreExploitSampler(100, mode="exploit"))
+        >>> tm = TrendMixture(ExploreExploitSampler(100, mode="explore", slice_len=4),
+        ...                   ExploreExploitSampler(100, mode="exploit", slice_len=4))
         >>> tm.gate
         0.5
         >>> for t in range(50):

@@ -109,7 +109,10 @@ def _block_keys(block: str) -> set[str]:
     from imwm.replay import CuriousSampler, ExploreExploitSampler, TrendMixture  # noqa: PLC0415
 
     cls = {"curious": CuriousSampler, "explore_exploit": ExploreExploitSampler, "trend": TrendMixture}[block]
-    keys = set(inspect.signature(cls.__init__).parameters) - _STRUCTURAL
+    # the named arguments of the sampler's own formula; the slice arguments (**slice_kwargs) are
+    # set by build_replay
+    params = inspect.signature(cls.__init__).parameters.values()
+    keys = {p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD} - _STRUCTURAL
     return keys | {"enable"} if block == "trend" else keys
 
 
@@ -332,8 +335,10 @@ def _make_sampler(*, capacity, batch_length, fracs, curious, explore_exploit, tr
         CuriousSampler, ExploreExploitSampler, MixtureSampler, UniformSliceSampler,
     )
 
+    # no truncated / is_init flags in the batch, as for TorchRL's SliceSampler above: the record
+    # layout carries its own is_first / is_last / is_terminal
     common = dict(slice_len=batch_length, window=window, num_streams=num_streams, traj_key=traj_key,
-                  arity=arity, device=device)
+                  arity=arity, device=device, truncated_key=None, init_key=None)
     needed = {name for name, f in fracs.items() if f > 0}
     if trend is not None:
         needed |= {"explore", "exploit"} & set(fracs)

@@ -258,6 +258,8 @@ class Trainer:
             "train/minutes": (now - t_start) / 60,
         })
         window.update(time=now, steps=steps, updates=updates)
+        if self.agent.compile_seconds:  # first compiled call of each phase (0 once cached on disk)
+            row["train/compile_seconds"] = sum(self.agent.compile_seconds.values())
         if self.ep_returns:
             row["train/episode_return"] = float(np.mean(self.ep_returns))
             row["train/episode_length"] = float(np.mean(self.ep_lengths))
@@ -269,7 +271,7 @@ class Trainer:
 
     def _warn_large_losses(self, row: dict[str, float]) -> None:
         for key, value in row.items():
-            if key.startswith("loss_") and key not in self.warned_losses and abs(value) > LOSS_WARNING:
+            if (key.startswith("loss_") or key.endswith("_loss")) and key not in self.warned_losses and abs(value) > LOSS_WARNING:
                 self.warned_losses.add(key)
                 agent = self.plain["agent"]
                 warnings.warn(

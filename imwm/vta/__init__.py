@@ -1,5 +1,8 @@
 """Variational Temporal Abstraction (Kim, Ahn & Bengio, NeurIPS 2019) in two variants.
 
+- boundary encodings: :data:`READ_INDEX` / :data:`COPY_INDEX` (class indices of the boundary
+  logits ``[..., 2]``) and :data:`BOUNDARY_READ` / :data:`BOUNDARY_COPY` (values of a state's
+  ``boundary`` flag ``[..., 1]``); see :mod:`imwm.vta.boundary`;
 - boundary maths: :func:`gumbel_sampling`, :func:`boundary_sample`, :func:`straight_through`,
   :func:`log_density_concrete`, :func:`regularize_boundary`, :func:`force_scale_at`,
   :func:`temperature_at`;
@@ -10,8 +13,10 @@
 """
 
 from imwm.vta.boundary import (
-    COPY,
-    READ,
+    BOUNDARY_COPY,
+    BOUNDARY_READ,
+    COPY_INDEX,
+    READ_INDEX,
     boundary_sample,
     force_scale_at,
     gumbel_sampling,
@@ -27,8 +32,10 @@ from imwm.vta.original import VTAOriginal
 from imwm.vta.sequence_model import VTASequenceModel
 
 __all__ = [
-    "READ",
-    "COPY",
+    "READ_INDEX",
+    "COPY_INDEX",
+    "BOUNDARY_READ",
+    "BOUNDARY_COPY",
     "gumbel_sampling",
     "boundary_sample",
     "straight_through",

@@ -1,9 +1,18 @@
 """Boundary maths of Variational Temporal Abstraction (Kim, Ahn & Bengio, NeurIPS 2019).
 
-The boundary ``m_t`` is a two-way categorical: index 0 is READ (a new segment starts at ``t`` and
-the abstract level transitions), index 1 is COPY (the segment continues; the abstract state is
-copied). A sampled boundary is a one-hot ``[..., 2]``; ``boundary == 1`` in a state TensorDict
-means READ.
+The boundary ``m_t`` is a two-way categorical: READ (a new segment starts at ``t`` and the
+abstract level transitions) or COPY (the segment continues; the abstract state is copied). Two
+encodings of it meet in the code, with one pair of constants each so that neither is read as the
+other:
+
+- class indices of the logits / one-hot samples ``[..., 2]``: :data:`READ_INDEX` ``= 0`` and
+  :data:`COPY_INDEX` ``= 1`` (``logits[..., READ_INDEX]`` is the READ logit);
+- the ``boundary`` value ``[..., 1]`` of a state TensorDict, a READ flag:
+  :data:`BOUNDARY_READ` ``= 1.0`` and :data:`BOUNDARY_COPY` ``= 0.0``
+  (``state["boundary"] == BOUNDARY_READ`` selects READ steps).
+
+Comparing a ``boundary`` value with an index (``boundary == READ_INDEX``) would select the COPY
+steps, hence the distinct names.
 
 Contents:
 
@@ -26,11 +35,16 @@ import math
 import torch
 from torch import Tensor
 
-READ, COPY = 0, 1
+# class indices of the boundary logits / one-hot samples [..., 2]
+READ_INDEX, COPY_INDEX = 0, 1
+# values of a state's `boundary` entry [..., 1] (a READ flag)
+BOUNDARY_READ, BOUNDARY_COPY = 1.0, 0.0
 
 __all__ = [
-    "READ",
-    "COPY",
+    "READ_INDEX",
+    "COPY_INDEX",
+    "BOUNDARY_READ",
+    "BOUNDARY_COPY",
     "gumbel_sampling",
     "straight_through",
     "boundary_sample",
@@ -169,7 +183,7 @@ def regularize_boundary(
 ) -> Tensor:
     """Push boundary logits to respect the segment constraints.
 
-    ``logits[..., 0]`` is READ and ``logits[..., 1]`` is COPY. Where ``seg_len >= max_seg_len``
+    ``logits[..., READ_INDEX]`` is READ and ``logits[..., COPY_INDEX]`` is COPY. Where ``seg_len >= max_seg_len``
     the READ logit is raised by ``force_scale``; elsewhere, where ``seg_num >= max_seg_num``, the
     COPY logit is raised by ``force_scale`` (the length rule takes precedence). ``force_scale == 0``
     returns ``logits`` itself, unchanged. The original VTA code replaced the logits with
@@ -200,6 +214,7 @@ def regularize_boundary(
         return logits
     over_len = (seg_len >= max_seg_len).to(logits.dtype)
     over_num = (seg_num >= max_seg_num).to(logits.dtype) * (1.0 - over_len)
+    # columns in class order: READ_INDEX (0) then COPY_INDEX (1)
     push = torch.cat([over_len, over_num], dim=-1) * force_scale
     return logits + push
 

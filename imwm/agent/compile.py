@@ -1,0 +1,110 @@
+"""One update phase as one compiled program, with a fallback to eager execution.
+
+An imwm update on a small model is bound by per-op overhead, not arithmetic: the laptop
+preset's update dispatches thousands of ATen ops for a few MFLOPs, and on a GPU each op is at
+least one kernel launch. ``torch.compile`` (TorchDynamo + Inductor) traces a whole phase —
+the world model's encode / observe loop / heads / losses, or the imagination loop with the
+actor, critic and replay-value losses — into one graph (``fullgraph=True``: a graph break is an
+error here, not a silent split), and AOTAutograd compiles its backward as a second program.
+The recurrent loops are unrolled at trace time (their lengths are static per batch shape).
+
+Modes (``agent.compile``):
+
+- ``false`` (or ``False``): eager PyTorch.
+- ``default``: Inductor with its default settings (CPU: C++/OpenMP kernels; GPU: Triton).
+- ``max-autotune``: Inductor benchmarks GEMM and kernel configurations at compile time.
+- ``reduce-overhead``: on CUDA, replays the compiled program as a CUDA graph (one launch);
+  on CPU it behaves as ``default``.
+
+Compilation happens at the first call of each program; its wall time is recorded in
+:attr:`CompiledPhase.compile_seconds`. Inductor caches compiled graphs on disk
+(``TORCHINDUCTOR_CACHE_DIR``, by default under the system temp dir), so a second process with
+the same shapes and code compiles in seconds. If compiling or running the compiled program
+raises, one warning names the phase and the error and the phase runs eagerly from then on.
+
+Example:
+    >>> import torch
+    >>> phase = CompiledPhase(lambda x: (x * 2).sum(), name="double", mode="false")
+    >>> phase(torch.ones(3)).item(), phase.compiled
+    (6.0, False)
+    >>> parse_compile_mode(True), parse_compile_mode("reduce-overhead")
+    ('default', 'reduce-overhead')
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+__all__ = ["COMPILE_MODES", "CompiledPhase", "parse_compile_mode"]
+
+#: accepted values of ``agent.compile``
+COMPILE_MODES = ("false", "default", "max-autotune", "reduce-overhead")
+
+
+def parse_compile_mode(value: Any) -> str:
+    """``agent.compile`` as one of :data:`COMPILE_MODES` (``True`` means ``"default"``)."""
+    if value is True:
+        return "default"
+    if value is False or value is None:
+        return "false"
+    if isinstance(value, str) and value.lower() in COMPILE_MODES:
+        return value.lower()
+    raise ValueError(f"compile must be one of {list(COMPILE_MODES)} (or true/false), got {value!r}")
+
+
+class CompiledPhase:
+    """A function run through ``torch.compile(fullgraph=True)``, or eagerly.
+
+    Args:
+        fn: the phase, a function of tensors / TensorDicts (bound methods are fine).
+        name: used in the fallback warning.
+        mode: one of :data:`COMPILE_MODES`.
+
+    Attributes:
+        compiled: the compiled program is in use (False after a fallback).
+        compile_seconds: wall time of the first compiled call (trace + compile + one run), or
+            None before it.
+    """
+
+    def __init__(self, fn: Callable, *, name: str, mode: str = "false") -> None:
+        self.fn = fn
+        self.name = name
+        self.mode = parse_compile_mode(mode)
+        self.compile_seconds: float | None = None
+        self._program: Callable | None = None
+        if self.mode != "false":
+            options = {} if self.mode == "default" else {"mode": self.mode}
+            try:
+                self._program = torch.compile(fn, fullgraph=True, dynamic=False, **options)
+            except Exception as err:  # compilation is an optimisation, never a requirement
+                self._fall_back(err)
+
+    @property
+    def compiled(self) -> bool:
+        return self._program is not None
+
+    def _fall_back(self, err: BaseException) -> None:
+        warnings.warn(f"torch.compile of the {self.name} phase failed ({type(err).__name__}: "
+                      f"{str(err).splitlines()[0] if str(err) else ''}); running it eagerly", stacklevel=3)
+        self._program = None
+
+    def __call__(self, *args, **kwargs):
+        if self._program is None:
+            return self.fn(*args, **kwargs)
+        first = self.compile_seconds is None
+        start = time.perf_counter()
+        try:
+            out = self._program(*args, **kwargs)
+        except Exception as err:
+            # compiled code raised: retry the same inputs eagerly, so a genuine error in the
+            # phase (a bad key, a shape) surfaces with its own eager message
+            self._fall_back(err)
+            return self.fn(*args, **kwargs)
+        if first:
+            self.compile_seconds = time.perf_counter() - start
+        return out

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# GPU check for a CUDA machine with a fresh checkout; about 8 minutes on one H200.
+#
+#   bash scripts/gpu_check.sh                 # results in gpu_check.md (or: bash scripts/gpu_check.sh out.md)
+#
+# 1. a venv with the CUDA build of the pinned torch (TORCH_CUDA picks the wheel index, default cu128)
+#    and imwm; 2. the CUDA-marked tests (agent, dynamics, samplers, transforms on the GPU);
+# 3. bench_update.py --device cuda at size S and at the 1M-parameter size, eager / compiled /
+#    CUDA graphs, with kernel and host-sync counts; 4. a short preset=atari100k training run (updates/s, host
+#    syncs per update). Each step has its own time limit, so one slow step cannot eat the others'.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-gpu_check.md}
+TORCH_VERSION=$(sed -n 's/.*torch==\([0-9.]*\).*/\1/p' Makefile | head -1)
+TORCH_CUDA=${TORCH_CUDA:-cu128}
+VENV=${VENV:-.venv-gpu}
+export GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184
+export WANDB_MODE=disabled PYTHONUNBUFFERED=1
+START=$(date +%s)
+
+log() { printf '%s\n' "$*" | tee -a "$OUT"; }
+step() {  # step <title> <seconds> <command...>: runs it, puts its output in the results file
+  local title=$1 limit=$2; shift 2
+  log "" "## $title" "" '```'
+  local t0=$(date +%s)
+  timeout "$limit" "$@" 2>&1 | tail -n 60 | tee -a "$OUT"
+  local rc=${PIPESTATUS[0]}
+  log '```' "exit status $rc after $(( $(date +%s) - t0 )) s (limit $limit s)"
+}
+
+: > "$OUT"
+log "# imwm GPU check" "" "$(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+log "" '```' "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | head -3)" '```'
+
+step "setup: torch ${TORCH_VERSION} (${TORCH_CUDA}) and imwm" 240 bash -c "
+  test -x $VENV/bin/python || python3 -m venv $VENV
+  $VENV/bin/python -m pip install -q --upgrade pip &&
+  $VENV/bin/python -m pip install -q torch==${TORCH_VERSION} --index-url https://download.pytorch.org/whl/${TORCH_CUDA} &&
+  $VENV/bin/python -m pip install -q -e '.[dev]' &&
+  $VENV/bin/python -c 'import torch; print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0))'"
+PY=$VENV/bin/python
+
+step "CUDA-marked tests" 90 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_devices.py
+
+for size in S 1M; do
+  step "bench_update.py --device cuda --size $size" 150 "$PY" scripts/bench_update.py --device cuda --size "$size" \
+    --batch 16 --length 64 --repeats 10 --warmup 2 --threads 4 --compile false default reduce-overhead --count-ops --no-torchrl
+done
+
+RUN=$(mktemp -d)
+step "preset=atari100k, 2,000 env steps on pong" 120 "$PY" scripts/train.py preset=atari100k env.task=pong device=cuda \
+  agent.compile=default total_env_steps=2000 prefill=1024 eval_every=0 checkpoint_every=0 log_every=250 \
+  logger=csv run_dir="$RUN"
+step "atari100k run: updates/s and host syncs per update" 30 "$PY" - "$RUN" <<'EOF'
+import csv, sys
+rows = list(csv.DictReader(open(f"{sys.argv[1]}/metrics.csv")))
+last = [r for r in rows if r.get("train/updates_per_s")]
+for r in last[-3:]:
+    print({k: r[k] for k in ("train/env_steps", "train/updates", "train/updates_per_s", "train/compile_seconds")
+           if k in r})
+print("host syncs per update: see the 'host syncs' column of the bench_update tables above")
+EOF
+
+log "" "total $(( $(date +%s) - START )) s"

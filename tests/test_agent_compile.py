@@ -1,0 +1,79 @@
+"""The compiled update (``agent.compile``) against the eager one."""
+
+import warnings
+
+import pytest
+import torch
+
+from imwm.agent.compile import COMPILE_MODES, CompiledPhase, parse_compile_mode
+from imwm.training.build_model import build_agent
+
+from test_agent_dreamer import batch, tiny_cfg
+
+
+def test_parse_compile_mode():
+    assert parse_compile_mode(False) == "false" and parse_compile_mode(True) == "default"
+    assert [parse_compile_mode(m) for m in COMPILE_MODES] == list(COMPILE_MODES)
+    with pytest.raises(ValueError, match=r"compile must be one of \['false', 'default'"):
+        parse_compile_mode("fast")
+
+
+def test_a_phase_that_fails_to_compile_warns_once_and_runs_eagerly(monkeypatch):
+    def broken(fn, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no C++ compiler")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    phase = CompiledPhase(lambda x: x + 1, name="toy", mode="default")
+    with pytest.warns(UserWarning, match="toy phase failed.*no C\\+\\+ compiler.*running it eagerly"):
+        assert phase(torch.zeros(())).item() == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert phase(torch.ones(())).item() == 2.0
+    assert not phase.compiled
+
+
+@pytest.fixture
+def same_random_numbers(monkeypatch):
+    # compiled graphs draw from Inductor's own generator unless told to call torch's
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "fallback_random", True)
+
+
+def _compare_one_update(tol: float) -> None:
+    torch.manual_seed(0)
+    eager = build_agent(tiny_cfg(), obs_shape=(4,), action_dim=3)
+    compiled = build_agent(tiny_cfg(compile="default"), obs_shape=(4,), action_dim=3)
+    compiled.load_state_dict(eager.state_dict())
+    eager.world_model.dynamics.deferred_weight_grads = False  # the same arithmetic on both sides
+    data = batch((4,), B=2, T=4)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*running it eagerly")  # no fallback
+        torch.manual_seed(1)
+        m_compiled, s_compiled = compiled.train_step(data.clone())
+    assert compiled.compiled and set(compiled.compile_seconds) == {"world_model_forward", "imagine_and_behaviour"}
+    torch.manual_seed(1)
+    m_eager, s_eager = eager.train_step(data.clone())
+    for key in ("world_model_loss", "loss_image", "loss_kl", "loss_actor", "loss_critic", "grad_norm_model",
+                "grad_norm_actor", "grad_norm_critic"):
+        torch.testing.assert_close(m_compiled[key], m_eager[key], rtol=tol, atol=tol, msg=key)
+    torch.testing.assert_close(s_compiled.to_dict(), s_eager.to_dict(), rtol=tol, atol=tol)
+    for (name, p_c), p_e in zip(compiled.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p_c, p_e, rtol=tol, atol=tol, msg=name)  # one optimiser step each
+
+
+def test_traced_update_has_no_graph_breaks_and_matches_eager(monkeypatch):
+    """Dynamo traces each phase whole (``fullgraph=True``: a break raises, the agent would warn
+    and fall back) and AOTAutograd builds its backward; the ``aot_eager`` backend runs those
+    graphs without generating kernels, so the test takes seconds."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"}))
+    _compare_one_update(tol=1e-5)
+
+
+@pytest.mark.slow
+def test_inductor_update_matches_eager(same_random_numbers):
+    """The real thing: C++ kernels from Inductor (about 2 minutes of compilation on one core)."""
+    _compare_one_update(tol=1e-4)
