@@ -330,3 +330,16 @@ def test_bench_intrinsic_full_four_methods(tmp_path):
     check_effect(out, tmp_path, methods)
     check_overhead(out, methods)
     assert (tmp_path / "r.md").read_text().strip() in out
+
+
+# ----------------------------------------------------------------------------- bench_collector.py
+def test_bench_collector_runs_sync_and_async_side_by_side(tmp_path):
+    out = ok(bench(tmp_path, "bench_collector.py", "--overrides", "preset=debug", "total_env_steps=140",
+                   "prefill=100"))
+    header, rows = table(out, "collector")
+    assert header[:4] == ["collector", "wall s", "env steps", "updates"]
+    rows = keyed(rows, "collector")
+    assert list(rows) == ["sync", "async"]
+    for row in rows.values():
+        assert num(row["env steps"]) == 140 and num(row["updates"]) == 20  # the same train ratio
+        assert 0 <= num(row["waiting for data"].rstrip("%")) <= 100

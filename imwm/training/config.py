@@ -32,7 +32,7 @@ GROUPS = ("env", "model", "dynamics", "agent", "replay", "intrinsic", "dormant",
 TOP_LEVEL = {
     "seed", "device", "threads", "run_name", "run_dir", "resume", "total_env_steps", "prefill",
     "train_ratio", "num_envs", "frames_per_batch", "eval_every", "eval_episodes", "eval_max_steps",
-    "checkpoint_every", "log_every",
+    "checkpoint_every", "log_every", "collector",
 }
 SCHEMAS = {
     "env": {"name", "task", "backend", "frame_skip", "sticky", "size", "full_action_space",
@@ -42,6 +42,8 @@ SCHEMAS = {
 }
 # Keys a config may lack (configs saved before the key existed stay loadable).
 OPTIONAL_KEYS = {"env": {"kwargs"}}
+OPTIONAL_TOP_LEVEL = {"collector": "sync"}
+COLLECTORS = ("sync", "async")
 CHOICES = {
     "env.name": ("cartpole", "gym", "atari"),
     "env.backend": ("vector", "gym"),
@@ -256,6 +258,8 @@ def validate_config(cfg: Any) -> dict:
     unknown = sorted(set(plain) - TOP_LEVEL - set(GROUPS) - {"preset", "hydra"})
     if unknown:
         raise unknown_keys("", unknown, sorted(TOP_LEVEL | set(GROUPS)), where=" keys at the top level")
+    for key, default in OPTIONAL_TOP_LEVEL.items():
+        plain.setdefault(key, default)
     missing = sorted((TOP_LEVEL | set(GROUPS)) - set(plain))
     if missing:
         raise _missing_keys(missing)
@@ -277,6 +281,8 @@ def validate_config(cfg: Any) -> dict:
     # resume: auto (only an identical config, imwm.training.identity), true (anyway), false (never)
     if not (isinstance(plain["resume"], bool) or plain["resume"] == "auto"):
         raise ConfigError("resume", "must be true or false, or auto", plain["resume"])
+    if plain["collector"] not in COLLECTORS:
+        raise ConfigError("collector", f"must be one of {list(COLLECTORS)}", plain["collector"])
     check_device(plain["device"])
     _walk("", {k: v for k, v in plain.items() if k not in ("hydra", "preset")})
     if plain["frames_per_batch"] % plain["num_envs"]:

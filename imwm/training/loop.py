@@ -24,6 +24,7 @@ diverged state (checkpoints refuse non-finite values anyway).
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 from tensordict import TensorDictBase
-from torchrl.collectors import Collector
+from torchrl.collectors import AsyncCollector, Collector
 
 from imwm.agent.dreamer import NonFiniteUpdateError
 from imwm.envs import make_env
@@ -133,6 +134,7 @@ class Trainer:
         self.ep_lengths: list[float] = []
         self.eval_return = float("nan")
         self.warned_losses: set[str] = set()
+        self.waits = {"collector": 0.0, "learner": 0.0}  # seconds waiting for batches / updating them
         self.log: RunLogger | None = None
         self.eval_env = None
 
@@ -256,6 +258,9 @@ class Trainer:
             "train/updates_per_s": (updates - window["updates"]) / dt,
             "train/buffer_size": len(self.buffer),
             "train/minutes": (now - t_start) / 60,
+            # share of the wall time spent waiting for the collector's next batch
+            "train/collector_wait": self.waits["collector"] / max(now - t_start, 1e-9),
+            "train/learner_busy": self.waits["learner"] / max(now - t_start, 1e-9),
         })
         window.update(time=now, steps=steps, updates=updates)
         if self.agent.compile_seconds:  # first compiled call of each phase (0 once cached on disk)
@@ -310,17 +315,20 @@ class Trainer:
         collector = None
         try:
             if counters["env_steps"] < total:
-                collector = Collector(
-                    self.env, self.agent.policy(self.num_envs, action_dtype=self.env.action_spec.dtype),
-                    frames_per_batch=frames, total_frames=-1,
-                    init_random_frames=math.ceil(prefill_left / frames) * frames or None,
-                    policy_device=self.device, env_device="cpu", storing_device="cpu",
-                )
+                collector = self._collector(math.ceil(prefill_left / frames) * frames or None)
+                waited = time.perf_counter()
                 for batch in collector:
+                    # time between asking for a batch and getting it: collection the learner waited for
+                    self.waits["collector"] += time.perf_counter() - waited
+                    start = time.perf_counter()
                     self.update(self.collect(batch), batch.get(("next", "reward")))
+                    self.waits["learner"] += time.perf_counter() - start
+                    if plain["collector"] == "async":
+                        collector.update_policy_weights_()  # the worker acts with the updated actor
                     self._after_batch(window, t_start)
                     if counters["env_steps"] >= total:
                         break
+                    waited = time.perf_counter()
             if self.eval_env is not None and counters["last_eval"] != counters["env_steps"]:
                 self.log.log(self.evaluate(), counters["env_steps"])
             return self.checkpoint()
@@ -331,6 +339,27 @@ class Trainer:
         finally:
             if collector is not None:
                 collector.shutdown()
+
+    def _collector(self, init_random_frames: int | None):
+        """TorchRL's ``Collector`` (``collector=sync``: collect, then update, in turn) or
+        ``AsyncCollector`` (``collector=async``: the envs and a copy of the policy run in a second
+        process, which collects the next batch while this one trains on the last).
+
+        Async keeps the train ratio exact: updates are still earned per collected env step and
+        all of a batch's updates run before the next batch is taken; the worker is at most one
+        batch ahead, acting with weights at most one batch old (pushed after each batch's updates).
+        """
+        plain = self.plain
+        common = dict(frames_per_batch=plain["frames_per_batch"], total_frames=-1,
+                      init_random_frames=init_random_frames, env_device="cpu", storing_device="cpu")
+        action_dtype = self.env.action_spec.dtype
+        if plain["collector"] == "sync":
+            return Collector(self.env, self.agent.policy(self.num_envs, action_dtype=action_dtype),
+                             policy_device=self.device, **common)
+        # the worker builds its own envs (same seed, so the same episodes as sync would start)
+        make = functools.partial(make_env, **self.env_kwargs, num_envs=self.num_envs, seed=plain["seed"])
+        policy = self.agent.policy(self.num_envs, action_dtype=action_dtype)
+        return AsyncCollector(make, policy, policy_device=self.device, **common)
 
     def _after_batch(self, window: dict, t_start: float) -> None:
         plain, counters = self.plain, self.counters
