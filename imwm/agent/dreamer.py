@@ -123,6 +123,8 @@ class DreamerAgent(nn.Module):
             :meth:`train_step` raises :class:`NonFiniteUpdateError`.
 
     Attributes:
+        gradient_sync: ``fn(params)`` called after each backward pass on that phase's
+            parameters, or None (data-parallel training averages gradients there).
         intrinsic: a ``torchrl.envs.transforms.Transform`` applied to each imagined trajectory
             (writes ``total_reward``), or None. Settable at any time. One with
             ``needs_decoder_std = True`` (LEXA-style) finds ``("decoded", "image_std")``
@@ -257,6 +259,9 @@ class DreamerAgent(nn.Module):
         self.actor_opt = make(actor.parameters(), actor_lr, actor_eps, "actor")
         self.critic_opt = make(critic.parameters(), critic_lr, critic_eps, "critic")
         self.num_updates = 0  # completed train_steps; saved in state_dict (extra state)
+        # called on each phase's parameters after its backward (data-parallel runs average the
+        # gradients over processes here; imwm.training.distributed)
+        self.gradient_sync = None
         self.compile_mode = parse_compile_mode(compile)
         if self.compile_mode != "false" and hasattr(world_model.dynamics, "deferred_weight_grads"):
             # the deferred-gradient autograd Functions keep Python state between forward and
@@ -415,6 +420,8 @@ class DreamerAgent(nn.Module):
         terms = {k: v for k, v in wm_out.items() if k.startswith("loss_")}
         self.model_opt.zero_grad(set_to_none=True)
         sum(terms.values()).backward()
+        if self.gradient_sync is not None:
+            self.gradient_sync(list(self.world_model.parameters()))
         metrics = {k: v.detach() for k, v in wm_out.items() if isinstance(v, torch.Tensor) and v.ndim == 0}
         metrics["grad_norm_model"] = _clip_grad_norm(list(self.world_model.parameters()), self.model_grad_clip)
         signals = TensorDict({k: wm_out.get(k) for k in ("model_loss", "kl", "entropy")}, batch_size=batch_size)
@@ -439,6 +446,8 @@ class DreamerAgent(nn.Module):
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
         sum(terms.values()).backward()
+        if self.gradient_sync is not None:
+            self.gradient_sync([*self.actor.parameters(), *self.critic.parameters()])
         grad_actor = _clip_grad_norm(list(self.actor.parameters()), self.actor_grad_clip)
         grad_critic = _clip_grad_norm(list(self.critic.parameters()), self.critic_grad_clip)
         if not self._finite(terms, grad_actor + grad_critic):

@@ -44,6 +44,7 @@ from imwm.training.build_model import build_agent
 from imwm.training.build_replay import build_replay, replay_feedback, replay_metrics
 from imwm.training.checkpoint import CheckpointError, RunCheckpoint, rng_state, set_rng_state
 from imwm.training.config import config_changes, shape_mismatches, validate_config
+from imwm.training.distributed import DistributedContext, parameter_digest
 from imwm.training.evaluate import evaluate
 from imwm.training.history import record_config
 from imwm.training.identity import identity_changes
@@ -112,9 +113,12 @@ class Trainer:
         if plain["threads"]:
             torch.set_num_threads(plain["threads"])
         self.device = torch.device(plain["device"])
+        self.dist = DistributedContext.from_env()  # torchrun: one rank per process
+        self.dist.init(self.device)
+        self.env_seed = plain["seed"] + 1000 * self.dist.rank  # each rank its own episodes
         self.num_envs = plain["num_envs"]
         self.env_kwargs = dict(plain["env"])
-        self.env = make_env(**self.env_kwargs, num_envs=self.num_envs, seed=plain["seed"])
+        self.env = make_env(**self.env_kwargs, num_envs=self.num_envs, seed=self.env_seed)
         obs_shape = tuple(self.env.observation_spec["observation"].shape[1:])
         action_dim = int(self.env.action_spec.shape[-1])
         self.agent = build_agent(cfg, obs_shape=obs_shape, action_dim=action_dim, device=self.device)
@@ -122,7 +126,10 @@ class Trainer:
         self.batch_size, self.batch_length = replay["batch_size"], replay["batch_length"]
         # one storage ring per env, so every env's records stay contiguous and give full slices
         self.buffer = build_replay(**replay, num_streams=self.num_envs, device="cpu",
-                                   seed=plain["seed"])
+                                   seed=self.env_seed)
+        if self.dist.enabled:
+            self.dist.broadcast_parameters(self.agent)
+            self.agent.gradient_sync = self.dist.average_gradients
         self.intrinsic = build_intrinsic(cfg.intrinsic, self.agent)
         self.dormant = build_dormant(cfg.dormant, self.agent)
         self.agent.intrinsic = self.intrinsic
@@ -287,8 +294,11 @@ class Trainer:
                 )
 
     def checkpoint(self) -> Path:
-        """Writes a checkpoint/replay generation (refused, keeping the last one, if non-finite)."""
+        """Writes a checkpoint/replay generation (refused, keeping the last one, if non-finite);
+        in a data-parallel run only rank 0 writes."""
         self.counters["last_checkpoint"] = self.counters["env_steps"]
+        if not self.dist.is_main:
+            return self.store.latest
         state = {  # the sampler's and writer's state travel inside the replay snapshot
             "agent": self.agent.state_dict(),
             "optimizers": self.agent.optimizers_state_dict(),
@@ -357,7 +367,7 @@ class Trainer:
             return Collector(self.env, self.agent.policy(self.num_envs, action_dtype=action_dtype),
                              policy_device=self.device, **common)
         # the worker builds its own envs (same seed, so the same episodes as sync would start)
-        make = functools.partial(make_env, **self.env_kwargs, num_envs=self.num_envs, seed=plain["seed"])
+        make = functools.partial(make_env, **self.env_kwargs, num_envs=self.num_envs, seed=self.env_seed)
         policy = self.agent.policy(self.num_envs, action_dtype=action_dtype)
         return AsyncCollector(make, policy, policy_device=self.device, **common)
 
@@ -402,12 +412,16 @@ def run(cfg) -> dict[str, Any]:
             tqdm_write(f"[imwm] nothing to train: the run already reached total_env_steps="
                        f"{plain['total_env_steps']} (pass a larger total_env_steps to continue it)")
         saved_config = trainer.saved_candidates[0][1]["config"] if trainer.saved_candidates else None
-        config_path = record_config(trainer.run_dir, plain, saved_config,
-                                    env_step=trainer.counters["env_steps"])
-        trainer.log = RunLogger(trainer.run_dir, **plain["logger"], run_name=plain["run_name"],
+        main = trainer.dist.is_main  # data-parallel: rank 0 alone records, logs and evaluates
+        config_path = (record_config(trainer.run_dir, plain, saved_config, env_step=trainer.counters["env_steps"])
+                       if main else trainer.run_dir / "config.yaml")
+        # other ranks keep their own metrics.csv under rank<r>/, with no wandb run and no progress bar
+        logger = plain["logger"] if main else {**plain["logger"], "backend": "none"}
+        log_dir = trainer.run_dir if main else trainer.run_dir / f"rank{trainer.dist.rank}"
+        trainer.log = RunLogger(log_dir, **logger, run_name=plain["run_name"], progress=main,
                                 total_env_steps=plain["total_env_steps"],
                                 start_step=trainer.counters["env_steps"], run_id=run_id, config=plain)
-        if plain["eval_every"] or plain["eval_episodes"]:
+        if main and (plain["eval_every"] or plain["eval_episodes"]):
             trainer.eval_env = make_env(**trainer.env_kwargs, num_envs=plain["eval_episodes"],
                                         seed=plain["seed"] + 10_000)
         path = trainer.train()
@@ -417,6 +431,10 @@ def run(cfg) -> dict[str, Any]:
         raise
     finally:
         trainer.close()
+    if trainer.dist.enabled:  # the weights must be the same on every rank: say so in one line
+        print(f"[imwm] rank {trainer.dist.rank}/{trainer.dist.world_size}: parameters "
+              f"{parameter_digest(trainer.agent)}", flush=True)
+        trainer.dist.close()
     counters, log = trainer.counters, trainer.log
     summary = {
         "run_dir": str(trainer.run_dir),
