@@ -103,3 +103,18 @@ def test_bad_input():
         VTAOriginal(**TINY, boundary_force_scale=-1.0)
     with pytest.raises(ValueError, match="image_size"):
         VTAOriginal(**{**TINY, "image_size": 40})
+
+
+def test_forced_boundaries_replace_the_posterior():
+    torch.manual_seed(0)
+    m = VTAOriginal(image_size=32, cnn_depth=4, embed_dim=16, belief_dim=16, state_dim=4, hidden_dim=16)
+    obs = generate_moving_shapes(2, 8, image_size=32)["observation"]
+    flags = torch.zeros(2, 8, 1)
+    flags[:, 3] = 1.0
+    out = m(obs, boundary=flags)
+    want = flags.clone()
+    want[:, 0] = 1.0  # frame 0 always starts a segment
+    assert torch.equal(out["boundary"], want)
+    assert (out["kl_abs"][:, [1, 2, 4, 5, 6, 7]] == 0).all() and (out["kl_abs"][:, 3] > 0).all()
+    with pytest.raises(ValueError, match=r"\[B, T, 1\]"):
+        m(obs, boundary=torch.zeros(2, 8))

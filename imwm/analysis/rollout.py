@@ -87,33 +87,22 @@ def rollout_vta_sequences(model: torch.nn.Module, observation: torch.Tensor, *,
 
 def heldout_moving_shapes(data_cfg: Mapping[str, Any], num_sequences: int, *, seed: int | None = None,
                           seq_len: int | None = None):
-    """Held-out Moving Shapes sequences generated with the run's own dataset options.
+    """Held-out sequences of the run's known-boundary dataset, generated with its own options.
 
-    Every key of the run's dataset section that ``generate_moving_shapes`` accepts is passed on
-    (``image_size``, ``min_seg_len``, ``max_seg_len``, ``object_size``, ``seed``, ...), so the
-    held-out data looks like the training data; training-only keys (``batch_size``, ...) are
-    ignored. The split is always ``"heldout"``.
+    ``data.kind`` picks the dataset (Moving Shapes when absent: older runs); every key of the
+    run's dataset section that the dataset's generator accepts is passed on (``image_size``,
+    ``min_seg_len``, ``object_size``, ``seed``, ...), so the held-out data looks like the training
+    data (:func:`imwm.envs.boundary_data.generate_boundary_data`); loader keys (``batch_size``,
+    ...) are ignored. The split is always ``"heldout"``.
 
     Args:
         data_cfg: the run's ``data`` section.
         num_sequences: how many sequences (the first ones of the held-out split).
         seed, seq_len: replace the run's values when given.
     """
-    import inspect
+    from imwm.envs.boundary_data import generate_boundary_data
 
-    from imwm.envs.moving_shapes import generate_moving_shapes
-
-    accepted = set(inspect.signature(generate_moving_shapes).parameters) - {
-        "num_sequences", "seq_len", "split", "start_index"}
-    kwargs = {k: v for k, v in data_cfg.items() if k in accepted}
-    if "object_size" in kwargs and isinstance(kwargs["object_size"], list):
-        kwargs["object_size"] = tuple(kwargs["object_size"])
-    if seed is not None:
-        kwargs["seed"] = int(seed)
-    length = seq_len if seq_len is not None else data_cfg.get("seq_len")
-    if length is None:
-        raise ValueError("seq_len is neither in the run's dataset config nor given")
-    return generate_moving_shapes(num_sequences, int(length), split="heldout", **kwargs)
+    return generate_boundary_data(data_cfg, num_sequences, split="heldout", seq_len=seq_len, seed=seed)
 
 
 def trace_slice(trace: Mapping[str, Any], start: int, stop: int | None = None) -> dict:

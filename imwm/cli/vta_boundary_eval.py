@@ -6,7 +6,7 @@ The model is rebuilt from the run folder's own resolved config.yaml and checkpoi
 defaults); trailing key=value overrides are applied on top and printed with the values they
 replace; overrides that change parameter shapes are refused.
 
-    imwm-vta-eval --run runs/vta_original --episodes 16
+    imwm-vta-eval --run runs/vta_original_moving_shapes --episodes 16
     imwm-vta-eval --run runs/atari-private_eye-vta-s0 --episodes 3 \
         --delta_percentile 90 95 99 --permutations 200 --out_json runs/atari-private_eye-vta-s0/boundary_eval.json \
         dynamics.boundary_force_scale=0.0

@@ -6,7 +6,7 @@ The model is rebuilt from the run folder's own resolved config.yaml and checkpoi
 defaults); trailing key=value overrides are applied on top and printed with the values they
 replace; overrides that change parameter shapes are refused.
 
-    imwm-vta-viz --run runs/vta_original --length 30
+    imwm-vta-viz --run runs/vta_original_moving_shapes --length 30
     imwm-vta-viz --run runs/atari-private_eye-vta-s0 --length 30 \
         --window reward_or_delta dynamics.boundary_force_scale=0.0
     imwm-train preset=debug dynamics=vta logger=csv run_dir=runs/debug_vta

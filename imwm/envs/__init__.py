@@ -1,7 +1,9 @@
 """Environments: Atari (ale-py vector env or TorchRL ``GymEnv``), gymnasium envs, and
 synthetic tasks: the sparse-reward chain (registered as ``imwm/SparseChain-v0`` and
 ``imwm/SparseChainPixels-v0`` on import), the 64x64 pixel game Catch (``imwm/Catch-v0``) and
-Moving Shapes (known segment boundaries).
+videos with known segment boundaries: Moving Shapes and the one-change-per-kind family
+(``imwm.envs.boundary_videos``: appearance, dynamics, scene_cut), picked by name in
+``imwm.envs.boundary_data``.
 """
 from imwm.envs.ale_vector import AleVectorEnv
 from imwm.envs.atari import atari_gym_id, atari_tasks, make_atari_env

@@ -1,4 +1,7 @@
-"""Training logic behind ``scripts/train_vta.py``: VTA on the Moving Shapes known-boundary dataset.
+"""Training logic behind ``scripts/train_vta.py``: VTA on a known-boundary video dataset.
+
+The dataset is the ``data`` section (``data.kind``: ``moving_shapes``, ``appearance``, ``dynamics``,
+``scene_cut``; :mod:`imwm.envs.boundary_data`), chosen on the command line with ``data=<name>``.
 
 Two variants, chosen by ``vta.variant``:
 
@@ -31,7 +34,7 @@ from typing import Any, Mapping
 import torch
 import yaml
 
-from imwm.envs.moving_shapes import MovingShapesStream, generate_moving_shapes
+from imwm.envs.boundary_data import DATASETS, LOADER_KEYS, BoundaryDataStream, dataset_keys, generate_boundary_data
 from imwm.errors import ConfigError, config_keys, unknown_keys
 from imwm.training.checkpoint import (load_checkpoint, load_latest, rng_state, save_checkpoint,
                                       set_rng_state)
@@ -121,16 +124,18 @@ def build_vta_model(cfg: Mapping) -> torch.nn.Module:
         return cls(**kwargs)
 
 
-# train_vta.yaml's data.* and train.* keys: (rule, minimum) by key.
-_DATA_RULES = {"image_size": ("int", 16), "seq_len": ("int", 2), "min_seg_len": ("int", 1),
-               "max_seg_len": ("int", 1), "batch_size": ("int", 1), "heldout_sequences": ("int", 1),
-               "seed": ("int", 0), "object_size": ("pair", None)}
+# train_vta.yaml's data.* and train.* keys: (rule, minimum) by key. data.* keys beyond these are
+# checked against the dataset generator's kwargs (imwm.envs.boundary_data.dataset_keys).
+_DATA_RULES = {"kind": ("choice", DATASETS), "image_size": ("int", 16), "seq_len": ("int", 2),
+               "min_seg_len": ("int", 1), "max_seg_len": ("int", 1), "batch_size": ("int", 1),
+               "heldout_sequences": ("int", 1), "seed": ("int", 0), "object_size": ("pair", None),
+               "distractor": ("bool", None)}
 _TRAIN_RULES = {"updates": ("int", 1), "lr": ("positive", None), "adam_eps": ("positive", None),
                 "boundary_lr_scale": ("positive", None), "grad_clip": ("positive", None), "threads": ("int", 0),
                 "max_minutes": ("non_negative", None), "log_every": ("int", 1), "eval_every": ("int", 0),
                 "checkpoint_every": ("int", 0)}
 _TOP_KEYS = {"name", "run_dir", "seed", "resume", "data", "train", "vta", "hydra"}
-_OPTIONAL = {"data": {"object_size"}, "train": {"boundary_lr_scale", "max_minutes"}}
+_OPTIONAL = {"data": {"kind", "object_size", "distractor"}, "train": {"boundary_lr_scale", "max_minutes"}}
 
 
 def _check_section(name: str, node: Any, rules: Mapping) -> None:
@@ -153,6 +158,10 @@ def _check_section(name: str, node: Any, rules: Mapping) -> None:
             raise ConfigError(full, "must be a finite number > 0", value)
         if rule == "non_negative" and not (number and math.isfinite(value) and value >= 0):
             raise ConfigError(full, "must be a finite number >= 0", value)
+        if rule == "choice" and value not in minimum:
+            raise ConfigError(full, f"must be one of {list(minimum)}", value)
+        if rule == "bool" and not isinstance(value, bool):
+            raise ConfigError(full, "must be true or false", value)
         if rule == "pair":
             ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
@@ -181,6 +190,10 @@ def validate_vta_config(cfg: Any) -> dict:
     _check_section("data", cfg["data"], _DATA_RULES)
     _check_section("train", cfg["train"], _TRAIN_RULES)
     d = cfg["data"]
+    kind = d.get("kind", "moving_shapes")
+    foreign = sorted(set(d) - dataset_keys(kind) - set(LOADER_KEYS))
+    if foreign:
+        raise ConfigError(f"data.{foreign[0]}", f"is not an option of data.kind={kind}", d[foreign[0]])
     if d["max_seg_len"] < d["min_seg_len"]:
         raise ConfigError("data.max_seg_len", f"must be >= data.min_seg_len ({d['min_seg_len']})", d["max_seg_len"])
     _check_vta_section(cfg["vta"])
@@ -202,16 +215,9 @@ def load_vta_run(run_dir: str | os.PathLike, *, checkpoint: str = "latest.pt") -
 
 
 def heldout_data(cfg: Mapping):
-    """The held-out split of the run's dataset (``data.heldout_sequences`` sequences)."""
+    """The held-out split of the run's dataset (``data.heldout_sequences`` sequences of ``data.kind``)."""
     d = _plain(cfg)["data"]
-    return generate_moving_shapes(
-        d["heldout_sequences"], d["seq_len"], image_size=d["image_size"], min_seg_len=d["min_seg_len"],
-        max_seg_len=d["max_seg_len"], seed=d["seed"], split="heldout", object_size=_object_size(d),
-    )
-
-
-def _object_size(d: Mapping) -> tuple[float, float]:
-    return tuple(float(v) for v in d.get("object_size", (0.09, 0.14)))
+    return generate_boundary_data(d, d["heldout_sequences"], split="heldout")
 
 
 @torch.no_grad()
@@ -293,7 +299,7 @@ def _fmt(v):
 
 
 def train(cfg: Any) -> Path:
-    """Train a VTA model on Moving Shapes as ``cfg`` says; returns the run folder."""
+    """Train a VTA model on the ``data`` section's dataset as ``cfg`` says; returns the run folder."""
     cfg = validate_vta_config(cfg)
     tr, d = cfg["train"], cfg["data"]
     if tr["threads"] > 0:
@@ -316,10 +322,7 @@ def train(cfg: Any) -> Path:
         set_rng_state(state["rng"])
         print(f"resumed {run_dir} at update {start}")
     log = _CsvLog(run_dir / "metrics.csv", resume=start > 0)
-    stream = MovingShapesStream(
-        d["batch_size"], d["seq_len"], image_size=d["image_size"], min_seg_len=d["min_seg_len"],
-        max_seg_len=d["max_seg_len"], seed=d["seed"], object_size=_object_size(d),
-    )
+    stream = BoundaryDataStream(d)
     heldout = heldout_data(cfg)
 
     def checkpoint(update: int, cpu_s: float) -> None:

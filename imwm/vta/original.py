@@ -103,7 +103,9 @@ class VTAOriginal(BoundaryOptions):
             ``boundary_force_schedule``, ``boundary_force_start``, ``boundary_force_decay_updates``,
             ``boundary_rate``, ``boundary_scale`` (see :mod:`imwm.vta.options`).
 
-    ``forward(obs [B, T, C, H, W])`` (uint8 0..255, or float already in ``[-1, 1]``) returns a
+    ``forward(obs [B, T, C, H, W], boundary=None)`` (uint8 0..255, or float already in ``[-1, 1]``;
+    ``boundary`` ``[B, T, 1]``, optional READ flags that replace the posterior's, to measure what a
+    READ at a given step costs) returns a
     TensorDict (batch ``[]``) with ``loss`` (scalar), per-step ``obs_cost``, ``kl_abs`` (weighted
     by READ), ``kl_abs_raw``, ``kl_obs``, ``kl_mask``, ``boundary_kl`` ``[B, T]``, and ``boundary``
     (1.0 = READ), ``read_prob``, ``prior_read_prob``, ``seg_len``, ``seg_num`` ``[B, T, 1]``, and
@@ -187,11 +189,14 @@ class VTAOriginal(BoundaryOptions):
         return read * self.init_obs_belief(abs_feat) + copy * new
 
     # ------------------------------------------------------------------ posterior pass
-    def _posterior(self, frames: Tensor) -> dict:
+    def _posterior(self, frames: Tensor, forced: Tensor | None = None) -> dict:
         B, T = frames.shape[:2]
         embed = self.encoder(frames.flatten(0, 1)).view(B, T, -1)
         post_logits = self.post_boundary(embed)
         boundary, log_sample = boundary_sample(post_logits, self.current_temp, sample=self.training)
+        if forced is not None:  # given READ flags (diagnostics): a near one-hot "sample" of them
+            onehot = torch.cat([forced, 1.0 - forced], -1).to(boundary.dtype)
+            boundary, log_sample = onehot, torch.log_softmax(onehot * 20.0, -1)
         first = torch.zeros_like(boundary[:, :1])
         first[..., 0] = 1.0
         boundary = torch.cat([first, boundary[:, 1:]], 1)  # frame 0 always starts a segment
@@ -248,10 +253,12 @@ class VTAOriginal(BoundaryOptions):
         )
 
     # ------------------------------------------------------------------ loss
-    def forward(self, obs: Tensor) -> TensorDict:
+    def forward(self, obs: Tensor, boundary: Tensor | None = None) -> TensorDict:
         frames = self._frames(obs)
         B, T = frames.shape[:2]
-        p = self._posterior(frames)
+        if boundary is not None and tuple(boundary.shape) != (B, T, 1):
+            raise ValueError(f"boundary must be [B, T, 1] READ flags, got shape {tuple(boundary.shape)}")
+        p = self._posterior(frames, None if boundary is None else boundary.float())
         read = p["boundary"][..., :1]
         recon = self.decoder(p["obs_feat"].flatten(0, 1)).view_as(frames)
         obs_cost = -torch.distributions.Normal(recon, self.obs_std).log_prob(frames).flatten(2).sum(-1)
