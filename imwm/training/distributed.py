@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["DistributedContext"]
+__all__ = ["DistributedContext", "parameter_digest"]
 
 
 @dataclass
