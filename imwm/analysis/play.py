@@ -32,12 +32,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.envs.utils import ExplorationType
 
 from imwm.analysis.video import (FrameSource, cartpole_frame, check_video_path, choose_frame_source,
                                  default_scale, default_video_suffix, observation_frame, render_frame,
                                  write_video)
 from imwm.errors import UserError
+from imwm.training.evaluate import evaluate
 
 __all__ = ["LoadedAgent", "load_agent", "play_episodes", "evaluate_run", "MODES"]
 
@@ -137,10 +138,9 @@ def play_episodes(env, policy, *, mode: str = "greedy", max_steps: int,
                   frames: FrameSource | None = None, max_frames: int = MAX_VIDEO_FRAMES) -> dict[str, Any]:
     """Plays one episode in each env of a batched env; films env 0 when ``frames`` says how.
 
-    Like :func:`imwm.training.evaluate.evaluate` (which it matches exactly for ``mode="greedy"``
-    from the same torch RNG state: the posterior samples its latent even then), but with the
-    exploration type chosen by ``mode`` and each step split into ``step``, film, ``step_mdp`` +
-    ``maybe_reset``, so that the filmed episode's last frame is its terminal state.
+    :func:`imwm.training.evaluate.evaluate` with the exploration type chosen by ``mode`` and a
+    camera on env 0 (its ``watch`` hook sees each transition before the reset, so the filmed
+    episode's last frame is its terminal state).
 
     Args:
         env: a batched env from :func:`imwm.envs.make_env` (``episode_reward``, ``step_count``).
@@ -159,13 +159,11 @@ def play_episodes(env, policy, *, mode: str = "greedy", max_steps: int,
     if max_steps < 1:
         raise UserError(f"max_steps must be >= 1, got {max_steps}")
     n = env.batch_size.numel()
-    returns, lengths = torch.zeros(n), torch.zeros(n)
-    finished = torch.zeros(n, dtype=torch.bool)
     film: list[np.ndarray] = []
     kind = frames.kind if frames is not None else None
 
-    def shoot(td, key) -> None:
-        if kind is None or len(film) >= max_frames:
+    def shoot(td, key, finished) -> None:
+        if kind is None or finished[0] or len(film) >= max_frames:
             return
         if kind == "render":
             film.append(render_frame(env, 0))
@@ -173,30 +171,8 @@ def play_episodes(env, policy, *, mode: str = "greedy", max_steps: int,
         obs = td.get(key).reshape(n, *td.get(key).shape[len(td.batch_size):])[0]
         film.append(observation_frame(obs) if kind == "observation" else cartpole_frame(obs))
 
-    if hasattr(policy, "reset"):
-        policy.reset()
-    with set_exploration_type(MODES[mode]):
-        td = env.reset()
-        shoot(td, "observation")
-        for _ in range(max_steps):
-            td = env.step(policy(td))
-            done = td.get(("next", "done")).reshape(n).bool()
-            if not finished[0]:
-                shoot(td, ("next", "observation"))
-            newly = done & ~finished
-            if newly.any():
-                returns[newly] = td.get(("next", "episode_reward")).reshape(n)[newly].float().cpu()
-                lengths[newly] = td.get(("next", "step_count")).reshape(n)[newly].float().cpu()
-                finished |= newly
-            if finished.all():
-                break
-            last = td
-            td = env.maybe_reset(env.step_mdp(td))
-        else:
-            still = ~finished
-            returns[still] = last.get(("next", "episode_reward")).reshape(n)[still].float().cpu()
-            lengths[still] = last.get(("next", "step_count")).reshape(n)[still].float().cpu()
-    return {"returns": returns, "lengths": lengths, "truncated": ~finished, "frames": film}
+    result = evaluate(env, policy, max_steps=max_steps, exploration=MODES[mode], watch=shoot)
+    return {**result, "frames": film}
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, episodes: int = 10, mode: str = "greedy",

@@ -241,6 +241,28 @@ def source_option_overrides(command: CommandLine, config: Mapping, *, run_dir: s
     return overrides
 
 
+def run_parser(description: str, *, seed_help: str) -> Any:
+    """The arguments every boundary tool shares: the run folder and how episodes are played.
+
+    Each tool (``vta_boundary_eval``, ``vta_boundary_viz``) adds its own flags to the parser this
+    returns; trailing ``key=value`` overrides are handled by :func:`parse_script_args`.
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(description=description,
+                                epilog="Trailing key=value arguments override the saved config; "
+                                       "--vta_<option> <value> means dynamics.<option>=<value> (vta.<option> "
+                                       "for a train_vta.py run); --configs / --task come from the saved config.")
+    p.add_argument("--run", "--logdir", dest="run", required=True,
+                   help="run folder (config.yaml, checkpoints/latest.pt); --logdir is an alias")
+    p.add_argument("--checkpoint", default="latest.pt", help="file in <run>/checkpoints/")
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--max_steps", type=int, default=1000, help="cap on agent steps per Atari episode")
+    p.add_argument("--policy", choices=("agent", "random"), default="agent", help="who acts in Atari episodes")
+    p.add_argument("--seq_len", type=int, default=None, help="held-out sequence length (Moving Shapes)")
+    return p
+
+
 def parse_script_args(parser: Any, argv: Sequence[str], *,
                       printer: Callable[[str], None] | None = print) -> tuple[Any, list[str]]:
     """``(args, overrides)`` for an analysis script: argparse on the flags, ``key=value``

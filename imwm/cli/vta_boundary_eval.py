@@ -32,7 +32,7 @@ import sys
 import time
 
 from imwm.analysis.report import boundary_options, collect_traces, evaluate_traces, format_report, to_json
-from imwm.analysis.restore import parse_script_args, restore_run
+from imwm.analysis.restore import parse_script_args, restore_run, run_parser
 from imwm.errors import run_main
 
 #: How :func:`main`'s printed ``command:`` line starts by default (:func:`cli`: ``imwm-vta-eval``).
@@ -40,22 +40,12 @@ PROG = "python scripts/vta_boundary_eval.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Trailing key=value arguments override the saved config; "
-                                       "--vta_<option> <value> means dynamics.<option>=<value> (vta.<option> "
-                                       "for a train_vta.py run); --configs / --task come from the saved config.")
-    p.add_argument("--run", "--logdir", dest="run", required=True,
-                   help="run folder (config.yaml, checkpoints/latest.pt); --logdir is an alias")
+    p = run_parser(__doc__.split("\n\n")[0], seed_help="env seed of episode 0 and permutation seed")
     p.add_argument("--episodes", type=int, default=3, help="fresh episodes / held-out sequences")
     p.add_argument("--delta_percentile", type=float, nargs="+", default=[90.0],
                    help="frame-change events: steps above this percentile of the episode (several allowed)")
     p.add_argument("--permutations", type=int, default=200, help="random placements for the p-value")
-    p.add_argument("--seed", type=int, default=0, help="env seed of episode 0 and permutation seed")
     p.add_argument("--out_json", default=None, help="write the full result here (default: <run>/boundary_eval.json)")
-    p.add_argument("--checkpoint", default="latest.pt", help="file in <run>/checkpoints/")
-    p.add_argument("--max_steps", type=int, default=1000, help="cap on agent steps per Atari episode")
-    p.add_argument("--policy", choices=("agent", "random"), default="agent", help="who acts in Atari episodes")
-    p.add_argument("--seq_len", type=int, default=None, help="held-out sequence length (Moving Shapes)")
     p.add_argument("--tolerance", type=int, default=1, help="±steps for matching true changes")
     return p
 

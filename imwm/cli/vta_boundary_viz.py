@@ -34,7 +34,7 @@ from pathlib import Path
 
 from imwm.analysis.figures import WINDOWS, plot_all, skipped_figures
 from imwm.analysis.report import boundary_options, collect_traces
-from imwm.analysis.restore import parse_script_args, restore_run
+from imwm.analysis.restore import parse_script_args, restore_run, run_parser
 from imwm.errors import run_main
 
 #: How :func:`main`'s printed ``command:`` line starts by default (:func:`cli`: ``imwm-vta-viz``).
@@ -42,24 +42,14 @@ PROG = "python scripts/vta_boundary_viz.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Trailing key=value arguments override the saved config; "
-                                       "--vta_<option> <value> means dynamics.<option>=<value> (vta.<option> "
-                                       "for a train_vta.py run); --configs / --task come from the saved config.")
-    p.add_argument("--run", "--logdir", dest="run", required=True,
-                   help="run folder (config.yaml, checkpoints/latest.pt); --logdir is an alias")
+    p = run_parser(__doc__.split("\n\n")[0], seed_help="env seed of episode 0 (Atari)")
     p.add_argument("--length", type=int, default=30, help="steps shown")
     p.add_argument("--window", choices=WINDOWS, default="start",
                    help="start: the first steps; reward_or_delta: centred on the first reward, else the largest frame change")
     p.add_argument("--episode", type=int, default=0, help="which episode / held-out sequence to show")
-    p.add_argument("--seed", type=int, default=0, help="env seed of episode 0 (Atari)")
     p.add_argument("--out_dir", default=None, help="default: <run>/boundary_viz")
     p.add_argument("--wandb", action="store_true",
                    help="also log the figures as images to the run's wandb run (offline by default)")
-    p.add_argument("--checkpoint", default="latest.pt", help="file in <run>/checkpoints/")
-    p.add_argument("--max_steps", type=int, default=1000, help="cap on agent steps per Atari episode")
-    p.add_argument("--policy", choices=("agent", "random"), default="agent", help="who acts in Atari episodes")
-    p.add_argument("--seq_len", type=int, default=None, help="held-out sequence length (Moving Shapes)")
     return p
 
 
