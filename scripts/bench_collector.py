@@ -1,18 +1,34 @@
 #!/usr/bin/env python
-"""Sync vs async collection, side by side: wall time, env steps/s, updates/s, learner waiting.
+"""Collectors side by side: wall time, env steps/s, updates/s, learner waiting, per collector.
 
 Each configuration is one real training run (``imwm.training.loop.run``, CSV logger, no
-evaluation) with ``collector=sync`` and then ``collector=async``, on the same overrides. The
-run's own counters say how long the learner waited for the collector's next batch
-(``train/collector_wait``, a share of wall time) and how long it spent storing batches and
-updating (``train/learner_busy``). With async collection the wall time should approach the
-larger of collection and learning instead of their sum, and the wait should drop towards zero
-whenever collecting a batch is cheaper than the updates it pays for.
+evaluation) on the same overrides, once per ``--collectors`` entry: ``sync`` or ``async``
+(``collector=``), optionally with a worker count, ``async:2`` (``collector_workers=2``: TorchRL's
+``MultiAsyncCollector`` with two processes of ``num_envs / 2`` envs each; ``sync:2`` is its
+``MultiSyncCollector``, ``distributed:2`` the ``torch.distributed`` one). The run's own counters
+say how long the learner waited for the collector's next batch (``train/collector_wait``, a share
+of wall time) and how long it spent storing batches and updating (``train/learner_busy``). With
+async collection the wall time should approach the larger of collection and learning instead of
+their sum, and the wait should drop towards zero whenever collecting a batch is cheaper than the
+updates it pays for. ``wall s`` includes starting the worker processes (a few seconds each), so
+runs of a few thousand env steps or more compare the collection itself.
 
 Usage:
-    python scripts/bench_collector.py --overrides preset=atari model=XS num_envs=16 frames_per_batch=64 \\
-        total_env_steps=2048 prefill=1024 train_ratio=64 replay.batch_length=16
-    python scripts/bench_collector.py --overrides preset=debug total_env_steps=400    # seconds
+    python scripts/bench_collector.py --overrides preset=debug num_envs=2 total_env_steps=400   # seconds
+    python scripts/bench_collector.py --collectors sync async async:2 --overrides preset=debug num_envs=2
+    python scripts/bench_collector.py --collectors sync async --workers 1 2 ...   # sync, sync:2, async, async:2
+
+A balanced case, where collecting and learning cost about the same, so that the overlap can show:
+Atari Pong with 16 envs, a CPU-sized model and a small train ratio (one update per 128 env steps
+at ``train_ratio=1``). In the ``sync`` row, ``waiting for data`` is the share of collection;
+raise or lower ``train_ratio`` until it is near 50% (learning and collection equal), then compare
+the async rows' wall time with max(collect, learn) = ``sync`` wall x max(wait, busy)::
+
+    python scripts/bench_collector.py --collectors sync async async:2 --overrides preset=atari \\
+        env.task=pong model.deter=64 model.hidden=64 model.stoch=8 model.classes=8 model.cnn_depth=8 \\
+        model.mlp_units=64 model.mlp_layers=1 num_envs=16 frames_per_batch=256 total_env_steps=8192 \\
+        prefill=1024 train_ratio=1 replay.batch_size=8 replay.batch_length=16 replay.capacity=20000 \\
+        threads=1 log_every=1024
 """
 
 from __future__ import annotations
@@ -25,12 +41,35 @@ import time
 from pathlib import Path
 
 
-def one_run(overrides: list[str], collector: str, run_dir: Path) -> dict[str, float]:
+def parse_collectors(entries: list[str], workers: list[int]) -> list[tuple[str, int]]:
+    """``["sync", "async:2"]`` -> ``[("sync", 1), ("async", 2)]``; an entry without a count runs
+    once per ``workers`` value.
+
+    Example:
+        >>> parse_collectors(["sync", "async:2"], [1])
+        [('sync', 1), ('async', 2)]
+        >>> parse_collectors(["sync", "async"], [1, 2])
+        [('sync', 1), ('sync', 2), ('async', 1), ('async', 2)]
+    """
+    out = []
+    for entry in entries:
+        name, _, count = entry.partition(":")
+        if count and not count.isdigit():
+            raise ValueError(f"--collectors entry {entry!r}: the worker count after ':' must be an integer")
+        out.extend((name, int(count)) for count in ([count] if count else workers))
+    return out
+
+
+def label(collector: str, workers: int) -> str:
+    return collector if workers == 1 else f"{collector}:{workers}"
+
+
+def one_run(overrides: list[str], collector: str, workers: int, run_dir: Path) -> dict[str, float]:
     from imwm.configs import compose_config
     from imwm.training.loop import run
 
-    cfg = compose_config([*overrides, f"collector={collector}", "logger=csv", f"run_dir={run_dir}",
-                          "eval_every=0", "checkpoint_every=0", "resume=false"])
+    cfg = compose_config([*overrides, f"collector={collector}", f"collector_workers={workers}", "logger=csv",
+                          f"run_dir={run_dir}", "eval_every=0", "checkpoint_every=0", "resume=false"])
     start = time.perf_counter()
     summary = run(cfg)
     wall = time.perf_counter() - start
@@ -46,14 +85,19 @@ def one_run(overrides: list[str], collector: str, run_dir: Path) -> dict[str, fl
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--overrides", nargs="*", default=["preset=debug", "total_env_steps=400"],
-                        help="train.py overrides shared by both runs")
-    parser.add_argument("--collectors", nargs="*", default=["sync", "async"])
+                        help="train.py overrides shared by all runs")
+    parser.add_argument("--collectors", nargs="*", default=["sync", "async"],
+                        help="collector[:workers] per run, e.g. sync async async:2 (default: sync async)")
+    parser.add_argument("--workers", nargs="*", type=int, default=[1],
+                        help="collector_workers for entries of --collectors without ':<workers>' (default 1)")
     args = parser.parse_args(argv)
+    runs = parse_collectors(args.collectors, args.workers)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for collector in args.collectors:
-            results[collector] = one_run(args.overrides, collector, Path(tmp) / collector)
-            print(f"done {collector}", file=sys.stderr, flush=True)
+        for collector, workers in runs:
+            name = label(collector, workers)
+            results[name] = one_run(args.overrides, collector, workers, Path(tmp) / name.replace(":", "_"))
+            print(f"done {name}", file=sys.stderr, flush=True)
     cols = ["wall s", "env steps", "updates", "env steps/s", "updates/s", "waiting for data", "learner busy"]
     print()
     print("| collector | " + " | ".join(cols) + " |")
@@ -63,7 +107,8 @@ def main(argv=None) -> None:
                  f"{r[c]:.0%}" if c in ("waiting for data", "learner busy") else f"{r[c]:.1f}" for c in cols]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print()
-    print(f"command: python scripts/bench_collector.py --overrides {' '.join(args.overrides)}")
+    entries = " ".join(label(c, w) for c, w in runs)
+    print(f"command: python scripts/bench_collector.py --collectors {entries} --overrides {' '.join(args.overrides)}")
 
 
 if __name__ == "__main__":

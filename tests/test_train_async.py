@@ -57,5 +57,5 @@ def test_collector_choices():
 
     plain = validate_config(compose_config(["preset=debug"]))
     assert plain["collector"] == "sync"
-    with pytest.raises(ConfigError, match=r"collector: must be one of \['sync', 'async'\]"):
+    with pytest.raises(ConfigError, match=r"collector: must be one of \['sync', 'async', 'distributed'\]"):
         validate_config(compose_config(["preset=debug", "collector=threads"]))

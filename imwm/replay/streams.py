@@ -28,6 +28,9 @@ class StreamWriter(TensorDictRoundRobinWriter):
     drop of the write stamp, see :class:`~imwm.replay.slices.PrioritizedSliceSampler`).
 
     With ``num_streams`` = number of envs, no stream ever has to take over an open trajectory.
+    Records that carry ``stream_key`` (imwm's record layout adds it, :mod:`imwm.training.layout`)
+    choose their stream themselves: each env then always writes the same stream, whichever
+    order the batches of several collector workers arrive in. The key is not stored.
     Storage positions past ``num_streams * (capacity // num_streams)`` stay unused, and until every
     ring is full ``len(buffer)`` may count unwritten rows: it covers the highest row written.
 
@@ -39,6 +42,8 @@ class StreamWriter(TensorDictRoundRobinWriter):
             detect it.
         last_key: boolean record key marking the last record of a trajectory (optional in the
             data; without it streams are only reclaimed least-recently-used).
+        stream_key: integer record key naming each record's stream (in ``[0, num_streams)``);
+            when the data holds it, it decides the stream instead of the trajectory bookkeeping.
 
     Example:
         >>> from tensordict import TensorDict
@@ -48,16 +53,19 @@ class StreamWriter(TensorDictRoundRobinWriter):
         [0, 1, 4, 5]
         >>> rb.extend(TensorDict({"traj_ids": torch.tensor([0, 1])}, [2])).tolist()
         [2, 6]
+        >>> rb.extend(TensorDict({"traj_ids": torch.tensor([7]), "stream": torch.tensor([1])}, [1])).tolist()
+        [7]
     """
 
     def __init__(self, num_streams: int, *, traj_key: NestedKey | None = None,
-                 last_key: NestedKey | None = "is_last"):
+                 last_key: NestedKey | None = "is_last", stream_key: NestedKey | None = "stream"):
         if not isinstance(num_streams, int) or isinstance(num_streams, bool) or num_streams < 1:
             raise ValueError(f"num_streams must be an integer >= 1, got {num_streams!r}")
         super().__init__()
         self.num_streams = num_streams
         self.traj_key = traj_key
         self.last_key = last_key
+        self.stream_key = stream_key
         self._reset_streams()
 
     def _reset_streams(self) -> None:
@@ -103,13 +111,24 @@ class StreamWriter(TensorDictRoundRobinWriter):
         last = data.get(self.last_key, None) if self.last_key is not None else None
         if last is not None:
             last = last.reshape(n, -1)[:, 0].bool().cpu()
-        cut = (torch.nonzero(ids[1:] != ids[:-1]).reshape(-1) + 1).tolist()
+        streams = data.get(self.stream_key, None) if self.stream_key is not None else None
+        change = ids[1:] != ids[:-1]
+        if streams is not None:
+            streams = streams.reshape(n, -1)[:, 0].cpu()
+            if int(streams.min()) < 0 or int(streams.max()) >= self.num_streams:
+                raise ValueError(f"{self.stream_key!r} holds streams {sorted(set(streams.tolist()))}, "
+                                 f"outside [0, num_streams={self.num_streams})")
+            change |= streams[1:] != streams[:-1]
+            stored = data.exclude(self.stream_key)
+        else:
+            stored = data
+        cut = (torch.nonzero(change).reshape(-1) + 1).tolist()
         bounds = list(zip([0] + cut, cut + [n]))
         index = torch.empty(n, dtype=torch.long)
         ids_list = ids.tolist()
         for a, b in bounds:  # a few runs per batch: one per env and per episode boundary
             traj = int(ids_list[a])
-            s = self._stream_for(traj)
+            s = int(streams[a]) if streams is not None else self._stream_for(traj)
             self._open[s] = traj
             index[a:b] = s * size + (self._offsets[s] + torch.arange(b - a)) % size
             self._offsets[s] = (self._offsets[s] + b - a) % size
@@ -119,11 +138,13 @@ class StreamWriter(TensorDictRoundRobinWriter):
         index = index.to(getattr(data, "device", None) or "cpu")
         self._write_count += n
         data.set("index", index)
+        if stored is not data:
+            stored.set("index", index)
         # rows are filled ring by ring, not as a prefix: the storage length must cover the highest
         # row written (so len(buffer) may count unwritten rows of rings that are not full)
-        self._storage.set(index, data)
+        self._storage.set(index, stored)
         self._update_storage_len_for_write_at(index)
-        self._bump_generation(index, data)
+        self._bump_generation(index, stored)
         index = self._replicate_index(index)
         self._mark_update_entities(index)
         return index

@@ -32,7 +32,7 @@ GROUPS = ("env", "model", "dynamics", "agent", "replay", "intrinsic", "dormant",
 TOP_LEVEL = {
     "seed", "device", "threads", "run_name", "run_dir", "resume", "total_env_steps", "prefill",
     "train_ratio", "num_envs", "frames_per_batch", "eval_every", "eval_episodes", "eval_max_steps",
-    "checkpoint_every", "log_every", "collector",
+    "checkpoint_every", "log_every", "collector", "collector_workers",
 }
 SCHEMAS = {
     "env": {"name", "task", "backend", "frame_skip", "sticky", "size", "full_action_space",
@@ -42,8 +42,8 @@ SCHEMAS = {
 }
 # Keys a config may lack (configs saved before the key existed stay loadable).
 OPTIONAL_KEYS = {"env": {"kwargs"}}
-OPTIONAL_TOP_LEVEL = {"collector": "sync"}
-COLLECTORS = ("sync", "async")
+OPTIONAL_TOP_LEVEL = {"collector": "sync", "collector_workers": 1}
+COLLECTORS = ("sync", "async", "distributed")  # imwm.training.collectors builds them
 CHOICES = {
     "env.name": ("cartpole", "gym", "atari"),
     "env.backend": ("vector", "gym"),
@@ -236,6 +236,26 @@ def _check_env(env: Mapping) -> None:
                 raise ConfigError("env.task", "is not a registered gymnasium id (env.name=gym)", task)
 
 
+def _check_collector(plain: Mapping, environ: Mapping[str, str] | None = None) -> None:
+    """``collector`` / ``collector_workers`` (:mod:`imwm.training.collectors`): a known collector,
+    workers that split ``num_envs`` evenly, and no distributed collector under ``torchrun``."""
+    import os
+
+    collector, workers = plain["collector"], plain["collector_workers"]
+    if collector not in COLLECTORS:
+        raise ConfigError("collector", f"must be one of {list(COLLECTORS)}", collector)
+    if not _is_int(workers) or workers < 1:
+        raise ConfigError("collector_workers", "must be an integer >= 1", workers)
+    if _is_int(plain["num_envs"]) and plain["num_envs"] % workers:
+        raise ConfigError("collector_workers", f"must divide num_envs ({plain['num_envs']}): each worker "
+                          "steps num_envs / collector_workers envs", workers)
+    env = os.environ if environ is None else environ
+    if collector == "distributed" and int(env.get("WORLD_SIZE", 1)) > 1:
+        raise ConfigError("collector", "cannot run under torchrun: the distributed collector and data-parallel "
+                          "training both need torch.distributed's default process group; use collector=sync|async "
+                          "with collector_workers instead", collector)
+
+
 def validate_config(cfg: Any) -> dict:
     """Checks a training config before anything is built; returns it as a resolved plain dict.
 
@@ -281,8 +301,7 @@ def validate_config(cfg: Any) -> dict:
     # resume: auto (only an identical config, imwm.training.identity), true (anyway), false (never)
     if not (isinstance(plain["resume"], bool) or plain["resume"] == "auto"):
         raise ConfigError("resume", "must be true or false, or auto", plain["resume"])
-    if plain["collector"] not in COLLECTORS:
-        raise ConfigError("collector", f"must be one of {list(COLLECTORS)}", plain["collector"])
+    _check_collector(plain)
     check_device(plain["device"])
     _walk("", {k: v for k, v in plain.items() if k not in ("hydra", "preset")})
     if plain["frames_per_batch"] % plain["num_envs"]:

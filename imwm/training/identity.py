@@ -6,10 +6,13 @@ e.g. ``runs/cartpole-CartPole-v1-rssm-s0-3fa9c2d1``: the readable part is for pe
 and a changed hyperparameter starts a new run instead of silently resuming an old one.
 
 The hash covers every key of the training config except :data:`EXCLUDED_KEYS`: keys that set the
-budget, where and how often results are written, the resume policy or the hardware the run executes
-on, none of which changes what is learned from which data. Changing one of them keeps the run
-folder, so ``total_env_steps=200000`` continues the run that stopped at 100000 (the change is
-printed and recorded in ``config.changes-<k>.yaml``, :mod:`imwm.training.history`).
+budget, where and how often results are written, the resume policy or the hardware and processes
+the run executes on, none of which changes what is learned from which data. Changing one of them
+keeps the run folder, so ``total_env_steps=200000`` continues the run that stopped at 100000 (the
+change is printed and recorded in ``config.changes-<k>.yaml``, :mod:`imwm.training.history`).
+:data:`PINNED_KEYS` are execution keys that were hashed before they were known to be execution
+keys: they enter the hash with one fixed value whatever their value, so the folders named before
+keep their names and every value shares them.
 
 The hash is the first 8 hex digits of the sha256 of a canonical JSON of that subset (keys sorted,
 no whitespace), the same in every process and on every machine. A new key with a default added to
@@ -37,7 +40,7 @@ try:
 except ImportError:  # pragma: no cover - hydra-core is a dependency
     Callback = object
 
-__all__ = ["EXCLUDED_KEYS", "RESOLVER", "SweepRecord", "config_hash", "identity_changes",
+__all__ = ["EXCLUDED_KEYS", "PINNED_KEYS", "RESOLVER", "SweepRecord", "config_hash", "identity_changes",
            "identity_config", "register_resolver"]
 
 # Keys that do not define a run (dotted for a key inside a group; a group name drops the group).
@@ -48,11 +51,15 @@ EXCLUDED_KEYS = (
     "total_env_steps",
     # where and how often metrics, evaluations and checkpoints are written
     "logger", "log_every", "checkpoint_every", "eval_every", "eval_episodes", "eval_max_steps",
-    # where it executes (continuing a CPU run on a GPU is the same run)
-    "device", "threads", "agent.compile",
+    # where it executes (continuing a CPU run on a GPU is the same run), and in how many
+    # collector processes
+    "device", "threads", "agent.compile", "collector_workers",
     # not training keys: Hydra's own node, and the preset's name (its values are in the other keys)
     "hydra", "preset",
 )
+# Execution keys hashed at one fixed value (the value every run had when the key was hashed as a
+# run-defining key): sync and async collection are the same run, in the same folder as before.
+PINNED_KEYS = {"collector": "sync"}
 HASH_LENGTH = 8
 RESOLVER = "imwm.run_hash"
 
@@ -69,10 +76,14 @@ def _drop(tree: dict, dotted: str) -> None:
 
 
 def identity_config(plain: Mapping) -> dict:
-    """The part of a plain config that defines the run: a deep copy without :data:`EXCLUDED_KEYS`."""
+    """The part of a plain config that defines the run: a deep copy without :data:`EXCLUDED_KEYS`,
+    with :data:`PINNED_KEYS` (where present) at their fixed value."""
     out = copy.deepcopy(dict(plain))
     for key in EXCLUDED_KEYS:
         _drop(out, key)
+    for key, value in PINNED_KEYS.items():
+        if key in out:
+            out[key] = value
     return out
 
 

@@ -13,6 +13,12 @@ An episode of L steps therefore gives L + 1 records. Records are written env by 
 records contiguous and in time order), so a slice of consecutive storage indices with one
 ``traj_ids`` value never mixes envs. ``traj_ids`` are unique over envs and over the whole run: the
 counter is part of :meth:`DreamerRecordLayout.state_dict`, which goes into checkpoints.
+
+A batch may hold only some of the envs (one worker's of a multi-process collector, see
+:mod:`imwm.training.collectors`): ``layout(batch, first_env=w * k)`` converts the rows as envs
+``w*k, w*k + 1, ...``, continuing exactly those envs' episodes. With ``stream_key`` set, every
+record also carries its env index under that key: :class:`~imwm.replay.StreamWriter` writes env
+``i``'s records to replay stream ``i`` (and does not store the key).
 """
 from __future__ import annotations
 
@@ -31,8 +37,10 @@ class DreamerRecordLayout:
     and time (no Python loop over steps).
 
     Args:
-        num_envs: batch size of the env the collector steps.
+        num_envs: number of envs the run steps (over all collector workers).
         observation_key: key of the observation in the collector batch.
+        stream_key: when set, each record gets its env index under this key (the replay stream
+            the record belongs to); ``None`` (the default) adds nothing.
 
     Example:
         >>> b = lambda *shape: torch.zeros(2, 3, *shape, dtype=torch.bool)  # 2 envs, 3 steps
@@ -44,13 +52,21 @@ class DreamerRecordLayout:
         >>> layout = DreamerRecordLayout(num_envs=2)
         >>> layout(batch)["traj_ids"].tolist()  # env 0: one episode; env 1: two
         [0, 0, 0, 0, 1, 1, 1, 2, 2]
+
+        One worker's batch: envs 2 and 3 of 4, each record tagged with its env (stream):
+
+        >>> layout = DreamerRecordLayout(num_envs=4, stream_key="stream")
+        >>> layout(batch, first_env=2)["stream"].tolist()
+        [2, 2, 2, 2, 3, 3, 3, 3, 3]
     """
 
-    def __init__(self, num_envs: int, *, observation_key: str = "observation"):
+    def __init__(self, num_envs: int, *, observation_key: str = "observation",
+                 stream_key: str | None = None):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.num_envs = num_envs
         self.observation_key = observation_key
+        self.stream_key = stream_key
         self.next_traj_id = 0
         # -1: no episode in progress (start of run, or after a resume: envs restart episodes).
         self.current_traj = torch.full((num_envs,), -1, dtype=torch.int64)
@@ -62,15 +78,30 @@ class DreamerRecordLayout:
         self.next_traj_id = int(state["next_traj_id"])
         self.current_traj.fill_(-1)
 
-    def __call__(self, batch: TensorDictBase) -> TensorDict:
-        """Converts one collector batch; returns a TensorDict of records with batch ``[M]``."""
+    def __call__(self, batch: TensorDictBase, first_env: int | None = None) -> TensorDict:
+        """Converts one collector batch; returns a TensorDict of records with batch ``[M]``.
+
+        Args:
+            batch: ``[n, T]`` transitions (``[T]`` for one env).
+            first_env: global index of the batch's first row; rows are envs ``first_env`` ..
+                ``first_env + n - 1``. ``None``: the batch holds all ``num_envs`` envs.
+        """
         if batch.ndim == 1:
             batch = batch.unsqueeze(0)
-        if batch.ndim != 2 or batch.shape[0] != self.num_envs:
+        if first_env is None:
+            if batch.ndim != 2 or batch.shape[0] != self.num_envs:
+                raise ValueError(
+                    f"collector batch must be [num_envs={self.num_envs}, T] (or [T] for one env), "
+                    f"got batch_size {tuple(batch.batch_size)}"
+                )
+            first_env = 0
+        elif batch.ndim != 2 or first_env < 0 or first_env + batch.shape[0] > self.num_envs:
             raise ValueError(
-                f"collector batch must be [num_envs={self.num_envs}, T] (or [T] for one env), "
-                f"got batch_size {tuple(batch.batch_size)}"
+                f"collector batch of envs {first_env}.. must be [n, T] with first_env + n <= "
+                f"num_envs={self.num_envs}, got batch_size {tuple(batch.batch_size)}"
             )
+        envs = slice(first_env, first_env + batch.shape[0])
+        current = self.current_traj[envs].clone()
         for key in ("action", "is_init", ("next", self.observation_key), ("next", "reward"),
                     ("next", "terminated"), ("next", "done")):
             if key not in batch.keys(True):
@@ -83,8 +114,8 @@ class DreamerRecordLayout:
         reward = batch.get(("next", "reward")).reshape(n_env, steps, 1).float()
         terminated = batch.get(("next", "terminated")).reshape(n_env, steps, 1).bool()
         done = batch.get(("next", "done")).reshape(n_env, steps, 1).bool()
-        if (~is_init[:, 0] & (self.current_traj < 0)).any():
-            bad = torch.nonzero(~is_init[:, 0] & (self.current_traj < 0)).flatten().tolist()
+        if (~is_init[:, 0] & (current < 0)).any():
+            bad = (torch.nonzero(~is_init[:, 0] & (current < 0)).flatten() + first_env).tolist()
             raise ValueError(
                 f"envs {bad} continue an episode this layout never saw start (is_init is False at "
                 "the batch start); feed batches in order from the collector's first one"
@@ -113,12 +144,15 @@ class DreamerRecordLayout:
         episode_in_batch = torch.cumsum(starts.long(), 1)  # [N, 2T], 0 = carried episode
         traj = torch.where(
             episode_in_batch == 0,
-            self.current_traj.unsqueeze(1),
+            current.unsqueeze(1),
             first_id.unsqueeze(1) + episode_in_batch - 1,
         )
         records["traj_ids"] = traj[valid]
+        if self.stream_key is not None:
+            env_of_row = torch.arange(first_env, first_env + n_env).unsqueeze(1).expand_as(valid)
+            records[self.stream_key] = env_of_row[valid]
         self.next_traj_id += int(starts_per_env.sum())
-        self.current_traj = traj[:, -1].clone()
+        self.current_traj[envs] = traj[:, -1]
         return TensorDict(records, batch_size=[records["traj_ids"].shape[0]])
 
 

@@ -6,9 +6,11 @@
   (``imwm.training.build_replay.build_replay``), intrinsic reward and dormant monitor
   (``imwm.training.build_intrinsic``); then **resume** from the run folder's newest checkpoint
   whose replay snapshot verifies (:class:`~imwm.training.checkpoint.RunCheckpoint`);
-- per TorchRL ``Collector`` batch (random actions for the first ``prefill`` env steps):
-  **collect** (convert to replay records with :class:`~imwm.training.layout.DreamerRecordLayout`,
-  extend the buffer), **update** (``train_ratio / (batch_size * batch_length)`` updates per env
+- per collector batch (:func:`imwm.training.collectors.make_collector`: TorchRL's ``Collector``,
+  ``AsyncCollector``, ``MultiSyncCollector``, ``MultiAsyncCollector`` or ``DistributedCollector``;
+  random actions for the first ``prefill`` env steps): **collect** (convert to replay records with
+  :class:`~imwm.training.layout.DreamerRecordLayout`, env ``i`` into replay stream ``i``, extend
+  the buffer), **update** (``train_ratio / (batch_size * batch_length)`` updates per env
   step, fractional credit carried over, per-sequence signals fed back to the sampler),
   **evaluate** greedily, **log**, **checkpoint**.
 
@@ -24,7 +26,6 @@ diverged state (checkpoints refuse non-finite values anyway).
 """
 from __future__ import annotations
 
-import functools
 import math
 import random
 import time
@@ -35,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 from tensordict import TensorDictBase
-from torchrl.collectors import AsyncCollector, Collector
 
 from imwm.agent.dreamer import NonFiniteUpdateError
 from imwm.envs import make_env
@@ -43,6 +43,7 @@ from imwm.training.build_intrinsic import build_dormant, build_intrinsic
 from imwm.training.build_model import build_agent
 from imwm.training.build_replay import build_replay, replay_feedback, replay_metrics
 from imwm.training.checkpoint import CheckpointError, RunCheckpoint, rng_state, set_rng_state
+from imwm.training.collectors import batch_envs, make_collector, worker_env
 from imwm.training.config import config_changes, shape_mismatches, validate_config
 from imwm.training.distributed import DistributedContext, parameter_digest
 from imwm.training.evaluate import evaluate
@@ -118,7 +119,8 @@ class Trainer:
         self.env_seed = plain["seed"] + 1000 * self.dist.rank  # each rank its own episodes
         self.num_envs = plain["num_envs"]
         self.env_kwargs = dict(plain["env"])
-        self.env = make_env(**self.env_kwargs, num_envs=self.num_envs, seed=self.env_seed)
+        # (with EnvIndex, as every collector worker's envs: batches say which envs they hold)
+        self.env = worker_env(self.env_kwargs, first=0, num_envs=self.num_envs, seed=self.env_seed)
         obs_shape = tuple(self.env.observation_spec["observation"].shape[1:])
         action_dim = int(self.env.action_spec.shape[-1])
         self.agent = build_agent(cfg, obs_shape=obs_shape, action_dim=action_dim, device=self.device)
@@ -133,7 +135,8 @@ class Trainer:
         self.intrinsic = build_intrinsic(cfg.intrinsic, self.agent)
         self.dormant = build_dormant(cfg.dormant, self.agent)
         self.agent.intrinsic = self.intrinsic
-        self.layout = DreamerRecordLayout(self.num_envs)
+        # env i's records go to replay stream i, whichever collector worker steps it
+        self.layout = DreamerRecordLayout(self.num_envs, stream_key="stream" if self.num_envs > 1 else None)
         self.counters = {"env_steps": 0, "updates": 0, "update_credit": 0.0, "episodes": 0,
                          "last_eval": 0, "last_log": 0, "last_checkpoint": 0}
         self.means = _MetricMeans()
@@ -205,7 +208,8 @@ class Trainer:
     def collect(self, batch: TensorDictBase) -> int:
         """Stores one collector batch; returns the env steps that earn updates."""
         before = self.counters["env_steps"]
-        self.buffer.extend(self.layout(batch))
+        rows, first_env = batch_envs(batch)  # [envs, T]: one worker's envs, or all of them
+        self.buffer.extend(self.layout(rows, first_env=first_env))
         self.counters["env_steps"] += batch.numel()
         returns, lengths = finished_episodes(batch)
         if returns.numel():
@@ -333,8 +337,8 @@ class Trainer:
                     start = time.perf_counter()
                     self.update(self.collect(batch), batch.get(("next", "reward")))
                     self.waits["learner"] += time.perf_counter() - start
-                    if plain["collector"] == "async":
-                        collector.update_policy_weights_()  # the worker acts with the updated actor
+                    if self.pushes_weights:
+                        collector.update_policy_weights_()  # every worker acts with the updated actor
                     self._after_batch(window, t_start)
                     if counters["env_steps"] >= total:
                         break
@@ -350,26 +354,24 @@ class Trainer:
             if collector is not None:
                 collector.shutdown()
 
-    def _collector(self, init_random_frames: int | None):
-        """TorchRL's ``Collector`` (``collector=sync``: collect, then update, in turn) or
-        ``AsyncCollector`` (``collector=async``: the envs and a copy of the policy run in a second
-        process, which collects the next batch while this one trains on the last).
+    @property
+    def pushes_weights(self) -> bool:
+        """Whether the policy acts in other processes (every collector but sync with one worker),
+        so the weights are pushed to them after each batch's updates."""
+        return not (self.plain["collector"] == "sync" and self.plain["collector_workers"] == 1)
 
-        Async keeps the train ratio exact: updates are still earned per collected env step and
-        all of a batch's updates run before the next batch is taken; the worker is at most one
-        batch ahead, acting with weights at most one batch old (pushed after each batch's updates).
+    def _collector(self, init_random_frames: int | None):
+        """The collector the config names (:func:`imwm.training.collectors.make_collector`).
+
+        Every collector keeps the train ratio exact: updates are earned per collected env step and
+        all of a batch's updates run before the next batch is taken. With ``collector=async`` a
+        worker is at most one batch ahead, acting with weights at most one batch old (pushed after
+        each batch's updates, to every worker).
         """
-        plain = self.plain
-        common = dict(frames_per_batch=plain["frames_per_batch"], total_frames=-1,
-                      init_random_frames=init_random_frames, env_device="cpu", storing_device="cpu")
         action_dtype = self.env.action_spec.dtype
-        if plain["collector"] == "sync":
-            return Collector(self.env, self.agent.policy(self.num_envs, action_dtype=action_dtype),
-                             policy_device=self.device, **common)
-        # the worker builds its own envs (same seed, so the same episodes as sync would start)
-        make = functools.partial(make_env, **self.env_kwargs, num_envs=self.num_envs, seed=self.env_seed)
-        policy = self.agent.policy(self.num_envs, action_dtype=action_dtype)
-        return AsyncCollector(make, policy, policy_device=self.device, **common)
+        return make_collector(self.plain, env=self.env, env_seed=self.env_seed, device=self.device,
+                              policy=lambda n: self.agent.policy(n, action_dtype=action_dtype),
+                              init_random_frames=init_random_frames)
 
     def _after_batch(self, window: dict, t_start: float) -> None:
         plain, counters = self.plain, self.counters
