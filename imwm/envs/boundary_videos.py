@@ -27,10 +27,10 @@ sub-range is reproducible on its own and the train and held-out splits never ove
 from __future__ import annotations
 
 import numpy as np
-import torch
 from tensordict import TensorDict
 
-from imwm.envs.moving_shapes import PALETTE, SPLITS, _bounce, _check, _masks, _segment_starts
+from imwm.envs.shape_videos import (DISTRACTOR_GREY, PALETTE, bounce, check_video_args, different, paint, render,
+                                    segments, shape_masks, split_id, square_masks, velocity)
 
 __all__ = ["KINDS", "BACKGROUNDS", "generate_boundary_video"]
 
@@ -45,26 +45,17 @@ _TEXTURES = 3  # solid, horizontal stripes, vertical stripes
 _PATTERNS = 4  # background: plain, horizontal, vertical, diagonal stripes
 
 
-def _different(rng: np.random.Generator, n: int, choices: int) -> np.ndarray:
-    """``n`` indices in ``[0, choices)``, each different from the one before."""
-    out = np.empty(n, dtype=np.int64)
-    out[0] = rng.integers(choices)
-    for k in range(1, n):
-        out[k] = (out[k - 1] + rng.integers(1, choices)) % choices
-    return out
-
-
 def _velocity(rng: np.random.Generator, angle: float, size: int) -> np.ndarray:
     # 3.5-6% of the frame side per frame: fast enough that a turn is visible after one frame
-    speed = rng.uniform(0.035, 0.06) * size
-    return np.array([np.cos(angle), np.sin(angle)]) * speed
+    return velocity(angle, rng.uniform(0.035, 0.06) * size)
 
 
-def _texture_mask(texture: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+def _texture_mask(texture: np.ndarray, size: int) -> np.ndarray:
     """Where the actor's own colour shows ([T, S, S]); elsewhere inside it a darker shade."""
     t = texture[:, None, None]
-    horizontal = (yy[None].astype(np.int64) // 2) % 2 == 0
-    vertical = (xx[None].astype(np.int64) // 2) % 2 == 0
+    yy, xx = np.mgrid[0:size, 0:size]
+    horizontal = (yy[None] // 2) % 2 == 0
+    vertical = (xx[None] // 2) % 2 == 0
     return np.where(t == 0, True, np.where(t == 1, horizontal, vertical))
 
 
@@ -80,15 +71,11 @@ def _background(kind_id: np.ndarray, pattern: np.ndarray, size: int) -> np.ndarr
 def _one_sequence(rng: np.random.Generator, kind: str, seq_len: int, size: int, lo: int, hi: int,
                   object_size: tuple[float, float], distractor: bool):
     radius = float(rng.uniform(*object_size)) * size
-    starts = _segment_starts(rng, seq_len, lo, hi)
-    boundary = np.zeros(seq_len, dtype=bool)
-    boundary[starts] = True
-    seg_id = np.cumsum(boundary) - 1
-    n_seg = len(starts)
+    boundary, seg_id, n_seg = segments(rng, seq_len, lo, hi)
     shape = int(rng.integers(3))
-    colours = _different(rng, n_seg, len(PALETTE)) if kind == "appearance" else np.full(n_seg, rng.integers(len(PALETTE)))
+    colours = different(rng, n_seg, len(PALETTE)) if kind == "appearance" else np.full(n_seg, rng.integers(len(PALETTE)))
     textures = rng.integers(_TEXTURES, size=n_seg) if kind == "appearance" else np.zeros(n_seg, dtype=np.int64)
-    scenes = _different(rng, n_seg, len(BACKGROUNDS)) if kind == "scene_cut" else np.zeros(n_seg, dtype=np.int64)
+    scenes = different(rng, n_seg, len(BACKGROUNDS)) if kind == "scene_cut" else np.zeros(n_seg, dtype=np.int64)
     patterns = rng.integers(_PATTERNS, size=n_seg) if kind == "scene_cut" else np.zeros(n_seg, dtype=np.int64)
 
     d_half = radius * 0.85  # the distractor is a square as big as the actor
@@ -110,21 +97,16 @@ def _one_sequence(rng: np.random.Generator, kind: str, seq_len: int, size: int, 
                 d_pos = rng.uniform(lo_d, hi_d, size=2)
                 d_vel = _velocity(rng, rng.uniform(0, 2 * np.pi), size)
         if t > 0 and not (kind == "scene_cut" and boundary[t]):
-            _bounce(pos, vel, lo_a, hi_a)
-        if t > 0 and not (kind == "scene_cut" and boundary[t]):
-            _bounce(d_pos, d_vel, lo_d, hi_d)
+            bounce(pos, vel, lo_a, hi_a)
+            bounce(d_pos, d_vel, lo_d, hi_d)
         track[t] = (*pos, *d_pos)
 
     frames = _background(scenes[seg_id], patterns[seg_id], size)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     if distractor:
-        d_mask = (np.abs(xx[None] - track[:, 2, None, None]) <= d_half) & (
-            np.abs(yy[None] - track[:, 3, None, None]) <= d_half)
-        frames[d_mask] = 128
-    a_mask = _masks(np.full(seq_len, shape), track[:, 0], track[:, 1], radius, size)
+        frames[square_masks(track[:, 2], track[:, 3], d_half, size)] = DISTRACTOR_GREY
     colour = PALETTE[colours[seg_id]].astype(np.int64)[:, None, None, :]
-    shaded = np.where(_texture_mask(textures[seg_id], yy, xx)[..., None], colour, colour // 2).astype(np.uint8)
-    frames[a_mask] = shaded[a_mask]
+    shaded = np.where(_texture_mask(textures[seg_id], size)[..., None], colour, colour // 2).astype(np.uint8)
+    paint(frames, shape_masks(np.full(seq_len, shape), track[:, 0], track[:, 1], radius, size), shaded)
     return frames.transpose(0, 3, 1, 2), boundary
 
 
@@ -164,33 +146,11 @@ def generate_boundary_video(
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
-    _check("num_sequences", num_sequences, 1)
-    _check("seq_len", seq_len, 2)
-    _check("image_size", image_size, 16)
-    _check("min_seg_len", min_seg_len, 1)
-    _check("max_seg_len", max_seg_len, min_seg_len)
-    _check("start_index", start_index, 0)
-    lo_size, hi_size = (float(v) for v in object_size)
-    if not 0.02 <= lo_size <= hi_size <= 0.4:
-        raise ValueError(f"object_size must be (lo, hi) with 0.02 <= lo <= hi <= 0.4, got {tuple(object_size)!r}")
+    size_range = check_video_args(num_sequences, seq_len, image_size, min_seg_len, max_seg_len, start_index,
+                                  object_size)
     if not isinstance(distractor, bool):
         raise ValueError(f"distractor must be true or false, got {distractor!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    frames = np.empty((num_sequences, seq_len, 3, image_size, image_size), dtype=np.uint8)
-    bounds = np.empty((num_sequences, seq_len), dtype=bool)
-    for i in range(num_sequences):
-        rng = np.random.default_rng([seed, SPLITS[split], KINDS[kind], start_index + i])
-        frames[i], bounds[i] = _one_sequence(rng, kind, seq_len, image_size, min_seg_len, max_seg_len,
-                                             (lo_size, hi_size), distractor)
-    is_first = np.zeros((num_sequences, seq_len, 1), dtype=bool)
-    is_first[:, 0] = True
-    return TensorDict(
-        {
-            "observation": torch.from_numpy(frames),
-            "true_boundary": torch.from_numpy(bounds).unsqueeze(-1),
-            "is_first": torch.from_numpy(is_first),
-            "action": torch.zeros(num_sequences, seq_len, 1),
-        },
-        batch_size=[num_sequences, seq_len],
-    )
+    stream = (seed, split_id(split), KINDS[kind])
+    return render(num_sequences, seq_len, image_size, stream, start_index,
+                  lambda rng: _one_sequence(rng, kind, seq_len, image_size, min_seg_len, max_seg_len,
+                                            size_range, distractor))

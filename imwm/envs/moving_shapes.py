@@ -28,78 +28,22 @@ Records are a ``TensorDict`` with batch ``[N, T]``:
 from __future__ import annotations
 
 import numpy as np
-import torch
 from tensordict import TensorDict
+
+from imwm.envs.shape_videos import (DISTRACTOR_GREY, PALETTE, SPLITS, bounce, check_int, check_video_args, different,
+                                    paint, render, segments, shape_masks, split_id, square_masks, velocity)
 
 __all__ = ["PALETTE", "SPLITS", "generate_moving_shapes", "moving_shapes_split", "MovingShapesStream"]
 
-PALETTE = np.array(
-    [
-        [230, 40, 40],  # red
-        [40, 200, 60],  # green
-        [50, 90, 240],  # blue
-        [240, 220, 40],  # yellow
-        [220, 60, 220],  # magenta
-        [40, 220, 220],  # cyan
-        [250, 140, 30],  # orange
-        [150, 90, 250],  # violet
-    ],
-    dtype=np.uint8,
-)
-SPLITS = {"train": 0, "heldout": 1}
 _SHAPES = 3  # square, disc, triangle
-
-
-def _check(name: str, value, minimum: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _segment_starts(rng: np.random.Generator, seq_len: int, lo: int, hi: int) -> np.ndarray:
-    starts = [0]
-    while True:
-        nxt = starts[-1] + int(rng.integers(lo, hi + 1))
-        if nxt >= seq_len:
-            return np.asarray(starts)
-        starts.append(nxt)
-
-
-def _bounce(pos: np.ndarray, vel: np.ndarray, low: float, high: float) -> None:
-    """One step of motion with reflection off [low, high], in place."""
-    pos += vel
-    over, under = pos > high, pos < low
-    pos[over] = 2 * high - pos[over]
-    pos[under] = 2 * low - pos[under]
-    vel[over | under] *= -1
-
-
-def _masks(shape_id: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: float, size: int) -> np.ndarray:
-    """Boolean masks [T, S, S] of the actor for every frame."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    dx = xx[None] - cx[:, None, None]
-    dy = yy[None] - cy[:, None, None]
-    square = (np.abs(dx) <= radius * 0.85) & (np.abs(dy) <= radius * 0.85)
-    disc = dx**2 + dy**2 <= radius**2
-    # upward triangle: apex at (cx, cy - r), base at cy + r
-    rel = (dy + radius) / (2 * radius)
-    tri = (rel >= 0) & (rel <= 1) & (np.abs(dx) <= rel * radius)
-    s = shape_id[:, None, None]
-    return np.where(s == 0, square, np.where(s == 1, disc, tri))
 
 
 def _one_sequence(rng: np.random.Generator, seq_len: int, size: int, lo: int, hi: int,
                   object_size: tuple[float, float]):
     scale = size / 64.0
     radius = float(rng.uniform(*object_size)) * size
-    starts = _segment_starts(rng, seq_len, lo, hi)
-    boundary = np.zeros(seq_len, dtype=bool)
-    boundary[starts] = True
-    seg_id = np.cumsum(boundary) - 1
-    n_seg = len(starts)
-    colours = np.empty(n_seg, dtype=np.int64)
-    colours[0] = rng.integers(len(PALETTE))
-    for k in range(1, n_seg):  # always a different colour at a change
-        colours[k] = (colours[k - 1] + rng.integers(1, len(PALETTE))) % len(PALETTE)
+    boundary, seg_id, n_seg = segments(rng, seq_len, lo, hi)
+    colours = different(rng, n_seg, len(PALETTE))  # always a different colour at a change
     shapes = rng.integers(_SHAPES, size=n_seg)
     angles = rng.uniform(0, 2 * np.pi, size=n_seg)
     speeds = rng.uniform(1.5, 3.0, size=n_seg) * scale
@@ -110,26 +54,22 @@ def _one_sequence(rng: np.random.Generator, seq_len: int, size: int, lo: int, hi
     # distractor: a small grey square, constant speed, never changes
     d_half = 3.0 * scale
     d_pos = rng.uniform(d_half, size - 1 - d_half, size=2)
-    d_ang = rng.uniform(0, 2 * np.pi)
-    d_vel = np.array([np.cos(d_ang), np.sin(d_ang)]) * 2.0 * scale
+    d_vel = velocity(rng.uniform(0, 2 * np.pi), 2.0 * scale)
     dxs, dys = np.empty(seq_len, np.float32), np.empty(seq_len, np.float32)
     for t in range(seq_len):
         if boundary[t]:
             k = seg_id[t]
-            vel = np.array([np.cos(angles[k]), np.sin(angles[k])]) * speeds[k]
+            vel = velocity(angles[k], speeds[k])
         if t > 0:
-            _bounce(pos, vel, radius, size - 1 - radius)
-            _bounce(d_pos, d_vel, d_half, size - 1 - d_half)
+            bounce(pos, vel, radius, size - 1 - radius)
+            bounce(d_pos, d_vel, d_half, size - 1 - d_half)
         cx[t], cy[t] = pos
         dxs[t], dys[t] = d_pos
 
     frames = np.zeros((seq_len, size, size, 3), dtype=np.uint8)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    d_mask = (np.abs(xx[None] - dxs[:, None, None]) <= d_half) & (np.abs(yy[None] - dys[:, None, None]) <= d_half)
-    frames[d_mask] = 128
-    a_mask = _masks(shapes[seg_id], cx, cy, radius, size)
+    frames[square_masks(dxs, dys, d_half, size)] = DISTRACTOR_GREY
     colour = PALETTE[colours[seg_id]][:, None, None, :]  # [T, 1, 1, 3]
-    frames[a_mask] = np.broadcast_to(colour, frames.shape)[a_mask]
+    paint(frames, shape_masks(shapes[seg_id], cx, cy, radius, size), colour)
     return frames.transpose(0, 3, 1, 2), boundary
 
 
@@ -160,33 +100,11 @@ def generate_moving_shapes(
         >>> td["observation"].shape, td["observation"].dtype
         (torch.Size([2, 16, 3, 32, 32]), torch.uint8)
     """
-    _check("num_sequences", num_sequences, 1)
-    _check("seq_len", seq_len, 2)
-    _check("image_size", image_size, 16)
-    _check("min_seg_len", min_seg_len, 1)
-    _check("max_seg_len", max_seg_len, min_seg_len)
-    _check("start_index", start_index, 0)
-    lo_size, hi_size = (float(v) for v in object_size)
-    if not 0.02 <= lo_size <= hi_size <= 0.4:
-        raise ValueError(f"object_size must be (lo, hi) with 0.02 <= lo <= hi <= 0.4, got {tuple(object_size)!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    frames = np.empty((num_sequences, seq_len, 3, image_size, image_size), dtype=np.uint8)
-    bounds = np.empty((num_sequences, seq_len), dtype=bool)
-    for i in range(num_sequences):
-        rng = np.random.default_rng([seed, SPLITS[split], start_index + i])
-        frames[i], bounds[i] = _one_sequence(rng, seq_len, image_size, min_seg_len, max_seg_len, (lo_size, hi_size))
-    is_first = np.zeros((num_sequences, seq_len, 1), dtype=bool)
-    is_first[:, 0] = True
-    return TensorDict(
-        {
-            "observation": torch.from_numpy(frames),
-            "true_boundary": torch.from_numpy(bounds).unsqueeze(-1),
-            "is_first": torch.from_numpy(is_first),
-            "action": torch.zeros(num_sequences, seq_len, 1),
-        },
-        batch_size=[num_sequences, seq_len],
-    )
+    size_range = check_video_args(num_sequences, seq_len, image_size, min_seg_len, max_seg_len, start_index,
+                                  object_size)
+    stream = (seed, split_id(split))
+    return render(num_sequences, seq_len, image_size, stream, start_index,
+                  lambda rng: _one_sequence(rng, seq_len, image_size, min_seg_len, max_seg_len, size_range))
 
 
 def moving_shapes_split(split: str, num_sequences: int, seq_len: int, **kwargs) -> TensorDict:
@@ -202,7 +120,7 @@ class MovingShapesStream:
     """
 
     def __init__(self, batch_size: int, seq_len: int, **kwargs):
-        _check("batch_size", batch_size, 1)
+        check_int("batch_size", batch_size, 1)
         self.batch_size, self.seq_len, self.kwargs = batch_size, seq_len, kwargs
         self.kwargs.setdefault("split", "train")
 
