@@ -10,8 +10,10 @@ say how long the learner waited for the collector's next batch (``train/collecto
 of wall time) and how long it spent storing batches and updating (``train/learner_busy``). With
 async collection the wall time should approach the larger of collection and learning instead of
 their sum, and the wait should drop towards zero whenever collecting a batch is cheaper than the
-updates it pays for. ``wall s`` includes starting the worker processes (a few seconds each), so
-runs of a few thousand env steps or more compare the collection itself.
+updates it pays for. ``wall s`` includes starting the worker processes (a few seconds each);
+``s per 10k env steps`` is the steady state, from the run's own metric rows after the first two
+(the random prefill and the workers' start), and ``pushing weights`` the share of wall time spent
+sending the updated actor to the workers.
 
 Usage:
     python scripts/bench_collector.py --overrides preset=debug num_envs=2 total_env_steps=400   # seconds
@@ -77,9 +79,13 @@ def one_run(overrides: list[str], collector: str, workers: int, run_dir: Path) -
         rows = [r for r in csv.DictReader(f) if r.get("train/collector_wait")]
     last = rows[-1] if rows else {}
     steps, updates = summary["env_steps"], summary["updates"]
-    return {"wall s": wall, "env steps": steps, "updates": updates, "env steps/s": steps / wall,
+    # steady state: the metric rows' own windows after the first two (random prefill, worker start)
+    rates = [float(r["train/env_steps_per_s"]) for r in rows[2:] if float(r["train/env_steps_per_s"]) > 0]
+    steady = 1e4 * sum(1 / x for x in rates) / len(rates) if rates else float("nan")
+    return {"wall s": wall, "s per 10k env steps": steady, "env steps": steps, "updates": updates, "env steps/s": steps / wall,
             "updates/s": updates / wall, "waiting for data": float(last.get("train/collector_wait", "nan")),
-            "learner busy": float(last.get("train/learner_busy", "nan"))}
+            "learner busy": float(last.get("train/learner_busy", "nan")),
+            "pushing weights": float(last.get("train/weight_push", "nan"))}
 
 
 def main(argv=None) -> None:
@@ -98,13 +104,14 @@ def main(argv=None) -> None:
             name = label(collector, workers)
             results[name] = one_run(args.overrides, collector, workers, Path(tmp) / name.replace(":", "_"))
             print(f"done {name}", file=sys.stderr, flush=True)
-    cols = ["wall s", "env steps", "updates", "env steps/s", "updates/s", "waiting for data", "learner busy"]
+    cols = ["wall s", "s per 10k env steps", "env steps", "updates", "env steps/s", "updates/s", "waiting for data", "learner busy",
+            "pushing weights"]
     print()
     print("| collector | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))
     for name, r in results.items():
         cells = [f"{r[c]:.0f}" if c in ("env steps", "updates") else
-                 f"{r[c]:.0%}" if c in ("waiting for data", "learner busy") else f"{r[c]:.1f}" for c in cols]
+                 f"{r[c]:.0%}" if c in ("waiting for data", "learner busy", "pushing weights") else f"{r[c]:.1f}" for c in cols]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print()
     entries = " ".join(label(c, w) for c, w in runs)

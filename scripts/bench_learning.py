@@ -105,7 +105,8 @@ def solved_at(curve: list[tuple[int, float, float]], threshold: float | None):
 
 
 def run_dir_of(out: Path, label: str, seed: int) -> Path:
-    return out / f"{label.replace(' ', '_').replace(',', '')}-s{seed}"
+    name = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in label.replace(",", ""))
+    return out / f"{name}-s{seed}"  # one folder, whatever the label holds ("1 update/step")
 
 
 def finished(out: Path, label: str, seed: int) -> dict | None:

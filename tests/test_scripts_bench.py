@@ -337,9 +337,11 @@ def test_bench_collector_runs_sync_and_async_side_by_side(tmp_path):
     out = ok(bench(tmp_path, "bench_collector.py", "--overrides", "preset=debug", "total_env_steps=140",
                    "prefill=100"))
     header, rows = table(out, "collector")
-    assert header[:4] == ["collector", "wall s", "env steps", "updates"]
+    assert header[:5] == ["collector", "wall s", "s per 10k env steps", "env steps", "updates"]
     rows = keyed(rows, "collector")
     assert list(rows) == ["sync", "async"]
     for row in rows.values():
         assert num(row["env steps"]) == 140 and num(row["updates"]) == 20  # the same train ratio
-        assert 0 <= num(row["waiting for data"].rstrip("%")) <= 100
+        for share in ("waiting for data", "learner busy", "pushing weights"):
+            assert 0 <= num(row[share].rstrip("%")) <= 100
+    assert num(rows["sync"]["pushing weights"].rstrip("%")) == 0  # its policy acts in this process

@@ -144,7 +144,8 @@ class Trainer:
         self.ep_lengths: list[float] = []
         self.eval_return = float("nan")
         self.warned_losses: set[str] = set()
-        self.waits = {"collector": 0.0, "learner": 0.0}  # seconds waiting for batches / updating them
+        # seconds waiting for batches / storing and updating on them / pushing weights to workers
+        self.waits = {"collector": 0.0, "learner": 0.0, "push": 0.0}
         self.log: RunLogger | None = None
         self.eval_env = None
 
@@ -272,6 +273,7 @@ class Trainer:
             # share of the wall time spent waiting for the collector's next batch
             "train/collector_wait": self.waits["collector"] / max(now - t_start, 1e-9),
             "train/learner_busy": self.waits["learner"] / max(now - t_start, 1e-9),
+            "train/weight_push": self.waits["push"] / max(now - t_start, 1e-9),
         })
         window.update(time=now, steps=steps, updates=updates)
         if self.agent.compile_seconds:  # first compiled call of each phase (0 once cached on disk)
@@ -338,7 +340,9 @@ class Trainer:
                     self.update(self.collect(batch), batch.get(("next", "reward")))
                     self.waits["learner"] += time.perf_counter() - start
                     if self.pushes_weights:
+                        start = time.perf_counter()
                         collector.update_policy_weights_()  # every worker acts with the updated actor
+                        self.waits["push"] += time.perf_counter() - start
                     self._after_batch(window, t_start)
                     if counters["env_steps"] >= total:
                         break
