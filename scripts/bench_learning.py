@@ -39,9 +39,9 @@ NEW_LR = ["agent.model_lr=3e-4", "agent.actor_lr=1e-4", "agent.critic_lr=3e-4"]
 SUITES: dict[str, tuple[list[str], dict[str, list[str]], float | None]] = {
     "cartpole": (["env=cartpole"], {"laptop": ["preset=laptop"]}, 475.0),
     "cartpole_ablation": (["env=cartpole"], {
-        "episode slices, 2023 recipe, preset LRs": ["preset=laptop", "replay.window=episode", *OLD_LR],
-        "stream windows, 2023 recipe, LR 3e-4": ["preset=laptop", "replay.window=stream", *NEW_LR],
-        "episode slices, 2023 recipe, LR 3e-4": ["preset=laptop", "replay.window=episode", *NEW_LR],
+        "episode slices, 2023 recipe, preset LRs": ["preset=laptop", "agent=default", "replay.window=episode", *OLD_LR],
+        "stream windows, 2023 recipe, LR 3e-4": ["preset=laptop", "agent=default", "replay.window=stream", *NEW_LR],
+        "episode slices, 2023 recipe, LR 3e-4": ["preset=laptop", "agent=default", "replay.window=episode", *NEW_LR],
         "stream windows, 2024 recipe, LR 3e-4": ["preset=laptop", "replay.window=stream",
                                                  "agent=v3_2024", *NEW_LR],
     }, 475.0),
