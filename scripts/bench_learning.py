@@ -95,12 +95,16 @@ def eval_curve(metrics_csv: Path) -> list[tuple[int, float, float]]:
 
 
 def solved_at(curve: list[tuple[int, float, float]], threshold: float | None):
-    """First evaluation reaching ``threshold`` and held at the next two: (env step, minutes)."""
+    """First evaluation reaching ``threshold`` and held at the next two.
+
+    Returns ``(env step of the first, minutes at the third)``: the task counts as solved only
+    once the hold is seen, so the clock stops at the third evaluation.
+    """
     if threshold is None:
         return None
     for i in range(len(curve) - 2):
         if all(v >= threshold for _, v, _ in curve[i:i + 3]):
-            return curve[i][0], curve[i][2]
+            return curve[i][0], curve[i + 2][2]
     return None
 
 
@@ -167,7 +171,7 @@ def run_all(configs: dict[str, list[str]], seeds: list[int], jobs: int, out: Pat
 
 def summarise(runs: list[dict], configs: dict, threshold, random: float) -> list[str]:
     lines = ["| configuration | seeds | final return (mean ± std) | per seed | solved "
-             f"(≥ {threshold}, held 2 more evals) at env steps / minutes | process minutes |",
+             f"(≥ {threshold}, held 2 more evals): first at env steps / held at minutes | process minutes |",
              "|---|---:|---:|---|---|---:|"]
     for label in configs:
         mine = sorted((r for r in runs if r["label"] == label), key=lambda r: r["seed"])

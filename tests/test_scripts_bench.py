@@ -225,6 +225,20 @@ def test_bench_learning_refuses_zero_random_episodes(tmp_path):
     assert bad.returncode != 0 and "--random-episodes and --jobs must be >= 1" in bad.stderr
 
 
+def test_bench_learning_solved_needs_two_more_evals_and_stops_the_clock_at_the_third():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_learning", Path(__file__).resolve().parents[1] / "scripts" / "bench_learning.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    curve = [(250, 480.0, 1.0), (500, 300.0, 2.0), (750, 500.0, 3.0), (1000, 476.0, 4.0),
+             (1250, 490.0, 5.0)]
+    assert mod.solved_at(curve, 475.0) == (750, 5.0)  # 250 alone was not held
+    assert mod.solved_at(curve[:4], 475.0) is None     # held only once more
+    assert mod.solved_at(curve, None) is None
+
+
 # ----------------------------------------------------------------------------- bench_intrinsic.py
 EFFECT_HEADER = ["intrinsic", "coverage @25%", "coverage @50%", "coverage @100%", "furthest cell",
                  "furthest per episode, last 25%", "seeds with a reward", "first reward (env step)",
