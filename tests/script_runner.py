@@ -1,6 +1,7 @@
-"""Run a script of ``scripts/`` the way a user does, for the end-to-end smoke tests."""
+"""Run a script of ``scripts/`` the way a user does, for the end-to-end smoke tests, or load it as a module."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,3 +16,11 @@ def run_script(tmp_path: Path, script: str, *args: str, timeout: int = 300) -> s
            }
     cmd = [sys.executable, str(ROOT / "scripts" / script), *args]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (not run as ``__main__``), to test its functions directly."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

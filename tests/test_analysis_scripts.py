@@ -1,6 +1,5 @@
 """The viz / eval scripts on a real (tiny) train_vta run folder: the config restore contract."""
 
-import importlib.util
 import json
 import math
 import os
@@ -11,15 +10,7 @@ from hydra import compose, initialize_config_dir
 from imwm.analysis.restore import restore_run
 from imwm.configs import CONFIG_DIR
 from imwm.training.vta_run import train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from script_runner import load_script, run_script  # tests dir is on sys.path
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +38,7 @@ def test_restore_uses_the_training_config_not_defaults(vta_run, capsys):
 
 
 def test_viz_script_restores_max_seg_len_and_writes_three_figures(vta_run, tmp_path, capsys):
-    viz = _script("vta_boundary_viz")
+    viz = load_script("vta_boundary_viz")
     out = viz.main(["--run", vta_run, "--length", "8", "--out_dir", str(tmp_path), "--window", "reward_or_delta"])
     assert out["boundary_options"]["max_seg_len"] == 37
     assert out["restored"].model.max_seg_len == 37
@@ -61,7 +52,7 @@ def test_viz_script_restores_max_seg_len_and_writes_three_figures(vta_run, tmp_p
 
 
 def test_shape_changing_and_unknown_overrides_are_refused(vta_run, tmp_path):
-    viz = _script("vta_boundary_viz")
+    viz = load_script("vta_boundary_viz")
     with pytest.raises(ValueError, match=r"vta.belief_dim=32 \(trained: 16\) change the model's shapes"):
         viz.main(["--run", vta_run, "--out_dir", str(tmp_path), "vta.belief_dim=32"])
     with pytest.raises(ValueError, match="'vta.max_seg_lenn' is not a key"):
@@ -71,7 +62,7 @@ def test_shape_changing_and_unknown_overrides_are_refused(vta_run, tmp_path):
 
 
 def test_eval_script_writes_json_with_truth_and_several_percentiles(vta_run, tmp_path):
-    ev = _script("vta_boundary_eval")
+    ev = load_script("vta_boundary_eval")
     out_json = tmp_path / "eval.json"
     ev.main(["--run", vta_run, "--episodes", "3", "--delta_percentile", "80", "95",
              "vta.boundary_force_scale=0.0", "--permutations", "20", "--out_json", str(out_json)])
@@ -105,7 +96,7 @@ def test_dreamer_variant_run_restores_its_options(tmp_path, capsys):
             "data.batch_size=2", "data.seq_len=12", "data.heldout_sequences=2",
         ])
     train(cfg)
-    ev = _script("vta_boundary_eval")
+    ev = load_script("vta_boundary_eval")
     out = ev.main(["--run", str(run_dir), "--episodes", "2", "--permutations", "10",
                    "--out_json", str(tmp_path / "e.json")])
     assert out["boundary_options"]["max_seg_len"] == 3
@@ -148,7 +139,7 @@ def atari_vta_run(tmp_path_factory):
 
 
 def test_atari_vta_run_eval_on_fresh_episodes(atari_vta_run, tmp_path, capsys):
-    ev = _script("vta_boundary_eval")
+    ev = load_script("vta_boundary_eval")
     out = ev.main(["--run", atari_vta_run, "--episodes", "2", "--max_steps", "40", "--permutations", "20",
                    "--delta_percentile", "90", "99", "--out_json", str(tmp_path / "e.json"),
                    "dynamics.boundary_force_scale=500.0"])
@@ -165,7 +156,7 @@ def test_atari_vta_run_eval_on_fresh_episodes(atari_vta_run, tmp_path, capsys):
 
 
 def test_atari_vta_run_viz(atari_vta_run, tmp_path):
-    viz = _script("vta_boundary_viz")
+    viz = load_script("vta_boundary_viz")
     out = viz.main(["--run", atari_vta_run, "--length", "10", "--max_steps", "15", "--out_dir", str(tmp_path),
                     "--policy", "random"])
     assert out["trace"]["frames"].shape[1:] == (3, 64, 64) and out["trace"]["seg_len"].max() <= 4
@@ -173,7 +164,7 @@ def test_atari_vta_run_viz(atari_vta_run, tmp_path):
 
 
 def test_atari_vta_run_refuses_shape_changes_and_notes_resolved_interpolations(atari_vta_run, capsys):
-    viz = _script("vta_boundary_viz")
+    viz = load_script("vta_boundary_viz")
     with pytest.raises(ValueError, match="env.size=96 refused"):
         viz.main(["--run", atari_vta_run, "env.size=96"])
     with pytest.raises(ValueError, match=r"dynamics.abs_belief_dim=32 \(trained: 16\) change the model's shapes"):
@@ -190,8 +181,6 @@ def test_atari_vta_run_refuses_shape_changes_and_notes_resolved_interpolations(a
 
 def _train(tmp_path_factory, name, *overrides):
     """``scripts/train.py preset=debug <overrides>``, shortened (120 env steps, no evaluation)."""
-    from script_runner import run_script  # tests dir is on sys.path
-
     run_dir = tmp_path_factory.mktemp("runs") / name
     done = run_script(run_dir.parent, "train.py", "preset=debug", *overrides, "threads=1", "logger=csv",
                       "total_env_steps=120", "eval_every=0", f"run_dir={run_dir}")
@@ -201,8 +190,6 @@ def _train(tmp_path_factory, name, *overrides):
 
 def _run(tmp_path, script, *args):
     """The script as a user runs it (a subprocess)."""
-    from script_runner import run_script
-
     return run_script(tmp_path, f"{script}.py", *args)
 
 
@@ -211,7 +198,7 @@ def _as_script(name, argv, capsys):
     ``run_main`` with the script's ``USER_ERRORS``. Returns ``(exit status, stdout, stderr)``."""
     from imwm.errors import run_main
 
-    module = _script(name)
+    module = load_script(name)
     capsys.readouterr()
     try:
         run_main(module.main, argv, also=module.USER_ERRORS)
@@ -314,7 +301,7 @@ def test_vta_with_intrinsic_reward_eval(tmp_path):
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(plain))
     save_checkpoint(run_dir / "checkpoints" / "latest.pt", {"agent": agent.state_dict(), "config": plain})
-    ev = _script("vta_boundary_eval")
+    ev = load_script("vta_boundary_eval")
     out = ev.main(["--run", str(run_dir), "--episodes", "1", "--max_steps", "20", "--permutations", "5",
                    "--out_json", str(tmp_path / "e.json")])
     assert out["kind"] == "agent" and out["episode_lengths"][0] >= 2
@@ -373,7 +360,7 @@ def test_source_command_line_on_a_vector_run(vector_vta_run, tmp_path, capsys):
 def test_source_flags_map_to_the_run_kinds_own_keys(vta_run, tmp_path, capsys):
     """A train_vta.py run keeps its options under vta.*: --vta_max_seg_len maps there; --task
     and --configs get the note (Moving Shapes has no env.task to contradict)."""
-    viz = _script("vta_boundary_viz")
+    viz = load_script("vta_boundary_viz")
     out = viz.main(["--logdir", vta_run, "--length", "6", "--out_dir", str(tmp_path), "--configs", "x",
                     "--vta_max_seg_len", "5", "--vta.boundary_force_scale=0.0"])
     assert out["boundary_options"]["max_seg_len"] == 5 and out["boundary_options"]["boundary_force_scale"] == 0.0

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from script_runner import run_script as bench  # noqa: E402  (tests dir is on sys.path)
+from script_runner import load_script  # noqa: E402  (tests dir is on sys.path)
+from script_runner import run_script as bench  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -226,12 +227,7 @@ def test_bench_learning_refuses_zero_random_episodes(tmp_path):
 
 
 def test_bench_learning_solved_needs_two_more_evals_and_stops_the_clock_at_the_third():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_learning", Path(__file__).resolve().parents[1] / "scripts" / "bench_learning.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("bench_learning")
     curve = [(250, 480.0, 1.0), (500, 300.0, 2.0), (750, 500.0, 3.0), (1000, 476.0, 4.0),
              (1250, 490.0, 5.0)]
     assert mod.solved_at(curve, 475.0) == (750, 5.0)  # 250 alone was not held
