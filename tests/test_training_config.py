@@ -17,7 +17,10 @@ def composed(*overrides):
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-@pytest.mark.parametrize("preset", [None, "debug", "laptop", "atari", "atari100k"])
+PRESETS = [None, "debug", "laptop", "catch", "atari", "atari100k"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes_and_validates(preset):
     cfg = composed(*([f"preset={preset}"] if preset else []))
     plain = validate_config(cfg)
@@ -31,6 +34,13 @@ def test_every_preset_composes_and_validates(preset):
         agent = plain["agent"]
         assert (agent["optimizer"], agent["repval_scale"], agent["dyn_scale"]) == ("laprop", 0.3, 1.0)
         assert (agent["model_lr"], agent["actor_lr"], agent["critic_lr"]) == (3e-4, 1e-4, 3e-4)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_takes_vta_dynamics(preset):
+    """A preset sets only keys every dynamics has, so ``dynamics=vta`` composes with it unchanged."""
+    plain = validate_config(composed(*([f"preset={preset}"] if preset else []), "dynamics=vta"))
+    assert plain["dynamics"]["name"] == "vta"
 
 
 def test_command_line_overrides_beat_the_preset():
