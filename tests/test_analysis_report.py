@@ -54,3 +54,36 @@ def test_evaluate_rejects_nothing_and_ragged_truth():
         evaluate_traces([])
     with pytest.raises(ValueError, match="share one length"):
         evaluate_traces([_trace(0, 50), _trace(1, 60)], permutations=5)
+
+
+def _catch_like_trace(seed, length=80, period=8):
+    """Rewards every ``period`` steps; the model READs on the step after each reward."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 255, size=(length, 3, 8, 8), dtype=np.uint8)
+    from imwm.analysis.events import frame_delta
+    reward = np.zeros(length)
+    reward[period - 1::period] = rng.choice([-1.0, 1.0], size=len(reward[period - 1::period]))
+    boundary = np.zeros(length, bool)
+    boundary[0] = True
+    boundary[period::period] = True
+    return {"frames": frames, "boundary": boundary, "read_prob": boundary * 0.8 + 0.1,
+            "frame_delta": frame_delta(frames), "reward": reward}
+
+
+def test_event_window_counts_a_segment_that_starts_after_the_reward():
+    traces = [_catch_like_trace(s) for s in range(3)]
+    exact = evaluate_traces(traces, permutations=100, seed=0)["pooled"]["reward"]
+    assert exact["event_at_boundary"] == 0.0  # every READ is one step late for an exact match
+    res = evaluate_traces(traces, permutations=100, seed=0, event_window=1)
+    widened = res["pooled"]["reward"]
+    # events now cover 2 of every 8 steps; every READ is on one of them
+    assert widened["event_at_boundary"] == 1.0 and widened["lift_over_event_rate"] > 3
+    assert widened["perm_p_value"] < 0.05 and res["event_window"] == 1
+    assert "### events: reward (and the 1 step(s) after)" in format_report(res)
+
+
+def test_widen_events_rejects_a_negative_window():
+    from imwm.analysis.events import widen_events
+    assert widen_events([True, False, False], 5).tolist() == [True, True, True]
+    with pytest.raises(ValueError, match="after must be an integer >= 0"):
+        widen_events([True, False], -1)

@@ -30,6 +30,7 @@ __all__ = [
     "episode_end_events",
     "build_events",
     "delta_event_name",
+    "widen_events",
 ]
 
 
@@ -112,6 +113,26 @@ def life_loss_events(lives: Any) -> np.ndarray:
 def episode_end_events(is_last: Any) -> np.ndarray:
     """The last step of each episode (``is_last`` flags, e.g. of concatenated episodes)."""
     return as_flags(is_last, "is_last")
+
+
+def widen_events(flags: Any, after: int) -> np.ndarray:
+    """Flags an event's own step and the ``after`` steps that follow it.
+
+    A boundary is where a new segment *starts*, which is often the step after the event that
+    ends the old one: in Catch the frame after a reward is the first to show the next object.
+    Widening the event by one step lets such a boundary count, without moving it.
+
+    Example:
+        >>> widen_events([False, True, False, False, True, False], 1).astype(int).tolist()
+        [0, 1, 1, 0, 1, 1]
+    """
+    if int(after) != after or after < 0:
+        raise ValueError(f"after must be an integer >= 0, got {after!r}")
+    arr = as_flags(flags, "flags")
+    out = arr.copy()
+    for k in range(1, int(after) + 1):
+        out[k:] |= arr[:-k]
+    return out
 
 
 def delta_event_name(percentile: float) -> str:

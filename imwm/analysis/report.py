@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from imwm.analysis.boundary_truth import boundary_prf, periodic_baseline_prf, random_baseline_prf
-from imwm.analysis.events import build_events
+from imwm.analysis.events import build_events, widen_events
 from imwm.analysis.metrics import METRIC_KEYS, aggregate_episodes, boundary_event_metrics
 from imwm.analysis.restore import RestoredRun
 from imwm.analysis.rollout import heldout_moving_shapes, rollout_vta_sequences, trace_slice
@@ -74,10 +74,14 @@ def trace_events(trace: Mapping[str, Any], percentiles: Iterable[float]) -> dict
 
 
 def evaluate_traces(traces: Sequence[Mapping[str, Any]], *, percentiles: Iterable[float] = (90,),
-                    permutations: int = 200, seed: int = 0, tolerance: int = 1) -> dict:
+                    permutations: int = 200, seed: int = 0, tolerance: int = 1,
+                    event_window: int = 0) -> dict:
     """Boundary-vs-event metrics per episode, their aggregate, the pooled episodes, and PRF.
 
     Step 0 of every trace is left out (a reset, READ by construction; no frame delta).
+    ``event_window > 0`` also counts the ``event_window`` steps after each event as that event
+    (:func:`~imwm.analysis.events.widen_events`): a segment that starts right after a reward.
+    The true-change PRF keeps its own ``tolerance``.
 
     Returns:
         ``{"episodes": [{event: metrics}], "aggregate": {event: {metric: {mean,min,max,n}}},
@@ -90,7 +94,7 @@ def evaluate_traces(traces: Sequence[Mapping[str, Any]], *, percentiles: Iterabl
         raise ValueError("traces must hold at least one episode")
     per_episode, sliced_b, sliced_e, sliced_p, sliced_d = [], [], [], [], []
     for i, trace in enumerate(traces):
-        events = {k: v[1:] for k, v in trace_events(trace, percentiles).items()}
+        events = {k: widen_events(v, event_window)[1:] for k, v in trace_events(trace, percentiles).items()}
         body = trace_slice(trace, 1)
         per_episode.append({
             name: boundary_event_metrics(body["boundary"], flags, read_prob=body["read_prob"],
@@ -125,7 +129,7 @@ def evaluate_traces(traces: Sequence[Mapping[str, Any]], *, percentiles: Iterabl
         }
     return {"episodes": per_episode, "aggregate": aggregate, "pooled": pooled, "truth": truth,
             "percentiles": list(percentiles), "permutations": permutations, "seed": seed,
-            "tolerance": tolerance}
+            "tolerance": tolerance, "event_window": event_window}
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -148,8 +152,9 @@ def format_report(result: Mapping[str, Any], *, title: str = "") -> str:
     each table."""
     lines = [f"## {title}"] if title else []
     n_ep = len(result["episodes"])
+    window = result.get("event_window", 0)
     for name in result["aggregate"]:
-        lines += ["", f"### events: {name}", "",
+        lines += ["", f"### events: {name}" + (f" (and the {window} step(s) after)" if window else ""), "",
                   "| episode | steps | " + " | ".join(_HEAD) + " |",
                   "|---|---|" + "---|" * len(_HEAD)]
         reasons: dict[str, dict[str, int]] = {}

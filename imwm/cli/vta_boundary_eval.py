@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--permutations", type=int, default=200, help="random placements for the p-value")
     p.add_argument("--out_json", default=None, help="write the full result here (default: <run>/boundary_eval.json)")
     p.add_argument("--tolerance", type=int, default=1, help="±steps for matching true changes")
+    p.add_argument("--event_window", type=int, default=0,
+                   help="also count the N steps after each event as the event (a segment starting after a reward)")
     return p
 
 
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> dict:
     traces = collect_traces(restored, episodes=args.episodes, seed=args.seed, seq_len=args.seq_len,
                             max_steps=args.max_steps, policy=args.policy)
     result = evaluate_traces(traces, percentiles=args.delta_percentile, permutations=args.permutations,
-                             seed=args.seed, tolerance=args.tolerance)
+                             seed=args.seed, tolerance=args.tolerance, event_window=args.event_window)
     command = prog + " " + " ".join(shlex.quote(a) for a in argv)
     print(format_report(result, title=f"{args.run} ({restored.kind}, {len(traces)} episodes)"))
     print(f"\ncommand: {command}\ntime: {time.time() - t0:.1f} s")
