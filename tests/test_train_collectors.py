@@ -130,8 +130,11 @@ def test_pushed_weights_reach_every_worker(collector):
     plain = validate_config(compose_config(["preset=debug", f"collector={collector}", *WORKERS]))
     shares = forced_policy_share(plain)
     assert sorted(shares) == [0, 1]  # both workers' envs delivered batches
-    # a batch may have been collected before the push; the last ones are after it
-    assert min(shares.values()) > 0.95, shares
+    # a batch may have been collected before the push; the last ones are after it. Each env's
+    # last batch is 10 steps of a policy that picks action 0 with p = 0.995 (unimix), so one other
+    # action happens in ~5% of batches: allow one (two: ~0.1%); an unpushed policy (p ~ 0.5)
+    # passes this for both workers with ~0.01%.
+    assert min(shares.values()) >= 0.85, shares
 
 
 @pytest.mark.parametrize("collector, workers, pushes", [("sync", 1, 0), ("sync", 2, 3), ("async", 2, 3)])
