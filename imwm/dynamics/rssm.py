@@ -232,12 +232,17 @@ class RSSMDynamics(nn.Module):
             gates = gru.gates(x)
         else:
             gates = mats.mm("w_gates", x) + gru.gates.bias
-        gates = gates.unflatten(-1, (self.blocks, 3, self.deter // self.blocks))
+        # The gate math runs on [N, blocks, width] views and flattens only the result: the gates
+        # come out of a per-block matmul ([blocks, N, 3*width] in memory), and flattening them
+        # first turns every read into a div/mod gather that Inductor cannot vectorise (measured:
+        # the scalar kernel was 10x slower).
+        width = self.deter // self.blocks
+        gates = gates.unflatten(-1, (self.blocks, 3, width))
         reset, candidate, update = gates.unbind(-2)
-        reset = torch.sigmoid(reset.flatten(-2))
-        candidate = torch.tanh(reset * candidate.flatten(-2))
-        update = torch.sigmoid(update.flatten(-2) - 1.0)  # DreamerV3's update-gate bias of -1
-        return deter + update * (candidate - deter)
+        prev = deter.unflatten(-1, (self.blocks, width))
+        candidate = torch.tanh(torch.sigmoid(reset) * candidate)
+        update = torch.sigmoid(update - 1.0)  # DreamerV3's update-gate bias of -1
+        return (prev + update * (candidate - prev)).flatten(-2)
 
     def _gru_step(
         self, stoch: torch.Tensor, deter: torch.Tensor, action_features: torch.Tensor
