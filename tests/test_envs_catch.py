@@ -13,7 +13,7 @@ import imwm.envs.catch
 from imwm.configs import CONFIG_DIR
 from imwm.envs import make_env
 from imwm.envs.catch import (CELL, ENV_ID, GRID, LEFT, OBJECT_COLOR, PADDLE_COLOR, RIGHT, STAY,
-                             CatchEnv, expert_action)
+                             CatchEnv, drop_outcomes, expert_action, read_frame)
 from imwm.training.config import validate_config
 
 CONFIGS = str(CONFIG_DIR)
@@ -141,3 +141,40 @@ def test_catch_configs_compose_and_validate(overrides):
 def test_docstring_examples_run():
     result = doctest.testmod(imwm.envs.catch)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_read_frame_matches_the_env_state_every_step():
+    env, rng = CatchEnv(), np.random.default_rng(0)
+    obs, info = env.reset(seed=5)
+    for _ in range(200):
+        row, col, paddle = (int(x) for x in read_frame(obs))
+        assert paddle == info["paddle"]
+        if info["object_row"] >= 0:
+            assert (row, col) == (info["object_row"], info["object_col"])
+        else:  # a landing frame shows the object in the bottom row; info has already cleared it
+            assert row in (-1, GRID - 1)
+        obs, _, term, _, info = env.step(int(rng.integers(3)))
+        if term:
+            obs, info = env.reset()
+    batch = np.stack([env.reset(seed=s)[0] for s in range(4)])
+    rows, cols, paddles = read_frame(torch.as_tensor(batch))
+    assert rows.tolist() == [0] * 4 and paddles.tolist() == [GRID // 2] * 4
+    with pytest.raises(ValueError, match=r"\[\.\.\., 3, 64, 64\]"):
+        read_frame(batch[:, :, :32])
+
+
+def test_drop_outcomes_stay_catches_only_drops_above_the_paddle():
+    env = CatchEnv(drops=40)
+    obs, info = env.reset(seed=1)
+    frames, cols, done = [obs], [info["object_col"]], False
+    while not done:
+        obs, _, done, _, info = env.step(STAY)
+        frames.append(obs)
+        if info["object_row"] == 0:
+            cols.append(info["object_col"])
+    outcomes = drop_outcomes(np.stack(frames))
+    assert outcomes.shape == (40, 2)
+    assert outcomes[:, 0].tolist() == [abs(c - GRID // 2) for c in cols]
+    assert outcomes[:, 1].tolist() == [int(c == GRID // 2) for c in cols]
+    assert 0 < outcomes[:, 1].sum() < 40  # both kinds happened
+    assert drop_outcomes(np.stack(frames[3:-1])).shape == (38, 2)  # cut drops are left out

@@ -53,7 +53,7 @@ LEFT, STAY, RIGHT = 0, 1, 2
 _OBJECT = np.array(OBJECT_COLOR, np.uint8)[:, None, None]  # broadcast over a block
 _PADDLE = np.array(PADDLE_COLOR, np.uint8)[:, None, None]
 
-__all__ = ["ENV_ID", "IMAGE_SIZE", "CatchEnv", "expert_action"]
+__all__ = ["ENV_ID", "IMAGE_SIZE", "CatchEnv", "expert_action", "read_frame", "drop_outcomes"]
 
 
 class CatchEnv(gym.Env):
@@ -161,6 +161,70 @@ def expert_action(observation) -> np.ndarray:
     paddle = blue.argmax(-1)
     target = np.where(red.max(-1) > 0, red.argmax(-1), paddle)
     return (1 + np.sign(target - paddle)).astype(np.int64)
+
+
+def read_frame(observation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The game state drawn in Catch frames: object row and column (-1 when none), paddle column.
+
+    Args:
+        observation: uint8 ``[..., 3, 64, 64]`` Catch frames (numpy or torch on CPU).
+
+    Returns:
+        int64 arrays ``[...]``: ``object_row``, ``object_col`` and ``paddle``.
+
+    Example:
+        >>> env = CatchEnv()
+        >>> obs, info = env.reset(seed=3)
+        >>> [int(x) for x in read_frame(obs)] == [0, info["object_col"], info["paddle"]]
+        True
+    """
+    obs = np.asarray(observation)
+    if obs.shape[-3:] != (3, IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"read_frame observation must be [..., 3, 64, 64], got shape {obs.shape}")
+    lead = obs.shape[:-3]
+    red = obs[..., 0, :, :] > 128  # only the object is bright red
+    rows = red.any(-1).reshape(*lead, GRID, CELL).any(-1)
+    cols = red.any(-2).reshape(*lead, GRID, CELL).any(-1)
+    seen = rows.any(-1)
+    blue = obs[..., 2, -1, :].astype(np.int64).reshape(*lead, GRID, CELL).sum(-1)
+    return (np.where(seen, rows.argmax(-1), -1), np.where(seen, cols.argmax(-1), -1),
+            blue.argmax(-1))
+
+
+def drop_outcomes(frames) -> np.ndarray:
+    """Per drop of one episode: how far the paddle started from the object, and whether it caught it.
+
+    Separates what a policy cannot do from what it does not do: every distance is reachable (a
+    drop gives 7 moves, see the module docstring), so misses at large distances point at a policy
+    that moves late or the wrong way, not at the task.
+
+    Args:
+        frames: uint8 ``[T, 3, 64, 64]``, one episode's frames in order (reset frame first).
+
+    Returns:
+        int64 ``[drops, 2]``: ``|object column - paddle column|`` in the frame where the object
+        appears, and 1 if it landed on the paddle. A drop whose first or last frame is missing
+        from ``frames`` is left out.
+
+    Example:
+        >>> env = CatchEnv(drops=3)
+        >>> obs, _ = env.reset(seed=0)
+        >>> frames, done = [obs], False
+        >>> while not done:
+        ...     obs, _, done, _, _ = env.step(int(expert_action(obs)))
+        ...     frames.append(obs)
+        >>> drop_outcomes(np.stack(frames))[:, 1].tolist()
+        [1, 1, 1]
+    """
+    row, col, paddle = read_frame(frames)
+    out, start = [], None
+    for t in range(len(row)):
+        if row[t] == 0:
+            start = int(abs(col[t] - paddle[t]))
+        elif row[t] == GRID - 1 and start is not None:
+            out.append((start, int(col[t] == paddle[t])))
+            start = None
+    return np.array(out, dtype=np.int64).reshape(-1, 2)
 
 
 if ENV_ID not in gym.registry:
