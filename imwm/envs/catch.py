@@ -150,16 +150,8 @@ def expert_action(observation) -> np.ndarray:
         >>> int(expert_action(obs)) == 1 + int(np.sign(info["object_col"] - info["paddle"]))
         True
     """
-    obs = np.asarray(observation)
-    if obs.shape[-3:] != (3, IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"expert_action observation must be [..., 3, 64, 64], "
-                         f"got shape {obs.shape}")
-    lead = obs.shape[:-3]
-    # the object is the only bright red; the bottom pixel row is only paddle
-    red = (obs[..., 0, :, :] > 128).sum(-2).reshape(*lead, GRID, CELL).sum(-1)
-    blue = obs[..., 2, -1, :].astype(np.int64).reshape(*lead, GRID, CELL).sum(-1)
-    paddle = blue.argmax(-1)
-    target = np.where(red.max(-1) > 0, red.argmax(-1), paddle)
+    _, col, paddle = read_frame(observation)
+    target = np.where(col >= 0, col, paddle)
     return (1 + np.sign(target - paddle)).astype(np.int64)
 
 
@@ -180,9 +172,10 @@ def read_frame(observation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     obs = np.asarray(observation)
     if obs.shape[-3:] != (3, IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"read_frame observation must be [..., 3, 64, 64], got shape {obs.shape}")
+        raise ValueError(f"Catch observation must be [..., 3, 64, 64], got shape {obs.shape}")
     lead = obs.shape[:-3]
-    red = obs[..., 0, :, :] > 128  # only the object is bright red
+    # the object is the only bright red; the bottom pixel row is only paddle
+    red = obs[..., 0, :, :] > 128
     rows = red.any(-1).reshape(*lead, GRID, CELL).any(-1)
     cols = red.any(-2).reshape(*lead, GRID, CELL).any(-1)
     seen = rows.any(-1)
