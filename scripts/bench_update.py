@@ -58,7 +58,7 @@ LAPTOP_OBS_SHAPE = (4,)  # preset=laptop trains on CartPole-v1
 
 
 # ----------------------------------------------------------------------------- imwm
-def load_config(size: str, dynamics: str, horizon: int, compile_mode: str = "false"):
+def load_config(size: str, dynamics: str, horizon: int, compile_mode: str = "false", precision: str = "float32"):
     """The ``model``, ``dynamics`` and ``agent`` groups, composed as Hydra would (interpolations resolve)."""
     from omegaconf import OmegaConf
 
@@ -66,7 +66,7 @@ def load_config(size: str, dynamics: str, horizon: int, compile_mode: str = "fal
 
     if size == "laptop":
         cfg = compose_config(["preset=laptop", f"dynamics={dynamics}", f"agent.horizon={horizon}",
-                              f"agent.compile={compile_mode}"])
+                              f"agent.compile={compile_mode}", f"agent.precision={precision}"])
         return OmegaConf.create({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "dynamics", "agent")})
     groups = {"model": size, "dynamics": dynamics, "agent": "default"}
     parts = {}
@@ -79,6 +79,7 @@ def load_config(size: str, dynamics: str, horizon: int, compile_mode: str = "fal
     cfg = OmegaConf.create(parts)
     cfg.agent.horizon = horizon
     cfg.agent.compile = compile_mode
+    cfg.agent.precision = precision
     return cfg
 
 
@@ -124,7 +125,8 @@ class ImwmUpdate:
 class TorchRLUpdate:
     """The same update built from TorchRL 0.14.1's DreamerV3 modules and losses."""
 
-    def __init__(self, model: dict, action_dim: int, batch: int, length: int, horizon: int, seed: int):
+    def __init__(self, model: dict, action_dim: int, batch: int, length: int, horizon: int, seed: int,
+                 precision: str = "float32"):
         from tensordict.nn import TensorDictModule as Mod
         from tensordict.nn import TensorDictSequential as Seq
         from torchrl.data import Composite, OneHot, Unbounded
@@ -233,6 +235,8 @@ class TorchRLUpdate:
         ]
         self.data = self._batch(batch, length, action_dim, state_dim, deter, seed)
         self._checked = False
+        # the same autocast as imwm's agent.precision=bfloat16 (forward passes only)
+        self.precision = precision
 
     @staticmethod
     def _batch(batch, length, action_dim, state_dim, deter, seed) -> TensorDict:
@@ -255,7 +259,8 @@ class TorchRLUpdate:
         )
 
     def __call__(self) -> None:
-        out = self.loss(self.data)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+            out = self.loss(self.data)
         total = sum(v for k, v in out.items() if k.startswith("loss_"))
         for _, opt, _ in self.groups:
             opt.zero_grad(set_to_none=True)
@@ -352,6 +357,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-torchrl", action="store_true", help="skip the TorchRL baseline")
     parser.add_argument("--compile", nargs="*", default=["false"], help="agent.compile modes to time for imwm")
     parser.add_argument("--count-ops", action="store_true", help="add ops dispatched / kernels per update")
+    parser.add_argument("--precision", nargs="*", default=["float32"], choices=["float32", "bfloat16"],
+                        help="agent.precision values to time (TorchRL's update runs under the same autocast)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-reexec", action="store_true", help=argparse.SUPPRESS)
@@ -370,15 +377,20 @@ def main(argv=None) -> None:
         inductor_config.cpp.enable_kernel_profile = args.count_ops
     laptop = args.size == "laptop"
     obs_shape = LAPTOP_OBS_SHAPE if laptop else OBS_SHAPE
-    runners = {}
-    for dyn in args.dynamics:
-        for mode in modes:
-            cfg = load_config(args.size, dyn, args.horizon, mode)
-            name = f"imwm ({dyn})" if modes == ["false"] else f"imwm ({dyn}, compile={mode})"
-            runners[name] = ImwmUpdate(cfg, args.actions, args.batch, args.length, args.seed, obs_shape, args.device)
-    if not args.no_torchrl and not laptop:
-        model = dict(load_config(args.size, "rssm", args.horizon).model)
-        runners["torchrl 0.14.1"] = TorchRLUpdate(model, args.actions, args.batch, args.length, args.horizon, args.seed)
+    runners, precision_of = {}, {}
+    label = (lambda p: "") if args.precision == ["float32"] else (lambda p: f", {p}")
+    for precision in args.precision:
+        for dyn in args.dynamics:
+            for mode in modes:
+                cfg = load_config(args.size, dyn, args.horizon, mode, precision)
+                name = f"imwm ({dyn}{label(precision)})" if modes == ["false"] else f"imwm ({dyn}, compile={mode}{label(precision)})"
+                runners[name] = ImwmUpdate(cfg, args.actions, args.batch, args.length, args.seed, obs_shape, args.device)
+                precision_of[name] = precision
+        if not args.no_torchrl and not laptop:
+            model = dict(load_config(args.size, "rssm", args.horizon).model)
+            name = "torchrl 0.14.1" + (f" ({precision})" if label(precision) else "")
+            runners[name] = TorchRLUpdate(model, args.actions, args.batch, args.length, args.horizon, args.seed, precision)
+            precision_of[name] = precision
 
     compile_s = {}
     for name, fn in runners.items():
@@ -406,23 +418,29 @@ def main(argv=None) -> None:
         print(f"repeat {rep + 1}/{args.repeats}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.0f} ms" for n in names),
               file=sys.stderr, flush=True)
 
-    base = statistics.median(times["torchrl 0.14.1"]) if "torchrl 0.14.1" in times else None
+    # each row against TorchRL's update at the same precision
+    base = {precision_of[n]: statistics.median(times[n]) for n in names if n.startswith("torchrl")}
     print()
     frames = "CartPole 4-dim vector observations" if laptop else "64x64x3 uint8 frames"
     print(f"One DreamerV3 update, size {args.size}, batch {args.batch}x{args.length}, {frames}, {args.device}, "
           f"{args.actions} actions, imagination {args.horizon} steps from {args.batch * args.length} states, "
           f"{args.threads} threads, torch {torch.__version__}, {args.repeats} timed repeats after {args.warmup} warm-up")
     print()
-    eager = next((n for n in names if n.endswith("compile=false)")), None)
+    eager = next((n for n in names if "compile=false" in n), None)
     extra = ["compile s", "ratio vs eager"] if len(modes) > 1 or modes != ["false"] else []
     if args.count_ops:
         extra += ["ATen ops dispatched", "top-level ATen calls", "kernels", "host syncs"]
-    print("| implementation | median ms | min ms | max ms | ratio vs torchrl |" + "".join(f" {c} |" for c in extra))
+    mixed = len(args.precision) > 1 and "float32" in base
+    if mixed:  # also every row against TorchRL's float32 update
+        extra.insert(0, "ratio vs torchrl float32")
+    print("| implementation | median ms | min ms | max ms | ratio vs torchrl (same precision) |"
+          + "".join(f" {c} |" for c in extra))
     print("|---|---:|---:|---:|---:|" + "---:|" * len(extra))
     for name in names:
         med = statistics.median(times[name]) * 1e3
-        ratio = f"{med / (base * 1e3):.2f}x" if base else "-"
-        cells = []
+        ref = base.get(precision_of[name])
+        ratio = f"{med / (ref * 1e3):.2f}x" if ref else "-"
+        cells = [f"{med / (base['float32'] * 1e3):.2f}x"] if mixed else []
         if len(modes) > 1 or modes != ["false"]:
             cells.append(f"{compile_s[name]:.1f}" if name in compile_s else "-")
             cells.append(f"{med / (statistics.median(times[eager]) * 1e3):.2f}x" if eager and name.startswith("imwm") else "-")

@@ -55,7 +55,7 @@ class Critic(TensorDictModuleBase):
             return feat.update({self.out_keys[0]: logits, self.out_keys[1]: self.mean(logits)})
         if feat.shape[-1] != self.feat_dim:
             raise ValueError(f"Critic: feat must end with feat_dim={self.feat_dim}, got {tuple(feat.shape)}")
-        return self.net(feat)
+        return self.net(feat).float()  # float32 logits even under bfloat16 autocast
 
     def mean(self, logits: Tensor) -> Tensor:
         """Predicted value ``[..., 1]`` (symexp of the expected bin)."""

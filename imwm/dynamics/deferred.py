@@ -89,6 +89,12 @@ class DeferredMatmuls:
     """
 
     def __init__(self, weights: dict[str, torch.Tensor], *, enabled: bool):
+        device = next(iter(weights.values())).device.type
+        if torch.is_autocast_enabled(device):
+            # cast once per sequence: autocast caches casts of leaf parameters only, and these
+            # re-arranged weights would be cast again at every step of the loop
+            dtype = torch.get_autocast_dtype(device)
+            weights = {k: w.to(dtype) for k, w in weights.items()}
         self.enabled = enabled
         self.names = list(weights)
         self.weights = weights

@@ -331,7 +331,8 @@ class RSSMDynamics(nn.Module):
         w = self._fused_weights()
         action_part = (self._action_features(action * keep) @ w["w_a"]).transpose(0, 1)
         embed_part = self._embed_part(embed).transpose(0, 1)
-        uniform = torch.rand(time, batch, self.stoch, device=embed.device, dtype=embed.dtype)
+        uniform = torch.rand(time, batch, self.stoch, device=embed.device,
+                             dtype=torch.promote_types(embed.dtype, torch.float32))
         keep_t = keep.transpose(0, 1)
         # deter_t feeds the posterior now and the GRU next step: one matmul for all three
         h = self.hidden
@@ -346,9 +347,12 @@ class RSSMDynamics(nn.Module):
                 "w_gates": torch.block_diag(*gru.gates.weight.unbind(0)),
                 "w_post": post_out.weight.t(),
             },
+            # the deferred backward multiplies stored float32 weights by the step's gradients,
+            # which autocast makes bfloat16: under autocast the loop keeps autograd's own matmuls
             enabled=self.deferred_weight_grads
             and torch.is_grad_enabled()
-            and self._post_in.weight.requires_grad,
+            and self._post_in.weight.requires_grad
+            and not torch.is_autocast_enabled(embed.device.type),
         )
 
         deter, stoch = mats.anchor(state["deter"], state["stoch"])

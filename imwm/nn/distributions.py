@@ -32,6 +32,7 @@ def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
     """
     if not 0.0 <= unimix < 1.0:
         raise ValueError(f"unimix must be in [0, 1), got {unimix}")
+    logits = logits.float()  # under bfloat16 autocast the distribution is still evaluated in float32
     if unimix == 0.0:
         return torch.log_softmax(logits, dim=-1)
     probs = torch.softmax(logits, dim=-1)

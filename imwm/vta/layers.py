@@ -68,7 +68,8 @@ class LatentDistribution(nn.Module):
             std = torch.sigmoid(self.std(h))
         else:
             std = F.softplus(self.std(h)) + self.min_std
-        return self.mean(h), std
+        # float32 distributions even when the layers ran under bfloat16 autocast
+        return self.mean(h).float(), std.float()
 
     def forward(self, feat: Tensor):
         mean, std = self.mean_std(feat)
@@ -97,7 +98,7 @@ class PriorBoundaryDetector(nn.Module):
 
     def forward(self, feat: Tensor) -> Tensor:
         _check_last_dim(feat, self.in_dim, "PriorBoundaryDetector input")
-        return self.net(feat)
+        return self.net(feat).float()
 
 
 class ChannelLayerNorm(nn.Module):
@@ -155,4 +156,4 @@ class PostBoundaryDetector(nn.Module):
         if embed.dim() != 3:
             raise ValueError(f"PostBoundaryDetector expects embed [B, T, E], got shape {tuple(embed.shape)}")
         _check_last_dim(embed, self.in_dim, "PostBoundaryDetector embed")
-        return self.net(embed.transpose(1, 2)).transpose(1, 2)
+        return self.net(embed.transpose(1, 2)).transpose(1, 2).float()

@@ -33,7 +33,7 @@ class RewardHead(nn.Module):
         self.two_hot = SymlogTwoHot(num_bins)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.mlp(feat)
+        return self.mlp(feat).float()  # float32 logits even under bfloat16 autocast
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         """Predicted reward ``[..., 1]``."""
@@ -59,7 +59,7 @@ class ContinueHead(nn.Module):
         self.mlp = MLP(feat_dim, 1, units=mlp_units, layers=mlp_layers)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.mlp(feat)
+        return self.mlp(feat).float()  # float32 logits even under bfloat16 autocast
 
     @staticmethod
     def prob(logit: torch.Tensor) -> torch.Tensor:
