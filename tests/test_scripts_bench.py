@@ -104,6 +104,32 @@ def test_bench_update_without_torchrl_has_no_ratio_and_bad_sizes_fail(tmp_path):
     assert bad.returncode != 0 and "--batch must be >= 1, got 0" in bad.stderr
 
 
+def test_bench_update_precisions_pair_each_with_torchrl_at_the_same_precision(tmp_path):
+    out = ok(bench(tmp_path, "bench_update.py", "--size", "XS", "--batch", "1", "--length", "3", "--horizon", "1",
+                   "--actions", "2", "--repeats", "1", "--warmup", "0", "--threads", "1",
+                   "--precision", "float32", "bfloat16"))
+    header, rows = table(out, "implementation")
+    assert header[-2:] == ["ratio vs torchrl", "ratio vs torchrl float32"]
+    rows = keyed(rows, "implementation")
+    assert list(rows) == ["imwm (rssm, float32)", "torchrl 0.14.1 (float32)", "imwm (rssm, bfloat16)",
+                          "torchrl 0.14.1 (bfloat16)"]
+    assert rows["torchrl 0.14.1 (bfloat16)"]["ratio vs torchrl"] == "1.00x"
+    assert rows["torchrl 0.14.1 (float32)"]["ratio vs torchrl float32"] == "1.00x"
+    half = num(rows["imwm (rssm, bfloat16)"]["median ms"])
+    for column, base in (("ratio vs torchrl", "torchrl 0.14.1 (bfloat16)"),
+                         ("ratio vs torchrl float32", "torchrl 0.14.1 (float32)")):
+        expected = half / num(rows[base]["median ms"])
+        assert num(rows["imwm (rssm, bfloat16)"][column]) == pytest.approx(expected, rel=0.05, abs=0.02), column
+
+
+def test_bench_update_catch_preset_runs_without_torchrl(tmp_path):
+    out = ok(bench(tmp_path, "bench_update.py", "--size", "catch", "--batch", "1", "--length", "3", "--horizon", "1",
+                   "--actions", "3", "--repeats", "1", "--warmup", "0", "--threads", "1"))
+    _, rows = table(out, "implementation")
+    assert [r["implementation"] for r in rows] == ["imwm (rssm)"] and rows[0]["ratio vs torchrl"] == "-"
+    assert "size catch, batch 1x3, 64x64x3 uint8 frames" in out
+
+
 # ----------------------------------------------------------------------------- bench_env.py
 def test_bench_env_rows_for_raw_vector_and_gym_backends(tmp_path):
     out = ok(bench(tmp_path, "bench_env.py", "--game", "pong", "--steps", "64", "--repeats", "1",
