@@ -383,17 +383,18 @@ def main(argv=None) -> None:
     laptop = args.size == "laptop"
     obs_shape = LAPTOP_OBS_SHAPE if laptop else OBS_SHAPE
     runners, precision_of = {}, {}
-    label = (lambda p: "") if args.precision == ["float32"] else (lambda p: f", {p}")
+    show_precision = args.precision != ["float32"]  # row names carry it only when asked for
     for precision in args.precision:
+        tag = f", {precision}" if show_precision else ""
         for dyn in args.dynamics:
             for mode in modes:
                 cfg = load_config(args.size, dyn, args.horizon, mode, precision)
-                name = f"imwm ({dyn}{label(precision)})" if modes == ["false"] else f"imwm ({dyn}, compile={mode}{label(precision)})"
+                name = f"imwm ({dyn}{tag})" if modes == ["false"] else f"imwm ({dyn}, compile={mode}{tag})"
                 runners[name] = ImwmUpdate(cfg, args.actions, args.batch, args.length, args.seed, obs_shape, args.device)
                 precision_of[name] = precision
         if not args.no_torchrl and args.size not in PRESET_SIZES:
             model = dict(load_config(args.size, "rssm", args.horizon).model)
-            name = "torchrl 0.14.1" + (f" ({precision})" if label(precision) else "")
+            name = "torchrl 0.14.1" + (f" ({precision})" if show_precision else "")
             runners[name] = TorchRLUpdate(model, args.actions, args.batch, args.length, args.horizon, args.seed, precision)
             precision_of[name] = precision
 

@@ -39,16 +39,7 @@ def test_bfloat16_update_is_close_to_float32_and_keeps_float32_state(obs_shape):
     assert state and {t.dtype for t in state} == {torch.float32}
     moved = [not torch.equal(a, b) for a, b in zip(half.parameters(), full.parameters())]
     assert any(moved)  # the two runs took different (but close) steps: bfloat16 really ran
-
-
-def test_bfloat16_changes_the_arithmetic():
     # a loss that came out bit-identical would mean autocast never reached a matmul
-    full, half = _pair((4,))
-    data = batch((4,), B=2, T=4)
-    torch.manual_seed(1)
-    m_full, _ = full.train_step(data.clone())
-    torch.manual_seed(1)
-    m_half, _ = half.train_step(data.clone())
     assert not torch.equal(m_full["loss_image"], m_half["loss_image"])
 
 
