@@ -8,6 +8,7 @@ from scipy.optimize import linear_sum_assignment
 from imwm.analysis.boundary_truth import (
     boundary_prf,
     evenly_spaced,
+    frame_difference_baseline_prf,
     periodic_baseline_prf,
     random_baseline_prf,
 )
@@ -128,3 +129,27 @@ def test_random_baseline_matches_chance_rate():
         random_baseline_prf(true, 201, draws=2)
     with pytest.raises(ValueError, match="draws must be"):
         random_baseline_prf(true, 2, draws=0)
+
+
+def test_frame_difference_baseline_picks_the_largest_changes():
+    true = np.zeros((2, 8), bool)
+    true[0, [2, 6]] = True
+    true[1, 4] = True
+    delta = np.array([[0.1, 0.2, 0.9, 0.1, 0.3, 0.2, 0.8, 0.1],   # the two largest are the changes
+                      [0.5, 0.1, 0.1, 0.1, 0.2, 0.1, 0.1, 0.1]])  # the largest is 4 steps early
+    r = frame_difference_baseline_prf(true, delta, [2, 1], tolerance=1)
+    assert (r["n_pred"], r["n_matched"]) == (3, 2)
+    assert r["precision"] == 2 / 3 and r["recall"] == 2 / 3
+    # AUC over all 16 steps: 3 changes ranked against 13 others, by hand
+    others = np.sort(delta[~true])
+    wins = sum((others < v).sum() + 0.5 * (others == v).sum() for v in delta[true])
+    assert abs(r["auc"] - wins / (3 * 13)) < 1e-12
+    # NaN (no previous frame) never places a boundary: row 1 then picks step 4
+    nan_first = delta.copy()
+    nan_first[:, 0] = np.nan
+    assert frame_difference_baseline_prf(true, nan_first, [2, 1], tolerance=0)["n_matched"] == 3
+
+
+def test_frame_difference_baseline_rejects_a_misaligned_delta():
+    with pytest.raises(ValueError, match="frame_delta must have the shape of true"):
+        frame_difference_baseline_prf(np.zeros((2, 8), bool), np.zeros((2, 7)), 1)

@@ -33,6 +33,8 @@ def test_planted_boundaries_on_scene_changes_score_high():
     assert m["perm_p_value"] == pytest.approx(1 / 101) and m["cohens_d_frame_delta"] > 2
     assert res["truth"]["model"]["f1"] == 1.0
     assert res["truth"]["random"]["f1"] < 0.4
+    # the planted READs are the scene jumps, so the largest frame changes find them too
+    assert res["truth"]["frame_difference"]["f1"] == 1.0 and res["truth"]["frame_difference"]["auc"] > 0.95
     # reward is all zero: NaN with a reason, never a fake number
     assert math.isnan(res["aggregate"]["reward"]["lift_over_event_rate"]["mean"])
     assert res["episodes"][0]["reward"]["nan_reasons"]["perm_p_value"] == "no events"

@@ -51,7 +51,8 @@ def test_run_folder_and_exact_restore(tmp_path, variant, sizes):
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [r["update"] for r in rows] == ["1", "2"] and rows[1]["eval_f1"] != ""
     ev = json.loads((run / "eval.json").read_text())
-    assert {"model", "random", "periodic", "cpu_s"} <= set(ev)
+    assert {"model", "random", "periodic", "frame_difference", "cpu_s"} <= set(ev)
+    assert 0.0 <= ev["frame_difference"]["auc"] <= 1.0
     assert ev["boundary_options"]["max_seg_len"] == 7 and ev["updates"] == 2
     # the restored model predicts exactly what a model rebuilt from config.yaml + weights predicts
     import yaml

@@ -1,7 +1,9 @@
 """Boundary analysis: where VTA's READ fires, against known truth and against events.
 
-- ``boundary_truth``: precision / recall / F1 against known segment changes, with random and
-  evenly spaced baselines of the same boundary count.
+- ``boundary_truth``: precision / recall / F1 against known segment changes, with random,
+  evenly spaced and frame-difference baselines of the same boundary count.
+- ``read_effect``: the exact change of VTA's cost from one READ at each step, the other
+  boundaries held (does the objective reward a READ at the true changes?).
 - ``metrics``: ``boundary_event_metrics``: event rates at READ / COPY, lift,
   permutation p-value, periodic baseline, ROC AUC of the READ probability, Cohen's d.
 - ``events``: per-step events: top-p% frame change, reward, score change, life loss, episode end.
@@ -15,6 +17,7 @@
 from imwm.analysis.boundary_truth import (
     boundary_prf,
     evenly_spaced,
+    frame_difference_baseline_prf,
     periodic_baseline_prf,
     random_baseline_prf,
 )
@@ -36,6 +39,7 @@ from imwm.analysis.figures import (
     select_window,
     skipped_figures,
 )
+from imwm.analysis.read_effect import local_read_effect
 from imwm.analysis.restore import RestoredRun, restore_run
 from imwm.analysis.metrics import (
     METRIC_KEYS,
@@ -72,5 +76,7 @@ __all__ = [
     "boundary_prf",
     "evenly_spaced",
     "periodic_baseline_prf",
+    "frame_difference_baseline_prf",
+    "local_read_effect",
     "random_baseline_prf",
 ]

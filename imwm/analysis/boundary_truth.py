@@ -33,7 +33,8 @@ import numpy as np
 
 from imwm.analysis._arrays import as_flags
 
-__all__ = ["boundary_prf", "random_baseline_prf", "periodic_baseline_prf", "evenly_spaced"]
+__all__ = ["boundary_prf", "random_baseline_prf", "periodic_baseline_prf", "frame_difference_baseline_prf",
+           "evenly_spaced"]
 
 
 def evenly_spaced(length: int, count: int) -> np.ndarray:
@@ -192,3 +193,45 @@ def periodic_baseline_prf(true: Any, n: Any, tolerance: int = 1) -> dict[str, An
     for row in range(true_a.shape[0]):
         pred[row, evenly_spaced(true_a.shape[1], int(counts[row]))] = True
     return boundary_prf(pred, true_a, tolerance)
+
+
+def frame_difference_baseline_prf(true: Any, frame_delta: Any, n: Any, tolerance: int = 1) -> dict[str, Any]:
+    """PRF of a detector without learning: the ``n`` steps of largest frame change per sequence.
+
+    The pixel heuristic a learned boundary detector should beat: ``frame_delta`` is ``mean |f_t -
+    f_{t-1}|`` (:func:`imwm.analysis.events.frame_delta`) aligned with ``true``. It finds changes of
+    colour or scene that move many pixels and misses changes that only a model of the motion sees
+    (a turn of a moving object changes as many pixels as its straight flight).
+
+    Args:
+        true: true changes ``[T]`` or ``[N, T]``.
+        frame_delta: frame change per step, the shape of ``true`` (NaN counts as no change).
+        n: boundary count per sequence, an int or ``[N]``.
+        tolerance: as in :func:`boundary_prf`.
+
+    Returns:
+        the :func:`boundary_prf` dict of that placement, plus ``auc``: ROC AUC of the frame change
+        for the true changes (0.5 = no signal).
+
+    Example:
+        >>> true = np.array([[False, True, False, False, True, False]])
+        >>> delta = np.array([[0.0, 0.9, 0.1, 0.2, 0.8, 0.1]])
+        >>> r = frame_difference_baseline_prf(true, delta, 2)
+        >>> r["f1"], r["auc"]
+        (1.0, 1.0)
+    """
+    from imwm.analysis.metrics import roc_auc
+
+    true_a, counts = _counts_per_row(true, n)
+    delta = np.atleast_2d(np.asarray(frame_delta, np.float64))
+    if delta.shape != true_a.shape:
+        raise ValueError(f"frame_delta must have the shape of true {true_a.shape}, got {delta.shape}")
+    delta = np.nan_to_num(delta, nan=-np.inf)
+    pred = np.zeros_like(true_a)
+    for row in range(true_a.shape[0]):
+        k = int(counts[row])
+        if k:
+            pred[row, np.argsort(-delta[row], kind="stable")[:k]] = True
+    out = boundary_prf(pred, true_a, tolerance)
+    out["auc"] = float(roc_auc(np.where(np.isfinite(delta), delta, 0.0).ravel(), true_a.ravel()))
+    return out

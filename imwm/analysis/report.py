@@ -14,7 +14,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from imwm.analysis.boundary_truth import boundary_prf, periodic_baseline_prf, random_baseline_prf
+from imwm.analysis.boundary_truth import (boundary_prf, frame_difference_baseline_prf, periodic_baseline_prf,
+                                          random_baseline_prf)
 from imwm.analysis.events import build_events, widen_events
 from imwm.analysis.metrics import METRIC_KEYS, aggregate_episodes, boundary_event_metrics
 from imwm.analysis.restore import RestoredRun
@@ -120,10 +121,12 @@ def evaluate_traces(traces: Sequence[Mapping[str, Any]], *, percentiles: Iterabl
         pred = np.stack(sliced_b)
         true = np.stack([np.asarray(t["true_boundary"], bool)[1:] for t in traces])
         counts = pred.sum(-1)
+        delta = np.stack(sliced_d)
         truth = {
             "model": boundary_prf(pred, true, tolerance=tolerance),
             "random": random_baseline_prf(true, counts, draws=permutations, seed=seed, tolerance=tolerance),
             "periodic": periodic_baseline_prf(true, counts, tolerance=tolerance),
+            "frame_difference": frame_difference_baseline_prf(true, delta, counts, tolerance=tolerance),
             "read_rate": float(pred.mean()),
             "true_rate": float(true.mean()),
         }
@@ -179,12 +182,13 @@ def format_report(result: Mapping[str, Any], *, title: str = "") -> str:
     if truth:
         lines += ["", f"### boundaries vs true changes (±{result['tolerance']} step, one-to-one)", "",
                   "| placement | precision | recall | F1 | READ / true |", "|---|---|---|---|---|"]
-        for key in ("model", "random", "periodic"):
+        for key in ("model", "random", "periodic", "frame_difference"):
             r = truth[key]
             std = f" ± {_fmt(r['f1_std'])}" if "f1_std" in r else ""
             lines.append(f"| {key} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])}{std} | "
                          f"{r['n_pred']} / {r['n_true']} |")
-        lines.append(f"\nREAD rate {truth['read_rate']:.3f}, true change rate {truth['true_rate']:.3f}")
+        lines.append(f"\nREAD rate {truth['read_rate']:.3f}, true change rate {truth['true_rate']:.3f}; ROC AUC of the "
+                     f"frame difference for the true changes {truth['frame_difference']['auc']:.3f}")
     return "\n".join(lines)
 
 

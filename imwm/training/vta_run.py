@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 import yaml
 
@@ -237,22 +238,27 @@ def predict_boundaries(model: torch.nn.Module, data, *, batch_size: int = 32) ->
 def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed: int = 0) -> dict:
     """Precision / recall / F1 (±1 step) of predicted READs vs the true changes, with baselines.
 
-    Frame 0 is excluded (it is a segment start by definition and always READ). The random and
-    evenly spaced baselines use the same number of boundaries per sequence as the model.
+    Frame 0 is excluded (it is a segment start by definition and always READ). The random,
+    evenly spaced and frame-difference baselines (the largest pixel changes, no learning) use the
+    same number of boundaries per sequence as the model.
     """
-    from imwm.analysis.boundary_truth import boundary_prf, periodic_baseline_prf, random_baseline_prf
+    from imwm.analysis.boundary_truth import (boundary_prf, frame_difference_baseline_prf, periodic_baseline_prf,
+                                              random_baseline_prf)
+    from imwm.analysis.events import frame_delta
     from imwm.analysis.metrics import roc_auc
 
     predicted = predict_boundaries(model, data)
     pred = predicted["boundary"][:, 1:].numpy()
     true = data["true_boundary"][:, 1:, 0].numpy()
     counts = pred.sum(-1)
+    delta = np.stack([frame_delta(seq) for seq in data["observation"].numpy()])[:, 1:]
     return {
         "model": boundary_prf(pred, true, tolerance=1),
         # threshold-free: does q(READ) rank the true change steps above the others? (0.5 = no signal)
         "auc_read_prob": float(roc_auc(predicted["read_prob"][:, 1:].numpy().ravel(), true.ravel())),
         "random": random_baseline_prf(true, counts, draws=draws, seed=seed, tolerance=1),
         "periodic": periodic_baseline_prf(true, counts, tolerance=1),
+        "frame_difference": frame_difference_baseline_prf(true, delta, counts, tolerance=1),
         "read_rate": float(pred.mean()),
         "true_rate": float(true.mean()),
     }
@@ -386,11 +392,16 @@ def format_eval_table(ev: dict, *, name: str) -> str:
         f"| {name} | precision | recall | F1 | boundaries |",
         "|---|---|---|---|---|",
     ]
-    for key in ("model", "random", "periodic"):
+    for key in ("model", "random", "periodic", "frame_difference"):
+        if key not in ev:  # evaluations written before the frame-difference baseline existed
+            continue
         r = ev[key]
         std = f" ± {r['f1_std']:.3f}" if "f1_std" in r else ""
         lines.append(f"| {key} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f}{std} | {r['n_pred']} / {r['n_true']} true |")
-    lines.append(f"\nROC AUC of q(READ) vs true changes: {ev['auc_read_prob']:.3f}; CPU time {ev.get('cpu_s', float('nan')):.0f} s")
+    auc = f"ROC AUC vs true changes: q(READ) {ev['auc_read_prob']:.3f}"
+    if "frame_difference" in ev:
+        auc += f", frame difference {ev['frame_difference']['auc']:.3f}"
+    lines.append(f"\n{auc}; CPU time {ev.get('cpu_s', float('nan')):.0f} s")
     return "\n".join(lines)
 
 
