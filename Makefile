@@ -23,12 +23,11 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) scripts/train.py preset=laptop $(ARGS)
 
-# two test processes, one per core (pytest-xdist); ARGS="-n 0" runs them in this process
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist worksteal $(ARGS)
+	$(PY) -m pytest -q $(ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist worksteal -m "" $(ARGS)
+	$(PY) -m pytest -q -m "" $(ARGS)
 
 # a normal (non-editable) install in a fresh venv under /tmp/pkgcheck, run from outside the repo
 check-install:

@@ -69,8 +69,7 @@ def counters(run_dir) -> dict:
     return torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)["counters"]
 
 
-# async resume is also covered by test_a_run_resumes_with_another_collector and tests/test_train_async.py
-@pytest.mark.parametrize("collector", ["sync", pytest.param("async", marks=pytest.mark.slow), "distributed"])
+@pytest.mark.parametrize("collector", ["sync", "async", "distributed"])
 def test_workers_keep_the_train_ratio_streams_and_resume(tmp_path, collector):
     first = train(tmp_path, "total_env_steps=200", f"collector={collector}", *WORKERS)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -177,6 +177,8 @@ def test_config_error_format_and_helpers(monkeypatch, capsys):
             raise ValueError("something else")
     assert format_user_error(UserError("two\n  lines")) == "imwm: error: two; lines"
     monkeypatch.setenv("IMWM_DEBUG", "1")
+    # user_errors sets HYDRA_FULL_ERROR for the dying process; keep it from outliving this test
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     with pytest.raises(ConfigError):  # debug: the exception itself, for the traceback
         with user_errors():
             raise err
