@@ -16,6 +16,7 @@
 
 from imwm.analysis.boundary_truth import (
     boundary_prf,
+    compare_with_truth,
     evenly_spaced,
     frame_difference_baseline_prf,
     periodic_baseline_prf,
@@ -77,6 +78,7 @@ __all__ = [
     "evenly_spaced",
     "periodic_baseline_prf",
     "frame_difference_baseline_prf",
+    "compare_with_truth",
     "local_read_effect",
     "random_baseline_prf",
 ]

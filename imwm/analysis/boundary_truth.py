@@ -34,7 +34,7 @@ import numpy as np
 from imwm.analysis._arrays import as_flags
 
 __all__ = ["boundary_prf", "random_baseline_prf", "periodic_baseline_prf", "frame_difference_baseline_prf",
-           "evenly_spaced"]
+           "compare_with_truth", "evenly_spaced"]
 
 
 def evenly_spaced(length: int, count: int) -> np.ndarray:
@@ -226,12 +226,35 @@ def frame_difference_baseline_prf(true: Any, frame_delta: Any, n: Any, tolerance
     delta = np.atleast_2d(np.asarray(frame_delta, np.float64))
     if delta.shape != true_a.shape:
         raise ValueError(f"frame_delta must have the shape of true {true_a.shape}, got {delta.shape}")
-    delta = np.nan_to_num(delta, nan=-np.inf)
+    ranked = np.argsort(-np.nan_to_num(delta, nan=-np.inf), axis=1, kind="stable")
     pred = np.zeros_like(true_a)
     for row in range(true_a.shape[0]):
-        k = int(counts[row])
-        if k:
-            pred[row, np.argsort(-delta[row], kind="stable")[:k]] = True
+        pred[row, ranked[row, : int(counts[row])]] = True
     out = boundary_prf(pred, true_a, tolerance)
-    out["auc"] = float(roc_auc(np.where(np.isfinite(delta), delta, 0.0).ravel(), true_a.ravel()))
+    out["auc"] = float(roc_auc(np.nan_to_num(delta, nan=0.0).ravel(), true_a.ravel()))
     return out
+
+
+def compare_with_truth(pred: Any, true: Any, frame_delta: Any, *, tolerance: int = 1, draws: int = 200,
+                       seed: int = 0) -> dict[str, Any]:
+    """Predicted READs ``[N, T]`` against the true changes, next to every baseline of the same count.
+
+    Returns ``model``, ``random``, ``periodic`` and ``frame_difference`` (the PRF dicts of
+    :func:`boundary_prf` and the three baselines), ``read_rate`` and ``true_rate``.
+
+    Example:
+        >>> true = np.array([[False, True, False, False, True, False]])
+        >>> r = compare_with_truth(true.copy(), true, true.astype(float), draws=10)
+        >>> r["model"]["f1"], r["frame_difference"]["f1"], sorted(r)[:2]
+        (1.0, 1.0, ['frame_difference', 'model'])
+    """
+    pred_a = np.atleast_2d(as_flags(pred, "pred", ndim=(1, 2)))
+    counts = pred_a.sum(-1)
+    return {
+        "model": boundary_prf(pred_a, true, tolerance=tolerance),
+        "random": random_baseline_prf(true, counts, draws=draws, seed=seed, tolerance=tolerance),
+        "periodic": periodic_baseline_prf(true, counts, tolerance=tolerance),
+        "frame_difference": frame_difference_baseline_prf(true, frame_delta, counts, tolerance=tolerance),
+        "read_rate": float(pred_a.mean()),
+        "true_rate": float(as_flags(true, "true", ndim=(1, 2)).mean()),
+    }

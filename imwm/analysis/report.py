@@ -14,8 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from imwm.analysis.boundary_truth import (boundary_prf, frame_difference_baseline_prf, periodic_baseline_prf,
-                                          random_baseline_prf)
+from imwm.analysis.boundary_truth import compare_with_truth
 from imwm.analysis.events import build_events, widen_events
 from imwm.analysis.metrics import METRIC_KEYS, aggregate_episodes, boundary_event_metrics
 from imwm.analysis.restore import RestoredRun
@@ -118,18 +117,9 @@ def evaluate_traces(traces: Sequence[Mapping[str, Any]], *, percentiles: Iterabl
         lengths = {len(t["boundary"]) for t in traces}
         if len(lengths) != 1:  # held-out sequences share one length; baselines need a rectangle
             raise ValueError(f"traces with known truth must share one length, got lengths {sorted(lengths)}")
-        pred = np.stack(sliced_b)
         true = np.stack([np.asarray(t["true_boundary"], bool)[1:] for t in traces])
-        counts = pred.sum(-1)
-        delta = np.stack(sliced_d)
-        truth = {
-            "model": boundary_prf(pred, true, tolerance=tolerance),
-            "random": random_baseline_prf(true, counts, draws=permutations, seed=seed, tolerance=tolerance),
-            "periodic": periodic_baseline_prf(true, counts, tolerance=tolerance),
-            "frame_difference": frame_difference_baseline_prf(true, delta, counts, tolerance=tolerance),
-            "read_rate": float(pred.mean()),
-            "true_rate": float(true.mean()),
-        }
+        truth = compare_with_truth(np.stack(sliced_b), true, np.stack(sliced_d), tolerance=tolerance,
+                                   draws=permutations, seed=seed)
     return {"episodes": per_episode, "aggregate": aggregate, "pooled": pooled, "truth": truth,
             "percentiles": list(percentiles), "permutations": permutations, "seed": seed,
             "tolerance": tolerance, "event_window": event_window}

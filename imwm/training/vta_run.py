@@ -242,25 +242,17 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
     evenly spaced and frame-difference baselines (the largest pixel changes, no learning) use the
     same number of boundaries per sequence as the model.
     """
-    from imwm.analysis.boundary_truth import (boundary_prf, frame_difference_baseline_prf, periodic_baseline_prf,
-                                              random_baseline_prf)
+    from imwm.analysis.boundary_truth import compare_with_truth
     from imwm.analysis.events import frame_delta
     from imwm.analysis.metrics import roc_auc
 
     predicted = predict_boundaries(model, data)
-    pred = predicted["boundary"][:, 1:].numpy()
     true = data["true_boundary"][:, 1:, 0].numpy()
-    counts = pred.sum(-1)
     delta = np.stack([frame_delta(seq) for seq in data["observation"].numpy()])[:, 1:]
     return {
-        "model": boundary_prf(pred, true, tolerance=1),
+        **compare_with_truth(predicted["boundary"][:, 1:].numpy(), true, delta, tolerance=1, draws=draws, seed=seed),
         # threshold-free: does q(READ) rank the true change steps above the others? (0.5 = no signal)
         "auc_read_prob": float(roc_auc(predicted["read_prob"][:, 1:].numpy().ravel(), true.ravel())),
-        "random": random_baseline_prf(true, counts, draws=draws, seed=seed, tolerance=1),
-        "periodic": periodic_baseline_prf(true, counts, tolerance=1),
-        "frame_difference": frame_difference_baseline_prf(true, delta, counts, tolerance=1),
-        "read_rate": float(pred.mean()),
-        "true_rate": float(true.mean()),
     }
 
 
