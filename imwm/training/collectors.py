@@ -10,8 +10,10 @@
                                                      envs together; one batch holds all of them
 ``async``                     1                      ``AsyncCollector``: one process collects the
                                                      next batch while the learner updates
-``async``                     W > 1                  ``MultiAsyncCollector``: W processes; each batch
-                                                     is one worker's, first ready first served
+``async``                     W > 1                  ``MultiAsyncCollector`` (with a queue slot per
+                                                     worker, :class:`LosslessMultiAsyncCollector`):
+                                                     W processes; each batch is one worker's, first
+                                                     ready first served
 ``distributed``               W >= 1                 ``torchrl.collectors.distributed.
                                                      DistributedCollector`` (``launcher="mp"``,
                                                      ``gloo``, sync mode): W collector nodes on this
@@ -49,13 +51,15 @@ from typing import Any
 
 import torch
 from tensordict import TensorDictBase
+from torchrl.collectors import MultiAsyncCollector
 from torchrl.data import Unbounded
 from torchrl.envs import EnvBase, Transform
 
 from imwm.errors import ConfigError
 from imwm.training.config import COLLECTORS
 
-__all__ = ["ENV_INDEX_KEY", "EnvIndex", "batch_envs", "make_collector", "worker_env"]
+__all__ = ["ENV_INDEX_KEY", "EnvIndex", "LosslessMultiAsyncCollector", "batch_envs", "make_collector",
+           "worker_env"]
 
 ENV_INDEX_KEY = "env_index"
 
@@ -99,6 +103,34 @@ class EnvIndex(Transform):
         observation_spec[self.key] = Unbounded(shape=self.parent.batch_size, dtype=torch.int64,
                                                device=observation_spec.device)
         return observation_spec
+
+
+class LosslessMultiAsyncCollector(MultiAsyncCollector):
+    """TorchRL's ``MultiAsyncCollector`` that never drops a batch: one output-queue slot per worker.
+
+    Why it exists: TorchRL 0.14.1's ``MultiAsyncCollector`` gives its output queue a single slot.
+    While the learner holds one worker's batch, a second worker's batch fills that slot, and a
+    third batch (the first worker's next one) waits for it; after ``_TIMEOUT`` (1 s) the worker
+    gives up, throws the batch away and collects the next one from where its envs are. The env
+    steps of that batch are lost without a trace, so an episode in replay jumps ahead (and an episode
+    start inside the lost batch is never seen). Any learner that spends more than a second per
+    batch with two or more workers hits it. Each worker has at most one batch outstanding (it
+    waits for the learner's ``continue`` before collecting again), so a queue with a slot per worker
+    can never be full and no put times out. Everything else is TorchRL's.
+
+    Example:
+        >>> import functools
+        >>> make = [functools.partial(worker_env, {"name": "cartpole"}, first=w, num_envs=1, seed=0)
+        ...         for w in range(2)]
+        >>> collector = LosslessMultiAsyncCollector(make, None, frames_per_batch=8, total_frames=16)
+        >>> [batch.numel() for batch in collector]
+        [8, 8]
+        >>> collector.shutdown()
+    """
+
+    @property
+    def _queue_len(self) -> int:
+        return self.num_workers
 
 
 def worker_env(env_kwargs: Mapping[str, Any], *, first: int, num_envs: int, seed: int) -> EnvBase:
@@ -215,9 +247,7 @@ def make_collector(
         return MultiSyncCollector(make, policy(k), policy_device=device, cat_results=0, use_buffers=True,
                                   **common)
     if collector == "async":
-        from torchrl.collectors import MultiAsyncCollector
-
-        return MultiAsyncCollector(make, policy(k), policy_device=device, **common)
+        return LosslessMultiAsyncCollector(make, policy(k), policy_device=device, **common)
     if collector == "distributed":
         return _distributed(make, policy(k), frames, init_random_frames)
     raise ConfigError("collector", f"must be one of {list(COLLECTORS)}", collector)
