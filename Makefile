@@ -23,11 +23,12 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) scripts/train.py preset=laptop $(ARGS)
 
+# one pytest worker per CPU core, at most 4 (pytest-xdist); tests are independent (own tmp dirs, free ports)
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist worksteal $(ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m "" $(ARGS)
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist worksteal -m "" $(ARGS)
 
 # a normal (non-editable) install in a fresh venv under /tmp/pkgcheck, run from outside the repo
 check-install:

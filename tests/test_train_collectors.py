@@ -4,9 +4,10 @@ backend (``collector=distributed``), through the real entry point.
 For each of ``collector=sync`` (``MultiSyncCollector``), ``collector=async``
 (``MultiAsyncCollector``) and ``collector=distributed`` (``DistributedCollector``, ``gloo`` on
 localhost) with 2 envs in 2 workers: the train ratio's number of updates exactly, every replay
-stream holding its own env's records only and in time order, a resume that continues; pushed
-weights reaching every worker; a ``collector_workers`` that does not split ``num_envs`` refused
-in one line. Each end-to-end test costs two short ``preset=debug`` runs (30-55 s on a shared core).
+stream holding its own env's records only and in time order; a resume that continues (one
+process, then async workers, then distributed ranks); pushed weights reaching every worker; a
+``collector_workers`` that does not split ``num_envs`` refused in one line. Each end-to-end run is
+a short ``preset=debug`` run (15-30 s on a shared core).
 """
 import functools
 
@@ -70,30 +71,28 @@ def counters(run_dir) -> dict:
 
 
 @pytest.mark.parametrize("collector", ["sync", "async", "distributed"])
-def test_workers_keep_the_train_ratio_streams_and_resume(tmp_path, collector):
+def test_workers_keep_the_train_ratio_and_the_streams(tmp_path, collector):
     first = train(tmp_path, "total_env_steps=200", f"collector={collector}", *WORKERS)
     assert first.returncode == 0, first.stderr[-3000:]
     run = tmp_path / "run"
     # prefill 100, then 0.5 updates per env step (train_ratio 16 / batch 4x8): as with one worker
     assert counters(run)["env_steps"] == 200 and counters(run)["updates"] == 50
     check_streams(run)
-    second = train(tmp_path, "total_env_steps=300", f"collector={collector}", *WORKERS)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "at env step 200" in second.stdout
-    assert counters(run)["env_steps"] == 300 and counters(run)["updates"] == 100
-    check_streams(run)
 
 
-def test_a_run_resumes_with_another_collector(tmp_path):
-    """collector and collector_workers are execution keys: resume=auto continues the run."""
+def test_a_run_resumes_with_other_collectors(tmp_path):
+    """collector and collector_workers are execution keys: resume=auto continues the run, here from
+    one process to two async workers, then to two distributed ranks (a resumed run has no prefill
+    left, which each collector is told in its own way)."""
     first = train(tmp_path, "total_env_steps=200", "num_envs=2")
     assert first.returncode == 0, first.stderr[-3000:]
-    second = train(tmp_path, "total_env_steps=300", "collector=async", *WORKERS)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "at env step 200" in second.stdout
     run = tmp_path / "run"
-    assert counters(run)["env_steps"] == 300 and counters(run)["updates"] == 100
-    check_streams(run, seed=None)  # (one process seeds its 2 cartpole envs 0 and a derived seed)
+    for steps, collector in ((300, "async"), (400, "distributed")):
+        resumed = train(tmp_path, f"total_env_steps={steps}", f"collector={collector}", *WORKERS)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"at env step {steps - 100}" in resumed.stdout
+        assert counters(run)["env_steps"] == steps and counters(run)["updates"] == (steps - 100) // 2
+        check_streams(run, seed=None)  # (one process seeds its 2 cartpole envs 0 and a derived seed)
 
 
 def test_async_workers_lose_no_batch_behind_a_slow_learner():

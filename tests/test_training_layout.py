@@ -96,6 +96,22 @@ def test_errors_name_the_problem():
         DreamerRecordLayout(num_envs=0)
 
 
+def test_a_batch_that_skips_steps_is_refused_naming_the_env():
+    """One worker's batch (env 1 of 2) whose episode jumps ahead: steps were lost in between."""
+    layout = DreamerRecordLayout(num_envs=2)
+    layout(make_batch([[0, 1], [20, 21]], [[1, 2], [21, 22]], [[1, 0], [1, 0]], [[0, 0]] * 2, [[0, 0]] * 2,
+                      [[0, 0]] * 2))
+    layout(make_batch([[2, 3]], [[3, 4]], [[0, 0]], [[0, 0]], [[0, 0]], [[0, 0]]), first_env=0)  # continues
+    with pytest.raises(ValueError, match=r"^collector batch for envs \[1\] does not start where"):
+        layout(make_batch([[25, 26]], [[26, 27]], [[0, 0]], [[0, 0]], [[0, 0]], [[0, 0]]), first_env=1)
+    # a new episode may start anywhere; after a resume nothing is carried over
+    layout(make_batch([[40, 41]], [[41, 42]], [[1, 0]], [[0, 0]], [[0, 0]], [[0, 0]]), first_env=1)
+    resumed = DreamerRecordLayout(num_envs=2)
+    resumed.load_state_dict(layout.state_dict())
+    resumed(make_batch([[7, 8], [9, 10]], [[8, 9], [10, 11]], [[1, 0], [1, 0]], [[0, 0]] * 2, [[0, 0]] * 2,
+                       [[0, 0]] * 2))
+
+
 def test_finished_episodes():
     b = make_batch([[0, 1]], [[1, 2]], [[1, 0]], [[0, 0]], [[0, 1]], [[0, 0]])
     b["next", "episode_reward"][0, 1] = 7.0

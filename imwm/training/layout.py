@@ -34,7 +34,11 @@ class DreamerRecordLayout:
     """Stateful converter from collector batches ``[num_envs, T]`` to replay records ``[M]``.
 
     Carries, per env, the id of the episode in progress across batches; vectorised over envs
-    and time (no Python loop over steps).
+    and time (no Python loop over steps). It also keeps each env's last observation and refuses a
+    batch that continues an episode from anywhere else: a collector that loses steps between
+    batches (TorchRL's one-slot ``MultiAsyncCollector`` did, see
+    :class:`~imwm.training.collectors.LosslessMultiAsyncCollector`) would otherwise store an
+    episode whose records are not consecutive steps, silently.
 
     Args:
         num_envs: number of envs the run steps (over all collector workers).
@@ -70,6 +74,7 @@ class DreamerRecordLayout:
         self.next_traj_id = 0
         # -1: no episode in progress (start of run, or after a resume: envs restart episodes).
         self.current_traj = torch.full((num_envs,), -1, dtype=torch.int64)
+        self._last_obs: dict[int, torch.Tensor] = {}  # env -> its latest next-observation
 
     def state_dict(self) -> dict:
         return {"next_traj_id": self.next_traj_id}
@@ -77,6 +82,7 @@ class DreamerRecordLayout:
     def load_state_dict(self, state: dict) -> None:
         self.next_traj_id = int(state["next_traj_id"])
         self.current_traj.fill_(-1)
+        self._last_obs.clear()
 
     def __call__(self, batch: TensorDictBase, first_env: int | None = None) -> TensorDict:
         """Converts one collector batch; returns a TensorDict of records with batch ``[M]``.
@@ -120,6 +126,7 @@ class DreamerRecordLayout:
                 f"envs {bad} continue an episode this layout never saw start (is_init is False at "
                 "the batch start); feed batches in order from the collector's first one"
             )
+        self._check_continuity(obs, is_init[:, 0], first_env)
 
         # Two slots per step: [2t] = the first record of an episode (valid where is_init),
         # [2t+1] = the record of o_{t+1} (always valid). Row-major selection keeps envs contiguous.
@@ -153,7 +160,21 @@ class DreamerRecordLayout:
             records[self.stream_key] = env_of_row[valid]
         self.next_traj_id += int(starts_per_env.sum())
         self.current_traj[envs] = traj[:, -1]
+        for row in range(n_env):
+            self._last_obs[first_env + row] = next_obs[row, -1].clone()
         return TensorDict(records, batch_size=[records["traj_ids"].shape[0]])
+
+    def _check_continuity(self, obs: torch.Tensor, starts: torch.Tensor, first_env: int) -> None:
+        """Every env that carries its episode into this batch must start where its last batch ended."""
+        broken = [first_env + row for row in range(obs.shape[0])
+                  if not starts[row] and first_env + row in self._last_obs
+                  and not torch.equal(obs[row, 0], self._last_obs[first_env + row])]
+        if broken:
+            raise ValueError(
+                f"collector batch for envs {broken} does not start where their previous batch ended: "
+                "env steps were lost between batches (a collector dropped data); refusing to store "
+                "an episode whose records are not consecutive steps"
+            )
 
 
 def finished_episodes(batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
