@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) scripts/train.py preset=laptop $(ARGS)
 
-# one pytest worker per CPU core, at most 4 (pytest-xdist); tests are independent (own tmp dirs, free ports)
+# one pytest worker per CPU core, at most 4 (pytest-xdist); tests are independent (own tmp dirs, ports asked of the OS)
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist worksteal $(ARGS)
 

@@ -8,7 +8,8 @@ import torch
 from imwm.agent.compile import COMPILE_MODES, CompiledPhase, parse_compile_mode
 from imwm.training.build_model import build_agent
 
-from test_agent_dreamer import batch, tiny_cfg
+from omegaconf import OmegaConf
+from test_agent_dreamer import CONFIGS, batch, tiny_cfg
 
 
 def test_parse_compile_mode():
@@ -42,12 +43,20 @@ def same_random_numbers(monkeypatch):
     monkeypatch.setattr(inductor_config, "fallback_random", True)
 
 
-def _compare_one_update(tol: float) -> None:
+def _cfg(dynamics: str, **agent):
+    cfg = tiny_cfg(**agent)
+    if dynamics == "vta":
+        cfg.dynamics = OmegaConf.load(CONFIGS / "dynamics" / "vta.yaml")
+    return cfg
+
+
+def _compare_one_update(tol: float, dynamics: str = "rssm") -> None:
     torch.manual_seed(0)
-    eager = build_agent(tiny_cfg(), obs_shape=(4,), action_dim=3)
-    compiled = build_agent(tiny_cfg(compile="default"), obs_shape=(4,), action_dim=3)
+    eager = build_agent(_cfg(dynamics), obs_shape=(4,), action_dim=3)
+    compiled = build_agent(_cfg(dynamics, compile="default"), obs_shape=(4,), action_dim=3)
     compiled.load_state_dict(eager.state_dict())
-    eager.world_model.dynamics.deferred_weight_grads = False  # the same arithmetic on both sides
+    if dynamics == "rssm":
+        eager.world_model.dynamics.deferred_weight_grads = False  # the same arithmetic on both sides
     data = batch((4,), B=2, T=4)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*running it eagerly")  # no fallback
@@ -56,21 +65,58 @@ def _compare_one_update(tol: float) -> None:
     assert compiled.compiled and set(compiled.compile_seconds) == {"world_model_forward", "imagine_and_behaviour"}
     torch.manual_seed(1)
     m_eager, s_eager = eager.train_step(data.clone())
-    for key in ("world_model_loss", "loss_image", "loss_kl", "loss_actor", "loss_critic", "grad_norm_model",
-                "grad_norm_actor", "grad_norm_critic"):
+    keys = ("world_model_loss", "loss_actor", "loss_critic", "grad_norm_model", "grad_norm_actor", "grad_norm_critic")
+    assert set(keys) <= set(m_eager)
+    for key in keys + (("loss_image", "loss_kl") if dynamics == "rssm" else ()):
         torch.testing.assert_close(m_compiled[key], m_eager[key], rtol=tol, atol=tol, msg=key)
     torch.testing.assert_close(s_compiled.to_dict(), s_eager.to_dict(), rtol=tol, atol=tol)
     for (name, p_c), p_e in zip(compiled.named_parameters(), eager.parameters()):
         torch.testing.assert_close(p_c, p_e, rtol=tol, atol=tol, msg=name)  # one optimiser step each
 
 
-def test_traced_update_has_no_graph_breaks_and_matches_eager(monkeypatch):
+@pytest.mark.parametrize("dynamics", ["rssm", "vta"])
+def test_traced_update_has_no_graph_breaks_and_matches_eager(monkeypatch, dynamics):
     """Dynamo traces each phase whole (``fullgraph=True``: a break raises, the agent would warn
     and fall back) and AOTAutograd builds its backward; the ``aot_eager`` backend runs those
     graphs without generating kernels, so the test takes seconds."""
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"}))
-    _compare_one_update(tol=1e-5)
+    _compare_one_update(tol=1e-5, dynamics=dynamics)
+
+
+def test_vta_schedules_change_without_retracing(monkeypatch):
+    """A Gumbel temperature annealed and a force scale decayed every update reach the compiled
+    VTA step as tensors: three updates, three different schedule values, no new trace after the
+    first update, and every update equal to eager's."""
+    from torch._dynamo.utils import counters
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"}))
+    schedules = dict(boundary_temp=2.0, boundary_temp_min=0.1, boundary_temp_anneal_rate=0.5,
+                     boundary_force_schedule="linear", boundary_force_start=1.0, boundary_force_decay_updates=3)
+    torch.manual_seed(0)
+    agents = []
+    for mode in ("false", "default"):
+        cfg = _cfg("vta", compile=mode)
+        cfg.dynamics.update(schedules)
+        agents.append(build_agent(cfg, obs_shape=(4,), action_dim=3))
+    eager, compiled = agents
+    compiled.load_state_dict(eager.state_dict())
+    data = batch((4,), B=2, T=4)
+    temps, graphs = [], []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*running it eagerly")
+        for step in range(3):
+            torch.manual_seed(10 + step)
+            m_compiled, _ = compiled.train_step(data.clone())
+            temps.append(compiled.world_model.dynamics.current_temp)
+            graphs.append(counters["stats"]["unique_graphs"])
+            torch.manual_seed(10 + step)
+            m_eager, _ = eager.train_step(data.clone())
+            for key in ("world_model_loss", "loss_actor", "grad_norm_model"):
+                torch.testing.assert_close(m_compiled[key], m_eager[key], rtol=1e-5, atol=1e-5, msg=f"{key} {step}")
+    assert len(set(temps)) == 3, temps
+    assert graphs[0] == graphs[-1], graphs  # traced at the first update (or earlier), never again
 
 
 @pytest.mark.slow

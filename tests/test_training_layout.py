@@ -104,12 +104,11 @@ def test_a_batch_that_skips_steps_is_refused_naming_the_env():
     layout(make_batch([[2, 3]], [[3, 4]], [[0, 0]], [[0, 0]], [[0, 0]], [[0, 0]]), first_env=0)  # continues
     with pytest.raises(ValueError, match=r"^collector batch for envs \[1\] does not start where"):
         layout(make_batch([[25, 26]], [[26, 27]], [[0, 0]], [[0, 0]], [[0, 0]], [[0, 0]]), first_env=1)
-    # a new episode may start anywhere; after a resume nothing is carried over
+    # the refused batch changed nothing: env 1 still continues from its frame 22 ...
+    r = layout(make_batch([[22, 23]], [[23, 24]], [[0, 0]], [[0, 0]], [[0, 0]], [[0, 0]]), first_env=1)
+    assert r["observation"].squeeze(-1).tolist() == [23, 24] and r["traj_ids"].tolist() == [1, 1]
+    # ... and a new episode may start anywhere
     layout(make_batch([[40, 41]], [[41, 42]], [[1, 0]], [[0, 0]], [[0, 0]], [[0, 0]]), first_env=1)
-    resumed = DreamerRecordLayout(num_envs=2)
-    resumed.load_state_dict(layout.state_dict())
-    resumed(make_batch([[7, 8], [9, 10]], [[8, 9], [10, 11]], [[1, 0], [1, 0]], [[0, 0]] * 2, [[0, 0]] * 2,
-                       [[0, 0]] * 2))
 
 
 def test_finished_episodes():

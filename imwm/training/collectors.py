@@ -116,7 +116,10 @@ class LosslessMultiAsyncCollector(MultiAsyncCollector):
     start inside the lost batch is never seen). Any learner that spends more than a second per
     batch with two or more workers hits it. Each worker has at most one batch outstanding (it
     waits for the learner's ``continue`` before collecting again), so a queue with a slot per worker
-    can never be full and no put times out. Everything else is TorchRL's.
+    can never be full and no put times out. That holds for one iterator consumed batch by batch, as
+    the training loop does; a second ``iter()``, a ``reset()`` or a ``state_dict()`` while workers
+    collect can still make TorchRL drop a batch (the record layout then refuses the gap).
+    Everything else is TorchRL's.
 
     Example:
         >>> import functools

@@ -50,6 +50,7 @@ __all__ = [
     "boundary_sample",
     "log_density_concrete",
     "regularize_boundary",
+    "boundary_push",
     "force_scale_at",
     "temperature_at",
     "check_boundary_options",
@@ -212,11 +213,22 @@ def regularize_boundary(
         )
     if force_scale == 0:
         return logits
+    return logits + boundary_push(logits, seg_len, seg_num, max_seg_len, max_seg_num) * force_scale
+
+
+def boundary_push(logits: Tensor, seg_len: Tensor, seg_num: Tensor, max_seg_len: int, max_seg_num: int) -> Tensor:
+    """The unscaled push of :func:`regularize_boundary`: 1 on READ where ``seg_len >= max_seg_len``,
+    else 1 on COPY where ``seg_num >= max_seg_num``, 0 elsewhere (``logits`` gives dtype and shape).
+
+    Example:
+        >>> boundary_push(torch.zeros(2, 2), torch.tensor([[10.], [0.]]), torch.tensor([[9.], [9.]]), 10, 5)
+        tensor([[1., 0.],
+                [0., 1.]])
+    """
     over_len = (seg_len >= max_seg_len).to(logits.dtype)
     over_num = (seg_num >= max_seg_num).to(logits.dtype) * (1.0 - over_len)
     # columns in class order: READ_INDEX (0) then COPY_INDEX (1)
-    push = torch.cat([over_len, over_num], dim=-1) * force_scale
-    return logits + push
+    return torch.cat([over_len, over_num], dim=-1)
 
 
 def force_scale_at(

@@ -45,7 +45,7 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 
 from imwm.dynamics.base import positive_int
-from imwm.vta.boundary import rate_prior_kl, regularize_boundary
+from imwm.vta.boundary import boundary_push, rate_prior_kl, regularize_boundary
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
 from imwm.vta.options import BoundaryOptions
 
@@ -130,6 +130,10 @@ class VTADynamics(BoundaryOptions):
         self.register_buffer(
             "_forced_logits", torch.tensor([_FORCED_READ_LOGIT, -_FORCED_READ_LOGIT]), persistent=False
         )
+        # (temperature, force scale) of the current update as a tensor: a compiled step reads them
+        # from here, so a schedule that changes them every update does not retrace the graph
+        self.register_buffer("_schedule", torch.tensor([self.current_temp, self.current_force_scale]),
+                             persistent=False)
         self.post_boundary = PostBoundaryDetector(
             embed_dim, hidden_dim=positive_int("boundary_hidden", boundary_hidden),
             num_layers=positive_int("boundary_layers", boundary_layers), flavour="dreamer",
@@ -152,12 +156,17 @@ class VTADynamics(BoundaryOptions):
         h = ld.hidden[2](ld.hidden[1](pre))
         return ld.mean(h), F.softplus(ld.std(h)) + ld.min_std
 
+    def set_progress(self, update: int) -> None:
+        super().set_progress(update)
+        self._schedule.copy_(torch.tensor([self.current_temp, self.current_force_scale]))
+
     def _sample_boundary(self, logits: Tensor, forced: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
         """Straight-through READ flag ``[.., 1]`` and the stored logits; ``forced`` -> READ."""
+        temp = self._schedule[0] if torch.compiler.is_compiling() else self.current_temp
         if noise is None:  # eval: the mode
-            soft = torch.softmax(logits / self.current_temp, -1)
+            soft = torch.softmax(logits / temp, -1)
         else:
-            soft = torch.softmax((logits + noise) / self.current_temp, -1)
+            soft = torch.softmax((logits + noise) / temp, -1)
         hard = (soft[..., :1] >= soft[..., 1:]).to(soft.dtype)
         read = hard + (soft[..., :1] - soft[..., :1].detach())  # exactly 0/1 forward
         read = torch.where(forced, 1.0, read)
@@ -170,6 +179,9 @@ class VTADynamics(BoundaryOptions):
         return -torch.log(-torch.log(u))
 
     def _regularize(self, logits: Tensor, seg_len: Tensor, seg_num: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():
+            push = boundary_push(logits, seg_len, seg_num, self.max_seg_len, self.max_seg_num)
+            return logits + push * self._schedule[1].to(logits.dtype)
         return regularize_boundary(logits, seg_len, seg_num, self.max_seg_len, self.max_seg_num, self.current_force_scale)
 
     @staticmethod
@@ -270,9 +282,11 @@ class VTADynamics(BoundaryOptions):
 
         prev = {k: state[k] for k in VTA_STATE_KEYS}
         prevs, outs = [], []
-        reset_steps = is_first.bool().any(0)[:, 0].tolist()  # one host read; most steps need no reset
+        # eager: one host read, and only steps with an episode start pay for the reset; a compiled
+        # graph cannot read the host, and there the reset fuses into the step for free
+        reset_steps = None if torch.compiler.is_compiling() else is_first.bool().any(0)[:, 0].tolist()
         for t in range(T):
-            if reset_steps[t]:
+            if reset_steps is None or reset_steps[t]:
                 prev = self._reset(prev, keep[:, t])
             prevs.append(prev)
             forced = prev["seg_num"] < 0.5
