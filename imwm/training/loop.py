@@ -368,9 +368,10 @@ class Trainer:
         """The collector the config names (:func:`imwm.training.collectors.make_collector`).
 
         Every collector keeps the train ratio exact: updates are earned per collected env step and
-        all of a batch's updates run before the next batch is taken. With ``collector=async`` a
-        worker is at most one batch ahead, acting with weights at most one batch old (pushed after
-        each batch's updates, to every worker).
+        all of a batch's updates run before the next batch is taken. With ``collector=async`` each
+        worker is at most one batch ahead; weights are pushed to every worker after each batch's
+        updates, and a finished batch may wait while the other workers' batches are trained on, so
+        with ``W`` workers a batch's actions come from weights up to ``W`` batches' updates old.
         """
         action_dtype = self.env.action_spec.dtype
         return make_collector(self.plain, env=self.env, env_seed=self.env_seed, device=self.device,
