@@ -4,11 +4,11 @@ import warnings
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from imwm.agent.compile import COMPILE_MODES, CompiledPhase, parse_compile_mode
 from imwm.training.build_model import build_agent
 
-from omegaconf import OmegaConf
 from test_agent_dreamer import CONFIGS, batch, tiny_cfg
 
 
@@ -43,10 +43,9 @@ def same_random_numbers(monkeypatch):
     monkeypatch.setattr(inductor_config, "fallback_random", True)
 
 
-def _cfg(dynamics: str, **agent):
+def _vta_cfg(**agent):
     cfg = tiny_cfg(**agent)
-    if dynamics == "vta":
-        cfg.dynamics = OmegaConf.load(CONFIGS / "dynamics" / "vta.yaml")
+    cfg.dynamics = OmegaConf.load(CONFIGS / "dynamics" / "vta.yaml")
     return cfg
 
 
@@ -94,7 +93,7 @@ def test_vta_schedules_change_without_retracing(monkeypatch):
     torch.manual_seed(0)
     agents = []
     for mode in ("false", "default"):
-        cfg = _cfg("vta", compile=mode)
+        cfg = _vta_cfg(compile=mode)
         cfg.dynamics.update(schedules)
         agents.append(build_agent(cfg, obs_shape=(4,), action_dim=3))
     eager, compiled = agents
