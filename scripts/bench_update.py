@@ -371,6 +371,9 @@ def main(argv=None) -> None:
     for name in ("batch", "length", "horizon", "actions", "repeats", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    from imwm.training.config import check_device
+
+    check_device(args.device, key="--device")  # no CUDA here: one line, not a traceback from deep in a model
     torch.set_num_threads(args.threads)
     from imwm.agent.compile import parse_compile_mode
 

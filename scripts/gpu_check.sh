@@ -5,9 +5,13 @@
 #
 # 1. a venv with the CUDA build of the pinned torch (TORCH_CUDA picks the wheel index, default cu128)
 #    and imwm; 2. the CUDA-marked tests (agent, dynamics, samplers, transforms on the GPU);
-# 3. bench_update.py --device cuda at size S and at the 1M-parameter size, eager / compiled /
-#    CUDA graphs, with kernel and host-sync counts; 4. a short preset=atari100k training run (updates/s, host
-#    syncs per update). Each step has its own time limit, so one slow step cannot eat the others'.
+# 3. bench_update.py --device cuda, one process per variant, with kernel and host-sync counts: the
+#    1M-parameter size eager / compiled / CUDA graphs, size S eager; 4. a short preset=atari100k training
+#    run (updates/s, host syncs per update); 5. size S compiled with CUDA graphs, last, because its compile
+#    is the step most likely to outrun its limit. Each step has its own time limit, so one slow step cannot
+#    eat the others' time, and each benchmark variant is its own process, so a compile that times out loses
+#    only its own row. The machine needs network access for step 1 (pip); on an offline one, install
+#    torch and imwm's dependencies into $VENV beforehand.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-gpu_check.md}
@@ -18,7 +22,7 @@ export GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_thr
 export WANDB_MODE=disabled PYTHONUNBUFFERED=1
 START=$(date +%s)
 
-log() { printf '%s\n' "$*" | tee -a "$OUT"; }
+log() { printf '%s\n' "$@" | tee -a "$OUT"; }  # one line per argument
 step() {  # step <title> <seconds> <command...>: runs it, puts its output in the results file
   local title=$1 limit=$2; shift 2
   log "" "## $title" "" '```'
@@ -32,7 +36,7 @@ step() {  # step <title> <seconds> <command...>: runs it, puts its output in the
 log "# imwm GPU check" "" "$(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 log "" '```' "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | head -3)" '```'
 
-step "setup: torch ${TORCH_VERSION} (${TORCH_CUDA}) and imwm" 150 bash -c "
+step "setup: torch ${TORCH_VERSION} (${TORCH_CUDA}) and imwm" 140 bash -c "
   test -x $VENV/bin/python || python3 -m venv $VENV
   $VENV/bin/python -m pip install -q --upgrade pip &&
   $VENV/bin/python -m pip install -q torch==${TORCH_VERSION} --index-url https://download.pytorch.org/whl/${TORCH_CUDA} &&
@@ -40,15 +44,20 @@ step "setup: torch ${TORCH_VERSION} (${TORCH_CUDA}) and imwm" 150 bash -c "
   $VENV/bin/python -c 'import torch; print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0))'"
 PY=$VENV/bin/python
 
-step "CUDA-marked tests" 60 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_devices.py
+step "CUDA-marked tests" 50 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_devices.py
 
-for size in S 1M; do
-  step "bench_update.py --device cuda --size $size" "$([ $size = S ] && echo 110 || echo 80)" "$PY" scripts/bench_update.py --device cuda --size "$size" \
-    --batch 16 --length 64 --repeats 10 --warmup 2 --threads 4 --compile false default reduce-overhead --count-ops --no-torchrl
-done
+# one process per variant: a compile that outlasts its limit loses only its own row
+bench() {  # bench <size> <compile mode> <seconds>
+  step "bench_update.py --device cuda --size $1 --compile $2" "$3" "$PY" scripts/bench_update.py --device cuda \
+    --size "$1" --batch 16 --length 64 --repeats 10 --warmup 2 --threads 4 --compile "$2" --count-ops --no-torchrl
+}
+bench S false 40
+bench 1M false 30
+bench 1M default 45
+bench 1M reduce-overhead 45
 
 RUN=$(mktemp -d)
-step "preset=atari100k, 1,300 env steps on pong (276 updates, eager)" 80 "$PY" scripts/train.py preset=atari100k \
+step "preset=atari100k, 1,300 env steps on pong (276 updates, eager)" 70 "$PY" scripts/train.py preset=atari100k \
   env.task=pong device=cuda total_env_steps=1300 prefill=1024 eval_every=0 checkpoint_every=0 log_every=250 \
   logger=csv run_dir="$RUN"
 step "atari100k run: updates/s and host syncs per update" 10 "$PY" - "$RUN" <<'EOF'
@@ -60,5 +69,8 @@ for r in last[-3:]:
            if k in r})
 print("host syncs per update: see the 'host syncs' column of the bench_update tables above")
 EOF
+
+# last: the size-S compile is the step most likely to run out of time
+bench S reduce-overhead 60
 
 log "" "total $(( $(date +%s) - START )) s"

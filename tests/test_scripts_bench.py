@@ -104,6 +104,9 @@ def test_bench_update_without_torchrl_has_no_ratio_and_bad_sizes_fail(tmp_path):
 
     bad = bench(tmp_path, "bench_update.py", "--batch", "0")
     assert bad.returncode != 0 and "--batch must be >= 1, got 0" in bad.stderr
+    bad = bench(tmp_path, "bench_update.py", "--device", "gpu")
+    assert bad.returncode == 2 and "--device: must be cpu, cuda, cuda:N or mps" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_bench_update_precisions_pair_each_with_torchrl_at_the_same_precision(tmp_path):
