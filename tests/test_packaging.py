@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -120,3 +121,16 @@ def test_check_install_script(tmp_path):
     (run,) = (work / "runs").glob("cartpole-CartPole-v1-rssm-s0-*")
     assert (run / "checkpoints" / "latest.pt").exists() and (run / "metrics.csv").exists()
     shutil.rmtree(tmp_path / "pkgcheck", ignore_errors=True)  # the venv is large
+
+
+def test_gpu_check_script_parses_and_its_limits_fit_eight_minutes():
+    """``scripts/gpu_check.sh`` cannot run without a GPU; at least it must parse, and the time
+    limits of its steps (``step "<title>" <s>``, ``bench <size> <mode> <s>``) must add up to at
+    most 490 s, the ~8 minutes it promises."""
+    script = ROOT / "scripts" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    limits = [int(s) for s in re.findall(r'^step "[^"]*" (\d+) ', text, flags=re.M)]
+    limits += [int(s) for s in re.findall(r"^bench \S+ \S+ (\d+)$", text, flags=re.M)]
+    assert len(limits) >= 8, f"expected setup, tests, five benchmarks and the Atari steps, found {limits}"
+    assert sum(limits) <= 490, f"step limits add up to {sum(limits)} s: {limits}"
