@@ -10,8 +10,11 @@
 #    run (updates/s, host syncs per update); 5. size S compiled with CUDA graphs, last, because its compile
 #    is the step most likely to outrun its limit. Each step has its own time limit, so one slow step cannot
 #    eat the others' time, and each benchmark variant is its own process, so a compile that times out loses
-#    only its own row. The machine needs network access for step 1 (pip); on an offline one, install
-#    torch and imwm's dependencies into $VENV beforehand.
+#    only its own row.
+# Offline machines: when WHEELS (default .whl) holds wheels, made beforehand elsewhere by
+# scripts/gpu_wheels.sh, step 1 installs nothing from the network: it keeps the machine's own python3
+# (PYTHON) and its CUDA torch, whatever its version (the results file prints it), and installs the
+# wheels into SITE (default /tmp/imwm-site), with the checkout on PYTHONPATH.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-gpu_check.md}
@@ -36,13 +39,24 @@ step() {  # step <title> <seconds> <command...>: runs it, puts its output in the
 log "# imwm GPU check" "" "$(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 log "" '```' "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | head -3)" '```'
 
-step "setup: torch ${TORCH_VERSION} (${TORCH_CUDA}) and imwm" 140 bash -c "
-  test -x $VENV/bin/python || python3 -m venv $VENV
-  $VENV/bin/python -m pip install -q --upgrade pip &&
-  $VENV/bin/python -m pip install -q torch==${TORCH_VERSION} --index-url https://download.pytorch.org/whl/${TORCH_CUDA} &&
-  $VENV/bin/python -m pip install -q -e '.[dev]' &&
-  $VENV/bin/python -c 'import torch; print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0))'"
-PY=$VENV/bin/python
+WHEELS=${WHEELS:-.whl}
+if compgen -G "$WHEELS/*.whl" > /dev/null; then  # offline: the machine's python3 and torch
+  PY=${PYTHON:-python3}
+  SITE=${SITE:-/tmp/imwm-site}
+  export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  title="setup (offline): the machine's $PY and torch, imwm's other dependencies from $WHEELS"
+  setup="$PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target $SITE $WHEELS/*.whl"
+else
+  PY=$VENV/bin/python
+  title="setup: torch ${TORCH_VERSION} (${TORCH_CUDA}) and imwm"
+  setup="(test -x $PY || python3 -m venv $VENV) && $PY -m pip install -q --upgrade pip &&
+    $PY -m pip install -q torch==${TORCH_VERSION} --index-url https://download.pytorch.org/whl/${TORCH_CUDA} &&
+    $PY -m pip install -q -e '.[dev]'"
+fi
+step "$title" 140 bash -c "$setup && $PY -c 'import torch, torchrl, tensordict, hydra, gymnasium, ale_py, imwm
+print(\"torch\", torch.__version__, \"(pinned: ${TORCH_VERSION}), CUDA:\", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"-\",
+      \"| torchrl\", torchrl.__version__, \"| tensordict\", tensordict.__version__)'"
 
 step "CUDA-marked tests" 50 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_devices.py
 

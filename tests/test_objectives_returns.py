@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from imwm.objectives.returns import ReturnNormalizer, imagined_weight, lambda_return
+from imwm.objectives.returns import ReturnNormalizer, finite_quantiles, imagined_weight, lambda_return
 
 
 def _col(*xs):
@@ -74,3 +74,24 @@ def test_return_normalizer_bad_input():
         ReturnNormalizer(decay=1.0)
     with pytest.raises(ValueError, match="perc_low"):
         ReturnNormalizer(perc_low=96.0)
+
+
+def test_finite_quantiles_match_nanquantile_on_the_finite_entries():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(257, 4, generator=g) * 10
+    x[torch.rand(257, 4, generator=g) < 0.2] = float("nan")
+    x[:5, 1], x[5:9, 2] = float("inf"), -float("inf")
+    x[:, 3] = float("nan")  # no finite entry at all
+    x[:256, 0] = float("nan")  # a single finite entry
+    q = torch.tensor([0.0, 0.05, 0.5, 0.95, 1.0])
+    want = torch.nanquantile(torch.where(torch.isfinite(x), x, torch.nan), q, dim=0)
+    got = finite_quantiles(x, q)
+    assert got.shape == (5, 4)
+    torch.testing.assert_close(got, want, equal_nan=True)
+    assert torch.isnan(got[:, 3]).all() and torch.equal(got[:, 0], x[256, 0].expand(5))
+
+
+def test_return_normalizer_update_traces_without_a_graph_break():
+    norm = ReturnNormalizer(decay=0.0)
+    torch.compile(norm.update, fullgraph=True, backend="eager")(torch.linspace(0, 100, 101).unsqueeze(-1))
+    assert norm.scale().item() == pytest.approx(90.0)

@@ -134,3 +134,48 @@ def test_gpu_check_script_parses_and_its_limits_fit_eight_minutes():
     limits += [int(s) for s in re.findall(r"^bench \S+ \S+ (\d+)$", text, flags=re.M)]
     assert len(limits) >= 8, f"expected setup, tests, five benchmarks and the Atari steps, found {limits}"
     assert sum(limits) <= 490, f"step limits add up to {sum(limits)} s: {limits}"
+
+
+def _bash_array(text: str, name: str) -> list[str]:
+    body = re.search(rf"^{name}=\(([^)]*)\)", text, flags=re.M | re.S)
+    assert body, f"no {name}=( ... ) in scripts/gpu_wheels.sh"
+    return body.group(1).split()
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_gpu_wheels_cover_every_dependency_at_the_installed_versions():
+    """``scripts/gpu_wheels.sh`` fetches, for an offline CUDA machine, what its image lacks: every
+    runtime dependency of imwm (and theirs) must be fetched or expected there, each fetched one at
+    pyproject's pin and at the version ``make setup`` installed here."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from packaging.requirements import Requirement
+
+    text = (ROOT / "scripts" / "gpu_wheels.sh").read_text()
+    fetched = {_norm(p.split("==")[0]): p.split("==")[1]
+               for p in _bash_array(text, "WHEELS") + _bash_array(text, "SDISTS")}
+    expected = {_norm(p) for p in _bash_array(text, "EXPECTED")}
+    not_needed = {"wandb", "hydra-joblib-launcher", "hydra-submitit-launcher"}  # CSV logger; sweeps
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    deps = [Requirement(d) for d in re.findall(r'^\s+"([^"]+)",', pyproject.split("dependencies = [")[1].split("]")[0],
+                                                   flags=re.M)]
+    for dep in deps:
+        name = _norm(dep.name)
+        if name in not_needed or name in expected:
+            continue
+        assert name in fetched, f"pyproject dependency {dep} is neither fetched nor expected on the GPU machine"
+        pins = [s.version for s in dep.specifier if s.operator == "=="]
+        assert not pins or pins == [fetched[name]], f"{name}: pyproject pins {pins}, gpu_wheels.sh {fetched[name]}"
+    for name, pinned in fetched.items():
+        try:
+            assert version(name) == pinned, f"{name}: make setup installed {version(name)}, gpu_wheels.sh has {pinned}"
+        except PackageNotFoundError:
+            pytest.fail(f"gpu_wheels.sh fetches {name}, which is not installed here")
+        for req in map(Requirement, requires(name) or []):
+            if req.marker is not None and not req.marker.evaluate({"extra": "", "python_version": "3.12"}):
+                continue
+            dep = _norm(req.name)
+            assert dep in fetched or dep in expected, f"{name} needs {req}: fetch it or expect it"

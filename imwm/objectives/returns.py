@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torchrl.modules import PercentileValueNorm
 
-__all__ = ["lambda_return", "replay_lambda_return", "imagined_weight", "ReturnNormalizer"]
+__all__ = ["lambda_return", "replay_lambda_return", "imagined_weight", "finite_quantiles", "ReturnNormalizer"]
 
 
 def _check_traj(name: str, x: Tensor, like: Tensor | None = None) -> None:
@@ -160,6 +160,32 @@ def imagined_weight(continue_: Tensor, *, gamma: float) -> Tensor:
     return factors.cumprod(dim=-2)
 
 
+def finite_quantiles(x: Tensor, q: Tensor) -> Tensor:
+    """Quantiles ``q`` ``[K]`` of the finite entries of each column of ``x`` ``[N, ...]``: ``[K, ...]``.
+
+    Linear interpolation between order statistics, as ``torch.quantile``: the ``q``-quantile of
+    ``n`` finite values is ``v_(i) + (p - i) (v_(i+1) - v_(i))`` with ``p = q (n - 1)`` and
+    ``i = floor(p)``. Written with a sort and a gather so that it has no data-dependent shapes
+    or host syncs (``torch.nanquantile`` breaks a ``torch.compile`` graph in torch 2.11); a
+    column without a finite entry gives NaN.
+
+    Example:
+        >>> x = torch.tensor([[0.0], [1.0], [float("nan")], [3.0], [float("inf")]])
+        >>> finite_quantiles(x, torch.tensor([0.0, 0.5, 1.0])).flatten()
+        tensor([0., 1., 3.])
+    """
+    finite = torch.isfinite(x)
+    count = finite.sum(0, keepdim=True)
+    # non-finite entries sort to the end, past every finite one
+    ordered = torch.sort(torch.where(finite, x, torch.full_like(x, math.inf)), dim=0).values
+    pos = q.reshape(-1, *([1] * (x.dim() - 1))) * (count - 1).clamp_min(0).to(x.dtype)
+    lower = pos.floor()
+    below = ordered.gather(0, lower.long())
+    above = ordered.gather(0, pos.ceil().long())
+    out = below + (pos - lower) * (above - below)  # exact at integer positions (above == below)
+    return torch.where(count > 0, out, torch.full_like(out, math.nan))
+
+
 class ReturnNormalizer(PercentileValueNorm):
     """DreamerV3 return scale ``S = EMA_decay(Per(R, high) - Per(R, low))``; divide by ``max(1, S)``.
 
@@ -170,10 +196,10 @@ class ReturnNormalizer(PercentileValueNorm):
     config names and returns a 0-d scale.
 
     Non-finite returns (NaN, +-inf) are ignored by :meth:`update`: the percentiles are those of
-    the finite returns only (``torch.nanquantile`` after mapping +-inf to NaN, so exactly the
-    percentiles of the finite part of the batch), and a batch without a finite return leaves
-    ``low`` and ``high`` unchanged. Branch-free (``torch.where``): no host sync beyond the
-    quantile op's own (``torch.compile(fullgraph=True)`` traces it without a break).
+    the finite returns only (:func:`finite_quantiles`, equal to ``torch.nanquantile`` after mapping
+    +-inf to NaN), and a batch without a finite return leaves ``low`` and ``high`` unchanged.
+    Branch-free (``torch.where``) and without host syncs, so ``torch.compile(fullgraph=True)``
+    traces it whole (``torch.nanquantile`` itself breaks the graph in torch 2.11).
 
     Args:
         decay: EMA decay (DreamerV3: 0.99, i.e. TorchRL rate 0.01).
@@ -219,10 +245,8 @@ class ReturnNormalizer(PercentileValueNorm):
         self._check_trailing_shape(value_target)
         flat = value_target.reshape(-1, *self.shape).to(self.low.dtype)
         finite = torch.isfinite(flat)
-        masked = torch.where(finite, flat, torch.full_like(flat, math.nan))
-        batch_low, batch_high = torch.nanquantile(
-            masked, self._q.to(device=flat.device, dtype=flat.dtype), dim=0
-        )  # NaN in a column without a finite entry: not read below
+        # NaN in a column without a finite entry: not read below
+        batch_low, batch_high = finite_quantiles(flat, self._q.to(device=flat.device, dtype=flat.dtype))
         seen = finite.any(0)
         self.low.copy_(torch.where(seen, torch.lerp(self.low, batch_low, self.rate), self.low))
         self.high.copy_(torch.where(seen, torch.lerp(self.high, batch_high, self.rate), self.high))
