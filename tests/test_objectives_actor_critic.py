@@ -206,3 +206,17 @@ def test_actor_and_critic_learn_a_two_armed_bandit_in_imagination():
     assert p0 > 0.9, p0
     # the critic's values approach the discounted return of always paying 1 (bounded by 1/(1-0.9))
     assert critic.mean(critic(feat)).mean() > 1.0
+
+
+def test_actor_samples_follow_the_policy_probabilities():
+    """20,000 one-hot samples of a fixed 4-action policy: counts within a chi-square bound (3 dof,
+    p = 0.001: 16.27), every sample one-hot."""
+    torch.manual_seed(1)
+    probs = torch.tensor([0.6, 0.25, 0.1, 0.05])
+    log_probs = probs.log().expand(20_000, 4)
+    actions = Actor.sample(log_probs)
+    assert actions.shape == (20_000, 4) and torch.equal(actions.sum(-1), torch.ones(20_000))
+    counts = actions.sum(0)
+    expected = probs * 20_000
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 16.27, (counts, chi2)
