@@ -10,7 +10,8 @@
 # install them offline next to the machine's torch, whose version may differ from the one pinned in
 # pyproject.toml (the results file prints both). Not fetched: wandb (the check logs to CSV) and the
 # Hydra launcher plugins (sweeps only). The versions are pyproject.toml's pins and, for their
-# dependencies, the versions `make setup` installs (tests/test_packaging.py checks both).
+# dependencies, the versions `make setup` installed when this list was written; tests/test_packaging.py
+# checks the pins and that every fetched package's requirements are fetched at accepted versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${1:-.whl}
