@@ -54,7 +54,6 @@ def _compare_one_update(tol: float) -> None:
     eager = build_agent(tiny_cfg(), obs_shape=(4,), action_dim=3)
     compiled = build_agent(tiny_cfg(compile="default"), obs_shape=(4,), action_dim=3)
     compiled.load_state_dict(eager.state_dict())
-    eager.world_model.dynamics.deferred_weight_grads = False  # the same arithmetic on both sides
     data = batch((4,), B=2, T=4)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*running it eagerly")  # no fallback

@@ -65,15 +65,15 @@ def test_stoch_is_one_hot_and_logits_are_unimixed():
 def test_gru_step_matches_torchrl_block_gru():
     rssm = make()
     stoch, deter, action = torch.randn(B, 20), torch.randn(B, 16), torch.randn(B, A) * 2
-    ours = rssm._gru_step(stoch, deter, rssm._action_features(action))
+    ours = rssm._gru_step(stoch, deter, action)
     theirs = rssm.prior_net.rnn(stoch, deter, action)
     assert torch.allclose(ours, theirs, atol=1e-6)
 
 
-def test_split_posterior_matches_torchrl_posterior():
+def test_posterior_matches_torchrl_posterior():
     rssm = make(unimix=0.01)
     deter, embed = torch.randn(B, 16), torch.randn(B, E)
-    ours = rssm._posterior_logits(deter, rssm._embed_part(embed))
+    ours = rssm._posterior_logits(deter, embed)
     theirs = unimix_logits(rssm.posterior_net._logits(deter, embed), 0.01)
     assert torch.allclose(ours, theirs, atol=1e-6)
 
@@ -168,8 +168,7 @@ def test_img_step_deter_is_deterministic_and_prior_sampled():
     one, two = rssm.img_step(start, action), rssm.img_step(start, action)
     assert torch.equal(one["deter"], two["deter"])
     assert torch.equal(one["logits"], two["logits"])
-    expected = rssm._prior_logits(rssm._gru_step(start["stoch"], start["deter"],
-                                                  rssm._action_features(action)))
+    expected = rssm._prior_logits(rssm._gru_step(start["stoch"], start["deter"], action))
     assert torch.allclose(one["logits"], expected)
 
 
@@ -207,46 +206,10 @@ def test_bad_inputs_raise():
         rssm.observe(embed[0], action, is_first)
 
 
-def test_deferred_weight_grads_equal_plain_autograd():
-    rssm = make()
-    embed, action, is_first = batch(is_first_at=(0, 2))
-    embed.requires_grad_(True)
-
-    def grads(deferred):
-        rssm.deferred_weight_grads = deferred
-        rssm.zero_grad()
-        embed.grad = None
-        torch.manual_seed(3)
-        post, prior = rssm.observe(embed, action, is_first)
-        kl, _ = rssm.kl_loss(post, prior, free_bits=0.0, dyn_scale=0.5, rep_scale=0.1)
-        weights = torch.randn(B, T, rssm.feat_dim, generator=torch.Generator().manual_seed(1))
-        (kl.sum() + (rssm.get_feat(post) * weights).sum()).backward()
-        out = {n: p.grad.clone() for n, p in rssm.named_parameters()}
-        out["embed"] = embed.grad.clone()
-        return out
-
-    plain, deferred = grads(False), grads(True)
-    rssm.deferred_weight_grads = True
-    for name in plain:
-        assert torch.allclose(plain[name], deferred[name], atol=1e-5, rtol=1e-4), name
-    # a second backward through a retained graph accumulates the same gradient again
-    rssm.zero_grad()
-    post, prior = rssm.observe(embed, action, is_first)
-    loss = rssm.get_feat(post).square().sum()
-    loss.backward(retain_graph=True)
-    once = {n: p.grad.clone() for n, p in rssm.named_parameters() if p.grad is not None}
-    assert "posterior_net.obs_rnn_to_post_projector.3.weight" in once  # a deferred weight
-    loss.backward()
-    for n, p in rssm.named_parameters():
-        if n in once:
-            assert torch.allclose(p.grad, 2 * once[n], atol=1e-5, rtol=1e-4), n
-
-
 def test_other_layer_counts_match_torchrl_and_step_path():
     rssm = make(dyn_layers=2, obs_layers=2, img_layers=1)
     stoch, deter, action = torch.randn(B, 20), torch.randn(B, 16), torch.randn(B, A)
-    assert torch.allclose(rssm._gru_step(stoch, deter, rssm._action_features(action)),
-                          rssm.prior_net.rnn(stoch, deter, action), atol=1e-6)
+    assert torch.allclose(rssm._gru_step(stoch, deter, action), rssm.prior_net.rnn(stoch, deter, action), atol=1e-6)
     embed, action, is_first = batch(is_first_at=(0,))
     post, prior = rssm.observe(embed, action, is_first)
     state = rssm.initial(B)

@@ -276,10 +276,6 @@ class DreamerAgent(nn.Module):
         # gradients over processes here; imwm.training.distributed)
         self.gradient_sync = None
         self.compile_mode = parse_compile_mode(compile)
-        if self.compile_mode != "false" and hasattr(world_model.dynamics, "deferred_weight_grads"):
-            # the deferred-gradient autograd Functions keep Python state between forward and
-            # backward, which a traced graph cannot hold; the compiler fuses the plain loop
-            world_model.dynamics.deferred_weight_grads = False
         self.phases = {
             name: CompiledPhase(getattr(self, f"_{name}"), name=name, mode=self.compile_mode)
             for name in ("world_model_forward", "imagine_forward", "behaviour_forward", "imagine_and_behaviour")

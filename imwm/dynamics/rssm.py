@@ -17,19 +17,18 @@ reference DreamerV3 layers. Not reused, and why:
   ``logits`` kept in imwm states are the mixed, normalised log-probs.
 - *the time loop*: ``RSSMRolloutV3`` runs prior and posterior inside the loop and builds
   TensorDicts per step. Here the loop holds only what depends on the previous step (the GRU,
-  the posterior and its sample); the action projection and the embedding's share of the first
-  posterior layer are computed for all ``[B, T]`` before the loop, and the prior head (plus its
-  sample) for all ``[B, T]`` after it, each in one batched call. Noise for the loop is drawn
-  once. No host syncs; one TensorDict per output.
-- *the GRU arithmetic*: the same function as TorchRL's ``_DreamerV3BlockGRU`` (tested equal),
-  with its weights re-arranged (:meth:`RSSMDynamics._fused_weights`) so a step is a few dense
-  matmuls and never materialises the ``[N, blocks, deter/blocks + 3*hidden]`` block input, and,
-  in :meth:`RSSMDynamics.observe`, with weight gradients computed once per sequence
-  (:mod:`imwm.dynamics.deferred`).
+  the posterior and its sample); the prior head and its sample run once for all ``[B, T]``
+  after it, and the loop's noise is drawn once. No host syncs; one TensorDict per output.
+- *the gate arithmetic*: the same function as TorchRL's block GRU (tested equal), laid out so
+  that its compiled kernel vectorises (:meth:`RSSMDynamics._gru_step`).
 
-Measured on this project's shared 2-core CPU (CPU time, 1 thread, size S: deter 512, 32x32
-latents, batch 16x64, observe + KL + backward): TorchRL ``RSSMRolloutV3`` ~1.75-2.1 s, this
-class ~1.06 s; 15 no-grad ``img_step`` from 1024 states: ``RSSMPriorV3`` 2.2-2.4 s, this 1.5-1.6 s.
+The step is written plainly, one layer call after another; ``agent.compile`` fuses the loop.
+Earlier versions fused it by hand (TorchRL's GRU weights re-arranged into a few dense matmuls
+per step, and the loop's weight gradients batched over time in a custom autograd Function).
+Measured against this plain version, both in one process (2-core CPU, nothing else running):
+the ``preset=laptop`` update 76.9 ms hand-fused vs 81.3 ms plain compiled (2 threads, median of
+40), 111.8 vs 115.0 ms eager; size S eager 11.9 vs 12.4 s (1 thread). Three to six percent did
+not pay for two hundred lines the compiler makes redundant (RESULTS.md, "Compiled update").
 
 State keys: ``deter [.., deter]``, ``stoch [.., stoch*classes]`` (one-hot samples with
 straight-through gradients, flattened), ``logits [.., stoch, classes]`` (unimixed log-probs).
@@ -42,12 +41,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import nn
 from torchrl.modules.models.model_based import RSSMPosteriorV3, RSSMPriorV3
 
-from imwm.dynamics.deferred import DeferredMatmuls
 from imwm.dynamics.base import positive_int
 from imwm.nn.distributions import (
     categorical_entropy,
@@ -84,9 +81,6 @@ class RSSMDynamics(nn.Module):
         >>> loss.shape, metrics["kl"].shape
         (torch.Size([3, 5]), torch.Size([3, 5]))
     """
-
-    #: batch the loop's weight gradients over time (see :mod:`imwm.dynamics.deferred`)
-    deferred_weight_grads: bool = True
 
     def __init__(
         self,
@@ -150,127 +144,39 @@ class RSSMDynamics(nn.Module):
     def _gru(self) -> nn.Module:
         return self.prior_net.rnn
 
-    @property
-    def _post_in(self) -> nn.Linear:
-        return self.posterior_net.obs_rnn_to_post_projector[0]
-
-    def _post_rest(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.posterior_net.obs_rnn_to_post_projector[1:]:
-            x = layer(x)
-        return x
-
     # ------------------------------------------------------------------ helpers
     def _device_dtype(self):
-        param = self._post_in.weight
+        param = self._gru.gates.weight
         return param.device, param.dtype
 
-    def _action_features(self, action: torch.Tensor) -> torch.Tensor:
-        # DreamerV3 scales actions into [-1, 1] (no-op for one-hot) before projecting them
-        action = action / action.detach().abs().clamp_min(1.0)
-        return self._gru.action_projection(action)
+    def _gru_step(self, stoch: torch.Tensor, deter: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Block-GRU update ``h_t = f(h_{t-1}, z_{t-1}, a_{t-1})`` on 2-D inputs ``[N, *]``.
 
-    def _fused_weights(self, dense_deter: bool = True) -> dict[str, torch.Tensor]:
-        """Re-arrange TorchRL's GRU weights so one step needs few, dense matmuls.
-
-        The first block-linear layer sees ``[deter_g, features]`` for every block g; its
-        ``deter`` part is a block-diagonal matrix and its ``features`` part is the same for all
-        blocks, so ``x0 = deter @ block_diag(W_d) + [bp, sp] @ W_bs + act @ W_a + b0`` without
-        materialising the ``[N, blocks, deter/blocks + 3*hidden]`` input (the action share is
-        computed for all steps at once). ``deter`` then feeds the next step's belief projection
-        and block-diagonal part through one matmul ``w_deter`` (built only with
-        ``dense_deter``: worth it at small batch; a large imagination batch uses the blocks
-        ``w_blocks`` in a batched matmul instead, 1/blocks of the FLOPs). Same function as
-        TorchRL's ``_DreamerV3BlockGRU`` (tested); the gradients reach the original parameters.
+        TorchRL's ``_DreamerV3BlockGRU`` layers, called as they are; only the gate arithmetic is
+        ours: it runs on ``[N, blocks, width]`` views and flattens the result, where TorchRL
+        flattens the gates first. The gates come out of a per-block matmul (``[blocks, N,
+        3 * width]`` in memory), and flattening them first turns every read into a div/mod gather
+        that Inductor compiles to scalar C++ (measured 10x slower than the vectorised kernel).
+        The same function as TorchRL's (tested).
         """
-        gru, h = self._gru, self.hidden
-        width = self.deter // self.blocks
-        first = gru.hidden_layers[0]
-        w0 = first.weight  # [blocks, width + 3 * hidden, width]
-        w_feat = w0[:, width:, :].permute(1, 0, 2).reshape(3 * h, self.deter)
-        weights = {
-            "w_blocks": w0[:, :width, :],
-            "w_bs": w_feat[: 2 * h],
-            "w_a": w_feat[2 * h :],
-            "b0": first.bias,
-        }
-        if dense_deter:
-            w_bd = torch.block_diag(*w0[:, :width, :].unbind(0))
-            weights["w_deter"] = torch.cat([gru.belief_projection[0].weight.t(), w_bd], 1)
-        return weights
-
-    def _core(
-        self,
-        w: dict[str, torch.Tensor],
-        deter: torch.Tensor,
-        stoch: torch.Tensor,
-        deter_proj: torch.Tensor,
-        action_part: torch.Tensor,
-        mats: DeferredMatmuls | None = None,
-    ) -> torch.Tensor:
-        """One block-GRU update on 2-D inputs; ``deter_proj = deter @ w["w_deter"]`` and
-        ``action_part = action_features @ w["w_a"]`` (both precomputed by the caller).
-
-        With ``mats`` (the sequence loop) the weight matmuls go through
-        :class:`~imwm.dynamics.deferred.DeferredMatmuls` and the gates use a dense
-        block-diagonal matrix (one GEMM, cheap at small batch); without, plain ops (the gates'
-        batched matmul keeps large imagination batches at the block FLOP count).
-        """
-        gru, h = self._gru, self.hidden
-        lin_b, norm_b, act_b = gru.belief_projection
-        lin_s, norm_s, act_s = gru.state_projection
-        belief = act_b(norm_b(deter_proj[:, :h] + lin_b.bias))
-        base = deter_proj[:, h:] + action_part + w["b0"]
-        if mats is None:
-            state = gru.state_projection(stoch)
-            x = torch.addmm(base, torch.cat([belief, state], -1), w["w_bs"])
-        else:
-            state = act_s(norm_s(mats.mm("w_state", stoch) + lin_s.bias))
-            x = base + mats.mm("w_bs", torch.cat([belief, state], -1))
-        for layer in list(gru.hidden_layers)[1:]:
-            x = layer(x)
-        if mats is None:
-            gates = gru.gates(x)
-        else:
-            gates = mats.mm("w_gates", x) + gru.gates.bias
-        # The gate math runs on [N, blocks, width] views and flattens only the result: the gates
-        # come out of a per-block matmul ([blocks, N, 3*width] in memory), and flattening them
-        # first turns every read into a div/mod gather that Inductor cannot vectorise (measured:
-        # the scalar kernel was 10x slower).
-        width = self.deter // self.blocks
-        gates = gates.unflatten(-1, (self.blocks, 3, width))
+        gru, width = self._gru, self.deter // self.blocks
+        action = action / action.detach().abs().clamp_min(1.0)  # DreamerV3 scales actions into [-1, 1]
+        feats = torch.cat(
+            [gru.belief_projection(deter), gru.state_projection(stoch), gru.action_projection(action)], -1
+        )
+        blocks_in = torch.cat(
+            [deter.unflatten(-1, (self.blocks, width)), feats.unsqueeze(1).expand(-1, self.blocks, -1)], -1
+        )
+        gates = gru.gates(gru.hidden_layers(blocks_in.flatten(1))).unflatten(-1, (self.blocks, 3, width))
         reset, candidate, update = gates.unbind(-2)
         prev = deter.unflatten(-1, (self.blocks, width))
         candidate = torch.tanh(torch.sigmoid(reset) * candidate)
         update = torch.sigmoid(update - 1.0)  # DreamerV3's update-gate bias of -1
-        return (prev + update * (candidate - prev)).flatten(-2)
+        return (prev + update * (candidate - prev)).flatten(1)
 
-    def _gru_step(
-        self, stoch: torch.Tensor, deter: torch.Tensor, action_features: torch.Tensor
-    ) -> torch.Tensor:
-        """Block-GRU update ``h_t = f(h_{t-1}, z_{t-1}, a)``, any leading shape."""
-        lead = deter.shape[:-1]
-        stoch, deter = stoch.reshape(-1, self.stoch_dim), deter.reshape(-1, self.deter)
-        w = self._fused_weights(dense_deter=False)
-        belief_part = deter @ self._gru.belief_projection[0].weight.t()
-        width = self.deter // self.blocks
-        block_part = torch.bmm(deter.view(-1, self.blocks, width).transpose(0, 1), w["w_blocks"])
-        out = self._core(
-            w,
-            deter,
-            stoch,
-            torch.cat([belief_part, block_part.transpose(0, 1).reshape(-1, self.deter)], 1),
-            action_features.reshape(-1, action_features.shape[-1]) @ w["w_a"],
-        )
-        return out.reshape(*lead, self.deter)
-
-    def _posterior_logits(self, deter: torch.Tensor, embed_part: torch.Tensor) -> torch.Tensor:
-        """Unimixed posterior log-probs; ``embed_part`` = embedding's share of layer 1 (+ bias)."""
-        weight = self._post_in.weight[:, : self.deter]
-        raw = self._post_rest(F.linear(deter, weight) + embed_part)
+    def _posterior_logits(self, deter: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
+        raw = self.posterior_net.obs_rnn_to_post_projector(torch.cat([deter, embed], -1))
         return unimix_logits(raw.unflatten(-1, (self.stoch, self.classes)), self.unimix)
-
-    def _embed_part(self, embed: torch.Tensor) -> torch.Tensor:
-        return F.linear(embed, self._post_in.weight[:, self.deter :], self._post_in.bias)
 
     def _prior_logits(self, deter: torch.Tensor) -> torch.Tensor:
         raw = self.prior_net.rnn_to_prior_projector(deter)
@@ -326,48 +232,15 @@ class RSSMDynamics(nn.Module):
         if state is None:
             state = self.initial(batch)
         keep = (~is_first.bool()).to(embed.dtype)  # [B, T, 1]
-
-        # everything that does not depend on the previous step, batched over [B, T]
-        w = self._fused_weights()
-        action_part = (self._action_features(action * keep) @ w["w_a"]).transpose(0, 1)
-        embed_part = self._embed_part(embed).transpose(0, 1)
+        action = action * keep
+        # the loop's noise in one draw; the prior head and its sample run once after the loop
         uniform = torch.rand(time, batch, self.stoch, device=embed.device,
                              dtype=torch.promote_types(embed.dtype, torch.float32))
-        keep_t = keep.transpose(0, 1)
-        # deter_t feeds the posterior now and the GRU next step: one matmul for all three
-        h = self.hidden
-        post_mid = list(self.posterior_net.obs_rnn_to_post_projector)[1:-1]
-        post_out = self.posterior_net.obs_rnn_to_post_projector[-1]
-        gru = self._gru
-        mats = DeferredMatmuls(
-            {
-                "w_out": torch.cat([self._post_in.weight[:, : self.deter].t(), w["w_deter"]], 1),
-                "w_state": gru.state_projection[0].weight.t(),
-                "w_bs": w["w_bs"],
-                "w_gates": torch.block_diag(*gru.gates.weight.unbind(0)),
-                "w_post": post_out.weight.t(),
-            },
-            # the deferred backward multiplies stored float32 weights by the step's gradients,
-            # which autocast makes bfloat16: under autocast the loop keeps autograd's own matmuls
-            enabled=self.deferred_weight_grads
-            and torch.is_grad_enabled()
-            and self._post_in.weight.requires_grad
-            and not torch.is_autocast_enabled(embed.device.type),
-        )
-
-        deter, stoch = mats.anchor(state["deter"], state["stoch"])
-        deter_proj = mats.mm("w_out", deter)[:, h:]
+        deter, stoch = state["deter"], state["stoch"]
         deters, stochs, post_logits = [], [], []
         for t in range(time):
-            k = keep_t[t]
-            deter = self._core(w, deter * k, stoch * k, deter_proj * k, action_part[t], mats)
-            proj = mats.mm("w_out", deter)
-            deter_proj = proj[:, h:]
-            hidden = proj[:, :h] + embed_part[t]
-            for layer in post_mid:
-                hidden = layer(hidden)
-            raw = mats.mm("w_post", hidden) + post_out.bias
-            logits = unimix_logits(raw.unflatten(-1, (self.stoch, self.classes)), self.unimix)
+            deter = self._gru_step(stoch * keep[:, t], deter * keep[:, t], action[:, t])
+            logits = self._posterior_logits(deter, embed[:, t])
             stoch = self._sample(logits, uniform[t])
             deters.append(deter)
             stochs.append(stoch)
@@ -394,10 +267,8 @@ class RSSMDynamics(nn.Module):
         self._check("action", action, (batch, self.action_dim))
         self._check("is_first", is_first, (batch, 1))
         keep = (~is_first.bool()).to(embed.dtype)
-        deter = self._gru_step(
-            state["stoch"] * keep, state["deter"] * keep, self._action_features(action * keep)
-        )
-        post_logits = self._posterior_logits(deter, self._embed_part(embed))
+        deter = self._gru_step(state["stoch"] * keep, state["deter"] * keep, action * keep)
+        post_logits = self._posterior_logits(deter, embed)
         prior_logits = self._prior_logits(deter)
         posterior = self._state(deter, self._sample(post_logits), post_logits, (batch,))
         prior = self._state(deter, self._sample(prior_logits), prior_logits, (batch,))
@@ -409,9 +280,13 @@ class RSSMDynamics(nn.Module):
             raise ValueError(
                 f"action must end with action_dim={self.action_dim}, got {tuple(action.shape)}"
             )
-        deter = self._gru_step(state["stoch"], state["deter"], self._action_features(action))
+        lead = action.shape[:-1]
+        deter = self._gru_step(
+            state["stoch"].reshape(-1, self.stoch_dim), state["deter"].reshape(-1, self.deter),
+            action.reshape(-1, self.action_dim),
+        ).reshape(*lead, self.deter)
         logits = self._prior_logits(deter)
-        return self._state(deter, self._sample(logits), logits, action.shape[:-1])
+        return self._state(deter, self._sample(logits), logits, lead)
 
     def get_feat(self, state: TensorDict) -> torch.Tensor:
         """``cat(stoch, deter)``, ``[..., stoch*classes + deter]``."""
