@@ -209,7 +209,8 @@ def test_bad_inputs_raise():
 def test_other_layer_counts_match_torchrl_and_step_path():
     rssm = make(dyn_layers=2, obs_layers=2, img_layers=1)
     stoch, deter, action = torch.randn(B, 20), torch.randn(B, 16), torch.randn(B, A)
-    assert torch.allclose(rssm._gru_step(stoch, deter, action), rssm.prior_net.rnn(stoch, deter, action), atol=1e-6)
+    ours = rssm._gru_step(stoch, deter, action)
+    assert torch.allclose(ours, rssm.prior_net.rnn(stoch, deter, action), atol=1e-6)
     embed, action, is_first = batch(is_first_at=(0,))
     post, prior = rssm.observe(embed, action, is_first)
     state = rssm.initial(B)

@@ -149,7 +149,8 @@ class RSSMDynamics(nn.Module):
         param = self._gru.gates.weight
         return param.device, param.dtype
 
-    def _gru_step(self, stoch: torch.Tensor, deter: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def _gru_step(self, stoch: torch.Tensor, deter: torch.Tensor, action: torch.Tensor
+                  ) -> torch.Tensor:
         """Block-GRU update ``h_t = f(h_{t-1}, z_{t-1}, a_{t-1})`` on 2-D inputs ``[N, *]``.
 
         TorchRL's ``_DreamerV3BlockGRU`` layers, called as they are; only the gate arithmetic is
@@ -160,16 +161,14 @@ class RSSMDynamics(nn.Module):
         The same function as TorchRL's (tested).
         """
         gru, width = self._gru, self.deter // self.blocks
-        action = action / action.detach().abs().clamp_min(1.0)  # DreamerV3 scales actions into [-1, 1]
-        feats = torch.cat(
-            [gru.belief_projection(deter), gru.state_projection(stoch), gru.action_projection(action)], -1
-        )
-        blocks_in = torch.cat(
-            [deter.unflatten(-1, (self.blocks, width)), feats.unsqueeze(1).expand(-1, self.blocks, -1)], -1
-        )
-        gates = gru.gates(gru.hidden_layers(blocks_in.flatten(1))).unflatten(-1, (self.blocks, 3, width))
-        reset, candidate, update = gates.unbind(-2)
+        action = action / action.detach().abs().clamp_min(1.0)  # DreamerV3: actions in [-1, 1]
+        feats = torch.cat([gru.belief_projection(deter), gru.state_projection(stoch),
+                           gru.action_projection(action)], -1)
         prev = deter.unflatten(-1, (self.blocks, width))
+        blocks_in = torch.cat([prev, feats.unsqueeze(1).expand(-1, self.blocks, -1)], -1)
+        gates = gru.gates(gru.hidden_layers(blocks_in.flatten(1)))
+        gates = gates.unflatten(-1, (self.blocks, 3, width))
+        reset, candidate, update = gates.unbind(-2)
         candidate = torch.tanh(torch.sigmoid(reset) * candidate)
         update = torch.sigmoid(update - 1.0)  # DreamerV3's update-gate bias of -1
         return (prev + update * (candidate - prev)).flatten(1)
