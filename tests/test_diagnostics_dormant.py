@@ -102,7 +102,8 @@ def test_monitor_metric_names_and_ranges():
     assert m["dormant/world_penultimate"] == m["dormant/world_dec_layer1"]
     # stoch: 2 one-hot categoricals of 4 classes, so the layer's mean activity is 1/4 and a unit is
     # dormant (mean <= 0.025 / 4) exactly when its class was never drawn in the 12 steps
-    never_drawn = (feat[..., : agent.world_model.dynamics.stoch_dim].detach().flatten(0, 1).sum(0) == 0).float().mean()
+    stoch = feat[..., : agent.world_model.dynamics.stoch_dim].detach().flatten(0, 1)
+    never_drawn = (stoch.sum(0) == 0).float().mean()
     assert m["dormant/world_stoch"].item() == pytest.approx(never_drawn.item())
 
 
