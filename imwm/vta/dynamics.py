@@ -17,8 +17,8 @@ Per step ``t`` (``m_t`` READ means a segment starts at ``t``; ``a`` is the actio
 The posterior boundary logits of a whole sequence come from one 1-D conv pass over ``embed``
 (no per-step work). Inside the time loop only what depends on the previous step remains (two
 GRU cells, the two posterior heads, the elementwise boundary regularisation and sample); the
-embedding's share of the posterior heads, the priors and the prior boundary are batched over
-``[B, T]``. Boundaries are Gumbel straight-through samples in ``train()`` and the mode in ``eval()``.
+priors and the prior boundary are batched over ``[B, T]``. The loop is written plainly (each
+layer called on its concatenated input); ``agent.compile`` fuses it. Boundaries are Gumbel straight-through samples in ``train()`` and the mode in ``eval()``.
 A state with ``seg_num == 0`` (fresh ``initial()`` or ``is_first``) is always READ.
 
 ``obs_step`` (acting online) cannot see the next frame that the k=3 conv reads, so online the
@@ -40,7 +40,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import Tensor, nn
 
@@ -151,11 +150,6 @@ class VTADynamics(BoundaryOptions):
         if tuple(value.shape) != tuple(shape):
             raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(value.shape)}")
 
-    @staticmethod
-    def _head(ld: LatentDistribution, pre: Tensor) -> tuple[Tensor, Tensor]:
-        h = ld.hidden[2](ld.hidden[1](pre))
-        return ld.mean(h), F.softplus(ld.std(h)) + ld.min_std
-
     def set_progress(self, update: int) -> None:
         super().set_progress(update)
         self._schedule.copy_(torch.tensor([self.current_temp, self.current_force_scale]))
@@ -214,45 +208,30 @@ class VTADynamics(BoundaryOptions):
     def get_feat(self, state: TensorDict) -> Tensor:
         return torch.cat([state["abs_belief"], state["abs_stoch"], state["obs_belief"], state["obs_stoch"]], -1)
 
-    def _step(self, prev: dict, a: Tensor, read: Tensor, abs_pre: Tensor | None, obs_embed_part: Tensor | None,
+    def _step(self, prev: dict, a: Tensor, read: Tensor, embed: Tensor | None,
               abs_noise: Tensor, obs_noise: Tensor) -> dict:
-        """Transition given the boundary; posterior heads when ``*_pre`` are given, else priors."""
+        """Transition given the boundary; posterior heads when ``embed`` is given, else priors."""
         copy = 1.0 - read
         hard = read.detach() > 0.5  # counters use the exact flag (hard + soft - soft is only ~1)
         abs_belief = self.abs_gru(torch.cat([prev["abs_stoch"], a], -1), prev["abs_belief"])
         abs_belief = read * abs_belief + copy * prev["abs_belief"]
-        if abs_pre is None:
+        if embed is None:
             mean, std = self.prior_abs.mean_std(abs_belief)
         else:
-            mean, std = self._head(self.post_abs, F.linear(abs_belief, self._w_abs) + abs_pre)
+            mean, std = self.post_abs.mean_std(torch.cat([abs_belief, embed], -1))
         abs_mean = read * mean + copy * prev["abs_mean"]
         abs_std = read * std + copy * prev["abs_std"]
         abs_stoch = read * (mean + std * abs_noise) + copy * prev["abs_stoch"]
         obs_in = torch.cat([copy * prev["obs_stoch"], a, abs_belief, abs_stoch], -1)
         obs_belief = self.obs_gru(obs_in, copy * prev["obs_belief"])
-        if obs_embed_part is None:
+        if embed is None:
             obs_mean, obs_std = self.prior_obs.mean_std(obs_belief)
         else:
-            obs_mean, obs_std = self._head(self.post_obs, F.linear(obs_belief, self._w_obs) + obs_embed_part)
+            obs_mean, obs_std = self.post_obs.mean_std(torch.cat([obs_belief, embed], -1))
         return dict(
             abs_belief=abs_belief, abs_stoch=abs_stoch, abs_mean=abs_mean, abs_std=abs_std,
             obs_belief=obs_belief, obs_stoch=obs_mean + obs_std * obs_noise, obs_mean=obs_mean, obs_std=obs_std,
             seg_len=torch.where(hard, 1.0, prev["seg_len"] + 1.0), seg_num=prev["seg_num"] + hard.to(read.dtype),
-        )
-
-    @property
-    def _w_abs(self) -> Tensor:
-        return self.post_abs.hidden[0].weight[:, : self.abs_belief_dim]
-
-    @property
-    def _w_obs(self) -> Tensor:
-        return self.post_obs.hidden[0].weight[:, : self.obs_belief_dim]
-
-    def _embed_parts(self, embed: Tensor) -> tuple[Tensor, Tensor]:
-        la, lo = self.post_abs.hidden[0], self.post_obs.hidden[0]
-        return (
-            F.linear(embed, la.weight[:, self.abs_belief_dim:], la.bias),
-            F.linear(embed, lo.weight[:, self.obs_belief_dim:], lo.bias),
         )
 
     def _prior_boundary_logits(self, prev: TensorDict | dict, action: Tensor) -> Tensor:
@@ -275,7 +254,6 @@ class VTADynamics(BoundaryOptions):
         action = action * keep
 
         post_logits_all = self.post_boundary(embed)  # one conv pass for the whole sequence
-        abs_part, obs_part = self._embed_parts(embed)
         gumbel = self._gumbel((B, T, 2), embed)
         abs_noise = torch.randn(B, T, self.abs_stoch_dim, device=embed.device, dtype=embed.dtype)
         obs_noise = torch.randn(B, T, self.obs_stoch_dim, device=embed.device, dtype=embed.dtype)
@@ -292,7 +270,7 @@ class VTADynamics(BoundaryOptions):
             forced = prev["seg_num"] < 0.5
             logits = self._regularize(post_logits_all[:, t], prev["seg_len"], prev["seg_num"])
             read, logits = self._sample_boundary(logits, forced, None if gumbel is None else gumbel[:, t])
-            out = self._step(prev, action[:, t], read, abs_part[:, t], obs_part[:, t], abs_noise[:, t], obs_noise[:, t])
+            out = self._step(prev, action[:, t], read, embed[:, t], abs_noise[:, t], obs_noise[:, t])
             out.update(boundary=read, boundary_logit=logits)
             outs.append(out)
             prev = out
@@ -330,9 +308,8 @@ class VTADynamics(BoundaryOptions):
         forced = prev["seg_num"] < 0.5
         logits = self._prior_boundary_logits(prev, action)
         read, logits = self._sample_boundary(logits, forced, self._gumbel((B, 2), embed))
-        abs_part, obs_part = self._embed_parts(embed)
         noise = lambda n: torch.randn(B, n, device=embed.device, dtype=embed.dtype)  # noqa: E731
-        out = self._step(prev, action, read, abs_part, obs_part, noise(self.abs_stoch_dim), noise(self.obs_stoch_dim))
+        out = self._step(prev, action, read, embed, noise(self.abs_stoch_dim), noise(self.obs_stoch_dim))
         out.update(boundary=read, boundary_logit=logits)
         posterior = self._state((B,), **out)
         abs_mean, abs_std = self.prior_abs.mean_std(out["abs_belief"])
@@ -356,7 +333,7 @@ class VTADynamics(BoundaryOptions):
         forced = prev["seg_num"] < 0.5
         logits = self._prior_boundary_logits(prev, a)
         read, logits = self._sample_boundary(logits, forced, self._gumbel((n, 2), a))
-        out = self._step(prev, a, read, None, None,
+        out = self._step(prev, a, read, None,
                          torch.randn(n, self.abs_stoch_dim, dtype=a.dtype, device=a.device),
                          torch.randn(n, self.obs_stoch_dim, dtype=a.dtype, device=a.device))
         out.update(boundary=read, boundary_logit=logits)
@@ -462,7 +439,7 @@ class VTADynamics(BoundaryOptions):
         logit = torch.tensor([_FORCED_READ_LOGIT, -_FORCED_READ_LOGIT], dtype=ref.dtype, device=ref.device).expand(B, 2)
         outs = []
         for _ in range(steps):
-            out = self._step(prev, a, read, None, None, torch.randn_like(prev["abs_stoch"]), torch.randn_like(prev["obs_stoch"]))
+            out = self._step(prev, a, read, None, torch.randn_like(prev["abs_stoch"]), torch.randn_like(prev["obs_stoch"]))
             out.update(boundary=read, boundary_logit=logit)
             outs.append(out)
             prev = out
