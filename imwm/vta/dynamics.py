@@ -15,11 +15,12 @@ Per step ``t`` (``m_t`` READ means a segment starts at ``t``; ``a`` is the actio
     seg_len_t = READ ? 1 : seg_len_{t-1} + 1,   seg_num_t = seg_num_{t-1} + READ
 
 The posterior boundary logits of a whole sequence come from one 1-D conv pass over ``embed``
-(no per-step work). Inside the time loop only what depends on the previous step remains (two
-GRU cells, the two posterior heads, the elementwise boundary regularisation and sample); the
-priors and the prior boundary are batched over ``[B, T]``. The loop is written plainly (each
-layer called on its concatenated input); ``agent.compile`` fuses it. Boundaries are Gumbel straight-through samples in ``train()`` and the mode in ``eval()``.
-A state with ``seg_num == 0`` (fresh ``initial()`` or ``is_first``) is always READ.
+(no per-step work). The time loop holds the two GRU cells, the two posterior heads (each called
+on ``cat(belief, embed_t)``), the elementwise boundary regularisation and sample; the priors and
+the prior boundary are batched over ``[B, T]`` after it. The loop is written plainly and
+``agent.compile`` fuses it. Boundaries are Gumbel straight-through samples in ``train()`` and
+the mode in ``eval()``. A state with ``seg_num == 0`` (fresh ``initial()`` or ``is_first``) is
+always READ.
 
 ``obs_step`` (acting online) cannot see the next frame that the k=3 conv reads, so online the
 boundary comes from the *prior* boundary detector (``p(m | feat_{t-1}, a)``, trained by the
