@@ -99,6 +99,23 @@ def test_continue_target_is_one_minus_is_terminal():
     assert low < 1e-3 and high > 7.9
 
 
+def test_terminal_weight_scales_only_terminal_records():
+    """Hand-computed: with the head at logit 8, a non-terminal record costs softplus(-8) and a
+    terminal one softplus(8); weight w on the terminal ones gives (n_cont*sp(-8) + w*n_term*sp(8))/N."""
+    wm = vector_wm()
+    with torch.no_grad():
+        wm.continue_head.mlp.net[-1].weight.zero_()
+        wm.continue_head.mlp.net[-1].bias.fill_(8.0)
+    td = batch()  # one terminal record of 24
+    sp = torch.nn.functional.softplus
+    for w in (1.0, 10.0):
+        got = WorldModelLoss(wm, terminal_weight=w)(td)["loss_continue"]
+        want = (23 * sp(torch.tensor(-8.0)) + w * sp(torch.tensor(8.0))) / 24
+        assert torch.allclose(got, want, rtol=1e-5), (w, got, want)
+    with pytest.raises(ValueError, match="terminal_weight"):
+        WorldModelLoss(wm, terminal_weight=-1.0)
+
+
 def test_scales_and_gradients_to_every_parameter_group():
     torch.manual_seed(0)
     wm = WorldModel.build((3, 64, 64), A, factory, cnn_depth=2, mlp_units=16, mlp_layers=1)

@@ -124,7 +124,9 @@ def forced_policy_share(plain: dict, batches: int = 5) -> dict[int, float]:
     from imwm.training.build_model import build_agent
 
     env = worker_env(plain["env"], first=0, num_envs=plain["num_envs"], seed=0)
-    agent = build_agent(compose_config(["preset=debug"]), obs_shape=(4,), action_dim=2)
+    # no uniform mix, so the forced policy below is deterministic
+    agent = build_agent(compose_config(["preset=debug", "agent.actor_unimix=0"]), obs_shape=(4,),
+                        action_dim=2)
     collector = make_collector(plain, env=env, env_seed=0,
                                policy=lambda n: agent.policy(n, action_dtype=env.action_spec.dtype))
     last: dict[int, float] = {}
@@ -135,7 +137,7 @@ def forced_policy_share(plain: dict, batches: int = 5) -> dict[int, float]:
                 last[first + row] = rows[row]["action"][..., 0].float().mean().item()
             if i == 0:
                 out = agent.actor.net.net[-1]
-                with torch.no_grad():  # a policy that always pushes left (99% after unimix)
+                with torch.no_grad():  # a policy that always pushes left
                     out.weight.zero_()
                     out.bias.copy_(torch.tensor([50.0, -50.0]))
             collector.update_policy_weights_()
@@ -153,10 +155,9 @@ def test_pushed_weights_reach_every_worker(collector):
     shares = forced_policy_share(plain)
     assert sorted(shares) == [0, 1]  # both workers' envs delivered batches
     # a batch may have been collected before the push; the last ones are after it. Each env's
-    # last batch is 10 steps of a policy that picks action 0 with p = 0.995 (unimix), so one other
-    # action happens in ~5% of batches: allow one (two: ~0.1%); an unpushed policy (p ~ 0.5)
-    # passes this for both workers with ~0.01%.
-    assert min(shares.values()) >= 0.85, shares
+    # last batch is 10 steps of a policy that picks action 0 with p = 1 - e^-100, so every step is
+    # action 0; an unpushed policy (p ~ 0.5) passes this for both workers with ~1e-6.
+    assert min(shares.values()) == 1.0, shares
 
 
 @pytest.mark.parametrize("collector, workers, pushes", [("sync", 1, 0), ("sync", 2, 3), ("async", 2, 3)])

@@ -6,7 +6,8 @@ Hafner et al., 2023 (DreamerV3), per replayed step t:
 + dyn_scale * max(free_bits, KL(sg(q_t) || p_t)) + rep_scale * max(free_bits, KL(q_t || sg(p_t)))``
 
 with the reward target ``reward[t]`` (two-hot cross entropy on ``symlog``), the continue target
-``1 - is_terminal[t]`` (Bernoulli NLL), the image term from the decoder (squared error summed
+``1 - is_terminal[t]`` (Bernoulli NLL, terminal records weighted by ``terminal_weight``; the
+reference weighs every record 1), the image term from the decoder (squared error summed
 over pixels, or Gaussian NLL with a learned std), and the KL terms from
 ``dynamics.kl_loss`` — so a dynamics with its own KL (VTA's boundary-weighted KL and
 boundary-rate prior) flows through unchanged. The loss is the mean of ``L_t`` over ``[B, T]``.
@@ -48,6 +49,12 @@ class WorldModelLoss(LossModule):
         rep_scale: weight of the representation KL term (DreamerV3: 0.1).
         free_bits: KL floor in nats, per step, after summing over latents (DreamerV3: 1.0).
         image_scale, reward_scale, continue_scale: weights of the prediction terms (1.0).
+        terminal_weight: weight of a terminal record's continue loss relative to a non-terminal
+            one (DreamerV3: 1.0, every record alike). Terminations that a policy rarely causes
+            (CartPole's cart leaving the track: a few records in thousands) carry almost no
+            gradient at 1.0, so the head keeps predicting "continue" there and imagined rollouts
+            run on past them; a larger weight is the usual class-imbalance correction. It biases
+            the head towards "terminal" only where the latent state cannot tell the two apart.
 
     Input keys (see :meth:`set_keys`): ``observation``, ``action``, ``is_first``, ``reward``
     ``[B,T,1]``, ``is_terminal`` ``[B,T,1]``; the replay layout of docs/architecture.md.
@@ -117,6 +124,7 @@ class WorldModelLoss(LossModule):
         image_scale: float = 1.0,
         reward_scale: float = 1.0,
         continue_scale: float = 1.0,
+        terminal_weight: float = 1.0,
     ):
         super().__init__()
         for name, value in (
@@ -126,6 +134,7 @@ class WorldModelLoss(LossModule):
             ("image_scale", image_scale),
             ("reward_scale", reward_scale),
             ("continue_scale", continue_scale),
+            ("terminal_weight", terminal_weight),
         ):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -136,6 +145,7 @@ class WorldModelLoss(LossModule):
         self.image_scale = float(image_scale)
         self.reward_scale = float(reward_scale)
         self.continue_scale = float(continue_scale)
+        self.terminal_weight = float(terminal_weight)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass  # no value estimator
@@ -173,6 +183,9 @@ class WorldModelLoss(LossModule):
         reward_loss = wm.reward_head.loss(wm.reward_head(feat), reward)
         continue_target = 1.0 - is_terminal.to(feat.dtype)
         continue_loss = wm.continue_head.loss(wm.continue_head(feat), continue_target)
+        if self.terminal_weight != 1.0:
+            weight = 1.0 + (self.terminal_weight - 1.0) * is_terminal.to(feat.dtype).squeeze(-1)
+            continue_loss = weight * continue_loss
         kl_loss, metrics = wm.dynamics.kl_loss(
             posterior,
             prior,

@@ -100,7 +100,8 @@ DYNAMICS_CHECKS: dict[str, Callable[[Mapping], None]] = {
 
 # agent.* keys that are not DreamerAgent kwargs: they configure the networks and the world-model loss
 _ACTOR_KEYS = {"actor_unimix": "unimix", "actor_out_scale": "out_scale"}
-_WORLD_MODEL_LOSS_KEYS = ("dyn_scale", "rep_scale", "free_bits", "image_scale", "reward_scale", "continue_scale")
+_WORLD_MODEL_LOSS_KEYS = ("dyn_scale", "rep_scale", "free_bits", "image_scale", "reward_scale", "continue_scale",
+                          "terminal_weight")
 _WORLD_MODEL_KEYS = ("learned_std",)
 
 
