@@ -133,9 +133,16 @@ def test_evaluate_and_plot_a_real_debug_run(tmp_path):
                          "total_env_steps=200")
     assert trained.returncode == 0, trained.stderr[-3000:]
     out = run_script(tmp_path, "evaluate.py", "--logdir", str(run), "--episodes", "3", "--max-steps", "60",
-                     "--video", str(tmp_path / "ep.gif"), "--json", str(tmp_path / "eval.json"))
+                     "--video", str(tmp_path / "ep.gif"), "--json", str(tmp_path / "eval.json"), "--terminals")
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "eval.json").read_text())
+    # how the 3 episodes ended, and the continue head over the run's replay by terminal cause
+    assert sum(result["ends"].values()) == 3 and set(result["ends"]) <= {"pole", "edge", "cap"}
+    groups = result["continue"]
+    assert set(groups) <= {"non_terminal", "pole", "edge", "other"} and groups["non_terminal"]["count"] >= 200
+    assert groups["pole"]["count"] >= 1  # 100 random prefill steps end CartPole episodes by the pole
+    assert all(0.0 <= g["continue"] <= 1.0 for g in groups.values())
+    assert f"continue head over the replay, pole: {groups['pole']['continue']:.3f}" in out.stdout
     assert result["env_step"] == 200 and result["episodes"] == 3 and len(result["returns"]) == 3
     assert result["return_mean"] == pytest.approx(np.mean(result["returns"]))
     assert result["return_std"] == pytest.approx(np.std(result["returns"]))

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torchrl.envs.utils import ExplorationType
 
+from imwm.analysis.terminals import EpisodeEnds, cause_for
 from imwm.analysis.video import (FrameSource, cartpole_frame, check_video_path, choose_frame_source,
                                  default_scale, default_video_suffix, observation_frame, render_frame,
                                  write_video)
@@ -135,7 +136,8 @@ class _OnDevice:
 
 @torch.no_grad()
 def play_episodes(env, policy, *, mode: str = "greedy", max_steps: int,
-                  frames: FrameSource | None = None, max_frames: int = MAX_VIDEO_FRAMES) -> dict[str, Any]:
+                  frames: FrameSource | None = None, max_frames: int = MAX_VIDEO_FRAMES,
+                  cause: Callable[[torch.Tensor], str] | None = None) -> dict[str, Any]:
     """Plays one episode in each env of a batched env; films env 0 when ``frames`` says how.
 
     :func:`imwm.training.evaluate.evaluate` with the exploration type chosen by ``mode`` and a
@@ -149,10 +151,12 @@ def play_episodes(env, policy, *, mode: str = "greedy", max_steps: int,
         max_steps: cap on steps per episode (a capped episode counts as ``truncated``).
         frames: how to film env 0 (None: no video).
         max_frames: frames kept at most.
+        cause: names a terminal observation's cause (:data:`imwm.analysis.terminals.CAUSES`).
 
     Returns:
-        ``{"returns", "lengths", "truncated"}`` (``[num_envs]`` tensors) and ``"frames"`` (a list
-        of ``[H, W, 3]`` uint8 arrays, empty without video).
+        ``{"returns", "lengths", "truncated"}`` (``[num_envs]`` tensors), ``"frames"`` (a list
+        of ``[H, W, 3]`` uint8 arrays, empty without video) and ``"ends"`` (``{cause or "cap":
+        episodes}``, :class:`~imwm.analysis.terminals.EpisodeEnds`).
     """
     if mode not in MODES:
         raise UserError(f"--mode must be one of {sorted(MODES)}, got {mode!r}")
@@ -171,8 +175,14 @@ def play_episodes(env, policy, *, mode: str = "greedy", max_steps: int,
         obs = td.get(key).reshape(n, *td.get(key).shape[len(td.batch_size):])[0]
         film.append(observation_frame(obs) if kind == "observation" else cartpole_frame(obs))
 
-    result = evaluate(env, policy, max_steps=max_steps, exploration=MODES[mode], watch=shoot)
-    return {**result, "frames": film}
+    ends = EpisodeEnds(n, cause)
+
+    def watch(td, key, finished) -> None:
+        shoot(td, key, finished)
+        ends(td, key, finished)
+
+    result = evaluate(env, policy, max_steps=max_steps, exploration=MODES[mode], watch=watch)
+    return {**result, "frames": film, "ends": ends.counts()}
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, episodes: int = 10, mode: str = "greedy",
@@ -204,7 +214,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, episodes: int = 10, mode: str = 
 
     Returns:
         ``{"run_dir", "checkpoint", "env_step", "mode", "seed", "episodes", "returns", "lengths",
-        "truncated", "return_mean", "return_std", "length_mean", "video", "video_note", "wandb_run"}``.
+        "truncated", "return_mean", "return_std", "length_mean", "ends", "video", "video_note",
+        "wandb_run"}``.
     """
     from imwm.envs import make_env
     from imwm.training.config import check_device
@@ -258,7 +269,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, episodes: int = 10, mode: str = 
         policy = loaded.agent.policy(episodes, action_dtype=env.action_spec.dtype)
         if torch.device(device).type != "cpu":
             policy = _OnDevice(policy, device)
-        out = play_episodes(env, policy, mode=mode, max_steps=max_steps, frames=source, max_frames=max_frames)
+        out = play_episodes(env, policy, mode=mode, max_steps=max_steps, frames=source, max_frames=max_frames,
+                            cause=cause_for(cfg["env"]))
     finally:
         env.close()
     returns, lengths, truncated = out["returns"], out["lengths"], out["truncated"]
@@ -267,11 +279,13 @@ def evaluate_run(run_dir: str | os.PathLike, *, episodes: int = 10, mode: str = 
         "mode": mode, "seed": seed, "episodes": episodes, "returns": returns.tolist(),
         "lengths": lengths.tolist(), "truncated": int(truncated.sum()),
         "return_mean": returns.mean().item(), "return_std": returns.std(unbiased=False).item(),
-        "length_mean": lengths.mean().item(), "video": None, "video_note": note, "wandb_run": None,
+        "length_mean": lengths.mean().item(), "ends": out["ends"], "video": None, "video_note": note,
+        "wandb_run": None,
     }
     say(f"[imwm] return {result['return_mean']:.2f} +- {result['return_std']:.2f} (mean +- std over "
         f"{episodes} episode(s); min {returns.min().item():g}, max {returns.max().item():g}); "
-        f"length {result['length_mean']:.1f}; {result['truncated']} truncated at {max_steps} steps")
+        f"length {result['length_mean']:.1f}; {result['truncated']} truncated at {max_steps} steps; "
+        f"ends {result['ends']}")
     if video_path is not None:
         if not out["frames"]:
             raise UserError("the filmed episode produced no frames")

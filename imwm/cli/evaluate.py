@@ -12,11 +12,14 @@ Examples (``imwm-eval``, or ``python scripts/evaluate.py`` in a checkout):
     imwm-eval --run runs/atari-breakout-rssm-s0 --episodes 10 --mode sample --video ep.mp4
     imwm-eval --logdir runs/x --no-video --json eval.json
     imwm-eval --run runs/x --wandb      # also log video + stats to the run's wandb (offline)
+    imwm-eval --run runs/x --terminals  # also: the continue head at the run's terminals, by cause
 
 A user error (no such run, no loadable checkpoint, bad option) is one line, ``imwm: error: ...``,
 exit status 2; ``IMWM_DEBUG=1`` shows the traceback.
 """
 import argparse
+import json
+from pathlib import Path
 
 from imwm.errors import run_main
 
@@ -45,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", default=None, help="also write the result as JSON here")
+    p.add_argument("--terminals", action="store_true",
+                   help="also report the continue head's probability over the run's replay, at "
+                        "non-terminal records and at terminal ones by cause (imwm.analysis.terminals)")
     return p.parse_args(argv)
 
 
@@ -57,9 +63,27 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     video = False if args.no_video else (args.video or True)
-    return evaluate_run(args.run, episodes=args.episodes, mode=args.mode, seed=args.seed,
-                        max_steps=args.max_steps, video=video, fps=args.fps, scale=args.scale,
-                        max_frames=args.max_frames, wandb=args.wandb, device=args.device, json_path=args.json)
+    result = evaluate_run(args.run, episodes=args.episodes, mode=args.mode, seed=args.seed,
+                          max_steps=args.max_steps, video=video, fps=args.fps, scale=args.scale,
+                          max_frames=args.max_frames, wandb=args.wandb, device=args.device,
+                          json_path=None if args.terminals else args.json)
+    if args.terminals:
+        result["continue"] = _terminals(args.run)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _terminals(run: str) -> dict:
+    from imwm.analysis.play import load_agent
+    from imwm.analysis.terminals import continue_at_terminals
+
+    found = continue_at_terminals(load_agent(run))
+    for name, group in found.items():
+        p = "-" if group["continue"] is None else f"{group['continue']:.3f}"
+        print(f"[imwm] continue head over the replay, {name}: {p} ({group['count']} records)")
+    return found
 
 
 def cli() -> None:
