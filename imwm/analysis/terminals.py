@@ -87,8 +87,9 @@ def continue_at_terminals(loaded: "LoadedAgent") -> dict:
     """Mean continue probability over the run's replay, at non-terminal records and by cause.
 
     Returns:
-        ``{"non_terminal": {"count", "continue"}, "<cause>": {"count", "continue"}, ...}``
-        (``continue`` is None for an empty group).
+        ``{"non_terminal": {"count", "continue"}, "<cause>": {"count", "continue"}, ...}``, a
+        group only where the replay holds such records. Posterior latents are sampled (unseeded),
+        so a rerun moves the means slightly.
     """
     wm = loaded.agent.world_model
     cause = cause_for(loaded.config["env"]) or (lambda obs: "terminal")
@@ -106,8 +107,7 @@ def continue_at_terminals(loaded: "LoadedAgent") -> dict:
         for t in range(p.shape[0]):
             name = cause(records["observation"][t]) if terminal[t] else "non_terminal"
             probs[name].append(float(p[t]))
-    return {name: {"count": len(v), "continue": sum(v) / len(v) if v else None}
-            for name, v in sorted(probs.items())}
+    return {name: {"count": len(v), "continue": sum(v) / len(v)} for name, v in sorted(probs.items())}
 
 
 class EpisodeEnds:

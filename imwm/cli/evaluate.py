@@ -81,8 +81,8 @@ def _terminals(run: str) -> dict:
 
     found = continue_at_terminals(load_agent(run))
     for name, group in found.items():
-        p = "-" if group["continue"] is None else f"{group['continue']:.3f}"
-        print(f"[imwm] continue head over the replay, {name}: {p} ({group['count']} records)")
+        print(f"[imwm] continue head over the replay, {name}: {group['continue']:.3f} "
+              f"({group['count']} records)")
     return found
 
 
