@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torchrl.envs.utils import ExplorationType
 
-from imwm.analysis.terminals import EpisodeEnds, cause_for
+from imwm.analysis.terminals import EpisodeEnds, cause_for, continue_at_terminals, unnamed_cause
 from imwm.analysis.video import (FrameSource, cartpole_frame, check_video_path, choose_frame_source,
                                  default_scale, default_video_suffix, observation_frame, render_frame,
                                  write_video)
@@ -137,7 +137,7 @@ class _OnDevice:
 @torch.no_grad()
 def play_episodes(env, policy, *, mode: str = "greedy", max_steps: int,
                   frames: FrameSource | None = None, max_frames: int = MAX_VIDEO_FRAMES,
-                  cause: Callable[[torch.Tensor], str] | None = None) -> dict[str, Any]:
+                  cause: Callable[[torch.Tensor], str] = unnamed_cause) -> dict[str, Any]:
     """Plays one episode in each env of a batched env; films env 0 when ``frames`` says how.
 
     :func:`imwm.training.evaluate.evaluate` with the exploration type chosen by ``mode`` and a
@@ -190,6 +190,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, episodes: int = 10, mode: str = 
                  video: str | os.PathLike | None | bool = True, fps: float | None = None,
                  scale: int | None = None, max_frames: int = MAX_VIDEO_FRAMES, wandb: bool = False,
                  device: str = "cpu", json_path: str | os.PathLike | None = None,
+                 terminals: bool = False,
                  printer: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Loads a run's agent, plays ``episodes`` episodes and films the first one.
 
@@ -210,12 +211,15 @@ def evaluate_run(run_dir: str | os.PathLike, *, episodes: int = 10, mode: str = 
             id; offline unless ``logger.mode`` / ``WANDB_MODE`` say otherwise).
         device: where the agent runs.
         json_path: also write the result (without frames) as JSON there.
+        terminals: also average the continue head over the run's replay, at non-terminal records
+            and at terminal ones by cause (:func:`imwm.analysis.terminals.continue_at_terminals`),
+            as ``"continue"``.
         printer: where the report lines go (None: silent).
 
     Returns:
         ``{"run_dir", "checkpoint", "env_step", "mode", "seed", "episodes", "returns", "lengths",
         "truncated", "return_mean", "return_std", "length_mean", "ends", "video", "video_note",
-        "wandb_run"}``.
+        "wandb_run"}`` (and ``"continue"`` with ``terminals``).
     """
     from imwm.envs import make_env
     from imwm.training.config import check_device
@@ -308,6 +312,11 @@ def evaluate_run(run_dir: str | os.PathLike, *, episodes: int = 10, mode: str = 
                                                run_id=loaded.run_id, name="evaluate/video", metrics=stats)
         say(f"[imwm] wandb: logged to run {result['wandb_run']} under {loaded.run_dir / 'wandb'}"
             if result["wandb_run"] else "[imwm] wandb: disabled (WANDB_MODE / logger.mode), nothing logged")
+    if terminals:
+        result["continue"] = continue_at_terminals(loaded)
+        for name, group in result["continue"].items():
+            say(f"[imwm] continue head over the replay, {name}: {group['continue']:.3f} "
+                f"({group['count']} records)")
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")

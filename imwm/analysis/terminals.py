@@ -13,7 +13,7 @@ policy can drift into it. Two checks on a ``scripts/train.py`` run folder:
 
 A *cause* function maps a terminal observation ``[D]`` to a name; :data:`CAUSES` holds the known
 ones (CartPole-v1: ``"edge"`` for the cart leaving the track, ``|x| > 2.4``, ``"pole"`` for the
-pole past 12 degrees). Without one every terminal is ``"terminal"``.
+pole past 12 degrees); in other envs every terminal is ``"terminal"`` (:func:`unnamed_cause`).
 
 Example:
     >>> cause = CAUSES["cartpole"]
@@ -21,7 +21,7 @@ Example:
     ('edge', 'pole')
 
     On a run: ``imwm-eval --run runs/<run> --terminals`` (both checks), or
-    ``continue_at_terminals(load_agent("runs/<run>"))``.
+    ``evaluate_run("runs/<run>", terminals=True)`` (:mod:`imwm.analysis.play`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from imwm.errors import UserError
 if TYPE_CHECKING:
     from imwm.analysis.play import LoadedAgent
 
-__all__ = ["CAUSES", "EpisodeEnds", "cartpole_cause", "cause_for", "continue_at_terminals"]
+__all__ = ["CAUSES", "EpisodeEnds", "cartpole_cause", "cause_for", "continue_at_terminals", "unnamed_cause"]
 
 #: CartPole-v1's termination thresholds (gymnasium): cart position and pole angle (12 degrees).
 CARTPOLE_X_LIMIT = 2.4
@@ -53,13 +53,19 @@ def cartpole_cause(obs: torch.Tensor) -> str:
     return "other"
 
 
+def unnamed_cause(obs: torch.Tensor) -> str:
+    """The cause of a termination in an env without a cause function: ``"terminal"``."""
+    return "terminal"
+
+
 #: env name (the ``env.name`` config key) -> cause function.
 CAUSES: dict[str, Callable[[torch.Tensor], str]] = {"cartpole": cartpole_cause}
 
 
-def cause_for(env_cfg) -> Callable[[torch.Tensor], str] | None:
-    """The cause function of the env an ``env`` config group names (None: unknown)."""
-    return CAUSES.get(env_cfg.get("name"))
+def cause_for(env_cfg) -> Callable[[torch.Tensor], str]:
+    """The cause function of the env an ``env`` config group names (:func:`unnamed_cause` when
+    none is known)."""
+    return CAUSES.get(env_cfg.get("name"), unnamed_cause)
 
 
 def _stream_records(loaded: "LoadedAgent"):
@@ -92,21 +98,23 @@ def continue_at_terminals(loaded: "LoadedAgent") -> dict:
         so a rerun moves the means slightly.
     """
     wm = loaded.agent.world_model
-    cause = cause_for(loaded.config["env"]) or (lambda obs: "terminal")
+    device = next(wm.parameters()).device
+    cause = cause_for(loaded.config["env"])
     probs: dict[str, list[float]] = defaultdict(list)
     for records in _stream_records(loaded):
         if records.shape[0] == 0:
             continue
+        records = records.to(device)
         first = records["is_first"].clone()
         first[0] = True  # the stream's first record starts a state whatever its flag says
         feat = wm.observe(records["observation"][None], records["action"][None].float(),
                           first[None])["feat"][0]
-        p = wm.continue_head.prob(wm.continue_head(feat)).squeeze(-1)
-        terminal = records["is_terminal"].reshape(-1)
+        p = wm.continue_head.prob(wm.continue_head(feat)).squeeze(-1).cpu()
+        terminal = records["is_terminal"].reshape(-1).cpu()
         assert p.shape == terminal.shape, (p.shape, terminal.shape)
-        for t in range(p.shape[0]):
-            name = cause(records["observation"][t]) if terminal[t] else "non_terminal"
-            probs[name].append(float(p[t]))
+        probs["non_terminal"] += p[~terminal].tolist()
+        for t in terminal.nonzero().reshape(-1).tolist():
+            probs[cause(records["observation"][t])].append(float(p[t]))
     return {name: {"count": len(v), "continue": sum(v) / len(v)} for name, v in sorted(probs.items())}
 
 
@@ -126,9 +134,9 @@ class EpisodeEnds:
         {'pole': 2}
     """
 
-    def __init__(self, num_envs: int, cause: Callable[[torch.Tensor], str] | None = None):
+    def __init__(self, num_envs: int, cause: Callable[[torch.Tensor], str] = unnamed_cause):
         self.num_envs = num_envs
-        self.cause = cause or (lambda obs: "terminal")
+        self.cause = cause
         self.ends: list[str | None] = [None] * num_envs
 
     def __call__(self, td, key, finished) -> None:

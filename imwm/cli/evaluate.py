@@ -18,8 +18,6 @@ A user error (no such run, no loadable checkpoint, bad option) is one line, ``im
 exit status 2; ``IMWM_DEBUG=1`` shows the traceback.
 """
 import argparse
-import json
-from pathlib import Path
 
 from imwm.errors import run_main
 
@@ -63,27 +61,10 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     video = False if args.no_video else (args.video or True)
-    result = evaluate_run(args.run, episodes=args.episodes, mode=args.mode, seed=args.seed,
-                          max_steps=args.max_steps, video=video, fps=args.fps, scale=args.scale,
-                          max_frames=args.max_frames, wandb=args.wandb, device=args.device,
-                          json_path=None if args.terminals else args.json)
-    if args.terminals:
-        result["continue"] = _terminals(args.run)
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return result
-
-
-def _terminals(run: str) -> dict:
-    from imwm.analysis.play import load_agent
-    from imwm.analysis.terminals import continue_at_terminals
-
-    found = continue_at_terminals(load_agent(run))
-    for name, group in found.items():
-        print(f"[imwm] continue head over the replay, {name}: {group['continue']:.3f} "
-              f"({group['count']} records)")
-    return found
+    return evaluate_run(args.run, episodes=args.episodes, mode=args.mode, seed=args.seed,
+                        max_steps=args.max_steps, video=video, fps=args.fps, scale=args.scale,
+                        max_frames=args.max_frames, wandb=args.wandb, device=args.device, json_path=args.json,
+                        terminals=args.terminals)
 
 
 def cli() -> None:

@@ -181,11 +181,10 @@ class WorldModelLoss(LossModule):
 
         image = wm.decoder.loss(wm.decoder(feat), observation)
         reward_loss = wm.reward_head.loss(wm.reward_head(feat), reward)
-        continue_target = 1.0 - is_terminal.to(feat.dtype)
-        continue_loss = wm.continue_head.loss(wm.continue_head(feat), continue_target)
+        terminal = is_terminal.to(feat.dtype)
+        continue_loss = wm.continue_head.loss(wm.continue_head(feat), 1.0 - terminal)
         if self.terminal_weight != 1.0:
-            weight = 1.0 + (self.terminal_weight - 1.0) * is_terminal.to(feat.dtype).squeeze(-1)
-            continue_loss = weight * continue_loss
+            continue_loss = (1.0 + (self.terminal_weight - 1.0) * terminal.squeeze(-1)) * continue_loss
         kl_loss, metrics = wm.dynamics.kl_loss(
             posterior,
             prior,
