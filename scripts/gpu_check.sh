@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# GPU check for a CUDA machine with a fresh checkout; at most ~8 minutes (the steps' limits add up to 490 s).
+# GPU check for a CUDA machine with a fresh checkout; at most ~8 minutes (340 s of sequential steps,
+# then the compiled variants side by side for at most COMPILE_LIMIT=150 s).
 #
 #   bash scripts/gpu_check.sh                 # results in gpu_check.md (or: bash scripts/gpu_check.sh out.md)
+#   PART=eager bash scripts/gpu_check.sh a.md; PART=compiled COMPILE_LIMIT=400 bash scripts/gpu_check.sh b.md
 #
-# 1. a venv with the CUDA build of the pinned torch (TORCH_CUDA picks the wheel index, default cu128)
-#    and imwm; 2. the CUDA-marked tests (agent, dynamics, samplers, transforms on the GPU);
-# 3. bench_update.py --device cuda, one process per variant, with kernel and host-sync counts: the
-#    1M-parameter size eager / compiled / CUDA graphs, size S eager; 4. a short preset=atari100k training
-#    run (updates/s, host syncs per update); 5. size S compiled with CUDA graphs, last, because its compile
-#    is the step most likely to outrun its limit. Each step has its own time limit, so one slow step cannot
-#    eat the others' time, and each benchmark variant is its own process, so a compile that times out loses
-#    only its own row.
+# Part "eager": 1. a venv with the CUDA build of the pinned torch (TORCH_CUDA picks the wheel index,
+# default cu128) and imwm; 2. the CUDA-marked tests (agent, dynamics, samplers, transforms on the GPU);
+# 3. bench_update.py --device cuda, eager, at size S and at 1M parameters, with kernel and host-sync
+# counts; 4. a short preset=atari100k training run (updates/s). Part "compiled": the 1M size compiled
+# (default and CUDA graphs) and size S with CUDA graphs, one process each, started together: a cold
+# Inductor compile is mostly single-threaded tracing, so three side by side take about as long as
+# the longest, and a compile that outlasts COMPILE_LIMIT loses only its own row. Their timed updates
+# may overlap another variant's compile (the results say so). PART=all (the default) runs both.
 # Offline machines: when WHEELS (default .whl) holds wheels, made beforehand elsewhere by
-# scripts/gpu_wheels.sh, step 1 installs nothing from the network: it keeps the machine's own python3
+# scripts/gpu_wheels.sh, setup installs nothing from the network: it keeps the machine's own python3
 # (PYTHON) and its CUDA torch, whatever its version (the results file prints it), and installs the
 # wheels into SITE (default /tmp/imwm-site), with the checkout on PYTHONPATH.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-gpu_check.md}
+PART=${PART:-all}
+COMPILE_LIMIT=${COMPILE_LIMIT:-150}
 TORCH_VERSION=$(sed -n 's/.*torch==\([0-9.]*\).*/\1/p' Makefile | head -1)
 TORCH_CUDA=${TORCH_CUDA:-cu128}
 VENV=${VENV:-.venv-gpu}
@@ -53,28 +57,28 @@ else
     $PY -m pip install -q torch==${TORCH_VERSION} --index-url https://download.pytorch.org/whl/${TORCH_CUDA} &&
     $PY -m pip install -q -e '.[dev]'"
 fi
-step "$title" 140 bash -c "$setup && $PY -c 'import torch, torchrl, tensordict, hydra, gymnasium, ale_py, imwm
+step "$title" 120 bash -c "$setup && $PY -c 'import torch, torchrl, tensordict, hydra, gymnasium, ale_py, imwm
 print(\"torch\", torch.__version__, \"(pinned: ${TORCH_VERSION}), CUDA:\", torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"-\",
       \"| torchrl\", torchrl.__version__, \"| tensordict\", tensordict.__version__)'"
 
-step "CUDA-marked tests" 50 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_devices.py
-
-# one process per variant: a compile that outlasts its limit loses only its own row
-bench() {  # bench <size> <compile mode> <seconds>
-  step "bench_update.py --device cuda --size $1 --compile $2" "$3" "$PY" scripts/bench_update.py --device cuda \
-    --size "$1" --batch 16 --length 64 --repeats 10 --warmup 2 --threads 4 --compile "$2" --count-ops --no-torchrl
+bench_args() {  # bench_args <size> <compile mode>
+  echo scripts/bench_update.py --device cuda --size "$1" --batch 16 --length 64 --repeats 10 --warmup 2 \
+    --threads 4 --compile "$2" --count-ops --no-torchrl
 }
-bench S false 40
-bench 1M false 30
-bench 1M default 45
-bench 1M reduce-overhead 45
+bench() {  # bench <size> <compile mode> <seconds>
+  step "bench_update.py --device cuda --size $1 --compile $2" "$3" "$PY" $(bench_args "$1" "$2")
+}
 
-RUN=$(mktemp -d)
-step "preset=atari100k, 1,300 env steps on pong (276 updates, eager)" 70 "$PY" scripts/train.py preset=atari100k \
-  env.task=pong device=cuda total_env_steps=1300 prefill=1024 eval_every=0 checkpoint_every=0 log_every=250 \
-  logger=csv run_dir="$RUN"
-step "atari100k run: updates/s and host syncs per update" 10 "$PY" - "$RUN" <<'EOF'
+eager_part() {
+  step "CUDA-marked tests" 50 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_devices.py
+  bench S false 40
+  bench 1M false 30
+  local run; run=$(mktemp -d)
+  step "preset=atari100k, 1,300 env steps on pong (276 updates, eager)" 90 "$PY" scripts/train.py preset=atari100k \
+    env.task=pong device=cuda total_env_steps=1300 prefill=1024 eval_every=0 checkpoint_every=0 log_every=250 \
+    logger=csv run_dir="$run"
+  step "atari100k run: updates/s" 10 "$PY" - "$run" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(f"{sys.argv[1]}/metrics.csv")))
 last = [r for r in rows if r.get("train/updates_per_s")]
@@ -83,8 +87,36 @@ for r in last[-3:]:
            if k in r})
 print("host syncs per update: see the 'host syncs' column of the bench_update tables above")
 EOF
+}
 
-# last: the size-S compile is the step most likely to run out of time
-bench S reduce-overhead 60
+compiled_part() {  # the variants side by side, each its own process and log (kept beside OUT), gathered in order
+  local dir=${OUT%.md}_compiled
+  mkdir -p "$dir"
+  local variants=("1M default" "1M reduce-overhead" "S reduce-overhead")
+  local k=0 v
+  for v in "${variants[@]}"; do
+    set -- $v
+    ( t0=$(date +%s); timeout "$COMPILE_LIMIT" "$PY" $(bench_args "$1" "$2") > "$dir/$k.log" 2>&1
+      echo "exit status $? after $(( $(date +%s) - t0 )) s (limit $COMPILE_LIMIT s)" > "$dir/$k.rc" ) &
+    k=$((k + 1))
+  done
+  wait
+  k=0
+  for v in "${variants[@]}"; do
+    set -- $v
+    log "" "## bench_update.py --device cuda --size $1 --compile $2 (side by side with the other compiled variants)" \
+      "" '```'
+    tail -n 60 "$dir/$k.log" | tee -a "$OUT"
+    log '```' "$(cat "$dir/$k.rc")"
+    k=$((k + 1))
+  done
+}
+
+case $PART in
+  eager) eager_part ;;
+  compiled) compiled_part ;;
+  all) eager_part; compiled_part ;;
+  *) log "PART must be eager, compiled or all, not '$PART'"; exit 2 ;;
+esac
 
 log "" "total $(( $(date +%s) - START )) s"
