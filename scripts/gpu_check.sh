@@ -75,8 +75,8 @@ eager_part() {
   bench S false 40
   bench 1M false 30
   local run; run=$(mktemp -d)
-  step "preset=atari100k, 1,300 env steps on pong (276 updates, eager)" 90 "$PY" scripts/train.py preset=atari100k \
-    env.task=pong device=cuda total_env_steps=1300 prefill=1024 eval_every=0 checkpoint_every=0 log_every=250 \
+  step "preset=atari100k, 1,200 env steps on pong (176 updates, eager)" 90 "$PY" scripts/train.py preset=atari100k \
+    env.task=pong device=cuda total_env_steps=1200 prefill=1024 eval_every=0 checkpoint_every=0 log_every=64 \
     logger=csv run_dir="$run"
   step "atari100k run: updates/s" 10 "$PY" - "$run" <<'EOF'
 import csv, sys
