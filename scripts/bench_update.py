@@ -63,7 +63,8 @@ PRESET_SIZES = ("laptop", "catch")
 
 
 # ----------------------------------------------------------------------------- imwm
-def load_config(size: str, dynamics: str, horizon: int, compile_mode: str = "false", precision: str = "float32"):
+def load_config(size: str, dynamics: str, horizon: int, compile_mode: str = "false", precision: str = "float32",
+                compile_scope: str = "phase"):
     """The ``model``, ``dynamics`` and ``agent`` groups, composed as Hydra would (interpolations resolve)."""
     from omegaconf import OmegaConf
 
@@ -71,7 +72,8 @@ def load_config(size: str, dynamics: str, horizon: int, compile_mode: str = "fal
 
     if size in PRESET_SIZES:
         cfg = compose_config([f"preset={size}", f"dynamics={dynamics}", f"agent.horizon={horizon}",
-                              f"agent.compile={compile_mode}", f"agent.precision={precision}"])
+                              f"agent.compile={compile_mode}", f"agent.precision={precision}",
+                              f"agent.compile_scope={compile_scope}"])
         return OmegaConf.create({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "dynamics", "agent")})
     groups = {"model": size, "dynamics": dynamics, "agent": "default"}
     parts = {}
@@ -84,6 +86,7 @@ def load_config(size: str, dynamics: str, horizon: int, compile_mode: str = "fal
     cfg = OmegaConf.create(parts)
     cfg.agent.horizon = horizon
     cfg.agent.compile = compile_mode
+    cfg.agent.compile_scope = compile_scope
     cfg.agent.precision = precision
     return cfg
 
@@ -365,6 +368,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dynamics", nargs="*", default=["rssm"], help="imwm dynamics to time (rssm, vta)")
     parser.add_argument("--no-torchrl", action="store_true", help="skip the TorchRL baseline")
     parser.add_argument("--compile", nargs="*", default=["false"], help="agent.compile modes to time for imwm")
+    parser.add_argument("--compile-scope", nargs="*", default=["phase"], choices=["phase", "step"],
+                        help="agent.compile_scope values to time for each compiled mode")
     parser.add_argument("--count-ops", action="store_true", help="add ops dispatched / kernels per update")
     parser.add_argument("--precision", nargs="*", default=["float32"], choices=["float32", "bfloat16"],
                         help="agent.precision values to time (TorchRL's update runs under the same autocast)")
@@ -394,9 +399,11 @@ def main(argv=None) -> None:
     for precision in args.precision:
         tag = f", {precision}" if show_precision else ""
         for dyn in args.dynamics:
-            for mode in modes:
-                cfg = load_config(args.size, dyn, args.horizon, mode, precision)
+            for mode, scope in [(m, s) for m in modes for s in (["phase"] if m == "false" else args.compile_scope)]:
+                cfg = load_config(args.size, dyn, args.horizon, mode, precision, scope)
                 name = f"imwm ({dyn}{tag})" if modes == ["false"] else f"imwm ({dyn}, compile={mode}{tag})"
+                if scope != "phase":
+                    name = name[:-1] + f", scope={scope})"
                 runners[name] = ImwmUpdate(cfg, args.actions, args.batch, args.length, args.seed, obs_shape, args.device)
                 precision_of[name] = precision
         if not args.no_torchrl and args.size not in PRESET_SIZES:

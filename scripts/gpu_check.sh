@@ -8,11 +8,13 @@
 # Part "eager": 1. a venv with the CUDA build of the pinned torch (TORCH_CUDA picks the wheel index,
 # default cu128) and imwm; 2. the CUDA-marked tests (agent, dynamics, samplers, transforms on the GPU);
 # 3. bench_update.py --device cuda, eager, at size S and at 1M parameters, with kernel and host-sync
-# counts; 4. a short preset=atari100k training run (updates/s). Part "compiled": the 1M size compiled
-# (default and CUDA graphs) and size S with CUDA graphs, one process each, started together: a cold
-# Inductor compile is mostly single-threaded tracing, so three side by side take about as long as
-# the longest, and a compile that outlasts COMPILE_LIMIT loses only its own row. Their timed updates
-# may overlap another variant's compile (the results say so). PART=all (the default) runs both.
+# counts; 4. a short preset=atari100k training run (updates/s). Part "compiled": default Inductor and
+# CUDA graphs, with agent.compile_scope=step (the loop bodies compiled: a short compile) at 1M and
+# size S and with compile_scope=phase (whole phases, loops unrolled: a cold compile of more than
+# 340 s on one H200 machine) at 1M, one process each, started together: a cold compile is mostly
+# single-threaded, so six side by side take about as long as the longest, and a compile that
+# outlasts COMPILE_LIMIT loses only its own row. A variant's timed updates may overlap another's
+# compile (the results say so). PART=all (the default) runs both.
 # Offline machines: when WHEELS (default .whl) holds wheels, made beforehand elsewhere by
 # scripts/gpu_wheels.sh, setup installs nothing from the network: it keeps the machine's own python3
 # (PYTHON) and its CUDA torch, whatever its version (the results file prints it), and installs the
@@ -62,9 +64,9 @@ print(\"torch\", torch.__version__, \"(pinned: ${TORCH_VERSION}), CUDA:\", torch
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"-\",
       \"| torchrl\", torchrl.__version__, \"| tensordict\", tensordict.__version__)'"
 
-bench_args() {  # bench_args <size> <compile mode>
+bench_args() {  # bench_args <size> <compile mode> [compile scope]
   echo scripts/bench_update.py --device cuda --size "$1" --batch 16 --length 64 --repeats 10 --warmup 2 \
-    --threads 4 --compile "$2" --count-ops --no-torchrl
+    --threads 4 --compile "$2" --compile-scope "${3:-phase}" --count-ops --no-torchrl
 }
 bench() {  # bench <size> <compile mode> <seconds>
   step "bench_update.py --device cuda --size $1 --compile $2" "$3" "$PY" $(bench_args "$1" "$2")
@@ -92,22 +94,22 @@ EOF
 compiled_part() {  # the variants side by side, each its own process and log (kept beside OUT), gathered in order
   local dir=${OUT%.md}_compiled
   mkdir -p "$dir"
-  local variants=("1M default" "1M reduce-overhead" "S reduce-overhead")
+  local variants=("1M default step" "1M reduce-overhead step" "S default step" "S reduce-overhead step"
+                  "1M default phase" "1M reduce-overhead phase")
   local k=0 v
   for v in "${variants[@]}"; do
     set -- $v
-    ( t0=$(date +%s); timeout "$COMPILE_LIMIT" "$PY" $(bench_args "$1" "$2") > "$dir/$k.log" 2>&1
-      echo "exit status $? after $(( $(date +%s) - t0 )) s (limit $COMPILE_LIMIT s)" > "$dir/$k.rc" ) &
+    ( t0=$(date +%s); timeout "$COMPILE_LIMIT" "$PY" $(bench_args "$1" "$2" "$3") > "$dir/$k.log" 2>&1
+      echo "exit status $? after $(( $(date +%s) - t0 )) s (limit $COMPILE_LIMIT s)" >> "$dir/$k.log" ) &
     k=$((k + 1))
   done
   wait
   k=0
   for v in "${variants[@]}"; do
     set -- $v
-    log "" "## bench_update.py --device cuda --size $1 --compile $2 (side by side with the other compiled variants)" \
-      "" '```'
-    tail -n 60 "$dir/$k.log" | tee -a "$OUT"
-    log '```' "$(cat "$dir/$k.rc")"
+    log "" "## bench_update.py --device cuda --size $1 --compile $2 --compile-scope $3 (run side by side)" "" '```'
+    head -n -1 "$dir/$k.log" | grep -v -e UserWarning -e 'warnings.warn' | tail -n 40 | tee -a "$OUT"
+    log '```' "$(tail -n 1 "$dir/$k.log")"
     k=$((k + 1))
   done
 }

@@ -49,17 +49,21 @@ def _vta_cfg(**agent):
     return cfg
 
 
-def _compare_one_update(tol: float) -> None:
+PROGRAMS = {"phase": {"world_model_forward", "imagine_and_behaviour"},
+            "step": {"RSSMDynamics.observe_cell", "RSSMDynamics.img_step", "Actor.forward"}}
+
+
+def _compare_one_update(tol: float, scope: str = "phase"):
     torch.manual_seed(0)
     eager = build_agent(tiny_cfg(), obs_shape=(4,), action_dim=3)
-    compiled = build_agent(tiny_cfg(compile="default"), obs_shape=(4,), action_dim=3)
+    compiled = build_agent(tiny_cfg(compile="default", compile_scope=scope), obs_shape=(4,), action_dim=3)
     compiled.load_state_dict(eager.state_dict())
     data = batch((4,), B=2, T=4)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*running it eagerly")  # no fallback
         torch.manual_seed(1)
         m_compiled, s_compiled = compiled.train_step(data.clone())
-    assert compiled.compiled and set(compiled.compile_seconds) == {"world_model_forward", "imagine_and_behaviour"}
+    assert compiled.compiled and set(compiled.compile_seconds) == PROGRAMS[scope]
     torch.manual_seed(1)
     m_eager, s_eager = eager.train_step(data.clone())
     for key in ("world_model_loss", "loss_image", "loss_kl", "loss_actor", "loss_critic", "grad_norm_model",
@@ -68,6 +72,7 @@ def _compare_one_update(tol: float) -> None:
     torch.testing.assert_close(s_compiled.to_dict(), s_eager.to_dict(), rtol=tol, atol=tol)
     for (name, p_c), p_e in zip(compiled.named_parameters(), eager.parameters()):
         torch.testing.assert_close(p_c, p_e, rtol=tol, atol=tol, msg=name)  # one optimiser step each
+    return compiled, data
 
 
 def test_traced_update_has_no_graph_breaks_and_matches_eager(monkeypatch):
@@ -77,6 +82,64 @@ def test_traced_update_has_no_graph_breaks_and_matches_eager(monkeypatch):
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"}))
     _compare_one_update(tol=1e-5)
+
+
+def test_step_scope_compiles_the_loop_bodies_once_and_matches_eager(monkeypatch):
+    """``compile_scope=step``: the observe step, the imagination step and the actor's forward
+    are traced whole (``fullgraph=True``), once each however long the loops (a second update
+    traces nothing new), and the update equals the eager one."""
+    from torch._dynamo.utils import counters
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"}))
+    torch._dynamo.reset()
+    counters.clear()
+    compiled, data = _compare_one_update(tol=1e-5, scope="step")
+    # three bodies, and observe_cell twice: the first step's zero state carries no gradient
+    assert counters["stats"]["unique_graphs"] == 4, dict(counters["stats"])
+    compiled.train_step(data.clone())
+    assert counters["stats"]["unique_graphs"] == 4, dict(counters["stats"])
+
+
+def test_step_scope_installs_its_programs_only_during_an_update(monkeypatch):
+    """Outside ``train_step`` the dynamics and the actor are the plain modules again: acting
+    runs eagerly and the modules pickle (collector processes receive them)."""
+    import pickle
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"}))
+    agent = build_agent(tiny_cfg(compile="default", compile_scope="step"), obs_shape=(4,), action_dim=3)
+    agent.train_step(batch((4,), B=2, T=4))
+    dynamics, actor = agent.world_model.dynamics, agent.actor
+    assert not {"observe_cell", "img_step"} & set(vars(dynamics)) and "forward" not in vars(actor)
+    pickle.dumps(dynamics), pickle.dumps(actor)
+    assert agent.compiled and not agent.phases["world_model_forward"].compiled
+
+
+def test_step_scope_with_vta_compiles_imagination_and_keeps_its_observe_loop_eager(monkeypatch):
+    """VTA has no ``observe_cell``: its observe loop stays eager, its ``img_step`` and the actor
+    compile, and the update equals the eager one."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"}))
+    torch.manual_seed(0)
+    eager = build_agent(_vta_cfg(), obs_shape=(4,), action_dim=3)
+    compiled = build_agent(_vta_cfg(compile="default", compile_scope="step"), obs_shape=(4,), action_dim=3)
+    compiled.load_state_dict(eager.state_dict())
+    data = batch((4,), B=2, T=4)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*running it eagerly")
+        torch.manual_seed(1)
+        m_compiled, _ = compiled.train_step(data.clone())
+    torch.manual_seed(1)
+    m_eager, _ = eager.train_step(data.clone())
+    assert compiled.compiled and set(compiled.compile_seconds) == {"VTADynamics.img_step", "Actor.forward"}
+    for key in ("world_model_loss", "loss_actor", "loss_critic", "grad_norm_actor"):
+        torch.testing.assert_close(m_compiled[key], m_eager[key], rtol=1e-5, atol=1e-5, msg=key)
+
+
+def test_compile_scope_must_be_known():
+    with pytest.raises(ValueError, match=r"agent.compile_scope: must be one of \['phase', 'step'\] \(got 'loop'\)"):
+        build_agent(tiny_cfg(compile_scope="loop"), obs_shape=(4,), action_dim=3)
 
 
 def test_vta_schedules_change_without_retracing(monkeypatch):

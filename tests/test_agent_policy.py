@@ -61,6 +61,33 @@ def test_policy_greedy_under_deterministic(policy):
     assert sampled[..., 0].sum() > 0 and sampled[..., 1].sum() > 0  # both actions get sampled
 
 
+def test_policy_acts_greedily_in_every_kth_episode_of_each_env():
+    """greedy_every=2 under RANDOM exploration: the 2nd, 4th, ... episode of each env (counted
+    from its own is_init flags) takes the actor's mode, the others sample."""
+    torch.manual_seed(0)
+    dyn = RSSMDynamics(deter=16, stoch=2, classes=4, hidden=16, blocks=2, action_dim=A, embed_dim=E)
+    actor = Actor(dyn.feat_dim, A, mlp_units=16, mlp_layers=1)
+    with torch.no_grad():
+        actor.net.net[-1].weight.zero_()
+        actor.net.net[-1].bias.copy_(torch.tensor([0.0, 0.4]))  # mode: action 1; sampling: ~40% action 0
+    policy = DreamerPolicy(nn.Linear(OBS, E), dyn, actor, num_envs=2, greedy_every=2)
+    starts = {0: [0, 50, 100, 150], 1: [0, 30, 130]}  # steps where each env starts an episode
+    picked = {0: {}, 1: {}}  # env -> episode number -> actions taken
+    with set_exploration_type(ExplorationType.RANDOM):
+        for step in range(200):
+            init = torch.tensor([[step in starts[0]], [step in starts[1]]])
+            act = policy(_td(torch.randn(2, OBS), init))["action"].argmax(-1)
+            for env in (0, 1):
+                episode = sum(s <= step for s in starts[env])
+                picked[env].setdefault(episode, []).append(int(act[env]))
+    for env, episodes in picked.items():
+        for episode, actions in episodes.items():
+            zeros = actions.count(0)
+            assert (zeros == 0) if episode % 2 == 0 else (zeros > 5), (env, episode, zeros, len(actions))
+    with pytest.raises(ValueError, match="greedy_every must be an integer >= 0, got -1"):
+        DreamerPolicy(nn.Linear(OBS, E), dyn, actor, num_envs=2, greedy_every=-1)
+
+
 def test_policy_bad_input(policy):
     with pytest.raises(KeyError, match="is_init"):
         policy(TensorDict({"observation": torch.randn(3, OBS)}, [3]))

@@ -93,7 +93,8 @@ def test_which_keys_make_a_new_run_folder():
                        ("dormant.enable", True), ("env.kwargs", {"length": 3})]:
         assert config_hash(_with(base, key, value)) != digest, key
     for key, value in [("total_env_steps", 10**6), ("resume", False), ("logger.backend", "wandb"),
-                       ("threads", 2), ("device", "cuda"), ("agent.compile", True), ("eval_every", 7),
+                       ("threads", 2), ("device", "cuda"), ("agent.compile", True), ("agent.compile_scope", "step"),
+                       ("eval_every", 7),
                        ("eval_episodes", 2), ("eval_max_steps", 9), ("checkpoint_every", 5),
                        ("log_every", 5), ("run_name", "x"), ("run_dir", "y")]:
         assert config_hash(_with(base, key, value)) == digest, key

@@ -16,6 +16,16 @@ Modes (``agent.compile``):
 - ``reduce-overhead``: on CUDA, replays the compiled program as a CUDA graph (one launch);
   on CPU it behaves as ``default``.
 
+Scopes (``agent.compile_scope``):
+
+- ``phase``: each phase above is one program; the recurrent loops are unrolled into it. Fewest
+  kernels per update, but the cold compile grows with the loop lengths: at the 1M-parameter
+  size with 16x64 batches it outlasted 340 s on a 16-core GPU machine (RESULTS.md).
+- ``step``: only the loops' bodies are compiled (:class:`CompiledSteps`): one observe step of
+  the dynamics (``observe_cell``), one imagination step (``img_step``) and the actor's forward,
+  each traced once and called ``T`` or ``H`` times; the rest of the update runs eagerly. The
+  compile cost no longer depends on the sequence length (PyTorch's "regional compilation").
+
 Compilation happens at the first call of each program; its wall time is recorded in
 :attr:`CompiledPhase.compile_seconds`. Inductor caches compiled graphs on disk
 (``TORCHINDUCTOR_CACHE_DIR``, by default under the system temp dir), so a second process with
@@ -33,17 +43,20 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
-__all__ = ["COMPILE_MODES", "CompiledPhase", "parse_compile_mode"]
+__all__ = ["COMPILE_MODES", "COMPILE_SCOPES", "CompiledPhase", "CompiledSteps", "parse_compile_mode"]
 
 #: accepted values of ``agent.compile``
 COMPILE_MODES = ("false", "default", "max-autotune", "reduce-overhead")
+#: accepted values of ``agent.compile_scope``
+COMPILE_SCOPES = ("phase", "step")
 
 
 def parse_compile_mode(value: Any) -> str:
@@ -108,3 +121,46 @@ class CompiledPhase:
         if first:
             self.compile_seconds = time.perf_counter() - start
         return out
+
+
+class CompiledSteps:
+    """Compiled programs for named methods, installed on their objects for a ``with`` block.
+
+    ``agent.compile_scope=step`` compiles the bodies of the update's recurrent loops, not the
+    whole phases. The programs replace the methods only inside :meth:`installed` (as instance
+    attributes, removed on exit), so outside an update the objects are the plain modules: they
+    pickle, deep-copy and act eagerly as before. A method whose compilation fails warns once and
+    runs eagerly (:class:`CompiledPhase`).
+
+    Args:
+        targets: ``(object, method name)`` pairs; a pair whose object lacks the method is skipped.
+        mode: one of :data:`COMPILE_MODES`.
+
+    Example:
+        >>> import torch
+        >>> lin = torch.nn.Linear(2, 2)
+        >>> steps = CompiledSteps([(lin, "forward")], mode="false")
+        >>> with steps.installed():
+        ...     "forward" in vars(lin)
+        True
+        >>> "forward" in vars(lin), sorted(steps.programs)
+        (False, ['Linear.forward'])
+    """
+
+    def __init__(self, targets: list[tuple[object, str]], *, mode: str) -> None:
+        self._targets = [(obj, name) for obj, name in targets if callable(getattr(obj, name, None))]
+        self.programs = {
+            f"{type(obj).__name__}.{name}": CompiledPhase(getattr(obj, name), name=f"{type(obj).__name__}.{name}",
+                                                         mode=mode)
+            for obj, name in self._targets
+        }
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        for (obj, name), program in zip(self._targets, self.programs.values()):
+            obj.__dict__[name] = program
+        try:
+            yield
+        finally:
+            for obj, name in self._targets:
+                obj.__dict__.pop(name, None)

@@ -34,7 +34,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
-from imwm.agent.compile import CompiledPhase, parse_compile_mode
+from imwm.agent.compile import COMPILE_SCOPES, CompiledPhase, CompiledSteps, parse_compile_mode
 from imwm.agent.imagine import imagine
 from imwm.errors import UserError
 from imwm.agent.policy import DreamerPolicy
@@ -122,12 +122,18 @@ class DreamerAgent(nn.Module):
             forward; imagination + behaviour losses) becomes one ``torch.compile(fullgraph=True)``
             program, its backward a second one (:mod:`imwm.agent.compile`); a phase whose
             compilation fails warns once and runs eagerly.
+        compile_scope: ``"phase"`` (whole phases, loops unrolled: fewest kernels, a cold compile
+            that grows with the sequence length) or ``"step"`` (only the loops' bodies: the
+            dynamics' ``observe_cell`` and ``img_step`` and the actor's forward, each compiled
+            once; the rest eager). See :mod:`imwm.agent.compile`.
         precision: ``"float32"`` or ``"bfloat16"``: the forward passes of the update run under
             ``torch.autocast`` with bfloat16, as the reference code computes (danijar/dreamerv3,
             ``compute_dtype: bfloat16``): matmuls and convolutions in bfloat16, every
             distribution (categorical and two-hot logits, continue logit, reconstruction error)
             in float32; weights, gradients and optimiser states stay float32 and acting is not
             affected. Pays on hardware with bfloat16 matrix units (GPUs; CPUs with AMX).
+        greedy_every: every ``greedy_every``-th training episode of each env acts greedily (the
+            actor's mode), 0 = never (the reference: always sampled); see :class:`DreamerPolicy`.
         max_nonfinite_updates: skipped (non-finite) updates in a row after which
             :meth:`train_step` raises :class:`NonFiniteUpdateError`.
 
@@ -182,7 +188,9 @@ class DreamerAgent(nn.Module):
         warmup: int = 0,
         repval_scale: float = 0.0,
         compile: bool | str = False,
+        compile_scope: str = "phase",
         precision: str = "float32",
+        greedy_every: int = 0,
         max_nonfinite_updates: int = 5,
     ) -> None:
         super().__init__()
@@ -275,11 +283,19 @@ class DreamerAgent(nn.Module):
         # called on each phase's parameters after its backward (data-parallel runs average the
         # gradients over processes here; imwm.training.distributed)
         self.gradient_sync = None
+        self.greedy_every = greedy_every
         self.compile_mode = parse_compile_mode(compile)
+        if compile_scope not in COMPILE_SCOPES:
+            raise ValueError(f"compile_scope must be one of {list(COMPILE_SCOPES)}, got {compile_scope!r}")
+        self.compile_scope = compile_scope
+        phase_mode = self.compile_mode if compile_scope == "phase" else "false"
         self.phases = {
-            name: CompiledPhase(getattr(self, f"_{name}"), name=name, mode=self.compile_mode)
+            name: CompiledPhase(getattr(self, f"_{name}"), name=name, mode=phase_mode)
             for name in ("world_model_forward", "imagine_forward", "behaviour_forward", "imagine_and_behaviour")
         }
+        dynamics = world_model.dynamics
+        loop_bodies = [(dynamics, "observe_cell"), (dynamics, "img_step"), (actor, "forward")]
+        self.steps = CompiledSteps(loop_bodies if compile_scope == "step" else [], mode=self.compile_mode)
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict:
@@ -298,14 +314,18 @@ class DreamerAgent(nn.Module):
 
     # ------------------------------------------------------------------ pieces
     @property
+    def _programs(self) -> dict[str, CompiledPhase]:
+        return self.phases if self.compile_scope == "phase" else self.steps.programs
+
+    @property
     def compiled(self) -> bool:
-        """Every phase of the update runs as a compiled program."""
-        return all(phase.compiled for phase in self.phases.values())
+        """Every program of the compile scope (phases, or loop steps) runs compiled."""
+        return all(program.compiled for program in self._programs.values())
 
     @property
     def compile_seconds(self) -> dict[str, float]:
-        """Wall time of each phase's first compiled call (compiled phases that have run)."""
-        return {n: p.compile_seconds for n, p in self.phases.items() if p.compile_seconds is not None}
+        """Wall time of each program's first compiled call (compiled programs that have run)."""
+        return {n: p.compile_seconds for n, p in self._programs.items() if p.compile_seconds is not None}
 
     @property
     def dynamics(self):
@@ -353,6 +373,10 @@ class DreamerAgent(nn.Module):
         """
         if batch.batch_dims != 2:
             raise ValueError(f"train_step expects a replay batch [B, T], got batch size {tuple(batch.batch_size)}")
+        with self.steps.installed():
+            return self._train_step(batch)
+
+    def _train_step(self, batch: TensorDictBase) -> tuple[dict[str, torch.Tensor], TensorDict]:
         # schedules inside the dynamics (VTA's boundary forcing and temperature) follow the update count
         set_progress = getattr(self.world_model.dynamics, "set_progress", None)
         if set_progress is not None:
@@ -539,9 +563,8 @@ class DreamerAgent(nn.Module):
     # ------------------------------------------------------------------ acting
     def policy(self, num_envs: int, *, action_dtype: torch.dtype = torch.float32) -> DreamerPolicy:
         """A fresh acting policy for ``num_envs`` environments (see :class:`DreamerPolicy`)."""
-        return DreamerPolicy(
-            self.world_model.encoder, self.world_model.dynamics, self.actor, num_envs, action_dtype=action_dtype
-        )
+        return DreamerPolicy(self.world_model.encoder, self.world_model.dynamics, self.actor, num_envs,
+                             action_dtype=action_dtype, greedy_every=self.greedy_every)
 
     # ------------------------------------------------------------------ checkpoints
     def optimizers_state_dict(self) -> dict:

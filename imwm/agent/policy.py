@@ -29,6 +29,10 @@ class DreamerPolicy(TensorDictModuleBase):
         actor: :class:`~imwm.agent.Actor`.
         num_envs: number of environments (rows of the recurrent state).
         action_dtype: dtype of the written action (match the env's one-hot action spec).
+        greedy_every: when > 0, every ``greedy_every``-th episode of each env (counted from the
+            ``is_init`` flags this policy sees) takes the most likely action even under
+            ``ExplorationType.RANDOM``, so the replay also holds the states the greedy policy
+            visits (which a sampling policy may rarely reach). 0 (default) never does.
         observation_key, is_init_key, action_key: TensorDict keys.
 
     Samples the action under ``ExplorationType.RANDOM`` (and when no exploration type is set);
@@ -57,6 +61,7 @@ class DreamerPolicy(TensorDictModuleBase):
         num_envs: int,
         *,
         action_dtype: torch.dtype = torch.float32,
+        greedy_every: int = 0,
         observation_key: NestedKey = "observation",
         is_init_key: NestedKey = "is_init",
         action_key: NestedKey = "action",
@@ -68,6 +73,9 @@ class DreamerPolicy(TensorDictModuleBase):
         self.dynamics = dynamics
         self.actor = actor
         self.num_envs = int(num_envs)
+        if int(greedy_every) != greedy_every or greedy_every < 0:
+            raise ValueError(f"greedy_every must be an integer >= 0, got {greedy_every!r}")
+        self.greedy_every = int(greedy_every)
         self.action_dtype = action_dtype
         self.observation_key = observation_key
         self.is_init_key = is_init_key
@@ -81,6 +89,7 @@ class DreamerPolicy(TensorDictModuleBase):
         self.state = self.dynamics.initial(self.num_envs)
         ref = self.state["deter"] if "deter" in self.state.keys() else next(iter(self.state.values(True, True)))
         self.prev_action = torch.zeros(self.num_envs, self.dynamics.action_dim, device=ref.device, dtype=ref.dtype)
+        self.episodes = torch.zeros(self.num_envs, 1, dtype=torch.long, device=ref.device)  # started, per env
 
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -106,8 +115,14 @@ class DreamerPolicy(TensorDictModuleBase):
         embed = self.encoder(obs)
         posterior, _ = self.dynamics.obs_step(self.state, self.prev_action, embed, is_init)
         log_probs = self.actor(self.dynamics.get_feat(posterior))
-        greedy = exploration_type() in _GREEDY
-        action = self.actor.mode(log_probs) if greedy else self.actor.sample(log_probs)
+        self.episodes += is_init.long()
+        if exploration_type() in _GREEDY:
+            action = self.actor.mode(log_probs)
+        elif self.greedy_every:
+            greedy = self.episodes % self.greedy_every == 0
+            action = torch.where(greedy, self.actor.mode(log_probs), self.actor.sample(log_probs))
+        else:
+            action = self.actor.sample(log_probs)
         self.state = posterior
         self.prev_action = action
         action = action.to(device=out_device, dtype=self.action_dtype)

@@ -238,9 +238,8 @@ class RSSMDynamics(nn.Module):
         deter, stoch = state["deter"], state["stoch"]
         deters, stochs, post_logits = [], [], []
         for t in range(time):
-            deter = self._gru_step(stoch * keep[:, t], deter * keep[:, t], action[:, t])
-            logits = self._posterior_logits(deter, embed[:, t])
-            stoch = self._sample(logits, uniform[t])
+            deter, logits, stoch = self.observe_cell(
+                stoch, deter, keep[:, t], action[:, t], embed[:, t], uniform[t])
             deters.append(deter)
             stochs.append(stoch)
             post_logits.append(logits)
@@ -252,6 +251,18 @@ class RSSMDynamics(nn.Module):
         prior_logits = self._prior_logits(deter_seq)
         prior = self._state(deter_seq, self._sample(prior_logits), prior_logits, (batch, time))
         return posterior, prior
+
+    def observe_cell(self, stoch: torch.Tensor, deter: torch.Tensor, keep: torch.Tensor, action: torch.Tensor,
+                     embed: torch.Tensor, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step of :meth:`observe`'s loop on ``[B, *]`` tensors: ``(deter, post_logits, stoch)``.
+
+        ``keep`` ``[B, 1]`` is 0 where the step starts an episode (the carried state is zeroed),
+        ``uniform`` ``[B, stoch]`` the step's sampling noise. The unit that
+        ``agent.compile_scope=step`` compiles once and calls ``T`` times.
+        """
+        deter = self._gru_step(stoch * keep, deter * keep, action)
+        logits = self._posterior_logits(deter, embed)
+        return deter, logits, self._sample(logits, uniform)
 
     def obs_step(
         self,

@@ -53,7 +53,7 @@ EXCLUDED_KEYS = (
     "logger", "log_every", "checkpoint_every", "eval_every", "eval_episodes", "eval_max_steps",
     # where it executes (continuing a CPU run on a GPU is the same run), and in how many
     # collector processes
-    "device", "threads", "agent.compile", "collector_workers",
+    "device", "threads", "agent.compile", "agent.compile_scope", "collector_workers",
     # not training keys: Hydra's own node, and the preset's name (its values are in the other keys)
     "hydra", "preset",
 )
