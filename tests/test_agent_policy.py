@@ -118,3 +118,12 @@ def test_policy_in_a_real_collector_on_cartpole():
     # CartPole with a random-ish policy ends episodes within 100 steps: resets were seen
     assert data["is_init"].sum() >= 2
     assert data["next", "reward"].sum() == 100
+
+
+def test_bad_greedy_every_names_its_config_key():
+    from imwm.configs import compose_config
+    from imwm.errors import ConfigError
+    from imwm.training.build_model import build_agent
+
+    with pytest.raises(ConfigError, match=r"agent.greedy_every: must be an integer >= 0 \(got -2\)"):
+        build_agent(compose_config(["preset=debug", "agent.greedy_every=-2"]), obs_shape=(4,), action_dim=2)

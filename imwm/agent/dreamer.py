@@ -283,7 +283,9 @@ class DreamerAgent(nn.Module):
         # called on each phase's parameters after its backward (data-parallel runs average the
         # gradients over processes here; imwm.training.distributed)
         self.gradient_sync = None
-        self.greedy_every = greedy_every
+        if int(greedy_every) != greedy_every or greedy_every < 0:
+            raise ValueError(f"greedy_every must be an integer >= 0, got {greedy_every!r}")
+        self.greedy_every = int(greedy_every)
         self.compile_mode = parse_compile_mode(compile)
         if compile_scope not in COMPILE_SCOPES:
             raise ValueError(f"compile_scope must be one of {list(COMPILE_SCOPES)}, got {compile_scope!r}")
