@@ -21,10 +21,11 @@ Scopes (``agent.compile_scope``):
 - ``phase``: each phase above is one program; the recurrent loops are unrolled into it. Fewest
   kernels per update, but the cold compile grows with the loop lengths: at the 1M-parameter
   size with 16x64 batches it outlasted 340 s on a 16-core GPU machine (RESULTS.md).
-- ``step``: only the loops' bodies are compiled (:class:`CompiledSteps`): one observe step of
-  the dynamics (``observe_cell``), one imagination step (``img_step``) and the actor's forward,
-  each traced once and called ``T`` or ``H`` times; the rest of the update runs eagerly. The
-  compile cost no longer depends on the sequence length (PyTorch's "regional compilation").
+- ``step``: the loops' bodies are compiled (:class:`CompiledSteps`): one observe step of the
+  dynamics (``observe_cell``), one imagination step (``img_step``) and the actor's forward, each
+  traced once and called ``T`` or ``H`` times, and the behaviour-loss phase, which has no
+  recurrent loop; the rest of the update runs eagerly. The compile cost no longer depends on the
+  sequence length (PyTorch's "regional compilation").
 
 Compilation happens at the first call of each program; its wall time is recorded in
 :attr:`CompiledPhase.compile_seconds`. Inductor caches compiled graphs on disk

@@ -123,9 +123,10 @@ class DreamerAgent(nn.Module):
             program, its backward a second one (:mod:`imwm.agent.compile`); a phase whose
             compilation fails warns once and runs eagerly.
         compile_scope: ``"phase"`` (whole phases, loops unrolled: fewest kernels, a cold compile
-            that grows with the sequence length) or ``"step"`` (only the loops' bodies: the
+            that grows with the sequence length) or ``"step"`` (the loops' bodies, the
             dynamics' ``observe_cell`` and ``img_step`` and the actor's forward, each compiled
-            once; the rest eager). See :mod:`imwm.agent.compile`.
+            once, and the behaviour losses, which have no recurrent loop; the rest eager). See
+            :mod:`imwm.agent.compile`.
         precision: ``"float32"`` or ``"bfloat16"``: the forward passes of the update run under
             ``torch.autocast`` with bfloat16, as the reference code computes (danijar/dreamerv3,
             ``compute_dtype: bfloat16``): matmuls and convolutions in bfloat16, every
@@ -290,10 +291,13 @@ class DreamerAgent(nn.Module):
         if compile_scope not in COMPILE_SCOPES:
             raise ValueError(f"compile_scope must be one of {list(COMPILE_SCOPES)}, got {compile_scope!r}")
         self.compile_scope = compile_scope
-        phase_mode = self.compile_mode if compile_scope == "phase" else "false"
+        # the step scope compiles the loop bodies and the one phase without a loop, the behaviour losses
+        whole = ("world_model_forward", "imagine_forward", "behaviour_forward", "imagine_and_behaviour")
+        compiled = whole if compile_scope == "phase" else ("behaviour_forward",)
         self.phases = {
-            name: CompiledPhase(getattr(self, f"_{name}"), name=name, mode=phase_mode)
-            for name in ("world_model_forward", "imagine_forward", "behaviour_forward", "imagine_and_behaviour")
+            name: CompiledPhase(getattr(self, f"_{name}"), name=name,
+                                mode=self.compile_mode if name in compiled else "false")
+            for name in whole
         }
         dynamics = world_model.dynamics
         loop_bodies = [(dynamics, "observe_cell"), (dynamics, "img_step"), (actor, "forward")]
@@ -317,7 +321,9 @@ class DreamerAgent(nn.Module):
     # ------------------------------------------------------------------ pieces
     @property
     def _programs(self) -> dict[str, CompiledPhase]:
-        return self.phases if self.compile_scope == "phase" else self.steps.programs
+        if self.compile_scope == "phase":
+            return self.phases
+        return {**self.steps.programs, "behaviour_forward": self.phases["behaviour_forward"]}
 
     @property
     def compiled(self) -> bool:
@@ -406,11 +412,12 @@ class DreamerAgent(nn.Module):
         repval_td = self._replay_value_td(batch, wm_out) if self.repval_scale > 0 else None
         is_terminal = batch.get("is_terminal", None)
         with self._autocast():
-            if intrinsic is None:
+            if intrinsic is None and self.compile_scope == "phase":
                 traj, outs = self.phases["imagine_and_behaviour"](posterior, is_terminal, repval_td)
             else:
                 traj = self.phases["imagine_forward"](posterior, is_terminal)
-                traj = self._add_intrinsic(traj)
+                if intrinsic is not None:
+                    traj = self._add_intrinsic(traj)
                 outs = self.phases["behaviour_forward"](traj, repval_td)
         behaviour, skipped = self._behaviour_step(outs)
         metrics.update(behaviour)
