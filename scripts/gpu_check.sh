@@ -123,10 +123,8 @@ esac
 
 summary() {  # every timed update of the results file as updates/s, one line each
   log "" "## summary: updates/s (1000 / median ms)" "" '```'
-  awk -F'|' '/^## bench_update/{head=$0} /^\| imwm/{gsub(/ /, "", $3);
-    printf "%-75s %7.1f updates/s (%s ms)\n", substr(head, 4), 1000 / $3, $3}' "$OUT" | tee -a "$OUT.summary"
-  cat "$OUT.summary" >> "$OUT" && rm -f "$OUT.summary"
-  log '```'
+  log "$(awk -F'|' '/^## bench_update/{head=$0} /^\| imwm/{gsub(/ /, "", $3);
+    printf "%-75s %7.1f updates/s (%s ms)\n", substr(head, 4), 1000 / $3, $3}' "$OUT")" '```'
 }
 summary
 log "" "total $(( $(date +%s) - START )) s"

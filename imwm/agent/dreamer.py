@@ -37,7 +37,7 @@ from torch import nn
 from imwm.agent.compile import COMPILE_SCOPES, CompiledPhase, CompiledSteps, parse_compile_mode
 from imwm.agent.imagine import imagine
 from imwm.errors import UserError
-from imwm.agent.policy import DreamerPolicy
+from imwm.agent.policy import DreamerPolicy, check_greedy_every
 from imwm.nn.optim import LaProp
 from imwm.objectives.actor import ActorLoss
 from imwm.objectives.critic import CriticLoss
@@ -284,9 +284,7 @@ class DreamerAgent(nn.Module):
         # called on each phase's parameters after its backward (data-parallel runs average the
         # gradients over processes here; imwm.training.distributed)
         self.gradient_sync = None
-        if int(greedy_every) != greedy_every or greedy_every < 0:
-            raise ValueError(f"greedy_every must be an integer >= 0, got {greedy_every!r}")
-        self.greedy_every = int(greedy_every)
+        self.greedy_every = check_greedy_every(greedy_every)  # at build: the error names agent.greedy_every
         self.compile_mode = parse_compile_mode(compile)
         if compile_scope not in COMPILE_SCOPES:
             raise ValueError(f"compile_scope must be one of {list(COMPILE_SCOPES)}, got {compile_scope!r}")

@@ -15,9 +15,16 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.envs.utils import ExplorationType, exploration_type
 
-__all__ = ["DreamerPolicy"]
+__all__ = ["DreamerPolicy", "check_greedy_every"]
 
 _GREEDY = {ExplorationType.DETERMINISTIC, ExplorationType.MODE, ExplorationType.MEAN, ExplorationType.MEDIAN}
+
+
+def check_greedy_every(value) -> int:
+    """``greedy_every`` as an int, or a ``ValueError`` when it is not an integer >= 0."""
+    if int(value) != value or value < 0:
+        raise ValueError(f"greedy_every must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 class DreamerPolicy(TensorDictModuleBase):
@@ -73,9 +80,7 @@ class DreamerPolicy(TensorDictModuleBase):
         self.dynamics = dynamics
         self.actor = actor
         self.num_envs = int(num_envs)
-        if int(greedy_every) != greedy_every or greedy_every < 0:
-            raise ValueError(f"greedy_every must be an integer >= 0, got {greedy_every!r}")
-        self.greedy_every = int(greedy_every)
+        self.greedy_every = check_greedy_every(greedy_every)
         self.action_dtype = action_dtype
         self.observation_key = observation_key
         self.is_init_key = is_init_key
@@ -115,7 +120,8 @@ class DreamerPolicy(TensorDictModuleBase):
         embed = self.encoder(obs)
         posterior, _ = self.dynamics.obs_step(self.state, self.prev_action, embed, is_init)
         log_probs = self.actor(self.dynamics.get_feat(posterior))
-        self.episodes += is_init.long()
+        if self.greedy_every:  # episodes are counted only where they choose the action
+            self.episodes += is_init.long()
         if exploration_type() in _GREEDY:
             action = self.actor.mode(log_probs)
         elif self.greedy_every:
