@@ -150,11 +150,10 @@ class CompiledSteps:
 
     def __init__(self, targets: list[tuple[object, str]], *, mode: str) -> None:
         self._targets = [(obj, name) for obj, name in targets if callable(getattr(obj, name, None))]
-        self.programs = {
-            f"{type(obj).__name__}.{name}": CompiledPhase(getattr(obj, name), name=f"{type(obj).__name__}.{name}",
-                                                         mode=mode)
-            for obj, name in self._targets
-        }
+        self.programs: dict[str, CompiledPhase] = {}
+        for obj, name in self._targets:
+            label = f"{type(obj).__name__}.{name}"
+            self.programs[label] = CompiledPhase(getattr(obj, name), name=label, mode=mode)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:

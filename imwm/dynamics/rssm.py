@@ -252,8 +252,10 @@ class RSSMDynamics(nn.Module):
         prior = self._state(deter_seq, self._sample(prior_logits), prior_logits, (batch, time))
         return posterior, prior
 
-    def observe_cell(self, stoch: torch.Tensor, deter: torch.Tensor, keep: torch.Tensor, action: torch.Tensor,
-                     embed: torch.Tensor, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def observe_cell(
+        self, stoch: torch.Tensor, deter: torch.Tensor, keep: torch.Tensor, action: torch.Tensor,
+        embed: torch.Tensor, uniform: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of :meth:`observe`'s loop on ``[B, *]`` tensors: ``(deter, post_logits, stoch)``.
 
         ``keep`` ``[B, 1]`` is 0 where the step starts an episode (the carried state is zeroed),
