@@ -12,6 +12,9 @@ and ``<out>/learning_curves.png`` and prints the table and the command line::
     python scripts/bench_learning.py --suite catch --seeds 0 1 2 --jobs 2
     python scripts/bench_learning.py --config mine "preset=laptop agent.critic_lr=1e-3" --seeds 0 1
 
+Runs trained with ``eval_sample=true`` (``--override eval_sample=true``) also evaluate with sampled
+actions, as DreamerV3's own code does; a second table then reports those for the same runs.
+
 Wall-clock numbers are only comparable between runs made with the same ``--jobs`` on an
 otherwise idle machine; ``--jobs 2`` on 2 cores gives each run one core.
 """
@@ -87,11 +90,21 @@ def random_return(env_overrides: list[str], episodes: int, seed: int) -> float:
     return result["returns"].mean().item()
 
 
-def eval_curve(metrics_csv: Path) -> list[tuple[int, float, float]]:
-    """``(env_step, eval return, minutes since the run started)`` of every evaluation."""
+def eval_curve(metrics_csv: Path, key: str = "eval/return") -> list[tuple[int, float, float]]:
+    """``(env_step, eval return, minutes since the run started)`` of every evaluation.
+
+    ``key="eval/return_sample"`` reads the sampled-action evaluations of runs with ``eval_sample=true``
+    (empty when the run has none).
+    """
     with open(metrics_csv, newline="") as f:
-        return [(int(r["env_step"]), float(r["eval/return"]), float(r.get("eval/minutes") or "nan"))
-                for r in csv.DictReader(f) if r.get("eval/return")]
+        return [(int(r["env_step"]), float(r[key]), float(r.get("eval/minutes") or "nan"))
+                for r in csv.DictReader(f) if r.get(key)]
+
+
+def with_curves(run: dict) -> dict:
+    """Reads the run's greedy (``curve``) and sampled-action (``curve_sample``) evaluations."""
+    metrics = run["run_dir"] / "metrics.csv"
+    return {**run, "curve": eval_curve(metrics), "curve_sample": eval_curve(metrics, "eval/return_sample")}
 
 
 def solved_at(curve: list[tuple[int, float, float]], threshold: float | None):
@@ -119,10 +132,9 @@ def finished(out: Path, label: str, seed: int) -> dict | None:
     log = out / f"{run_dir.name}.log"
     if not log.exists() or "[imwm] env steps:" not in log.read_text():
         return None
-    curve = eval_curve(run_dir / "metrics.csv")
     cmd = next((line for line in log.read_text().splitlines() if line.startswith("# ")), "# (reused)")[2:]
-    return {"label": label, "seed": seed, "run_dir": run_dir, "curve": curve, "cmd": cmd,
-            "minutes": curve[-1][2] if curve else float("nan")}
+    run = with_curves({"label": label, "seed": seed, "run_dir": run_dir, "cmd": cmd})
+    return {**run, "minutes": run["curve"][-1][2] if run["curve"] else float("nan")}
 
 
 def launch(label: str, seed: int, overrides: list[str], out: Path, threads: int, device: str):
@@ -162,22 +174,22 @@ def run_all(configs: dict[str, list[str]], seeds: list[int], jobs: int, out: Pat
             job["minutes"] = (time.perf_counter() - job["start"]) / 60
             if job["proc"].returncode != 0:
                 raise SystemExit(f"run failed ({job['cmd']}); see {out / (job['run_dir'].name + '.log')}")
-            job["curve"] = eval_curve(job["run_dir"] / "metrics.csv")
+            job.update(with_curves(job))
             print(f"[bench] {job['label']} seed {job['seed']}: {job['minutes']:.1f} min, final "
                   f"{job['curve'][-1][1]:.1f}", flush=True)
             done.append(job)
     return done
 
 
-def summarise(runs: list[dict], configs: dict, threshold, random: float) -> list[str]:
+def summarise(runs: list[dict], configs: dict, threshold, random: float, curve: str = "curve") -> list[str]:
     solved_head = ("solved: –" if threshold is None else
                    f"solved (≥ {threshold:g}, held 2 more evals): first at env steps / held at minutes")
     lines = [f"| configuration | seeds | final return (mean ± std) | per seed | {solved_head} | process minutes |",
              "|---|---:|---:|---|---|---:|"]
     for label in configs:
         mine = sorted((r for r in runs if r["label"] == label), key=lambda r: r["seed"])
-        finals = np.array([r["curve"][-1][1] for r in mine])
-        solved = [solved_at(r["curve"], threshold) for r in mine]
+        finals = np.array([r[curve][-1][1] for r in mine])
+        solved = [solved_at(r[curve], threshold) for r in mine]
         solved_txt = ", ".join("not solved" if s is None else f"{s[0]:,} / {s[1]:.1f}"
                                for s in solved) if threshold is not None else "–"
         lines.append(
@@ -249,8 +261,11 @@ def main(argv=None) -> None:
     cmd = " ".join(["python", "scripts/bench_learning.py"] + (argv if argv is not None else sys.argv[1:]))
     lines = [f"`{cmd}` ({os.cpu_count()} CPUs, {args.jobs} run(s) at a time, {args.threads} torch "
              f"thread(s) each, device {args.device})", "",
-             *summarise(runs, configs, threshold, random), "", "Commands:", ""]
-    lines += [f"- `{r['cmd']}`" for r in runs]
+             *summarise(runs, configs, threshold, random), ""]
+    if all(r["curve_sample"] for r in runs):  # eval_sample=true: DreamerV3's own evaluation as well
+        lines += ["Sampled actions (`eval/return_sample`, as DreamerV3 evaluates), the same runs:", "",
+                  *summarise(runs, configs, threshold, random, curve="curve_sample"), ""]
+    lines += ["Commands:", "", *(f"- `{r['cmd']}`" for r in runs)]
     table = "\n".join(lines)
     (out / "learning.md").write_text(table + "\n")
     plot(runs, configs, random, out / "learning_curves.png", f"{args.suite}: seeds {args.seeds}")

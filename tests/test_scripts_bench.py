@@ -7,6 +7,7 @@ from, and the files named by ``--out``/``--figure`` exist with the printed conte
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -197,9 +198,10 @@ def test_bench_replay_method_subset_drops_columns(tmp_path):
 def test_bench_learning_two_seeds_two_at_a_time(tmp_path):
     out_dir = tmp_path / "bl"
     out = ok(bench(tmp_path, "bench_learning.py", "--out", str(out_dir), "--config", "debug",
-                   "preset=debug total_env_steps=180 eval_every=60", "--seeds", "0", "1", "--jobs", "2",
-                   "--random-episodes", "3", "--solve", "1"))
-    header, rows = table(out, "configuration")
+                   "preset=debug total_env_steps=180 eval_every=60 eval_sample=true", "--seeds", "0", "1",
+                   "--jobs", "2", "--random-episodes", "3", "--solve", "1"))
+    greedy, sampled = out.split("Sampled actions (`eval/return_sample`")
+    header, rows = table(greedy, "configuration")
     assert header[:4] == ["configuration", "seeds", "final return (mean ± std)", "per seed"]
     rows = keyed(rows, "configuration")
     assert set(rows) == {"debug", "uniform-random policy"}
@@ -212,6 +214,13 @@ def test_bench_learning_two_seeds_two_at_a_time(tmp_path):
     assert 8 <= float(rows["uniform-random policy"]["final return (mean ± std)"]) <= 100
     assert (out_dir / "learning.md").read_text().strip() in out
     assert is_png(out_dir / "learning_curves.png")
+    # eval_sample=true: every evaluation also plays sampled actions, tabulated after the greedy table
+    _, rows_sampled = table(sampled, "configuration")
+    assert keyed(rows_sampled, "configuration")["debug"]["seeds"] == "2"
+    for seed in (0, 1):
+        metrics = list(csv.DictReader(open(out_dir / f"debug-s{seed}" / "metrics.csv")))
+        evals = [r for r in metrics if r.get("eval/return")]
+        assert len(evals) >= 3 and all(float(r["eval/return_sample"]) >= 8 for r in evals)
     for seed in (0, 1):
         run = out_dir / f"debug-s{seed}"
         assert (run / "checkpoints" / "latest.pt").is_file()
@@ -222,7 +231,7 @@ def test_bench_learning_two_seeds_two_at_a_time(tmp_path):
                      "preset=debug total_env_steps=180 eval_every=60", "--seeds", "0", "1", "--reuse",
                      "--random-episodes", "3", "--solve", "1"))
     assert (out_dir / "debug-s0" / "checkpoints" / "latest.pt").stat().st_mtime_ns == stamp
-    _, rows_again = table(again, "configuration")
+    _, rows_again = table(again.split("Sampled actions")[0], "configuration")
     assert keyed(rows_again, "configuration")["debug"]["per seed"] == rows["debug"]["per seed"]
 
 

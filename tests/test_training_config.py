@@ -70,6 +70,7 @@ def test_unknown_group_option_is_named():
         ("env.backend", "cuda", "env.backend: must be one of"),
         ("logger.backend", "tensorboard", "logger.backend: must be one of"),
         ("resume", "yes", "resume: must be true or false"),
+        ("eval_sample", "yes", "eval_sample: must be true or false"),
         ("frames_per_batch", 15, r"frames_per_batch: must be a multiple of num_envs \(2\) \(got 15\)"),
     ],
 )

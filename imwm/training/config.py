@@ -32,7 +32,7 @@ GROUPS = ("env", "model", "dynamics", "agent", "replay", "intrinsic", "dormant",
 TOP_LEVEL = {
     "seed", "device", "threads", "run_name", "run_dir", "resume", "total_env_steps", "prefill",
     "train_ratio", "num_envs", "frames_per_batch", "eval_every", "eval_episodes", "eval_max_steps",
-    "checkpoint_every", "log_every", "collector", "collector_workers",
+    "eval_sample", "checkpoint_every", "log_every", "collector", "collector_workers",
 }
 SCHEMAS = {
     "env": {"name", "task", "backend", "frame_skip", "sticky", "size", "full_action_space",
@@ -42,7 +42,7 @@ SCHEMAS = {
 }
 # Keys a config may lack (configs saved before the key existed stay loadable).
 OPTIONAL_KEYS = {"env": {"kwargs"}}
-OPTIONAL_TOP_LEVEL = {"collector": "sync", "collector_workers": 1}
+OPTIONAL_TOP_LEVEL = {"collector": "sync", "collector_workers": 1, "eval_sample": False}
 COLLECTORS = ("sync", "async", "distributed")  # imwm.training.collectors builds them
 CHOICES = {
     "env.name": ("cartpole", "gym", "atari"),
@@ -51,7 +51,7 @@ CHOICES = {
     "logger.mode": ("offline", "online", "disabled"),
     "agent.optimizer": ("adam", "laprop"),
 }
-BOOLS = {"env.full_action_space"}
+BOOLS = {"env.full_action_space", "eval_sample"}
 
 # env.* keys each env.name reads (imwm.envs.factory.make_env): ``kwargs`` go to gymnasium.make,
 # the Atari keys to imwm.envs.atari.make_atari_env.

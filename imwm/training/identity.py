@@ -50,7 +50,7 @@ EXCLUDED_KEYS = (
     # budget: extending a run continues it
     "total_env_steps",
     # where and how often metrics, evaluations and checkpoints are written
-    "logger", "log_every", "checkpoint_every", "eval_every", "eval_episodes", "eval_max_steps",
+    "logger", "log_every", "checkpoint_every", "eval_every", "eval_episodes", "eval_max_steps", "eval_sample",
     # where it executes (continuing a CPU run on a GPU is the same run), and in how many
     # collector processes
     "device", "threads", "agent.compile", "agent.compile_scope", "collector_workers",

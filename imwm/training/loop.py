@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from tensordict import TensorDictBase
+from torchrl.envs.utils import ExplorationType
 
 from imwm.agent.dreamer import NonFiniteUpdateError
 from imwm.envs import make_env
@@ -240,20 +241,29 @@ class Trainer:
                     self.means.add(dormant_metrics)
 
     def evaluate(self) -> dict[str, float]:
-        """Greedy returns of ``eval_episodes`` episodes."""
+        """Greedy returns of ``eval_episodes`` episodes (and sampled ones with ``eval_sample``)."""
         plain = self.plain
-        policy = self.agent.policy(plain["eval_episodes"], action_dtype=self.eval_env.action_spec.dtype)
-        result = evaluate(self.eval_env, policy, max_steps=plain["eval_max_steps"])
+        result = self._play(ExplorationType.DETERMINISTIC)
         mean = result["returns"].mean().item()
         self.counters["last_eval"] = self.counters["env_steps"]
         self.eval_return = mean
         tqdm_write(f"[imwm] eval at env step {self.counters['env_steps']}: return {mean:.1f} "
                    f"({plain['eval_episodes']} episodes)")
-        return {"eval/return": mean,
-                "eval/minutes": (time.perf_counter() - self.t_created) / 60,
-                "eval/return_std": result["returns"].std(unbiased=False).item(),
-                "eval/length": result["lengths"].mean().item(),
-                "eval/truncated": result["truncated"].float().mean().item()}
+        row = {"eval/return": mean,
+               "eval/minutes": (time.perf_counter() - self.t_created) / 60,
+               "eval/return_std": result["returns"].std(unbiased=False).item(),
+               "eval/length": result["lengths"].mean().item(),
+               "eval/truncated": result["truncated"].float().mean().item()}
+        if plain.get("eval_sample"):
+            sampled = self._play(ExplorationType.RANDOM)
+            row["eval/return_sample"] = sampled["returns"].mean().item()
+            tqdm_write(f"[imwm] eval at env step {self.counters['env_steps']}: sampled actions, return "
+                       f"{row['eval/return_sample']:.1f}")
+        return row
+
+    def _play(self, exploration: ExplorationType) -> dict[str, torch.Tensor]:
+        policy = self.agent.policy(self.plain["eval_episodes"], action_dtype=self.eval_env.action_spec.dtype)
+        return evaluate(self.eval_env, policy, max_steps=self.plain["eval_max_steps"], exploration=exploration)
 
     def train_row(self, window: dict, t_start: float) -> dict[str, float]:
         """The training metrics since the last row (means, rates, episodes, replay)."""
