@@ -207,19 +207,24 @@ def plot(runs: list[dict], configs: dict, random: float, path: Path, title: str)
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    kinds = [("curve", "", "-")]
+    if all(r["curve_sample"] for r in runs):  # eval_sample=true: dashed, next to the greedy curves
+        kinds = [("curve", ", greedy", "-"), ("curve_sample", ", sampled actions", "--")]
     for label in configs:
-        curves = [r["curve"] for r in runs if r["label"] == label]
-        n = min(len(c) for c in curves)
-        steps = np.array([s for s, _, _ in curves[0][:n]])
-        values = np.array([[v for _, v, _ in c[:n]] for c in curves])
-        minutes = np.array([[m for _, _, m in c[:n]] for c in curves]).mean(0)
-        for ax, x in zip(axes, (steps, minutes)):
-            line, = ax.plot(x, values.mean(0), marker="o", markersize=3, label=f"{label} (n={len(curves)})")
-            ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+        for key, suffix, style in kinds:
+            curves = [r[key] for r in runs if r["label"] == label]
+            n = min(len(c) for c in curves)
+            steps = np.array([s for s, _, _ in curves[0][:n]])
+            values = np.array([[v for _, v, _ in c[:n]] for c in curves])
+            minutes = np.array([[m for _, _, m in c[:n]] for c in curves]).mean(0)
+            for ax, x in zip(axes, (steps, minutes)):
+                line, = ax.plot(x, values.mean(0), style, marker="o", markersize=3,
+                                label=f"{label}{suffix} (n={len(curves)})")
+                ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
     for ax, xlabel in zip(axes, ("env steps", "wall-clock minutes (mean over seeds)")):
         ax.axhline(random, color="gray", linestyle="--", label="uniform-random policy")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("greedy eval return (mean, min-max band)")
+        ax.set_ylabel("eval return (mean, min-max band)")
         ax.set_title(title, fontsize=9)
     axes[0].legend(loc="best", fontsize=7)
     fig.tight_layout()
