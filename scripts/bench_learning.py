@@ -90,21 +90,25 @@ def random_return(env_overrides: list[str], episodes: int, seed: int) -> float:
     return result["returns"].mean().item()
 
 
-def eval_curve(metrics_csv: Path, key: str = "eval/return") -> list[tuple[int, float, float]]:
-    """``(env_step, eval return, minutes since the run started)`` of every evaluation.
-
-    ``key="eval/return_sample"`` reads the sampled-action evaluations of runs with ``eval_sample=true``
-    (empty when the run has none).
-    """
-    with open(metrics_csv, newline="") as f:
-        return [(int(r["env_step"]), float(r[key]), float(r.get("eval/minutes") or "nan"))
-                for r in csv.DictReader(f) if r.get(key)]
+#: run key -> metrics.csv column: greedy evaluations, and the sampled-action ones of eval_sample=true runs
+CURVES = {"curve": "eval/return", "curve_sample": "eval/return_sample"}
 
 
 def with_curves(run: dict) -> dict:
-    """Reads the run's greedy (``curve``) and sampled-action (``curve_sample``) evaluations."""
-    metrics = run["run_dir"] / "metrics.csv"
-    return {**run, "curve": eval_curve(metrics), "curve_sample": eval_curve(metrics, "eval/return_sample")}
+    """The run with its evaluations read from its ``metrics.csv`` once, one curve per :data:`CURVES` key.
+
+    A curve is ``[(env_step, eval return, minutes since the run started)]``; ``curve_sample`` is
+    empty when the run did not evaluate with sampled actions.
+    """
+    with open(run["run_dir"] / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {**run, **{name: [(int(r["env_step"]), float(r[col]), float(r.get("eval/minutes") or "nan"))
+                             for r in rows if r.get(col)] for name, col in CURVES.items()}}
+
+
+def has_sampled(runs: list[dict]) -> bool:
+    """Every run evaluated with sampled actions too (``eval_sample=true``)."""
+    return all(r["curve_sample"] for r in runs)
 
 
 def solved_at(curve: list[tuple[int, float, float]], threshold: float | None):
@@ -208,7 +212,7 @@ def plot(runs: list[dict], configs: dict, random: float, path: Path, title: str)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     kinds = [("curve", "", "-")]
-    if all(r["curve_sample"] for r in runs):  # eval_sample=true: dashed, next to the greedy curves
+    if has_sampled(runs):  # dashed, next to the greedy curves
         kinds = [("curve", ", greedy", "-"), ("curve_sample", ", sampled actions", "--")]
     for label in configs:
         for key, suffix, style in kinds:
@@ -267,7 +271,7 @@ def main(argv=None) -> None:
     lines = [f"`{cmd}` ({os.cpu_count()} CPUs, {args.jobs} run(s) at a time, {args.threads} torch "
              f"thread(s) each, device {args.device})", "",
              *summarise(runs, configs, threshold, random), ""]
-    if all(r["curve_sample"] for r in runs):  # eval_sample=true: DreamerV3's own evaluation as well
+    if has_sampled(runs):  # DreamerV3's own evaluation as well
         lines += ["Sampled actions (`eval/return_sample`, as DreamerV3 evaluates), the same runs:", "",
                   *summarise(runs, configs, threshold, random, curve="curve_sample"), ""]
     lines += ["Commands:", "", *(f"- `{r['cmd']}`" for r in runs)]

@@ -254,7 +254,7 @@ class Trainer:
                "eval/return_std": result["returns"].std(unbiased=False).item(),
                "eval/length": result["lengths"].mean().item(),
                "eval/truncated": result["truncated"].float().mean().item()}
-        if plain.get("eval_sample"):
+        if plain["eval_sample"]:
             sampled = self._play(ExplorationType.RANDOM)
             row["eval/return_sample"] = sampled["returns"].mean().item()
             tqdm_write(f"[imwm] eval at env step {self.counters['env_steps']}: sampled actions, return "
