@@ -50,7 +50,8 @@ def _vta_cfg(**agent):
 
 
 PROGRAMS = {"phase": {"world_model_forward", "imagine_and_behaviour"},
-            "step": {"RSSMDynamics.observe_cell", "RSSMDynamics.img_step", "Actor.forward", "behaviour_forward"}}
+            "step": {"VectorEncoder.forward", "RSSMDynamics.observe_cell", "WorldModelLoss.heads_and_losses",
+                     "RSSMDynamics.img_step", "Actor.forward", "behaviour_forward"}}
 
 
 def _compare_one_update(tol: float, scope: str = "phase"):
@@ -85,8 +86,8 @@ def test_traced_update_has_no_graph_breaks_and_matches_eager(monkeypatch):
 
 
 def test_step_scope_compiles_the_loop_bodies_once_and_matches_eager(monkeypatch):
-    """``compile_scope=step``: the observe step, the imagination step, the actor's forward and
-    the behaviour losses are traced whole (``fullgraph=True``), once each however long the loops
+    """``compile_scope=step``: the observe step, the imagination step, the actor's forward, the
+    encoder, the world model's heads and losses and the behaviour losses are traced whole (``fullgraph=True``), once each however long the loops
     (a second update traces nothing new), and the update equals the eager one."""
     from torch._dynamo.utils import counters
 
@@ -95,11 +96,11 @@ def test_step_scope_compiles_the_loop_bodies_once_and_matches_eager(monkeypatch)
     torch._dynamo.reset()
     counters.clear()
     compiled, data = _compare_one_update(tol=1e-5, scope="step")
-    # three bodies and the behaviour losses, and observe_cell twice: the first step's zero state
-    # carries no gradient
-    assert counters["stats"]["unique_graphs"] == 5, dict(counters["stats"])
+    # three loop bodies, the encoder, the world model's heads and losses, the behaviour losses,
+    # and observe_cell twice: the first step's zero state carries no gradient
+    assert counters["stats"]["unique_graphs"] == 7, dict(counters["stats"])
     compiled.train_step(data.clone())
-    assert counters["stats"]["unique_graphs"] == 5, dict(counters["stats"])
+    assert counters["stats"]["unique_graphs"] == 7, dict(counters["stats"])
 
 
 def test_step_scope_installs_its_programs_only_during_an_update(monkeypatch):
@@ -118,8 +119,8 @@ def test_step_scope_installs_its_programs_only_during_an_update(monkeypatch):
 
 
 def test_step_scope_with_vta_compiles_imagination_and_keeps_its_observe_loop_eager(monkeypatch):
-    """VTA has no ``observe_cell``: its observe loop stays eager, its ``img_step`` and the actor
-    compile, and the update equals the eager one."""
+    """VTA has no ``observe_cell``: its observe loop stays eager; the encoder, its heads and
+    losses (VTA's own KL), its ``img_step`` and the actor compile, and the update equals the eager one."""
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"}))
     torch.manual_seed(0)
@@ -133,8 +134,9 @@ def test_step_scope_with_vta_compiles_imagination_and_keeps_its_observe_loop_eag
         m_compiled, _ = compiled.train_step(data.clone())
     torch.manual_seed(1)
     m_eager, _ = eager.train_step(data.clone())
-    assert compiled.compiled and set(compiled.compile_seconds) == {"VTADynamics.img_step", "Actor.forward",
-                                                                   "behaviour_forward"}
+    assert compiled.compiled and set(compiled.compile_seconds) == {
+        "VectorEncoder.forward", "WorldModelLoss.heads_and_losses", "VTADynamics.img_step", "Actor.forward",
+        "behaviour_forward"}
     for key in ("world_model_loss", "loss_actor", "loss_critic", "grad_norm_actor"):
         torch.testing.assert_close(m_compiled[key], m_eager[key], rtol=1e-5, atol=1e-5, msg=key)
 

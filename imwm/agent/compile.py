@@ -23,8 +23,10 @@ Scopes (``agent.compile_scope``):
   size with 16x64 batches it outlasted 340 s on a 16-core GPU machine (RESULTS.md).
 - ``step``: the loops' bodies are compiled (:class:`CompiledSteps`): one observe step of the
   dynamics (``observe_cell``), one imagination step (``img_step``) and the actor's forward, each
-  traced once and called ``T`` or ``H`` times, and the behaviour-loss phase, which has no
-  recurrent loop; the rest of the update runs eagerly. The compile cost no longer depends on the
+  traced once and called ``T`` or ``H`` times; and, whole, the pieces without a recurrent loop:
+  the encoder over all ``B x T`` frames, the world model's heads and losses after its observe
+  loop (``WorldModelLoss.heads_and_losses``) and the behaviour losses. Loop glue, backward
+  bookkeeping and the optimisers run eagerly. The compile cost no longer depends on the
   sequence length (PyTorch's "regional compilation").
 
 Compilation happens at the first call of each program; its wall time is recorded in

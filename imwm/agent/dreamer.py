@@ -125,8 +125,8 @@ class DreamerAgent(nn.Module):
         compile_scope: ``"phase"`` (whole phases, loops unrolled: fewest kernels, a cold compile
             that grows with the sequence length) or ``"step"`` (the loops' bodies, the
             dynamics' ``observe_cell`` and ``img_step`` and the actor's forward, each compiled
-            once, and the behaviour losses, which have no recurrent loop; the rest eager). See
-            :mod:`imwm.agent.compile`.
+            once, and whole the pieces without a recurrent loop: encoder, world-model heads and
+            losses, behaviour losses; the rest eager). See :mod:`imwm.agent.compile`.
         precision: ``"float32"`` or ``"bfloat16"``: the forward passes of the update run under
             ``torch.autocast`` with bfloat16, as the reference code computes (danijar/dreamerv3,
             ``compute_dtype: bfloat16``): matmuls and convolutions in bfloat16, every
@@ -298,8 +298,9 @@ class DreamerAgent(nn.Module):
             for name in whole
         }
         dynamics = world_model.dynamics
-        loop_bodies = [(dynamics, "observe_cell"), (dynamics, "img_step"), (actor, "forward")]
-        self.steps = CompiledSteps(loop_bodies if compile_scope == "step" else [], mode=self.compile_mode)
+        steps = [(world_model.encoder, "forward"), (dynamics, "observe_cell"),
+                 (self.world_model_loss, "heads_and_losses"), (dynamics, "img_step"), (actor, "forward")]
+        self.steps = CompiledSteps(steps if compile_scope == "step" else [], mode=self.compile_mode)
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict:

@@ -177,8 +177,19 @@ class WorldModelLoss(LossModule):
         out = wm.observe(
             observation, self._get(tensordict, "action"), self._get(tensordict, "is_first")
         )
-        posterior, prior, feat = out["posterior"], out["prior"], out["feat"]
+        return self.heads_and_losses(observation, reward, is_terminal, out["posterior"], out["prior"], out["feat"])
 
+    def heads_and_losses(
+        self, observation: torch.Tensor, reward: torch.Tensor, is_terminal: torch.Tensor,
+        posterior: TensorDictBase, prior: TensorDictBase, feat: torch.Tensor,
+    ) -> TensorDict:
+        """Everything after the observe loop: decoder, heads, KL and the output TensorDict.
+
+        A function of ``[B, T]`` tensors without a loop, so ``agent.compile_scope=step`` compiles
+        it whole, beside the loop bodies.
+        """
+        wm = self.world_model
+        batch, time = feat.shape[:2]
         image = wm.decoder.loss(wm.decoder(feat), observation)
         reward_loss = wm.reward_head.loss(wm.reward_head(feat), reward)
         terminal = is_terminal.to(feat.dtype)
