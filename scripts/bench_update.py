@@ -368,7 +368,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dynamics", nargs="*", default=["rssm"], help="imwm dynamics to time (rssm, vta)")
     parser.add_argument("--no-torchrl", action="store_true", help="skip the TorchRL baseline")
     parser.add_argument("--compile", nargs="*", default=["false"], help="agent.compile modes to time for imwm")
-    parser.add_argument("--compile-scope", nargs="*", default=["phase"], choices=["phase", "step"],
+    parser.add_argument("--compile-scope", nargs="*", default=["phase"], choices=["phase", "step", "observe_step"],
                         help="agent.compile_scope values to time for each compiled mode")
     parser.add_argument("--count-ops", action="store_true", help="add ops dispatched / kernels per update")
     parser.add_argument("--precision", nargs="*", default=["float32"], choices=["float32", "bfloat16"],

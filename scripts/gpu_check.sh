@@ -10,9 +10,10 @@
 # 3. bench_update.py --device cuda, eager, at size S and at 1M parameters, with kernel and host-sync
 # counts; 4. a short preset=atari100k training run (updates/s). Part "compiled": default Inductor and
 # CUDA graphs, with agent.compile_scope=step (the loop bodies compiled: a short compile) at 1M and
-# size S and with compile_scope=phase (whole phases, loops unrolled: a cold compile of more than
-# 340 s on one H200 machine) at 1M, one process each, started together: a cold compile is mostly
-# single-threaded, so six side by side take about as long as the longest, and a compile that
+# size S, CUDA graphs with compile_scope=observe_step (the observe loop by step, imagination whole)
+# at 1M and size S, and with compile_scope=phase (whole phases, loops unrolled: a cold compile of
+# more than 420 s on one H200 machine) at 1M, one process each, started together: a cold compile is
+# mostly single-threaded, so seven side by side take about as long as the longest, and a compile that
 # outlasts COMPILE_LIMIT loses only its own row. A variant's timed updates may overlap another's
 # compile (the results say so). PART=all (the default) runs both.
 # Offline machines: when WHEELS (default .whl) holds wheels, made beforehand elsewhere by
@@ -95,7 +96,7 @@ compiled_part() {  # the variants side by side, each its own process and log (ke
   local dir=${OUT%.md}_compiled
   mkdir -p "$dir"
   local variants=("1M default step" "1M reduce-overhead step" "S default step" "S reduce-overhead step"
-                  "1M default phase" "1M reduce-overhead phase")
+                  "1M reduce-overhead observe_step" "S reduce-overhead observe_step" "1M reduce-overhead phase")
   local k=0 v
   for v in "${variants[@]}"; do
     set -- $v

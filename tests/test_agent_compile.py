@@ -51,7 +51,9 @@ def _vta_cfg(**agent):
 
 PROGRAMS = {"phase": {"world_model_forward", "imagine_and_behaviour"},
             "step": {"VectorEncoder.forward", "RSSMDynamics.observe_cell", "WorldModelLoss.heads_and_losses",
-                     "RSSMDynamics.img_step", "Actor.forward", "behaviour_forward"}}
+                     "RSSMDynamics.img_step", "Actor.forward", "behaviour_forward"},
+            "observe_step": {"VectorEncoder.forward", "RSSMDynamics.observe_cell",
+                             "WorldModelLoss.heads_and_losses", "imagine_and_behaviour"}}
 
 
 def _compare_one_update(tol: float, scope: str = "phase"):
@@ -103,6 +105,23 @@ def test_step_scope_compiles_the_loop_bodies_once_and_matches_eager(monkeypatch)
     assert counters["stats"]["unique_graphs"] == 7, dict(counters["stats"])
 
 
+def test_observe_step_scope_compiles_imagination_whole_and_matches_eager(monkeypatch):
+    """``compile_scope=observe_step``: the world model by loop step, imagination with the
+    behaviour losses as one program; the update equals the eager one and a second update traces
+    nothing new."""
+    from torch._dynamo.utils import counters
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"}))
+    torch._dynamo.reset()
+    counters.clear()
+    compiled, data = _compare_one_update(tol=1e-5, scope="observe_step")
+    # encoder, heads and losses, imagination + behaviour, observe_cell twice (zero first state)
+    assert counters["stats"]["unique_graphs"] == 5, dict(counters["stats"])
+    compiled.train_step(data.clone())
+    assert counters["stats"]["unique_graphs"] == 5, dict(counters["stats"])
+
+
 def test_step_scope_installs_its_programs_only_during_an_update(monkeypatch):
     """Outside ``train_step`` the dynamics and the actor are the plain modules again: acting
     runs eagerly and the modules pickle (collector processes receive them)."""
@@ -142,7 +161,7 @@ def test_step_scope_with_vta_compiles_imagination_and_keeps_its_observe_loop_eag
 
 
 def test_compile_scope_must_be_known():
-    with pytest.raises(ValueError, match=r"agent.compile_scope: must be one of \['phase', 'step'\] \(got 'loop'\)"):
+    with pytest.raises(ValueError, match=r"agent.compile_scope: must be one of \['phase', 'step', 'observe_step'\] \(got 'loop'\)"):
         build_agent(tiny_cfg(compile_scope="loop"), obs_shape=(4,), action_dim=3)
 
 

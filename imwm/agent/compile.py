@@ -28,6 +28,10 @@ Scopes (``agent.compile_scope``):
   loop (``WorldModelLoss.heads_and_losses``) and the behaviour losses. Loop glue, backward
   bookkeeping and the optimisers run eagerly. The compile cost no longer depends on the
   sequence length (PyTorch's "regional compilation").
+- ``observe_step``: between the two. The world model as in ``step`` (the observe loop, whose
+  length is the replay's ``batch_length``, compiled per step; encoder, heads and losses whole),
+  and imagination with the behaviour losses as one program, as in ``phase``: its loop is
+  ``horizon + 1`` steps (16 in DreamerV3), so its compile cost is bounded.
 
 Compilation happens at the first call of each program; its wall time is recorded in
 :attr:`CompiledPhase.compile_seconds`. Inductor caches compiled graphs on disk
@@ -54,12 +58,27 @@ from typing import Any
 
 import torch
 
-__all__ = ["COMPILE_MODES", "COMPILE_SCOPES", "CompiledPhase", "CompiledSteps", "parse_compile_mode"]
+__all__ = ["COMPILE_MODES", "COMPILE_SCOPES", "SCOPE_PHASES", "SCOPE_STEPS", "CompiledPhase", "CompiledSteps",
+           "parse_compile_mode"]
 
 #: accepted values of ``agent.compile``
 COMPILE_MODES = ("false", "default", "max-autotune", "reduce-overhead")
 #: accepted values of ``agent.compile_scope``
-COMPILE_SCOPES = ("phase", "step")
+COMPILE_SCOPES = ("phase", "step", "observe_step")
+#: per scope, the agent's phases compiled whole (imagination and behaviour: ``imagine_and_behaviour``,
+#: or ``imagine_forward`` and ``behaviour_forward`` when an intrinsic reward runs between them)
+SCOPE_PHASES = {
+    "phase": ("world_model_forward", "imagine_forward", "behaviour_forward", "imagine_and_behaviour"),
+    "step": ("behaviour_forward",),
+    "observe_step": ("imagine_forward", "behaviour_forward", "imagine_and_behaviour"),
+}
+#: per scope, the pieces compiled on their own (:class:`CompiledSteps`); the loop bodies among them
+#: are called once per step
+SCOPE_STEPS = {
+    "phase": (),
+    "step": ("encoder", "observe_cell", "heads_and_losses", "img_step", "actor"),
+    "observe_step": ("encoder", "observe_cell", "heads_and_losses"),
+}
 
 
 def parse_compile_mode(value: Any) -> str:

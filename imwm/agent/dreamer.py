@@ -34,7 +34,8 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
-from imwm.agent.compile import COMPILE_SCOPES, CompiledPhase, CompiledSteps, parse_compile_mode
+from imwm.agent.compile import (COMPILE_SCOPES, SCOPE_PHASES, SCOPE_STEPS, CompiledPhase, CompiledSteps,
+                                parse_compile_mode)
 from imwm.agent.imagine import imagine
 from imwm.errors import UserError
 from imwm.agent.policy import DreamerPolicy, check_greedy_every
@@ -126,7 +127,9 @@ class DreamerAgent(nn.Module):
             that grows with the sequence length) or ``"step"`` (the loops' bodies, the
             dynamics' ``observe_cell`` and ``img_step`` and the actor's forward, each compiled
             once, and whole the pieces without a recurrent loop: encoder, world-model heads and
-            losses, behaviour losses; the rest eager). See :mod:`imwm.agent.compile`.
+            losses, behaviour losses; the rest eager) or ``"observe_step"`` (the world model as
+            in ``step``, imagination and behaviour losses as one program). See
+            :mod:`imwm.agent.compile`.
         precision: ``"float32"`` or ``"bfloat16"``: the forward passes of the update run under
             ``torch.autocast`` with bfloat16, as the reference code computes (danijar/dreamerv3,
             ``compute_dtype: bfloat16``): matmuls and convolutions in bfloat16, every
@@ -289,18 +292,17 @@ class DreamerAgent(nn.Module):
         if compile_scope not in COMPILE_SCOPES:
             raise ValueError(f"compile_scope must be one of {list(COMPILE_SCOPES)}, got {compile_scope!r}")
         self.compile_scope = compile_scope
-        # the step scope compiles the loop bodies and the one phase without a loop, the behaviour losses
         whole = ("world_model_forward", "imagine_forward", "behaviour_forward", "imagine_and_behaviour")
-        compiled = whole if compile_scope == "phase" else ("behaviour_forward",)
         self.phases = {
             name: CompiledPhase(getattr(self, f"_{name}"), name=name,
-                                mode=self.compile_mode if name in compiled else "false")
+                                mode=self.compile_mode if name in SCOPE_PHASES[compile_scope] else "false")
             for name in whole
         }
         dynamics = world_model.dynamics
-        steps = [(world_model.encoder, "forward"), (dynamics, "observe_cell"),
-                 (self.world_model_loss, "heads_and_losses"), (dynamics, "img_step"), (actor, "forward")]
-        self.steps = CompiledSteps(steps if compile_scope == "step" else [], mode=self.compile_mode)
+        step_targets = {"encoder": (world_model.encoder, "forward"), "observe_cell": (dynamics, "observe_cell"),
+                        "heads_and_losses": (self.world_model_loss, "heads_and_losses"),
+                        "img_step": (dynamics, "img_step"), "actor": (actor, "forward")}
+        self.steps = CompiledSteps([step_targets[name] for name in SCOPE_STEPS[compile_scope]], mode=self.compile_mode)
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict:
@@ -320,9 +322,8 @@ class DreamerAgent(nn.Module):
     # ------------------------------------------------------------------ pieces
     @property
     def _programs(self) -> dict[str, CompiledPhase]:
-        if self.compile_scope == "phase":
-            return self.phases
-        return {**self.steps.programs, "behaviour_forward": self.phases["behaviour_forward"]}
+        phases = {name: self.phases[name] for name in SCOPE_PHASES[self.compile_scope]}
+        return {**self.steps.programs, **phases}
 
     @property
     def compiled(self) -> bool:
@@ -411,7 +412,7 @@ class DreamerAgent(nn.Module):
         repval_td = self._replay_value_td(batch, wm_out) if self.repval_scale > 0 else None
         is_terminal = batch.get("is_terminal", None)
         with self._autocast():
-            if intrinsic is None and self.compile_scope == "phase":
+            if intrinsic is None and "imagine_and_behaviour" in SCOPE_PHASES[self.compile_scope]:
                 traj, outs = self.phases["imagine_and_behaviour"](posterior, is_terminal, repval_td)
             else:
                 traj = self.phases["imagine_forward"](posterior, is_terminal)
