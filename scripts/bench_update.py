@@ -56,6 +56,8 @@ if __name__ == "__main__" and "GLIBC_TUNABLES" not in os.environ and "--no-reexe
 import torch  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 
+from imwm.agent.compile import COMPILE_SCOPES  # noqa: E402
+
 OBS_SHAPE = (3, 64, 64)
 LAPTOP_OBS_SHAPE = (4,)  # preset=laptop trains on CartPole-v1
 #: --size values that are presets (their own model, agent and learning rates), not model sizes
@@ -368,7 +370,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dynamics", nargs="*", default=["rssm"], help="imwm dynamics to time (rssm, vta)")
     parser.add_argument("--no-torchrl", action="store_true", help="skip the TorchRL baseline")
     parser.add_argument("--compile", nargs="*", default=["false"], help="agent.compile modes to time for imwm")
-    parser.add_argument("--compile-scope", nargs="*", default=["phase"], choices=["phase", "step", "observe_step"],
+    parser.add_argument("--compile-scope", nargs="*", default=["phase"], choices=COMPILE_SCOPES,
                         help="agent.compile_scope values to time for each compiled mode")
     parser.add_argument("--count-ops", action="store_true", help="add ops dispatched / kernels per update")
     parser.add_argument("--precision", nargs="*", default=["float32"], choices=["float32", "bfloat16"],

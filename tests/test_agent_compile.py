@@ -89,8 +89,9 @@ def test_traced_update_has_no_graph_breaks_and_matches_eager(monkeypatch):
 
 def test_step_scope_compiles_the_loop_bodies_once_and_matches_eager(monkeypatch):
     """``compile_scope=step``: the observe step, the imagination step, the actor's forward, the
-    encoder, the world model's heads and losses and the behaviour losses are traced whole (``fullgraph=True``), once each however long the loops
-    (a second update traces nothing new), and the update equals the eager one."""
+    encoder, the world model's heads and losses and the behaviour losses are traced whole
+    (``fullgraph=True``), once each however long the loops (a second update traces nothing new),
+    and the update equals the eager one."""
     from torch._dynamo.utils import counters
 
     real_compile = torch.compile
@@ -139,7 +140,8 @@ def test_step_scope_installs_its_programs_only_during_an_update(monkeypatch):
 
 def test_step_scope_with_vta_compiles_imagination_and_keeps_its_observe_loop_eager(monkeypatch):
     """VTA has no ``observe_cell``: its observe loop stays eager; the encoder, its heads and
-    losses (VTA's own KL), its ``img_step`` and the actor compile, and the update equals the eager one."""
+    losses (VTA's own KL), its ``img_step`` and the actor compile, and the update equals the
+    eager one."""
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"}))
     torch.manual_seed(0)

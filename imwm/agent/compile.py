@@ -63,8 +63,6 @@ __all__ = ["COMPILE_MODES", "COMPILE_SCOPES", "SCOPE_PHASES", "SCOPE_STEPS", "Co
 
 #: accepted values of ``agent.compile``
 COMPILE_MODES = ("false", "default", "max-autotune", "reduce-overhead")
-#: accepted values of ``agent.compile_scope``
-COMPILE_SCOPES = ("phase", "step", "observe_step")
 #: per scope, the agent's phases compiled whole (imagination and behaviour: ``imagine_and_behaviour``,
 #: or ``imagine_forward`` and ``behaviour_forward`` when an intrinsic reward runs between them)
 SCOPE_PHASES = {
@@ -79,6 +77,8 @@ SCOPE_STEPS = {
     "step": ("encoder", "observe_cell", "heads_and_losses", "img_step", "actor"),
     "observe_step": ("encoder", "observe_cell", "heads_and_losses"),
 }
+#: accepted values of ``agent.compile_scope``
+COMPILE_SCOPES = tuple(SCOPE_PHASES)
 
 
 def parse_compile_mode(value: Any) -> str:

@@ -292,11 +292,10 @@ class DreamerAgent(nn.Module):
         if compile_scope not in COMPILE_SCOPES:
             raise ValueError(f"compile_scope must be one of {list(COMPILE_SCOPES)}, got {compile_scope!r}")
         self.compile_scope = compile_scope
-        whole = ("world_model_forward", "imagine_forward", "behaviour_forward", "imagine_and_behaviour")
-        self.phases = {
+        self.phases = {  # every phase exists in every scope; the scope decides which are compiled
             name: CompiledPhase(getattr(self, f"_{name}"), name=name,
                                 mode=self.compile_mode if name in SCOPE_PHASES[compile_scope] else "false")
-            for name in whole
+            for name in SCOPE_PHASES["phase"]
         }
         dynamics = world_model.dynamics
         step_targets = {"encoder": (world_model.encoder, "forward"), "observe_cell": (dynamics, "observe_cell"),

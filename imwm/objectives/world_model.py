@@ -185,8 +185,8 @@ class WorldModelLoss(LossModule):
     ) -> TensorDict:
         """Everything after the observe loop: decoder, heads, KL and the output TensorDict.
 
-        A function of ``[B, T]`` tensors without a loop, so ``agent.compile_scope=step`` compiles
-        it whole, beside the loop bodies.
+        A function of ``[B, T]`` tensors without a loop, so the per-step compile scopes
+        (``agent.compile_scope=step`` or ``observe_step``) compile it whole, beside the loop bodies.
         """
         wm = self.world_model
         batch, time = feat.shape[:2]
