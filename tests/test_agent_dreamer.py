@@ -262,3 +262,27 @@ def test_dynamics_progress_follows_the_update_count():
     for _ in range(3):
         agent.train_step(batch((4,)))
     assert seen == [0, 1, 2] and agent.num_updates == 3
+
+
+def test_contdisc_moves_the_discount_into_the_continue_head():
+    """DreamerV3's contdisc: the head's target carries gamma and the critic's returns use 1.0;
+    with the head's output scaled by gamma the imagined returns and weights are unchanged."""
+    from imwm.objectives import CriticLoss
+
+    plain, moved = build_agent(tiny_cfg(), obs_shape=(4,), action_dim=3), build_agent(
+        tiny_cfg(contdisc=True), obs_shape=(4,), action_dim=3)
+    assert (plain.world_model_loss.continue_discount, plain.critic_loss.gamma) == (1.0, 0.997)
+    assert (moved.world_model_loss.continue_discount, moved.critic_loss.gamma) == (0.997, 1.0)
+    with pytest.raises(ValueError, match="continue_discount"):
+        DreamerAgent(plain.world_model, plain.world_model_loss, plain.actor, plain.critic, contdisc=True)
+
+    g = torch.Generator().manual_seed(0)
+    n, h = 6, 4
+    cont = torch.rand(n, h + 1, 1, generator=g)
+    traj = {"feat": torch.randn(n, h + 1, 8, generator=g), "total_reward": torch.randn(n, h + 1, 1, generator=g)}
+    critic = plain.critic.__class__(8, mlp_units=16, mlp_layers=1)
+    a = CriticLoss(critic, gamma=0.997).targets(TensorDict({**traj, "continue": cont}, [n, h + 1]))
+    scaled = torch.cat([cont[:, :1], 0.997 * cont[:, 1:]], 1)  # the start state's continue is the replay's
+    b = CriticLoss(critic, gamma=1.0).targets(TensorDict({**traj, "continue": scaled}, [n, h + 1]))
+    for key in ("return", "weight"):
+        assert torch.allclose(a[key], b[key], atol=1e-5), key

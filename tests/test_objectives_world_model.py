@@ -250,3 +250,23 @@ def test_world_model_learns_cartpole_dynamics():
     # terminal states (pole fallen / cart out) are told apart from the rest (1 in ~20 frames)
     at_end, elsewhere = cont[terminal].mean(), cont[~terminal].mean()
     assert at_end < elsewhere - 0.15, (at_end, elsewhere)
+
+
+def test_continue_discount_is_the_non_terminal_target():
+    """Hand-computed: logit 8 against target 0.997 costs 0.997*sp(-8) + 0.003*sp(8) per
+    non-terminal record; the terminal record's target stays 0 (cost sp(8))."""
+    wm = vector_wm()
+    with torch.no_grad():
+        wm.continue_head.mlp.net[-1].weight.zero_()
+        wm.continue_head.mlp.net[-1].bias.fill_(8.0)
+    td = batch()  # one terminal record of 24
+    sp = torch.nn.functional.softplus
+    g = 0.997
+    got = WorldModelLoss(wm, continue_discount=g)(td)["loss_continue"]
+    non_terminal = g * sp(torch.tensor(-8.0)) + (1 - g) * sp(torch.tensor(8.0))
+    want = (23 * non_terminal + sp(torch.tensor(8.0))) / 24
+    assert torch.allclose(got, want, rtol=1e-5), (got, want)
+    assert got > WorldModelLoss(wm)(td)["loss_continue"]  # logit 8 overshoots the soft target
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="continue_discount"):
+            WorldModelLoss(wm, continue_discount=bad)

@@ -105,6 +105,11 @@ class DreamerAgent(nn.Module):
         critic: :class:`~imwm.agent.Critic`.
         horizon, gamma, lmbda, entropy_coef, retnorm_*, slow_critic_*: see
             :class:`~imwm.objectives.ActorLoss` / :class:`~imwm.objectives.CriticLoss`.
+        contdisc: the discount lives inside the continue prediction, as in DreamerV3's 2024 code
+            (``contdisc: True``): the continue head is trained towards ``gamma`` at non-terminal
+            records (``world_model_loss`` must be built with ``continue_discount=gamma``) and
+            imagined returns and weights multiply by its output alone. ``False`` (2023 paper):
+            the head predicts the probability of going on and ``gamma`` multiplies it once.
         model_lr, model_eps, model_grad_clip, actor_*, critic_*: learning rate, epsilon and
             global-norm clipping per group (2023 paper: Adam 1e-4 / 1e-8 / 1000 for the model,
             3e-5 / 1e-5 / 100 for actor and critic; 2024 code: one optimiser, lr 4e-5, eps 1e-20,
@@ -167,6 +172,7 @@ class DreamerAgent(nn.Module):
         *,
         horizon: int = 15,
         gamma: float = 0.997,
+        contdisc: bool = False,
         lmbda: float = 0.95,
         entropy_coef: float = 3e-4,
         retnorm_decay: float = 0.99,
@@ -228,6 +234,15 @@ class DreamerAgent(nn.Module):
         self.precision = precision
         if not (math.isfinite(repval_scale) and repval_scale >= 0):
             raise ValueError(f"repval_scale must be a finite number >= 0, got {repval_scale}")
+        if not isinstance(contdisc, bool):
+            raise ValueError(f"contdisc must be true or false, got {contdisc!r}")
+        target = getattr(world_model_loss, "continue_discount", 1.0)
+        if target != (gamma if contdisc else 1.0):
+            raise ValueError(
+                f"contdisc={contdisc} needs the world-model loss built with continue_discount="
+                f"{gamma if contdisc else 1.0} (the continue head's target), got {target}"
+            )
+        self.contdisc = contdisc
         if getattr(world_model_loss, "world_model", world_model) is not world_model:
             raise ValueError("world_model_loss must be built on the same world_model")
         self.world_model = world_model
@@ -257,7 +272,7 @@ class DreamerAgent(nn.Module):
             "critic_loss",
             CriticLoss(
                 critic,
-                gamma=gamma,
+                gamma=1.0 if contdisc else gamma,  # with contdisc the continue prediction holds gamma
                 lmbda=lmbda,
                 slow_critic_fraction=slow_critic_fraction,
                 slow_critic_scale=slow_critic_scale,

@@ -6,8 +6,8 @@ Hafner et al., 2023 (DreamerV3), per replayed step t:
 + dyn_scale * max(free_bits, KL(sg(q_t) || p_t)) + rep_scale * max(free_bits, KL(q_t || sg(p_t)))``
 
 with the reward target ``reward[t]`` (two-hot cross entropy on ``symlog``), the continue target
-``1 - is_terminal[t]`` (Bernoulli NLL, terminal records weighted by ``terminal_weight``; the
-reference weighs every record 1), the image term from the decoder (squared error summed
+``continue_discount * (1 - is_terminal[t])`` (Bernoulli NLL, terminal records weighted by
+``terminal_weight``; the reference weighs every record 1), the image term from the decoder (squared error summed
 over pixels, or Gaussian NLL with a learned std), and the KL terms from
 ``dynamics.kl_loss`` — so a dynamics with its own KL (VTA's boundary-weighted KL and
 boundary-rate prior) flows through unchanged. The loss is the mean of ``L_t`` over ``[B, T]``.
@@ -55,6 +55,13 @@ class WorldModelLoss(LossModule):
             gradient at 1.0, so the head keeps predicting "continue" there and imagined rollouts
             run on past them; a larger weight is the usual class-imbalance correction. It biases
             the head towards "terminal" only where the latent state cannot tell the two apart.
+        continue_discount: the continue target of a non-terminal record (1.0: the head predicts
+            the probability that the episode goes on). DreamerV3's 2024 code (``contdisc: True``
+            in danijar/dreamerv3's ``configs.yaml``) trains it towards ``1 - 1/333`` instead, so
+            the discount lives inside the prediction and imagination multiplies by the head's
+            output alone (:class:`~imwm.agent.DreamerAgent` with ``contdisc=True`` sets this to
+            its ``gamma``). The soft target also bounds the logit of non-terminal records, so
+            they stop pulling the shared features once fitted.
 
     Input keys (see :meth:`set_keys`): ``observation``, ``action``, ``is_first``, ``reward``
     ``[B,T,1]``, ``is_terminal`` ``[B,T,1]``; the replay layout of docs/architecture.md.
@@ -125,6 +132,7 @@ class WorldModelLoss(LossModule):
         reward_scale: float = 1.0,
         continue_scale: float = 1.0,
         terminal_weight: float = 1.0,
+        continue_discount: float = 1.0,
     ):
         super().__init__()
         for name, value in (
@@ -138,6 +146,8 @@ class WorldModelLoss(LossModule):
         ):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        if not 0.0 < continue_discount <= 1.0:
+            raise ValueError(f"continue_discount must be in (0, 1], got {continue_discount}")
         self.world_model = world_model
         self.dyn_scale = float(dyn_scale)
         self.rep_scale = float(rep_scale)
@@ -146,6 +156,7 @@ class WorldModelLoss(LossModule):
         self.reward_scale = float(reward_scale)
         self.continue_scale = float(continue_scale)
         self.terminal_weight = float(terminal_weight)
+        self.continue_discount = float(continue_discount)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass  # no value estimator
@@ -193,7 +204,7 @@ class WorldModelLoss(LossModule):
         image = wm.decoder.loss(wm.decoder(feat), observation)
         reward_loss = wm.reward_head.loss(wm.reward_head(feat), reward)
         terminal = is_terminal.to(feat.dtype)
-        continue_loss = wm.continue_head.loss(wm.continue_head(feat), 1.0 - terminal)
+        continue_loss = wm.continue_head.loss(wm.continue_head(feat), self.continue_discount * (1.0 - terminal))
         if self.terminal_weight != 1.0:
             continue_loss = (1.0 + (self.terminal_weight - 1.0) * terminal.squeeze(-1)) * continue_loss
         kl_loss, metrics = wm.dynamics.kl_loss(

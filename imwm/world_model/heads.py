@@ -67,7 +67,8 @@ class ContinueHead(nn.Module):
         return torch.sigmoid(logit)
 
     def loss(self, logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Bernoulli NLL against ``target = 1 - is_terminal`` ``[..., 1]``; returns ``[...]``."""
+        """Bernoulli NLL against ``target`` in ``[0, 1]`` (``1 - is_terminal``, or that times the
+        discount, see :class:`~imwm.objectives.WorldModelLoss`) ``[..., 1]``; returns ``[...]``."""
         if target.shape != logit.shape:
             raise ValueError(
                 f"continue target shape {tuple(target.shape)} must match logit {tuple(logit.shape)}"
