@@ -99,14 +99,20 @@ def test_continue_target_is_one_minus_is_terminal():
     assert low < 1e-3 and high > 7.9
 
 
-def test_terminal_weight_scales_only_terminal_records():
-    """Hand-computed: with the head at logit 8, a non-terminal record costs softplus(-8) and a
-    terminal one softplus(8); weight w on the terminal ones gives (n_cont*sp(-8) + w*n_term*sp(8))/N."""
+def continue_head_at_logit_8():
+    """A world model whose continue head outputs logit 8 everywhere, and a batch with one
+    terminal record of 24."""
     wm = vector_wm()
     with torch.no_grad():
         wm.continue_head.mlp.net[-1].weight.zero_()
         wm.continue_head.mlp.net[-1].bias.fill_(8.0)
-    td = batch()  # one terminal record of 24
+    return wm, batch()
+
+
+def test_terminal_weight_scales_only_terminal_records():
+    """Hand-computed: with the head at logit 8, a non-terminal record costs softplus(-8) and a
+    terminal one softplus(8); weight w on the terminal ones gives (n_cont*sp(-8) + w*n_term*sp(8))/N."""
+    wm, td = continue_head_at_logit_8()
     sp = torch.nn.functional.softplus
     for w in (1.0, 10.0):
         got = WorldModelLoss(wm, terminal_weight=w)(td)["loss_continue"]
@@ -255,11 +261,7 @@ def test_world_model_learns_cartpole_dynamics():
 def test_continue_discount_is_the_non_terminal_target():
     """Hand-computed: logit 8 against target 0.997 costs 0.997*sp(-8) + 0.003*sp(8) per
     non-terminal record; the terminal record's target stays 0 (cost sp(8))."""
-    wm = vector_wm()
-    with torch.no_grad():
-        wm.continue_head.mlp.net[-1].weight.zero_()
-        wm.continue_head.mlp.net[-1].bias.fill_(8.0)
-    td = batch()  # one terminal record of 24
+    wm, td = continue_head_at_logit_8()
     sp = torch.nn.functional.softplus
     g = 0.997
     got = WorldModelLoss(wm, continue_discount=g)(td)["loss_continue"]
