@@ -267,6 +267,7 @@ def test_dynamics_progress_follows_the_update_count():
 def test_contdisc_moves_the_discount_into_the_continue_head():
     """DreamerV3's contdisc: the head's target carries gamma and the critic's returns use 1.0;
     with the head's output scaled by gamma the imagined returns and weights are unchanged."""
+    from imwm.agent import Critic
     from imwm.objectives import CriticLoss
 
     plain, moved = build_agent(tiny_cfg(), obs_shape=(4,), action_dim=3), build_agent(
@@ -280,7 +281,7 @@ def test_contdisc_moves_the_discount_into_the_continue_head():
     n, h = 6, 4
     cont = torch.rand(n, h + 1, 1, generator=g)
     traj = {"feat": torch.randn(n, h + 1, 8, generator=g), "total_reward": torch.randn(n, h + 1, 1, generator=g)}
-    critic = plain.critic.__class__(8, mlp_units=16, mlp_layers=1)
+    critic = Critic(8, mlp_units=16, mlp_layers=1)
     a = CriticLoss(critic, gamma=0.997).targets(TensorDict({**traj, "continue": cont}, [n, h + 1]))
     scaled = torch.cat([cont[:, :1], 0.997 * cont[:, 1:]], 1)  # the start state's continue is the replay's
     b = CriticLoss(critic, gamma=1.0).targets(TensorDict({**traj, "continue": scaled}, [n, h + 1]))

@@ -7,8 +7,8 @@ Hafner et al., 2023 (DreamerV3), per replayed step t:
 
 with the reward target ``reward[t]`` (two-hot cross entropy on ``symlog``), the continue target
 ``continue_discount * (1 - is_terminal[t])`` (Bernoulli NLL, terminal records weighted by
-``terminal_weight``; the reference weighs every record 1), the image term from the decoder (squared error summed
-over pixels, or Gaussian NLL with a learned std), and the KL terms from
+``terminal_weight``; the reference weighs every record 1), the image term from the decoder
+(squared error summed over pixels, or Gaussian NLL with a learned std), and the KL terms from
 ``dynamics.kl_loss`` — so a dynamics with its own KL (VTA's boundary-weighted KL and
 boundary-rate prior) flows through unchanged. The loss is the mean of ``L_t`` over ``[B, T]``.
 

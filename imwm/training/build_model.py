@@ -230,7 +230,8 @@ def build_agent(
             critic = Critic(feat_dim, mlp_units=model["mlp_units"], mlp_layers=model["mlp_layers"])
             # DreamerV3's contdisc: the continue head's target carries the discount (DreamerAgent checks)
             if agent_cfg.get("contdisc", False):
-                wm_loss_kwargs["continue_discount"] = agent_cfg.get("gamma", 0.997)
+                agent_defaults = inspect.signature(DreamerAgent.__init__).parameters
+                wm_loss_kwargs["continue_discount"] = agent_cfg.get("gamma", agent_defaults["gamma"].default)
             world_model_loss = WorldModelLoss(world_model, **wm_loss_kwargs)
             agent = DreamerAgent(world_model, world_model_loss, actor, critic, **agent_cfg)
     return agent
