@@ -132,7 +132,7 @@ def _with(name, block_key=None, **changes):
         (_with("adaptive", typ="curiosity"), r"intrinsic.typ: must be one of .*\(got 'curiosity'\)"),
         (_with("adaptive", "adaptive", beta_max=-0.1), "intrinsic.adaptive.beta_max"),
         (_with("lexa_style", "lexa_style", visual_scale=-1.0), "intrinsic.lexa_style.visual_scale"),
-        (_with("disagreement", "disagreement", scale=-2.0), "intrinsic.disagreement.scale"),
+        (_with("disagreement", "disagreement", scale=float("inf")), "intrinsic.disagreement.scale"),
         (_with("adaptive", "adaptive", clip_min=5.0, clip_max=1.0), r"intrinsic.adaptive.clip_min: must be <= .*clip_max \(1.0\) \(got 5.0\)"),
         (_with("adaptive", "adaptive", rho=1.5), "intrinsic.adaptive.rho"),
         (_with("lexa_style", "lexa_style", decay=1.0), "intrinsic.lexa_style.decay"),

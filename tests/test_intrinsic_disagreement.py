@@ -49,6 +49,20 @@ def test_identical_members_give_zero_disagreement():
     assert torch.allclose(out["intrinsic_reward"], torch.zeros(2, 3, 1), atol=1e-6)
 
 
+def test_negative_scale_penalises_the_same_spread():
+    torch.manual_seed(0)
+    bonus = DisagreementIntrinsicReward(feat_dim=4, action_dim=2, target_dim=3, ensemble_size=3, hidden=8, scale=2.0)
+    penalty = DisagreementIntrinsicReward(feat_dim=4, action_dim=2, target_dim=3, ensemble_size=3, hidden=8, scale=-0.5)
+    penalty.ensemble.load_state_dict(bonus.ensemble.state_dict())
+    traj = TensorDict({"feat": torch.randn(2, 5, 4), "action": torch.randn(2, 5, 2), "reward": torch.ones(2, 5, 1)}, [2, 5])
+    r_bonus, r_penalty = bonus(traj.clone())["intrinsic_reward"], penalty(traj.clone())["intrinsic_reward"]
+    assert (r_bonus[:, 1:] > 0).all()
+    assert torch.allclose(r_penalty, -0.25 * r_bonus, atol=1e-7)
+    # the logged disagreement is the spread itself, whatever the sign of the coefficient
+    assert torch.allclose(penalty.metrics()["intrinsic/disagreement"], bonus.metrics()["intrinsic/disagreement"])
+    assert penalty.metrics()["intrinsic/disagreement"] > 0
+
+
 def test_training_uses_action_that_led_to_the_target():
     # target[t] = 2 * action[t] (replay layout: action[t] led to o_t). Learnable only with the right pairing.
     torch.manual_seed(0)
@@ -117,7 +131,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="ensemble_size"):
         DisagreementIntrinsicReward(feat_dim=2, action_dim=1, target_dim=2, ensemble_size=1)
     with pytest.raises(ValueError, match="scale"):
-        DisagreementIntrinsicReward(feat_dim=2, action_dim=1, target_dim=2, scale=-1.0)
+        DisagreementIntrinsicReward(feat_dim=2, action_dim=1, target_dim=2, scale=float("nan"))
     with pytest.raises(ValueError, match="lr"):
         DisagreementIntrinsicReward(feat_dim=2, action_dim=1, target_dim=2, lr=0.0)
     t = DisagreementIntrinsicReward(feat_dim=2, action_dim=1, target_dim=2)

@@ -10,7 +10,7 @@ from tensordict.utils import NestedKey
 
 from imwm.intrinsic.base import (
     IntrinsicRewardTransform,
-    check_finite_nonnegative,
+    check_finite,
     check_finite_positive,
     masked_mean,
 )
@@ -27,6 +27,10 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
         r_int[t+1] = scale * mean_j std_k( f_k(feat_t, a_t)_j )        (population std over k)
         r_int[0]   = 0                                                  (no transition into it)
         total      = r + r_int
+
+    A negative ``scale`` turns the bonus into a penalty on model uncertainty, as MOPO (Yu et al.,
+    NeurIPS 2020) uses it: the actor is kept where the world model has data, instead of being
+    sent where it has none.
 
     Training (:meth:`world_model_update`, called by the agent after each world-model update on
     the replay batch ``[B, T]``, all inputs detached): in the replay layout ``action[t]`` is the
@@ -55,7 +59,7 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
         ensemble_size: ``K`` (>= 2). hidden, layers: size of each head.
         lr: Adam learning rate of the ensemble (finite, > 0). grad_clip: max gradient norm (> 0;
             ``inf`` = no clipping).
-        scale: coefficient of the disagreement (finite, >= 0).
+        scale: coefficient of the disagreement (finite; > 0 explores, < 0 penalises uncertainty).
         center, center_decay: subtract a running mean of ``r_int`` (see :class:`IntrinsicRewardTransform`).
         feat_key, action_key: inputs. target_key: the next latent in ``world_model_update``'s
             TensorDict (RSSM: ``("posterior", "stoch")``; VTA: ``("posterior", "obs_stoch")``).
@@ -112,7 +116,7 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
         lr = check_finite_positive("lr", lr)
         if not float(grad_clip) > 0:
             raise ValueError(f"grad_clip must be > 0, got {grad_clip}")
-        self.scale = check_finite_nonnegative("scale", scale)
+        self.scale = check_finite("scale", scale)
         self.grad_clip = float(grad_clip)
         self.feat_dim, self.action_dim, self.target_dim = int(feat_dim), int(action_dim), int(target_dim)
         self.ensemble = EnsembleMLP(
@@ -198,11 +202,9 @@ class DisagreementIntrinsicReward(IntrinsicRewardTransform):
             intrinsic = self.disagreement(feat, self._get(prev, self.action_key, "the action"))
         valid = torch.isfinite(intrinsic)
         intrinsic = torch.where(valid, intrinsic, torch.zeros_like(intrinsic))
-        intrinsic = (self.scale * intrinsic).to(reward.dtype)
         mean, any_valid = masked_mean(intrinsic, valid)
-        last = self.last_disagreement
-        last.copy_(torch.where(any_valid, mean / max(self.scale, 1e-12), last))
-        return intrinsic, valid
+        self.last_disagreement.copy_(torch.where(any_valid, mean, self.last_disagreement))
+        return (self.scale * intrinsic).to(reward.dtype), valid
 
     def metrics(self) -> dict[str, torch.Tensor]:
         out = super().metrics()

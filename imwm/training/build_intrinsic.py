@@ -30,7 +30,8 @@ _BLOCK_KEYS = {
     "lexa_style": ("decay", "visual_scale", "clip_weights", "stop_grad_weights", "min_spread", *_CENTER_KEYS),
     "disagreement": ("ensemble_size", "hidden", "layers", "lr", "grad_clip", "scale", "target", *_CENTER_KEYS),
 }
-_NON_NEGATIVE = {"beta_max", "reward_floor", "visual_scale", "scale"}
+_NON_NEGATIVE = {"beta_max", "reward_floor", "visual_scale"}
+_FINITE = {"scale"}  # disagreement: a negative coefficient penalises model uncertainty
 _POSITIVE = {"epsilon", "lr", "grad_clip", "min_spread"}
 _UNIT = {"rho": "[0, 1]", "trend_decay": "[0, 1)", "decay": "[0, 1)", "center_decay": "[0, 1)"}
 _POSITIVE_INTS = {"hidden": 1, "layers": 1, "ensemble_size": 2}
@@ -78,6 +79,8 @@ def _validate_block(typ: str, block: dict) -> dict:
             number = _number(key, value)
             if name in _NON_NEGATIVE and not (0.0 <= number < math.inf):
                 raise ConfigError(key, "must be >= 0 (a scale cannot be negative)", value)
+            if name in _FINITE and not math.isfinite(number):
+                raise ConfigError(key, "must be a finite number", value)
             if name in _POSITIVE and not number > 0.0:
                 raise ConfigError(key, "must be > 0", value)
             if name in _UNIT:
