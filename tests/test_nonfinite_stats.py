@@ -284,7 +284,7 @@ def test_lexa_bad_arguments_name_argument_and_value(kwargs, name):
 
 @pytest.mark.parametrize("kwargs, name", [
     ({"lr": INF}, "lr"), ({"lr": NAN}, "lr"), ({"lr": -1e-3}, "lr"), ({"scale": NAN}, "scale"),
-    ({"scale": INF}, "scale"), ({"scale": -1.0}, "scale"), ({"grad_clip": NAN}, "grad_clip"),
+    ({"scale": INF}, "scale"), ({"scale": -INF}, "scale"), ({"grad_clip": NAN}, "grad_clip"),
 ])
 def test_disagreement_bad_arguments_name_argument_and_value(kwargs, name):
     value = next(iter(kwargs.values()))
