@@ -14,7 +14,8 @@ from imwm.diagnostics import DormantMonitor
 from imwm.dynamics import RSSMDynamics
 from imwm.intrinsic import AdaptiveIntrinsicReward, DisagreementIntrinsicReward, LexaStyleIntrinsicReward
 from imwm.nn import MLP
-from imwm.training.build_intrinsic import build_dormant, build_intrinsic
+from imwm.errors import ConfigError
+from imwm.training.build_intrinsic import build_dormant, build_intrinsic, check_intrinsic_config
 
 CONFIGS = CONFIG_DIR
 
@@ -150,6 +151,13 @@ def _with(name, block_key=None, **changes):
 def test_bad_intrinsic_config(cfg, match):
     with pytest.raises(ValueError, match=match):
         build_intrinsic(cfg, _agent())
+
+
+@pytest.mark.parametrize("block, key", [("adaptive", "clip_min"), ("adaptive", "clip_max"), ("disagreement", "scale")])
+def test_infinite_signed_numbers_fail_before_an_agent_is_built(block, key):
+    value = float("-inf") if key == "clip_min" else float("inf")
+    with pytest.raises(ConfigError, match=rf"intrinsic.{block}.{key}: must be a finite number"):
+        check_intrinsic_config(_with(block, block, **{key: value}))
 
 
 def test_dormant_builds_monitor_and_redo():

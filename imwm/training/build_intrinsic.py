@@ -31,7 +31,7 @@ _BLOCK_KEYS = {
     "disagreement": ("ensemble_size", "hidden", "layers", "lr", "grad_clip", "scale", "target", *_CENTER_KEYS),
 }
 _NON_NEGATIVE = {"beta_max", "reward_floor", "visual_scale"}
-_FINITE = {"scale"}  # disagreement: a negative coefficient penalises model uncertainty
+_FINITE = {"scale", "clip_min", "clip_max"}  # any sign (a negative disagreement scale penalises uncertainty)
 _POSITIVE = {"epsilon", "lr", "grad_clip", "min_spread"}
 _UNIT = {"rho": "[0, 1]", "trend_decay": "[0, 1)", "decay": "[0, 1)", "center_decay": "[0, 1)"}
 _POSITIVE_INTS = {"hidden": 1, "layers": 1, "ensemble_size": 2}
