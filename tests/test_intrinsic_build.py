@@ -12,9 +12,9 @@ from torch import nn
 from imwm.configs import CONFIG_DIR
 from imwm.diagnostics import DormantMonitor
 from imwm.dynamics import RSSMDynamics
+from imwm.errors import ConfigError
 from imwm.intrinsic import AdaptiveIntrinsicReward, DisagreementIntrinsicReward, LexaStyleIntrinsicReward
 from imwm.nn import MLP
-from imwm.errors import ConfigError
 from imwm.training.build_intrinsic import build_dormant, build_intrinsic, check_intrinsic_config
 
 CONFIGS = CONFIG_DIR
