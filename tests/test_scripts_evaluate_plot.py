@@ -18,7 +18,8 @@ from PIL import Image
 
 from imwm.analysis.curves import (ATARI_RANDOM_HUMAN, bootstrap_ci, human_normalized, iqm, plot_learning_curves,
                                   readable_name, stratified_bootstrap_iqm)
-from imwm.analysis.play import evaluate_run, play_episodes
+from imwm.analysis.play import evaluate_run, load_agent, play_episodes
+from imwm.analysis.terminals import training_episodes
 from imwm.analysis.video import FrameSource, choose_frame_source, write_video
 from imwm.configs import CONFIG_DIR
 from script_runner import ROOT, run_script
@@ -143,6 +144,12 @@ def test_evaluate_and_plot_a_real_debug_run(tmp_path):
     assert groups["pole"]["count"] >= 1  # 100 random prefill steps end CartPole episodes by the pole
     assert all(0.0 <= g["continue"] <= 1.0 for g in groups.values())
     assert f"continue head over the replay, pole: {groups['pole']['continue']:.3f}" in out.stdout
+    # the episodes played while training, read back from the replay snapshot
+    (played,) = training_episodes(load_agent(run))
+    assert len(played) >= 2 and played[-1]["env_step"] <= 200
+    assert [e["env_step"] for e in played] == sorted({e["env_step"] for e in played})
+    assert all(e["return"] == e["length"] > 0 and e["end"] in {"pole", "edge", "cap"} for e in played)
+    assert played[0]["env_step"] == played[0]["length"]  # the first episode starts the stream
     assert result["env_step"] == 200 and result["episodes"] == 3 and len(result["returns"]) == 3
     assert result["return_mean"] == pytest.approx(np.mean(result["returns"]))
     assert result["return_std"] == pytest.approx(np.std(result["returns"]))

@@ -11,6 +11,9 @@ policy can drift into it. Two checks on a ``scripts/train.py`` run folder:
 - :class:`EpisodeEnds`: a hook for the evaluator that counts how episodes ended (a cause, or
   ``"cap"`` when one reached its step limit); ``imwm-eval`` reports it as ``ends``.
 
+:func:`training_episodes` reads the episodes the agent played while it trained, with how each
+ended, from the same replay snapshot (:func:`stream_records`, cut by :func:`episodes_in`).
+
 A *cause* function maps a terminal observation ``[D]`` to a name; :data:`CAUSES` holds the known
 ones (CartPole-v1: ``"edge"`` for the cart leaving the track, ``|x| > 2.4``, ``"pole"`` for the
 pole past 12 degrees); in other envs every terminal is ``"terminal"`` (:func:`unnamed_cause`).
@@ -37,7 +40,8 @@ from imwm.errors import UserError
 if TYPE_CHECKING:
     from imwm.analysis.play import LoadedAgent
 
-__all__ = ["CAUSES", "EpisodeEnds", "cartpole_cause", "cause_for", "continue_at_terminals", "unnamed_cause"]
+__all__ = ["CAUSES", "EpisodeEnds", "cartpole_cause", "cause_for", "continue_at_terminals", "episodes_in",
+           "stream_records", "training_episodes", "unnamed_cause"]
 
 #: CartPole-v1's termination thresholds (gymnasium): cart position and pole angle (12 degrees).
 CARTPOLE_X_LIMIT = 2.4
@@ -68,8 +72,13 @@ def cause_for(env_cfg) -> Callable[[torch.Tensor], str]:
     return CAUSES.get(env_cfg.get("name"), unnamed_cause)
 
 
-def _stream_records(loaded: "LoadedAgent"):
-    """The replay snapshot's records, one ``[T]`` TensorDict per stream, in the order written."""
+def stream_records(loaded: "LoadedAgent") -> list:
+    """The run's replay snapshot, one ``[T]`` TensorDict of records per env stream, in the order
+    written (keys as :data:`imwm.training.layout.RECORD_KEYS`).
+
+    Raises:
+        UserError: the replay has wrapped, so its oldest records are gone.
+    """
     from imwm.training.build_replay import build_replay
     from imwm.training.checkpoint import RunCheckpoint
 
@@ -88,6 +97,53 @@ def _stream_records(loaded: "LoadedAgent"):
     return [rows[s * ring: s * ring + ends[s]] for s in range(streams)]
 
 
+def episodes_in(records, cause: Callable[[torch.Tensor], str] = unnamed_cause) -> list[dict]:
+    """The finished episodes of one stream of records, in order.
+
+    A record with ``is_first`` is the reset observation, not an env step; every other record is
+    one step. An episode opened before the stream begins (its reset not in the records) is left
+    out, an unfinished one at the end too.
+
+    Returns:
+        One dict per episode: ``env_step`` (the stream's env steps up to its last step),
+        ``length`` (steps), ``return`` (summed reward) and ``end`` (``cause(obs)`` at a
+        termination, ``"cap"`` when it was cut at a step limit).
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> flags = lambda *i: torch.tensor([t in i for t in range(6)])
+        >>> records = TensorDict({"reward": torch.tensor([0., 1., 1., 0., 2., 2.]),
+        ...     "observation": torch.zeros(6, 4), "is_first": flags(0, 3),
+        ...     "is_terminal": flags(2), "is_last": flags(2, 5)}, [6])
+        >>> [(e["env_step"], e["length"], e["return"], e["end"]) for e in episodes_in(records)]
+        [(2, 2, 2.0, 'terminal'), (4, 2, 4.0, 'cap')]
+    """
+    first, last = records["is_first"].reshape(-1).tolist(), records["is_last"].reshape(-1).tolist()
+    terminal, reward = records["is_terminal"].reshape(-1).tolist(), records["reward"].reshape(-1).tolist()
+    steps, start, total, episodes = 0, None, 0.0, []
+    for t in range(len(first)):
+        if first[t]:
+            start, total = steps, 0.0
+        else:
+            steps, total = steps + 1, total + reward[t]
+        if last[t] and start is not None:
+            end = cause(records["observation"][t]) if terminal[t] else "cap"
+            episodes.append({"env_step": steps, "length": steps - start, "return": total, "end": end})
+            start = None
+    return episodes
+
+
+def training_episodes(loaded: "LoadedAgent") -> list[list[dict]]:
+    """The episodes a run played while it trained, per env stream (:func:`episodes_in` of
+    :func:`stream_records`), their ends named by the run's env (:func:`cause_for`).
+
+    ``env_step`` counts the stream's own steps; with several envs the run's env steps are their
+    sum. Example: ``training_episodes(load_agent("runs/<run>"))[0][-1]["return"]``.
+    """
+    cause = cause_for(loaded.config["env"])
+    return [episodes_in(records, cause) for records in stream_records(loaded)]
+
+
 @torch.no_grad()
 def continue_at_terminals(loaded: "LoadedAgent") -> dict:
     """Mean continue probability over the run's replay, at non-terminal records and by cause.
@@ -101,7 +157,7 @@ def continue_at_terminals(loaded: "LoadedAgent") -> dict:
     device = next(wm.parameters()).device
     cause = cause_for(loaded.config["env"])
     probs: dict[str, list[float]] = defaultdict(list)
-    for records in _stream_records(loaded):
+    for records in stream_records(loaded):
         if records.shape[0] == 0:
             continue
         records = records.to(device)
