@@ -9,7 +9,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from imwm.agent.dreamer import NonFiniteUpdateError
+from imwm.agent.optimization import NonFiniteUpdateError
 from imwm.training.build_replay import build_replay
 from imwm.training.checkpoint import (CheckpointError, RunCheckpoint, load_checkpoint,
                                       load_latest, nonfinite_entries, save_checkpoint)

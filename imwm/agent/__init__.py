@@ -3,6 +3,7 @@
 - :class:`Actor`, :class:`Critic` — networks (unimix categorical policy, two-hot critic)
 - :func:`imagine` — tensor-level latent imagination ``[N, H+1]``
 - :class:`DreamerAgent` — world model + actor + critic + losses + optimisers, ``train_step``
+- :mod:`imwm.agent.optimization` — the optimisers and the guarded step (backward, clipping, non-finite guard)
 - :class:`DreamerPolicy` — recurrent acting policy for TorchRL's ``Collector``
 """
 

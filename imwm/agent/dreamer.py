@@ -16,9 +16,9 @@ One update on a replayed batch ``[B, T]``:
    (Adam lr 3e-5, eps 1e-5, clip 100 each; or LaProp);
 6. slow-critic EMA update.
 
-Metrics come back as 0-d tensors. The one host sync per optimiser phase is the non-finite guard:
-a NaN or infinite loss or gradient norm skips that phase's optimiser steps (optimiser state,
-LaProp's warm-up count included, untouched),
+Metrics come back as 0-d tensors. Both optimiser phases run :func:`imwm.agent.optimization.guarded_step`,
+whose non-finite guard is the one host sync per phase: a NaN or infinite loss or gradient norm
+skips that phase's optimiser steps (optimiser state, LaProp's warm-up count included, untouched),
 is counted, and after ``max_nonfinite_updates`` skipped updates in a row raises
 :class:`NonFiniteUpdateError` naming the loss term and the update, before anything diverged can
 be saved.
@@ -37,61 +37,16 @@ from torch import nn
 from imwm.agent.compile import (COMPILE_SCOPES, SCOPE_PHASES, SCOPE_STEPS, CompiledPhase, CompiledSteps,
                                 parse_compile_mode)
 from imwm.agent.imagine import imagine
-from imwm.errors import UserError
+from imwm.agent.optimization import OPTIMIZERS, NonFiniteGuard, guarded_step, make_optimizer
 from imwm.agent.policy import DreamerPolicy, check_greedy_every
-from imwm.nn.optim import LaProp
 from imwm.objectives.actor import ActorLoss
 from imwm.objectives.critic import CriticLoss
 from imwm.objectives.replay_value import ReplayValueLoss
 
-__all__ = ["DreamerAgent", "NonFiniteUpdateError"]
+__all__ = ["DreamerAgent"]
 
-
-class NonFiniteUpdateError(UserError, FloatingPointError):
-    """Too many updates in a row had a non-finite loss or gradient; the message names the term."""
-
-
-def _nonfinite_term(terms: dict[str, torch.Tensor]) -> str:
-    """``"name=value"`` of the first non-finite entry of ``terms`` (0-d tensors)."""
-    for name, value in terms.items():
-        if not bool(torch.isfinite(value)):
-            return f"{name}={value.item()}"
-    return "none"
-
-
-OPTIMIZERS = ("adam", "laprop")
 #: accepted values of ``agent.precision``
 PRECISIONS = ("float32", "bfloat16")
-
-
-def _adam(params, lr: float, eps: float, name: str, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
-    if not lr > 0:
-        raise ValueError(f"{name}_lr must be > 0, got {lr}")
-    if not eps > 0:
-        raise ValueError(f"{name}_eps must be > 0, got {eps}")
-    params = list(params)
-    try:
-        # the fused kernel is the same Adam update; on CPU it measured ~8x faster than the
-        # per-tensor loop for DreamerV3-size parameter lists
-        return torch.optim.Adam(params, lr=lr, eps=eps, betas=betas, fused=True)
-    except (RuntimeError, ValueError, TypeError):
-        return torch.optim.Adam(params, lr=lr, eps=eps, betas=betas)
-
-
-def _laprop(params, lr: float, eps: float, name: str, **kwargs) -> LaProp:
-    # the agent's key names in the messages (LaProp's own checks name its arguments)
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"{name}_lr must be a finite number > 0, got {lr}")
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"{name}_eps must be a finite number > 0, got {eps}")
-    return LaProp(params, lr=lr, eps=eps, **kwargs)
-
-
-def _clip_grad_norm(params: list[nn.Parameter], clip: float) -> torch.Tensor:
-    """Global gradient norm, clipped to ``clip`` unless ``clip`` is infinite (the 2024 recipe)."""
-    if math.isinf(clip):
-        return nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-    return nn.utils.clip_grad_norm_(params, clip)
 
 
 class DreamerAgent(nn.Module):
@@ -204,11 +159,7 @@ class DreamerAgent(nn.Module):
         max_nonfinite_updates: int = 5,
     ) -> None:
         super().__init__()
-        if int(max_nonfinite_updates) != max_nonfinite_updates or max_nonfinite_updates < 1:
-            raise ValueError(f"max_nonfinite_updates must be an integer >= 1, got {max_nonfinite_updates!r}")
-        self.max_nonfinite_updates = int(max_nonfinite_updates)
-        self.nonfinite_streak = 0  # skipped updates in a row
-        self.nonfinite_total = 0   # skipped updates in all (saved in state_dict)
+        self.guard = NonFiniteGuard(max_nonfinite_updates)  # skipped updates, in a row and in all
         if int(horizon) != horizon or horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
         for name, clip in (("model", model_grad_clip), ("actor", actor_grad_clip), ("critic", critic_grad_clip)):
@@ -290,14 +241,13 @@ class DreamerAgent(nn.Module):
         self._warned_repval_intrinsic = False
         self.intrinsic = None
         self.optimizer = optimizer
-        if optimizer == "adam":
-            make = lambda params, lr, eps, name: _adam(params, lr, eps, name, betas=(beta1, beta2))  # noqa: E731
-        else:
-            make = lambda params, lr, eps, name: _laprop(  # noqa: E731
-                params, lr, eps, name, betas=(beta1, beta2), agc=agc, agc_pmin=agc_pmin, warmup=warmup)
-        self.model_opt = make(world_model.parameters(), model_lr, model_eps, "model")
-        self.actor_opt = make(actor.parameters(), actor_lr, actor_eps, "actor")
-        self.critic_opt = make(critic.parameters(), critic_lr, critic_eps, "critic")
+        shared = dict(betas=(beta1, beta2), agc=agc, agc_pmin=agc_pmin, warmup=warmup)
+        self.model_opt = make_optimizer(optimizer, world_model.parameters(), lr=model_lr, eps=model_eps,
+                                        name="model", **shared)
+        self.actor_opt = make_optimizer(optimizer, actor.parameters(), lr=actor_lr, eps=actor_eps,
+                                        name="actor", **shared)
+        self.critic_opt = make_optimizer(optimizer, critic.parameters(), lr=critic_lr, eps=critic_eps,
+                                         name="critic", **shared)
         self.num_updates = 0  # completed train_steps; saved in state_dict (extra state)
         # called on each phase's parameters after its backward (data-parallel runs average the
         # gradients over processes here; imwm.training.distributed)
@@ -320,11 +270,21 @@ class DreamerAgent(nn.Module):
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict:
-        return {"num_updates": int(self.num_updates), "nonfinite_total": int(self.nonfinite_total)}
+        return {"num_updates": int(self.num_updates), "nonfinite_total": int(self.guard.total)}
 
     def set_extra_state(self, state: dict) -> None:
         self.num_updates = int(state["num_updates"])
-        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        self.guard.total = int(state.get("nonfinite_total", 0))
+
+    @property
+    def nonfinite_streak(self) -> int:
+        """Updates skipped in a row for a non-finite loss or gradient norm."""
+        return self.guard.streak
+
+    @property
+    def nonfinite_total(self) -> int:
+        """Updates skipped in all (saved in ``state_dict``)."""
+        return self.guard.total
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True):
@@ -487,18 +447,13 @@ class DreamerAgent(nn.Module):
     def _world_model_step(self, wm_out: TensorDictBase, batch_size) -> tuple[dict, TensorDict, bool]:
         """Backward, non-finite guard and optimiser step of the world model."""
         terms = {k: v for k, v in wm_out.items() if k.startswith("loss_")}
-        self.model_opt.zero_grad(set_to_none=True)
-        sum(terms.values()).backward()
-        if self.gradient_sync is not None:
-            self.gradient_sync(list(self.world_model.parameters()))
+        (grad_norm,), skipped = guarded_step(
+            terms, [(list(self.world_model.parameters()), self.model_opt, self.model_grad_clip)],
+            guard=self.guard, phase="world model", update=self.num_updates, gradient_sync=self.gradient_sync)
         metrics = {k: v.detach() for k, v in wm_out.items() if isinstance(v, torch.Tensor) and v.ndim == 0}
-        metrics["grad_norm_model"] = _clip_grad_norm(list(self.world_model.parameters()), self.model_grad_clip)
+        metrics.update(grad_norm_model=grad_norm, **(skipped or {}))
         signals = TensorDict({k: wm_out.get(k) for k in ("model_loss", "kl", "entropy")}, batch_size=batch_size)
-        if not self._finite(terms, metrics["grad_norm_model"]):
-            metrics.update(self._skip("world model", terms, metrics["grad_norm_model"], self.model_opt))
-            return metrics, signals, True
-        self.model_opt.step()
-        return metrics, signals, False
+        return metrics, signals, skipped is not None
 
     def _add_intrinsic(self, traj: TensorDict) -> TensorDict:
         intrinsic = self.intrinsic
@@ -512,18 +467,13 @@ class DreamerAgent(nn.Module):
     def _behaviour_step(self, outs: list[TensorDictBase]) -> tuple[dict[str, torch.Tensor], bool]:
         """Backward, non-finite guard and optimiser steps of actor and critic; slow-critic update."""
         terms = {k: v for out in outs for k, v in out.items() if k.startswith("loss_")}
-        self.actor_opt.zero_grad(set_to_none=True)
-        self.critic_opt.zero_grad(set_to_none=True)
-        sum(terms.values()).backward()
-        if self.gradient_sync is not None:
-            self.gradient_sync([*self.actor.parameters(), *self.critic.parameters()])
-        grad_actor = _clip_grad_norm(list(self.actor.parameters()), self.actor_grad_clip)
-        grad_critic = _clip_grad_norm(list(self.critic.parameters()), self.critic_grad_clip)
-        if not self._finite(terms, grad_actor + grad_critic):
-            return self._skip("behaviour", terms, grad_actor + grad_critic, self.actor_opt, self.critic_opt), True
-        self.actor_opt.step()
-        self.critic_opt.step()
-        self.nonfinite_streak = 0
+        (grad_actor, grad_critic), skipped = guarded_step(
+            terms, [(list(self.actor.parameters()), self.actor_opt, self.actor_grad_clip),
+                    (list(self.critic.parameters()), self.critic_opt, self.critic_grad_clip)],
+            guard=self.guard, phase="behaviour", update=self.num_updates, gradient_sync=self.gradient_sync)
+        if skipped is not None:
+            return skipped, True
+        self.guard.passed()
         self.critic_loss.update_slow_critic()
         self.num_updates += 1
         metrics = {k: v.detach() for out in outs for k, v in out.items()}
@@ -555,33 +505,6 @@ class DreamerAgent(nn.Module):
              "is_terminal": batch.get("is_terminal"), "is_last": is_last},
             batch_size=batch.batch_size,
         )
-
-    @staticmethod
-    def _finite(terms: dict[str, torch.Tensor], grad_norm: torch.Tensor) -> bool:
-        # one host sync: every loss term and the gradient norm in one reduction
-        values = torch.stack([*(v.detach().float() for v in terms.values()), grad_norm.float()])
-        return bool(torch.isfinite(values).all())
-
-    def _skip(self, phase: str, terms: dict[str, torch.Tensor], grad_norm: torch.Tensor,
-              *optimizers: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-        """Drops this update's gradients (optimiser state untouched) and counts it."""
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        self.nonfinite_streak += 1
-        self.nonfinite_total += 1
-        term = _nonfinite_term(terms)
-        if term == "none":
-            term = f"gradient norm={grad_norm.item()}"
-        if self.nonfinite_streak >= self.max_nonfinite_updates:
-            raise NonFiniteUpdateError(
-                f"update {self.num_updates}: non-finite {phase} {term}; "
-                f"{self.nonfinite_streak} non-finite updates in a row "
-                f"(agent.max_nonfinite_updates={self.max_nonfinite_updates}), stopping; "
-                "nothing non-finite was saved (try lower learning rates)"
-            )
-        warnings.warn(f"update {self.num_updates}: non-finite {phase} {term}; update skipped",
-                      stacklevel=3)
-        return {"nonfinite_skipped": torch.ones(())}
 
     # ------------------------------------------------------------------ acting
     def policy(self, num_envs: int, *, action_dtype: torch.dtype = torch.float32) -> DreamerPolicy:

@@ -21,7 +21,7 @@ are not restored: the envs start new episodes (the replay's unfinished episode s
 a later start with other values writes the differences beside it (``config.changes-<k>.yaml``).
 
 A non-finite loss or gradient skips that update (the agent counts it); too many in a row stop the
-run with :class:`~imwm.agent.dreamer.NonFiniteUpdateError` and no checkpoint is written from the
+run with :class:`~imwm.agent.optimization.NonFiniteUpdateError` and no checkpoint is written from the
 diverged state (checkpoints refuse non-finite values anyway).
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType
 
-from imwm.agent.dreamer import NonFiniteUpdateError
+from imwm.agent.optimization import NonFiniteUpdateError
 from imwm.envs import make_env
 from imwm.training.build_intrinsic import build_dormant, build_intrinsic
 from imwm.training.build_model import build_agent

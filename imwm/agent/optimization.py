@@ -1,0 +1,173 @@
+"""The agent's optimisers, and the guarded step that applies one update phase's gradients.
+
+An update has two optimiser phases, the world model and the behaviour (actor and critic); both
+run :func:`guarded_step`: backward of the summed ``loss_*`` terms, an optional gradient
+all-reduce (data-parallel training), global-norm clipping per parameter group, then either the
+optimiser steps or, when a loss term or a gradient norm is not finite, nothing at all. The
+skip leaves every optimiser state untouched (LaProp's warm-up count included); a
+:class:`NonFiniteGuard` counts skipped updates and raises :class:`NonFiniteUpdateError`, naming
+the term, after too many in a row, before anything that diverged can be saved.
+
+Optimisers (``agent.optimizer``): ``"adam"`` (Hafner et al. 2023, DreamerV3 paper: lr 1e-4 /
+eps 1e-8 / clip 1000 for the model, 3e-5 / 1e-5 / 100 for actor and critic) or ``"laprop"``
+(danijar/dreamerv3's 2024 code: :class:`imwm.nn.optim.LaProp` with adaptive gradient clipping
+and warm-up, no global-norm clipping: ``clip = inf`` here measures the norm only).
+
+Example:
+    >>> net = torch.nn.Linear(2, 1)
+    >>> opt = make_optimizer("adam", net.parameters(), lr=0.1, eps=1e-8, name="model")
+    >>> guard = NonFiniteGuard(max_in_a_row=3)
+    >>> loss = {"loss_fit": net(torch.ones(1, 2)).pow(2).sum()}
+    >>> norms, skipped = guarded_step(loss, [(list(net.parameters()), opt, 1000.0)], guard=guard,
+    ...                               phase="model", update=0)
+    >>> len(norms), skipped, guard.streak
+    (1, None, 0)
+    >>> loss = {"loss_fit": net(torch.ones(1, 2)).sum() * float("nan")}
+    >>> _, skipped = guarded_step(loss, [(list(net.parameters()), opt, 1000.0)], guard=guard,
+    ...                           phase="model", update=1, warn=False)
+    >>> skipped, guard.streak, guard.total
+    ({'nonfinite_skipped': tensor(1.)}, 1, 1)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from imwm.errors import UserError
+from imwm.nn.optim import LaProp
+
+__all__ = ["OPTIMIZERS", "NonFiniteGuard", "NonFiniteUpdateError", "clip_grad_norm", "guarded_step",
+           "make_optimizer"]
+
+#: accepted values of ``agent.optimizer``
+OPTIMIZERS = ("adam", "laprop")
+
+
+class NonFiniteUpdateError(UserError, FloatingPointError):
+    """Too many updates in a row had a non-finite loss or gradient; the message names the term."""
+
+
+def make_optimizer(kind: str, params: Iterable[nn.Parameter], *, lr: float, eps: float, name: str,
+                   betas: tuple[float, float] = (0.9, 0.999), agc: float = 0.0, agc_pmin: float = 1e-3,
+                   warmup: int = 0) -> torch.optim.Optimizer:
+    """Adam (fused where the build has it) or :class:`~imwm.nn.optim.LaProp` over ``params``.
+
+    ``name`` is the parameter group's config prefix (``model``, ``actor``, ``critic``), so a bad
+    value is reported as ``<name>_lr`` / ``<name>_eps``. ``agc``, ``agc_pmin`` and ``warmup`` are
+    LaProp's (ignored by Adam; the agent refuses them there).
+    """
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {kind!r}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"{name}_lr must be a finite number > 0, got {lr}")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"{name}_eps must be a finite number > 0, got {eps}")
+    params = list(params)
+    if kind == "laprop":
+        return LaProp(params, lr=lr, eps=eps, betas=betas, agc=agc, agc_pmin=agc_pmin, warmup=warmup)
+    try:
+        # the fused kernel is the same Adam update; on CPU it measured ~8x faster than the
+        # per-tensor loop for DreamerV3-size parameter lists
+        return torch.optim.Adam(params, lr=lr, eps=eps, betas=betas, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.Adam(params, lr=lr, eps=eps, betas=betas)
+
+
+def clip_grad_norm(params: list[nn.Parameter], clip: float) -> torch.Tensor:
+    """Global gradient norm, clipped to ``clip`` unless ``clip`` is infinite (the 2024 recipe)."""
+    if math.isinf(clip):
+        return nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    return nn.utils.clip_grad_norm_(params, clip)
+
+
+class NonFiniteGuard:
+    """Counts updates skipped for a non-finite loss term or gradient norm.
+
+    Args:
+        max_in_a_row: skipped updates in a row after which :meth:`skip` raises
+            :class:`NonFiniteUpdateError` (``agent.max_nonfinite_updates``).
+
+    Attributes:
+        streak: skipped updates in a row (reset by :meth:`passed`).
+        total: skipped updates in all (the agent saves it with its state).
+    """
+
+    def __init__(self, max_in_a_row: int = 5) -> None:
+        if int(max_in_a_row) != max_in_a_row or max_in_a_row < 1:
+            raise ValueError(f"max_nonfinite_updates must be an integer >= 1, got {max_in_a_row!r}")
+        self.max_in_a_row = int(max_in_a_row)
+        self.streak = 0
+        self.total = 0
+
+    @staticmethod
+    def finite(terms: dict[str, torch.Tensor], grad_norm: torch.Tensor) -> bool:
+        """Every loss term and the gradient norm are finite (one host sync: one reduction)."""
+        values = torch.stack([*(v.detach().float() for v in terms.values()), grad_norm.float()])
+        return bool(torch.isfinite(values).all())
+
+    def passed(self) -> None:
+        """A whole update went through: the streak of skipped ones ends."""
+        self.streak = 0
+
+    def skip(self, phase: str, update: int, terms: dict[str, torch.Tensor], grad_norm: torch.Tensor,
+             optimizers: Iterable[torch.optim.Optimizer], *, warn: bool = True) -> dict[str, torch.Tensor]:
+        """Drops this phase's gradients (optimiser states untouched), counts the skip, and raises
+        once ``max_in_a_row`` updates in a row were skipped."""
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        self.streak += 1
+        self.total += 1
+        term = _nonfinite_term(terms) or f"gradient norm={grad_norm.item()}"
+        if self.streak >= self.max_in_a_row:
+            raise NonFiniteUpdateError(
+                f"update {update}: non-finite {phase} {term}; {self.streak} non-finite updates in a row "
+                f"(agent.max_nonfinite_updates={self.max_in_a_row}), stopping; "
+                "nothing non-finite was saved (try lower learning rates)"
+            )
+        if warn:
+            warnings.warn(f"update {update}: non-finite {phase} {term}; update skipped", stacklevel=4)
+        return {"nonfinite_skipped": torch.ones(())}
+
+
+def _nonfinite_term(terms: dict[str, torch.Tensor]) -> str | None:
+    """``"name=value"`` of the first non-finite entry of ``terms`` (0-d tensors), or None."""
+    for name, value in terms.items():
+        if not bool(torch.isfinite(value)):
+            return f"{name}={value.item()}"
+    return None
+
+
+def guarded_step(
+    terms: dict[str, torch.Tensor],
+    groups: list[tuple[list[nn.Parameter], torch.optim.Optimizer, float]],
+    *,
+    guard: NonFiniteGuard,
+    phase: str,
+    update: int,
+    gradient_sync: Callable[[list[nn.Parameter]], None] | None = None,
+    warn: bool = True,
+) -> tuple[list[torch.Tensor], dict[str, torch.Tensor] | None]:
+    """Backward of ``sum(terms)``, then one optimiser step per ``(params, optimizer, clip)`` group
+    unless a term or the groups' summed gradient norm is not finite.
+
+    Returns:
+        The groups' gradient norms (before clipping), and None when the optimisers stepped, or
+        :meth:`NonFiniteGuard.skip`'s metrics when nothing stepped.
+    """
+    for _, optimizer, _ in groups:
+        optimizer.zero_grad(set_to_none=True)
+    sum(terms.values()).backward()
+    if gradient_sync is not None:
+        gradient_sync([p for params, _, _ in groups for p in params])
+    norms = [clip_grad_norm(params, clip) for params, _, clip in groups]
+    total = norms[0] if len(norms) == 1 else torch.stack(norms).sum()
+    if not guard.finite(terms, total):
+        return norms, guard.skip(phase, update, terms, total, [opt for _, opt, _ in groups], warn=warn)
+    for _, optimizer, _ in groups:
+        optimizer.step()
+    return norms, None
