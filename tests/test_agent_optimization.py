@@ -33,6 +33,7 @@ def test_a_nonfinite_term_skips_every_group_and_leaves_optimiser_state_untouched
     guarded_step({"loss_a": a(x).sum(), "loss_b": b(a(x)).sum()}, groups, guard=guard, phase="behaviour", update=0)
     states = [{k: v.clone() for k, v in opt.state[p].items()} for _, opt, _ in groups for p in opt.param_groups[0]["params"]]
     params = [p.detach().clone() for p in (*a.parameters(), *b.parameters())]
+
     def bad():
         return {"loss_a": a(x).sum(), "loss_b": b(a(x)).sum() * float("nan")}
 

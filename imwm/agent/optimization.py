@@ -22,9 +22,11 @@ Example:
     ...                               phase="model", update=0)
     >>> len(norms), skipped, guard.streak
     (1, None, 0)
+    >>> import warnings
     >>> loss = {"loss_fit": net(torch.ones(1, 2)).sum() * float("nan")}
-    >>> _, skipped = guarded_step(loss, [(list(net.parameters()), opt, 1000.0)], guard=guard,
-    ...                           phase="model", update=1, warn=False)
+    >>> with warnings.catch_warnings(record=True):  # "update 1: non-finite model loss_fit=nan; ..."
+    ...     _, skipped = guarded_step(loss, [(list(net.parameters()), opt, 1000.0)], guard=guard,
+    ...                               phase="model", update=1)
     >>> skipped, guard.streak, guard.total
     ({'nonfinite_skipped': tensor(1.)}, 1, 1)
 """
@@ -115,7 +117,7 @@ class NonFiniteGuard:
         self.streak = 0
 
     def skip(self, phase: str, update: int, terms: dict[str, torch.Tensor], grad_norm: torch.Tensor,
-             optimizers: Iterable[torch.optim.Optimizer], *, warn: bool = True) -> dict[str, torch.Tensor]:
+             optimizers: Iterable[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
         """Drops this phase's gradients (optimiser states untouched), counts the skip, and raises
         once ``max_in_a_row`` updates in a row were skipped."""
         for optimizer in optimizers:
@@ -129,8 +131,7 @@ class NonFiniteGuard:
                 f"(agent.max_nonfinite_updates={self.max_in_a_row}), stopping; "
                 "nothing non-finite was saved (try lower learning rates)"
             )
-        if warn:
-            warnings.warn(f"update {update}: non-finite {phase} {term}; update skipped", stacklevel=4)
+        warnings.warn(f"update {update}: non-finite {phase} {term}; update skipped", stacklevel=4)
         return {"nonfinite_skipped": torch.ones(())}
 
 
@@ -150,7 +151,6 @@ def guarded_step(
     phase: str,
     update: int,
     gradient_sync: Callable[[list[nn.Parameter]], None] | None = None,
-    warn: bool = True,
 ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor] | None]:
     """Backward of ``sum(terms)``, then one optimiser step per ``(params, optimizer, clip)`` group
     unless a term or the groups' summed gradient norm is not finite.
@@ -167,7 +167,7 @@ def guarded_step(
     norms = [clip_grad_norm(params, clip) for params, _, clip in groups]
     total = norms[0] if len(norms) == 1 else torch.stack(norms).sum()
     if not guard.finite(terms, total):
-        return norms, guard.skip(phase, update, terms, total, [opt for _, opt, _ in groups], warn=warn)
+        return norms, guard.skip(phase, update, terms, total, [opt for _, opt, _ in groups])
     for _, optimizer, _ in groups:
         optimizer.step()
     return norms, None
