@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from imwm.analysis.read_effect import local_read_effect
+from imwm.analysis.read_effect import held_boundary_costs, local_read_effect
 from imwm.vta import VTAOriginal
 
 
@@ -49,3 +49,35 @@ def test_bad_input_is_one_clear_error():
         local_read_effect(model, obs, torch.zeros(2, 4))
     with pytest.raises(ValueError, match="eval\\(\\) mode"):
         local_read_effect(model.train(), obs, torch.zeros(2, 4, 1))
+
+
+class _MissCounter(torch.nn.Module):
+    """A stand-in VTA whose cost is 10 nats per step where the forced flag misses the truth."""
+
+    def __init__(self, truth):
+        super().__init__()
+        self.truth = truth
+
+    def forward(self, obs, boundary):
+        miss = (boundary[..., 0] != self.truth[..., 0]).float()
+        return {"obs_cost": 10.0 * miss, "kl_abs": boundary[..., 0], "kl_obs": torch.zeros_like(miss)}
+
+
+def test_held_boundary_costs_on_hand_computed_sets():
+    truth = torch.zeros(2, 8, 1)
+    truth[:, 0] = 1.0
+    truth[0, [3, 6]] = 1.0
+    truth[1, 4] = 1.0
+    costs = held_boundary_costs(_MissCounter(truth).eval(), torch.zeros(2, 8, 3, 4, 4), truth, seed=1)
+    # true: no miss, kl_abs counts step 0 and the 1.5 true READs per sequence
+    assert costs["true"] == {"reads": 1.5, "obs_cost": 0.0, "kl_abs": 2.5, "kl_obs": 0.0, "cost": 2.5}
+    assert costs["all COPY"]["obs_cost"] == 15.0 and costs["all COPY"]["reads"] == 0.0
+    assert costs["all READ"]["reads"] == 7.0 and costs["all READ"]["obs_cost"] == 10.0 * (7 - 1.5)
+    assert costs["true +1"]["obs_cost"] == 30.0  # each late READ misses twice
+    assert costs["random"]["reads"] == 1.5  # the true count, placed elsewhere (or by chance on it)
+    assert 0.0 <= costs["random"]["obs_cost"] <= 30.0
+
+
+def test_held_boundary_costs_needs_eval_mode():
+    with pytest.raises(ValueError, match="eval"):
+        held_boundary_costs(_model().train(), torch.zeros(1, 4, 3, 16, 16, dtype=torch.uint8), torch.zeros(1, 4, 1))

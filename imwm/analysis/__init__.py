@@ -3,7 +3,8 @@
 - ``boundary_truth``: precision / recall / F1 against known segment changes, with random,
   evenly spaced and frame-difference baselines of the same boundary count.
 - ``read_effect``: the exact change of VTA's cost from one READ at each step, the other
-  boundaries held (does the objective reward a READ at the true changes?).
+  boundaries held (does the objective reward a READ at the true changes?), and the cost of
+  whole boundary sets forced (none, the truth, shifted, random, all).
 - ``metrics``: ``boundary_event_metrics``: event rates at READ / COPY, lift,
   permutation p-value, periodic baseline, ROC AUC of the READ probability, Cohen's d.
 - ``events``: per-step events: top-p% frame change, reward, score change, life loss, episode end.
@@ -40,7 +41,7 @@ from imwm.analysis.figures import (
     select_window,
     skipped_figures,
 )
-from imwm.analysis.read_effect import local_read_effect
+from imwm.analysis.read_effect import held_boundary_costs, local_read_effect
 from imwm.analysis.restore import RestoredRun, restore_run
 from imwm.analysis.metrics import (
     METRIC_KEYS,
@@ -80,5 +81,6 @@ __all__ = [
     "frame_difference_baseline_prf",
     "compare_with_truth",
     "local_read_effect",
+    "held_boundary_costs",
     "random_baseline_prf",
 ]

@@ -14,8 +14,11 @@ Held at the true boundaries it shows whether the objective prefers the truth nea
 at the model's own boundaries it shows whether it points towards the truth from where the
 detector is.
 
+:func:`held_boundary_costs` asks the coarser question first: is the whole true boundary set
+cheaper than none, a random set of the same size, or the truth one step late?
+
 Works with models whose ``forward(obs, boundary=flags)`` accepts forced READ flags
-(:class:`imwm.vta.VTAOriginal`).
+(:class:`imwm.vta.VTAOriginal`, :class:`imwm.vta.VTASequenceModel`).
 """
 
 from __future__ import annotations
@@ -24,14 +27,30 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["local_read_effect"]
+__all__ = ["local_read_effect", "held_boundary_costs"]
 
 
-def _sequence_cost(model: torch.nn.Module, obs: Tensor, flags: Tensor, seed: int) -> Tensor:
+_COST_TERMS = ("obs_cost", "kl_abs", "kl_obs")
+
+
+def _forced_terms(model: torch.nn.Module, obs: Tensor, flags: Tensor, seed: int) -> dict[str, Tensor]:
+    """Per-sequence sums ``[B]`` of the cost terms with ``flags`` forced, noise seeded."""
     with torch.random.fork_rng(devices=[obs.device] if obs.device.type == "cuda" else []):
         torch.manual_seed(seed)
         out = model(obs, boundary=flags)
-    return (out["obs_cost"] + out["kl_abs"] + out["kl_obs"]).sum(1)
+    return {k: out[k].sum(1) for k in _COST_TERMS}
+
+
+def _sequence_cost(model: torch.nn.Module, obs: Tensor, flags: Tensor, seed: int) -> Tensor:
+    return sum(_forced_terms(model, obs, flags, seed).values())
+
+
+def _check_model_and_flags(model: torch.nn.Module, obs: Tensor, boundary: Tensor, name: str) -> None:
+    if model.training:
+        raise ValueError(f"{name} needs the model in eval() mode (batch norm would mix the runs)")
+    B, T = obs.shape[:2]
+    if tuple(boundary.shape) != (B, T, 1):
+        raise ValueError(f"boundary must be [B, T, 1] READ flags for obs [B, T, ...], got shape {tuple(boundary.shape)}")
 
 
 @torch.no_grad()
@@ -54,11 +73,8 @@ def local_read_effect(model: torch.nn.Module, obs: Tensor, boundary: Tensor, *, 
         >>> local_read_effect(m, obs, torch.zeros(2, 5, 1)).shape
         (2, 4)
     """
-    if model.training:
-        raise ValueError("local_read_effect needs the model in eval() mode (batch norm would mix the runs)")
+    _check_model_and_flags(model, obs, boundary, "local_read_effect")
     B, T = obs.shape[:2]
-    if tuple(boundary.shape) != (B, T, 1):
-        raise ValueError(f"boundary must be [B, T, 1] READ flags for obs [B, T, ...], got shape {tuple(boundary.shape)}")
     held = (boundary > 0.5).float()
     held[:, 0] = 1.0
     effect = np.zeros((B, T - 1))
@@ -67,3 +83,54 @@ def local_read_effect(model: torch.nn.Module, obs: Tensor, boundary: Tensor, *, 
         read[:, t], copy[:, t] = 1.0, 0.0
         effect[:, t - 1] = (_sequence_cost(model, obs, read, seed) - _sequence_cost(model, obs, copy, seed)).double().cpu().numpy()
     return effect
+
+
+@torch.no_grad()
+def held_boundary_costs(
+    model: torch.nn.Module, obs: Tensor, true_boundary: Tensor, *, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """The model's cost with whole boundary sets forced: none, the truth, shifted, random, all.
+
+    A model whose objective cannot tell the true segment starts from random ones (``true`` no
+    cheaper than ``random``) gives a boundary detector nothing to learn, however it is trained.
+    The sets: ``all COPY``; ``true``; ``true +1`` (each true boundary one step late); ``random``
+    (the true number per sequence, at random steps); ``all READ``. Step 0 is READ in each.
+
+    Args:
+        model: a VTA model in ``eval()`` mode whose forward takes ``boundary=`` READ flags.
+        obs: ``[B, T, C, H, W]`` frames.
+        true_boundary: ``[B, T, 1]`` true READ flags.
+        seed: seeds the model's noise (the same for every set) and the random placement.
+
+    Returns:
+        ``{set: {"reads", "obs_cost", "kl_abs", "kl_obs", "cost"}}``: means per sequence, in
+        nats (``cost = obs_cost + kl_abs + kl_obs``; ``reads`` excludes step 0).
+
+    Example:
+        >>> from imwm.vta import VTAOriginal
+        >>> m = VTAOriginal(image_size=16, cnn_depth=4, embed_dim=8, belief_dim=8, state_dim=2, hidden_dim=8).eval()
+        >>> obs = torch.randint(0, 255, (2, 6, 3, 16, 16), dtype=torch.uint8)
+        >>> truth = torch.zeros(2, 6, 1); truth[:, 3] = 1.0
+        >>> costs = held_boundary_costs(m, obs, truth)
+        >>> list(costs), costs["true"]["reads"]
+        (['all COPY', 'true', 'true +1', 'random', 'all READ'], 1.0)
+    """
+    _check_model_and_flags(model, obs, true_boundary, "held_boundary_costs")
+    B, T = obs.shape[:2]
+    true = (true_boundary > 0.5).float()
+    late = torch.zeros_like(true)
+    late[:, 2:] = true[:, 1:-1]
+    gen = torch.Generator().manual_seed(seed)
+    rand = torch.zeros_like(true)
+    for b in range(B):
+        n = int(true[b, 1:].sum())
+        rand[b, 1 + torch.randperm(T - 1, generator=gen)[:n]] = 1.0
+    sets = {"all COPY": torch.zeros_like(true), "true": true, "true +1": late, "random": rand,
+            "all READ": torch.ones_like(true)}
+    out = {}
+    for name, flags in sets.items():
+        flags = flags.clone()
+        flags[:, 0] = 1.0
+        terms = {k: float(v.mean()) for k, v in _forced_terms(model, obs, flags, seed).items()}
+        out[name] = {"reads": float(flags[:, 1:].sum((1, 2)).mean()), **terms, "cost": sum(terms.values())}
+    return out

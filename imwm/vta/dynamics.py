@@ -240,15 +240,23 @@ class VTADynamics(BoundaryOptions):
         return self._regularize(self.prior_boundary(feat), prev["seg_len"], prev["seg_num"])
 
     def observe(
-        self, embed: Tensor, action: Tensor, is_first: Tensor, state: TensorDict | None = None
+        self, embed: Tensor, action: Tensor, is_first: Tensor, state: TensorDict | None = None,
+        boundary: Tensor | None = None,
     ) -> tuple[TensorDict, TensorDict]:
-        """Posterior and prior states ``[B, T]`` (see the module docstring and the Dynamics protocol)."""
+        """Posterior and prior states ``[B, T]`` (see the module docstring and the Dynamics protocol).
+
+        ``boundary`` (``[B, T, 1]`` READ flags, optional) replaces the posterior detector's samples,
+        to measure what a READ at a given step is worth (:mod:`imwm.analysis.read_effect`); a
+        segment start the state requires (``seg_num == 0``) stays READ.
+        """
         if embed.dim() != 3:
             raise ValueError(f"embed must be [B, T, E], got shape {tuple(embed.shape)}")
         B, T = embed.shape[:2]
         self._check("embed", embed, (B, T, self.embed_dim))
         self._check("action", action, (B, T, self.action_dim))
         self._check("is_first", is_first, (B, T, 1))
+        if boundary is not None:
+            self._check("boundary", boundary, (B, T, 1))
         if state is None:
             state = self.initial(B)
         keep = (~is_first.bool()).to(embed.dtype)
@@ -271,6 +279,8 @@ class VTADynamics(BoundaryOptions):
             forced = prev["seg_num"] < 0.5
             logits = self._regularize(post_logits_all[:, t], prev["seg_len"], prev["seg_num"])
             read, logits = self._sample_boundary(logits, forced, None if gumbel is None else gumbel[:, t])
+            if boundary is not None:
+                read = torch.where(forced, 1.0, boundary[:, t].to(read.dtype))
             out = self._step(prev, action[:, t], read, embed[:, t], abs_noise[:, t], obs_noise[:, t])
             out.update(boundary=read, boundary_logit=logits)
             outs.append(out)

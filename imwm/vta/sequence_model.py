@@ -10,8 +10,9 @@ Dynamics protocol; this one only keeps what video needs: encoder -> VTADynamics 
 - loss per step: ``0.5 * ||(x - x_hat) / obs_std||^2`` summed over pixels (``obs_std = 1`` is DreamerV3's
   image MSE) + ``VTADynamics.kl_loss(free_bits, dyn_scale, rep_scale)``.
 
-``forward(obs [B, T, C, H, W] uint8)`` returns the same keys as :meth:`VTAOriginal.forward`
-(``kl_mask`` is the categorical boundary KL here).
+``forward(obs [B, T, C, H, W] uint8, boundary=None)`` returns the same keys as
+:meth:`VTAOriginal.forward` (``kl_mask`` is the categorical boundary KL here); ``boundary``
+(``[B, T, 1]`` READ flags) replaces the posterior detector's, as there.
 """
 
 from __future__ import annotations
@@ -99,17 +100,21 @@ class VTASequenceModel(nn.Module):
     def boundary_options(self) -> dict:
         return self.dynamics.boundary_options()
 
-    def forward(self, obs: Tensor) -> TensorDict:
+    def forward(self, obs: Tensor, boundary: Tensor | None = None) -> TensorDict:
         want = (self.channels, self.image_size, self.image_size)
         if obs.dim() != 5 or tuple(obs.shape[2:]) != want:
             raise ValueError(f"obs must be [B, T, {want[0]}, {want[1]}, {want[2]}], got shape {tuple(obs.shape)}")
         B, T = obs.shape[:2]
+        if boundary is not None and tuple(boundary.shape) != (B, T, 1):
+            raise ValueError(f"boundary must be [B, T, 1] READ flags, got shape {tuple(boundary.shape)}")
         x = obs.float() / 255.0 - 0.5 if obs.dtype == torch.uint8 else obs.float()
         embed = self.encoder(x.flatten(0, 1)).view(B, T, -1)
         action = embed.new_zeros(B, T, 1)
         is_first = torch.zeros(B, T, 1, dtype=torch.bool, device=obs.device)
         is_first[:, 0] = True
-        post, prior = self.dynamics.observe(embed, action, is_first)
+        post, prior = self.dynamics.observe(
+            embed, action, is_first, boundary=None if boundary is None else boundary.to(embed.dtype)
+        )
         feat = self.dynamics.get_feat(post)
         h = self.decoder_in(feat.flatten(0, 1)).view(B * T, self._cin, self._base, self._base)
         recon = self.decoder(h).view_as(x)
