@@ -230,3 +230,43 @@ def test_registry_builds_vta_from_config_keys():
     assert isinstance(vta, VTADynamics) and vta.max_seg_len == 50 and vta.boundary_force_scale == 0.0
     with pytest.raises(ValueError, match="dynamics.bogus"):
         build_dynamics({**cfg, "bogus": 1}, action_dim=3, embed_dim=6)
+
+
+def _abs_posterior_means(vta, embed):
+    torch.manual_seed(0)
+    post, _ = vta.eval().observe(embed, torch.zeros(1, 8, 3), torch.zeros(1, 8, 1, dtype=torch.bool))
+    return post["abs_mean"][0]
+
+
+def test_segment_posterior_reads_its_own_segment_only():
+    torch.manual_seed(0)
+    vta = small(segment_posterior=True)
+    vta.post_boundary = FixedBoundary([1, 0, 0, 1, 0, 0, 0, 0])  # segments 0-2 and 3-7
+    embed = torch.randn(1, 8, 6)
+    base = _abs_posterior_means(vta, embed)
+    later = embed.clone()
+    later[:, 6] += 1.0  # inside the second segment, after its start
+    moved = _abs_posterior_means(vta, later)
+    assert torch.equal(moved[0], base[0])  # the first segment's z never sees step 6
+    assert not torch.allclose(moved[3], base[3])  # the second segment's z, fixed at its READ, does
+    earlier = embed.clone()
+    earlier[:, 2] += 1.0  # the first segment's last step
+    assert not torch.allclose(_abs_posterior_means(vta, earlier)[0], base[0])
+
+
+def test_frame_posterior_does_not_look_ahead():
+    torch.manual_seed(0)
+    vta = small()
+    vta.post_boundary = FixedBoundary([1, 0, 0, 1, 0, 0, 0, 0])
+    embed = torch.randn(1, 8, 6)
+    later = embed.clone()
+    later[:, 2] += 1.0
+    assert torch.equal(_abs_posterior_means(vta, later)[0], _abs_posterior_means(vta, embed)[0])
+
+
+def test_segment_posterior_online_step_and_bad_value():
+    vta = small(segment_posterior=True)
+    post, prior = vta.obs_step(vta.initial(2), torch.zeros(2, 3), torch.randn(2, 6), torch.ones(2, 1, dtype=torch.bool))
+    assert post["abs_mean"].shape == (2, 4) and torch.isfinite(post["abs_mean"]).all()
+    with pytest.raises(ValueError, match="segment_posterior"):
+        small(segment_posterior="yes")

@@ -79,6 +79,11 @@ class VTADynamics(BoundaryOptions):
         hidden: width of the latent heads and prior boundary MLP.
         min_std: floor of every latent std (softplus + min_std).
         boundary_hidden, boundary_layers: channels and k=3 conv blocks of the posterior boundary detector.
+        segment_posterior: the abstract posterior reads a backward GRU summary of its whole segment
+            (``embed_t .. embed_end``, restarted at every READ), as the original VTA's does, instead
+            of ``embed_t`` alone. Only a READ at a change then lets ``z`` describe the segment ahead,
+            which is what makes a READ there worth more than elsewhere. Online (:meth:`obs_step`)
+            the segment seen so far is the current frame, so the summary reads ``embed_t`` alone.
         **boundary options**: ``max_seg_len``, ``max_seg_num``, ``boundary_temp``, ``boundary_temp_min``,
             ``boundary_temp_anneal_rate``, ``boundary_force_scale``, ``boundary_force_schedule``,
             ``boundary_force_start``, ``boundary_force_decay_updates``, ``boundary_rate``,
@@ -110,9 +115,13 @@ class VTADynamics(BoundaryOptions):
         min_std: float = 0.1,
         boundary_hidden: int = 256,
         boundary_layers: int = 2,
+        segment_posterior: bool = False,
         **boundary_options,
     ):
         super().__init__()
+        if not isinstance(segment_posterior, bool):
+            raise ValueError(f"segment_posterior must be true or false, got {segment_posterior!r}")
+        self.segment_posterior = segment_posterior
         self.action_dim = positive_int("action_dim", action_dim)
         self.embed_dim = positive_int("embed_dim", embed_dim)
         self.abs_belief_dim = positive_int("abs_belief_dim", abs_belief_dim)
@@ -142,6 +151,8 @@ class VTADynamics(BoundaryOptions):
         self.abs_gru = nn.GRUCell(abs_stoch_dim + action_dim, abs_belief_dim)
         self.prior_abs = LatentDistribution(abs_belief_dim, abs_stoch_dim, **ld)
         self.post_abs = LatentDistribution(abs_belief_dim + embed_dim, abs_stoch_dim, **ld)
+        # backward summary of a segment for the abstract posterior (same width as embed)
+        self.segment_gru = nn.GRUCell(embed_dim, embed_dim) if segment_posterior else None
         self.obs_gru = nn.GRUCell(obs_stoch_dim + action_dim + abs_belief_dim + abs_stoch_dim, obs_belief_dim)
         self.prior_obs = LatentDistribution(obs_belief_dim, obs_stoch_dim, **ld)
         self.post_obs = LatentDistribution(obs_belief_dim + embed_dim, obs_stoch_dim, **ld)
@@ -209,17 +220,24 @@ class VTADynamics(BoundaryOptions):
     def get_feat(self, state: TensorDict) -> Tensor:
         return torch.cat([state["abs_belief"], state["abs_stoch"], state["obs_belief"], state["obs_stoch"]], -1)
 
-    def _step(self, prev: dict, a: Tensor, read: Tensor, embed: Tensor | None,
-              abs_noise: Tensor, obs_noise: Tensor) -> dict:
-        """Transition given the boundary; posterior heads when ``embed`` is given, else priors."""
-        copy = 1.0 - read
+    @staticmethod
+    def _advance_segment(seg_len: Tensor, seg_num: Tensor, read: Tensor) -> tuple[Tensor, Tensor]:
         hard = read.detach() > 0.5  # counters use the exact flag (hard + soft - soft is only ~1)
+        return torch.where(hard, 1.0, seg_len + 1.0), seg_num + hard.to(read.dtype)
+
+    def _step(self, prev: dict, a: Tensor, read: Tensor, embed: Tensor | None,
+              abs_noise: Tensor, obs_noise: Tensor, abs_embed: Tensor | None = None) -> dict:
+        """Transition given the boundary; posterior heads when ``embed`` is given, else priors.
+
+        ``abs_embed`` (default ``embed``) is what the abstract posterior reads.
+        """
+        copy = 1.0 - read
         abs_belief = self.abs_gru(torch.cat([prev["abs_stoch"], a], -1), prev["abs_belief"])
         abs_belief = read * abs_belief + copy * prev["abs_belief"]
         if embed is None:
             mean, std = self.prior_abs.mean_std(abs_belief)
         else:
-            mean, std = self.post_abs.mean_std(torch.cat([abs_belief, embed], -1))
+            mean, std = self.post_abs.mean_std(torch.cat([abs_belief, embed if abs_embed is None else abs_embed], -1))
         abs_mean = read * mean + copy * prev["abs_mean"]
         abs_std = read * std + copy * prev["abs_std"]
         abs_stoch = read * (mean + std * abs_noise) + copy * prev["abs_stoch"]
@@ -229,15 +247,52 @@ class VTADynamics(BoundaryOptions):
             obs_mean, obs_std = self.prior_obs.mean_std(obs_belief)
         else:
             obs_mean, obs_std = self.post_obs.mean_std(torch.cat([obs_belief, embed], -1))
+        seg_len, seg_num = self._advance_segment(prev["seg_len"], prev["seg_num"], read)
         return dict(
             abs_belief=abs_belief, abs_stoch=abs_stoch, abs_mean=abs_mean, abs_std=abs_std,
             obs_belief=obs_belief, obs_stoch=obs_mean + obs_std * obs_noise, obs_mean=obs_mean, obs_std=obs_std,
-            seg_len=torch.where(hard, 1.0, prev["seg_len"] + 1.0), seg_num=prev["seg_num"] + hard.to(read.dtype),
+            seg_len=seg_len, seg_num=seg_num,
         )
 
     def _prior_boundary_logits(self, prev: TensorDict | dict, action: Tensor) -> Tensor:
         feat = torch.cat([prev["abs_belief"], prev["abs_stoch"], prev["obs_belief"], prev["obs_stoch"], action], -1)
         return self._regularize(self.prior_boundary(feat), prev["seg_len"], prev["seg_num"])
+
+    def _posterior_boundaries(self, logits_all: Tensor, gumbel: Tensor | None, state: TensorDict, keep: Tensor,
+                              reset_steps: list | None, boundary: Tensor | None) -> tuple[list, list]:
+        """Posterior READ flags and regularised logits per step (lists of ``[B, 1]`` / ``[B, 2]``).
+
+        They depend only on the detector's logits, the noise and the segment counters, not on the
+        latent states, so they are drawn before the state recursion.
+        """
+        seg_len, seg_num = state["seg_len"], state["seg_num"]
+        reads, logits = [], []
+        for t in range(logits_all.shape[1]):
+            if reset_steps is None or reset_steps[t]:
+                seg_len, seg_num = seg_len * keep[:, t], seg_num * keep[:, t]
+            forced = seg_num < 0.5
+            lg = self._regularize(logits_all[:, t], seg_len, seg_num)
+            read, lg = self._sample_boundary(lg, forced, None if gumbel is None else gumbel[:, t])
+            if boundary is not None:
+                read = torch.where(forced, 1.0, boundary[:, t].to(read.dtype))
+            seg_len, seg_num = self._advance_segment(seg_len, seg_num, read)
+            reads.append(read)
+            logits.append(lg)
+        return reads, logits
+
+    def _segment_summary(self, embed: Tensor, reads: list) -> Tensor:
+        """Backward GRU over each segment: ``[B, T, E]``, step ``t`` summarises ``t`` .. its segment's end.
+
+        The carry into step ``t - 1`` is multiplied by COPY at ``t``: a READ at ``t`` closes the
+        earlier segment, and its straight-through gradient reaches the boundary detector.
+        """
+        h = torch.zeros_like(embed[:, 0])
+        out = [None] * embed.shape[1]
+        for t in reversed(range(embed.shape[1])):
+            h = self.segment_gru(embed[:, t], h)
+            out[t] = h
+            h = h * (1.0 - reads[t])
+        return torch.stack(out, 1)
 
     def observe(
         self, embed: Tensor, action: Tensor, is_first: Tensor, state: TensorDict | None = None,
@@ -267,22 +322,21 @@ class VTADynamics(BoundaryOptions):
         abs_noise = torch.randn(B, T, self.abs_stoch_dim, device=embed.device, dtype=embed.dtype)
         obs_noise = torch.randn(B, T, self.obs_stoch_dim, device=embed.device, dtype=embed.dtype)
 
-        prev = {k: state[k] for k in VTA_STATE_KEYS}
-        prevs, outs = [], []
         # eager: one host read, and only steps with an episode start pay for the reset; a compiled
         # graph cannot read the host, and there the reset fuses into the step for free
         reset_steps = None if torch.compiler.is_compiling() else is_first.bool().any(0)[:, 0].tolist()
+        reads, logits = self._posterior_boundaries(post_logits_all, gumbel, state, keep, reset_steps, boundary)
+        abs_embed = self._segment_summary(embed, reads) if self.segment_posterior else embed
+
+        prev = {k: state[k] for k in VTA_STATE_KEYS}
+        prevs, outs = [], []
         for t in range(T):
             if reset_steps is None or reset_steps[t]:
                 prev = self._reset(prev, keep[:, t])
             prevs.append(prev)
-            forced = prev["seg_num"] < 0.5
-            logits = self._regularize(post_logits_all[:, t], prev["seg_len"], prev["seg_num"])
-            read, logits = self._sample_boundary(logits, forced, None if gumbel is None else gumbel[:, t])
-            if boundary is not None:
-                read = torch.where(forced, 1.0, boundary[:, t].to(read.dtype))
-            out = self._step(prev, action[:, t], read, embed[:, t], abs_noise[:, t], obs_noise[:, t])
-            out.update(boundary=read, boundary_logit=logits)
+            out = self._step(prev, action[:, t], reads[t], embed[:, t], abs_noise[:, t], obs_noise[:, t],
+                             abs_embed[:, t])
+            out.update(boundary=reads[t], boundary_logit=logits[t])
             outs.append(out)
             prev = out
 
@@ -320,7 +374,8 @@ class VTADynamics(BoundaryOptions):
         logits = self._prior_boundary_logits(prev, action)
         read, logits = self._sample_boundary(logits, forced, self._gumbel((B, 2), embed))
         noise = lambda n: torch.randn(B, n, device=embed.device, dtype=embed.dtype)  # noqa: E731
-        out = self._step(prev, action, read, embed, noise(self.abs_stoch_dim), noise(self.obs_stoch_dim))
+        abs_embed = self.segment_gru(embed, torch.zeros_like(embed)) if self.segment_posterior else None
+        out = self._step(prev, action, read, embed, noise(self.abs_stoch_dim), noise(self.obs_stoch_dim), abs_embed)
         out.update(boundary=read, boundary_logit=logits)
         posterior = self._state((B,), **out)
         abs_mean, abs_std = self.prior_abs.mean_std(out["abs_belief"])
