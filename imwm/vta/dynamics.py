@@ -374,7 +374,7 @@ class VTADynamics(BoundaryOptions):
         logits = self._prior_boundary_logits(prev, action)
         read, logits = self._sample_boundary(logits, forced, self._gumbel((B, 2), embed))
         noise = lambda n: torch.randn(B, n, device=embed.device, dtype=embed.dtype)  # noqa: E731
-        abs_embed = self.segment_gru(embed, torch.zeros_like(embed)) if self.segment_posterior else None
+        abs_embed = self.segment_gru(embed) if self.segment_posterior else None  # a segment of one frame
         out = self._step(prev, action, read, embed, noise(self.abs_stoch_dim), noise(self.obs_stoch_dim), abs_embed)
         out.update(boundary=read, boundary_logit=logits)
         posterior = self._state((B,), **out)
