@@ -106,3 +106,19 @@ def test_post_boundary_pads_by_repeating_the_end_steps():
         longer = det(torch.cat([x[:, :1], x, x[:, -1:]], 1))
     assert torch.allclose(out[:, -1], longer[:, -2], atol=1e-6)
     assert torch.allclose(out[:, 0], longer[:, 1], atol=1e-6)
+
+
+def test_post_boundary_detector_reads_embed_differences():
+    torch.manual_seed(0)
+    plain = PostBoundaryDetector(6, hidden_dim=8, num_layers=1, flavour="original").eval()
+    diff = PostBoundaryDetector(6, hidden_dim=8, num_layers=1, flavour="original", diff=True).eval()
+    assert diff.net[0].in_channels == 12
+    diff.load_state_dict(plain.state_dict() | {"net.0.weight": torch.cat([plain.net[0].weight, torch.zeros(8, 6, 3)], 1)})
+    embed = torch.randn(2, 7, 6)
+    torch.testing.assert_close(diff(embed), plain(embed))  # zero weights on the differences: the plain detector
+    with torch.no_grad():
+        diff.net[0].weight.zero_()
+        diff.net[0].weight[:, 6:, 1] = 1.0  # reads only embed_t - embed_{t-1}
+    out = diff(torch.cat([torch.ones(1, 3, 6), 2 * torch.ones(1, 4, 6)], 1))  # one change, at t = 3
+    changed = (out - out[:, :1]).abs().sum(-1)[0] > 1e-6
+    assert changed.tolist() == [False, False, False, True, False, False, False]

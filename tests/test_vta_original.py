@@ -118,3 +118,24 @@ def test_forced_boundaries_replace_the_posterior():
     assert (out["kl_abs"][:, [1, 2, 4, 5, 6, 7]] == 0).all() and (out["kl_abs"][:, 3] > 0).all()
     with pytest.raises(ValueError, match=r"\[B, T, 1\]"):
         m(obs, boundary=torch.zeros(2, 8))
+
+
+@pytest.mark.parametrize("feedback", [True, False])
+def test_obs_feedback_decides_whether_the_observation_belief_sees_past_states(feedback):
+    """Without feedback, ``h^s`` inside a segment depends on ``f^z`` alone, not on ``s_{t-1}``."""
+    torch.manual_seed(0)
+    m = VTAOriginal(**TINY, obs_feedback=feedback).eval()
+    frames = m._frames(generate_moving_shapes(2, 6, image_size=32)["observation"])
+    flags = torch.zeros(2, 6, 1)
+    flags[:, 0] = 1.0  # one segment: every later step is a COPY
+    torch.manual_seed(1)
+    a = m._posterior(frames, flags)
+    original = m.post_obs_state.mean_std
+    m.post_obs_state.mean_std = lambda feat: tuple(x * 2.0 for x in original(feat))  # other s_t, same z
+    torch.manual_seed(1)
+    b = m._posterior(frames, flags)
+    torch.testing.assert_close(a["abs_feat"], b["abs_feat"])
+    assert not torch.allclose(a["obs_state"], b["obs_state"])
+    same_belief = torch.allclose(a["obs_belief"], b["obs_belief"])
+    assert same_belief != feedback
+    assert m.update_obs_belief.input_size == (TINY["state_dim"] if feedback else 0) + TINY["hidden_dim"]

@@ -79,6 +79,8 @@ class VTADynamics(BoundaryOptions):
         hidden: width of the latent heads and prior boundary MLP.
         min_std: floor of every latent std (softplus + min_std).
         boundary_hidden, boundary_layers: channels and k=3 conv blocks of the posterior boundary detector.
+        boundary_diff: the detector also reads ``embed_t - embed_{t-1}``
+            (:class:`~imwm.vta.layers.PostBoundaryDetector`).
         segment_posterior: the abstract posterior reads a backward GRU summary of its whole segment
             (``embed_t .. embed_end``, restarted at every READ), as the original VTA's does, instead
             of ``embed_t`` alone. Only a READ at a change then lets ``z`` describe the segment ahead,
@@ -115,6 +117,7 @@ class VTADynamics(BoundaryOptions):
         min_std: float = 0.1,
         boundary_hidden: int = 256,
         boundary_layers: int = 2,
+        boundary_diff: bool = False,
         segment_posterior: bool = False,
         **boundary_options,
     ):
@@ -145,7 +148,7 @@ class VTADynamics(BoundaryOptions):
                              persistent=False)
         self.post_boundary = PostBoundaryDetector(
             embed_dim, hidden_dim=positive_int("boundary_hidden", boundary_hidden),
-            num_layers=positive_int("boundary_layers", boundary_layers), flavour="dreamer",
+            num_layers=positive_int("boundary_layers", boundary_layers), flavour="dreamer", diff=boundary_diff,
         )
         self.prior_boundary = PriorBoundaryDetector(self.feat_dim + action_dim, hidden_dim=hidden, flavour="dreamer")
         self.abs_gru = nn.GRUCell(abs_stoch_dim + action_dim, abs_belief_dim)

@@ -4,7 +4,8 @@ Generative model per step ``t`` with boundary ``m_t`` (READ = a segment starts a
 
     abstract:     h^z_t = READ ? GRU_z(z_{t-1}, h^z_{t-1}) : h^z_{t-1}
                   z_t   = READ ? sample q(z_t | fwd_{t-1}, bwd_t) : z_{t-1}     (prior p(z_t | h^z_t))
-    observation:  h^s_t = READ ? init(f^z_t) : GRU_s([s_{t-1}, f^z_t], h^s_{t-1})
+    observation:  h^s_t = READ ? init(f^z_t) : GRU_s([s_{t-1}, f^z_t], h^s_{t-1})   (GRU_s(f^z_t, ...) with
+                                                                           obs_feedback=False)
                   s_t   ~ q(s_t | obs_fwd_t, f^z_t)                             (prior p(s_t | h^s_t))
     frame:        x_t   ~ Normal(Dec(f^s_t), obs_std),  f = feature of (belief, state)
     boundary:     q(m_t) from a 1-D conv over the encoded sequence; p(m_t | f^s_{t-1})
@@ -97,7 +98,15 @@ class VTAOriginal(BoundaryOptions):
         state_dim: size of the abstract and observation Gaussian latents.
         hidden_dim: hidden size of latent heads and feature layers.
         boundary_layers: number of k=3 conv blocks of the posterior boundary detector.
+        boundary_diff: the detector also reads ``embed_t - embed_{t-1}``
+            (:class:`~imwm.vta.layers.PostBoundaryDetector`).
         obs_std: std of the Gaussian reconstruction likelihood (frames scaled to ``[-1, 1]``).
+        obs_feedback: feed the previous observation state ``s_{t-1}`` into ``GRU_s``, as the paper
+            does. With ``False`` the observation level inside a segment is driven by ``f^z`` alone
+            (``h^s_t = GRU_s(f^z_t, h^s_{t-1})``), so its prior can only predict what the segment's
+            ``z`` and the steps since the READ determine: a change left without a READ is paid in
+            ``KL(q(s)||p(s))`` at every later step of the segment instead of once, which makes a
+            READ at a change worth more than a READ elsewhere.
         **boundary options**: ``max_seg_len``, ``max_seg_num``, ``boundary_temp``,
             ``boundary_temp_min``, ``boundary_temp_anneal_rate``, ``boundary_force_scale``,
             ``boundary_force_schedule``, ``boundary_force_start``, ``boundary_force_decay_updates``,
@@ -130,7 +139,9 @@ class VTAOriginal(BoundaryOptions):
         state_dim: int = 8,
         hidden_dim: int = 128,
         boundary_layers: int = 2,
+        boundary_diff: bool = False,
         obs_std: float = 1.0,
+        obs_feedback: bool = True,
         **boundary_options,
     ):
         super().__init__()
@@ -141,13 +152,16 @@ class VTAOriginal(BoundaryOptions):
         self._init_boundary_options(**boundary_options)
         self.image_size, self.channels, self.obs_std = image_size, channels, float(obs_std)
         self.belief_dim, self.state_dim = belief_dim, state_dim
+        self.obs_feedback = bool(obs_feedback)
         self.encoder = ConvEncoder(image_size, channels, cnn_depth, embed_dim)
         self.decoder = ConvDecoder(hidden_dim, image_size, channels, cnn_depth)
         # posterior RNNs
         self.abs_post_fwd = nn.GRUCell(embed_dim, belief_dim)
         self.abs_post_bwd = nn.GRUCell(embed_dim, belief_dim)
         self.obs_post_fwd = nn.GRUCell(embed_dim, belief_dim)
-        self.post_boundary = PostBoundaryDetector(embed_dim, hidden_dim=hidden_dim, num_layers=boundary_layers, flavour="original")
+        self.post_boundary = PostBoundaryDetector(
+            embed_dim, hidden_dim=hidden_dim, num_layers=boundary_layers, flavour="original", diff=boundary_diff
+        )
         # generative model
         ld = dict(hidden_dim=hidden_dim, flavour="original")
         self.update_abs_belief = nn.GRUCell(state_dim, belief_dim)
@@ -155,7 +169,7 @@ class VTAOriginal(BoundaryOptions):
         self.post_abs_state = LatentDistribution(2 * belief_dim, state_dim, **ld)
         self.abs_feat = nn.Sequential(nn.Linear(belief_dim + state_dim, hidden_dim), nn.ELU())
         self.init_obs_belief = nn.Sequential(nn.Linear(hidden_dim, belief_dim), nn.ELU())
-        self.update_obs_belief = nn.GRUCell(state_dim + hidden_dim, belief_dim)
+        self.update_obs_belief = nn.GRUCell((state_dim if obs_feedback else 0) + hidden_dim, belief_dim)
         self.prior_obs_state = LatentDistribution(belief_dim, state_dim, **ld)
         self.post_obs_state = LatentDistribution(belief_dim + hidden_dim, state_dim, **ld)
         self.obs_feat = nn.Sequential(nn.Linear(belief_dim + state_dim, hidden_dim), nn.ELU())
@@ -185,7 +199,8 @@ class VTAOriginal(BoundaryOptions):
         return abs_belief, abs_state
 
     def _obs_belief_step(self, read, copy, abs_feat, obs_belief, obs_state):
-        new = self.update_obs_belief(torch.cat([obs_state, abs_feat], -1), obs_belief)
+        inp = torch.cat([obs_state, abs_feat], -1) if self.obs_feedback else abs_feat
+        new = self.update_obs_belief(inp, obs_belief)
         return read * self.init_obs_belief(abs_feat) + copy * new
 
     # ------------------------------------------------------------------ posterior pass
