@@ -40,6 +40,7 @@ from imwm.errors import ConfigError, config_keys, unknown_keys
 from imwm.training.checkpoint import (load_checkpoint, load_latest, rng_state, save_checkpoint,
                                       set_rng_state)
 from imwm.training.config import to_plain
+from imwm.vta.local_gradient import local_boundary_loss
 
 __all__ = ["build_vta_model", "load_vta_run", "evaluate_boundaries", "heldout_data", "train", "validate_vta_config",
            "VARIANTS"]
@@ -337,9 +338,13 @@ def train(cfg: Any) -> Path:
     n_sum = 0
     for update in range(start, int(tr["updates"])):
         model.set_progress(update)
-        out = model(stream.batch(update)["observation"])
+        obs = stream.batch(update)["observation"]
+        out = model(obs)
+        loss = out["loss"]
+        if getattr(model, "boundary_grad", "straight_through") == "local":
+            loss = loss + local_boundary_loss(model, obs, out)
         opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), float(tr["grad_clip"]))
         opt.step()
         with torch.no_grad():

@@ -9,7 +9,8 @@
 - layers (``flavour="original"`` or ``"dreamer"``): :class:`LatentDistribution`,
   :class:`PriorBoundaryDetector`, :class:`PostBoundaryDetector`;
 - :class:`VTADynamics`: the DreamerV3-integrated dynamics (Dynamics protocol);
-- :class:`VTAOriginal`: the original model with its CNN encoder/decoder and bidirectional posterior.
+- :class:`VTAOriginal`: the original model with its CNN encoder/decoder and bidirectional posterior;
+- :func:`local_boundary_loss`: a boundary gradient from real READ/COPY cost differences.
 """
 
 from imwm.vta.boundary import (
@@ -27,6 +28,7 @@ from imwm.vta.boundary import (
 )
 from imwm.vta.dynamics import VTA_STATE_KEYS, VTADynamics
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
+from imwm.vta.local_gradient import local_boundary_loss, sequence_cost
 from imwm.vta.options import BOUNDARY_OPTION_DEFAULTS
 from imwm.vta.original import VTAOriginal
 from imwm.vta.sequence_model import VTASequenceModel
@@ -44,6 +46,8 @@ __all__ = [
     "force_scale_at",
     "temperature_at",
     "LatentDistribution",
+    "local_boundary_loss",
+    "sequence_cost",
     "PriorBoundaryDetector",
     "PostBoundaryDetector",
     "VTADynamics",

@@ -38,7 +38,10 @@ from imwm.vta.boundary import boundary_sample, log_density_concrete, rate_prior_
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
 from imwm.vta.options import BoundaryOptions
 
-__all__ = ["VTAOriginal", "ConvEncoder", "ConvDecoder", "gaussian_kl"]
+__all__ = ["VTAOriginal", "ConvEncoder", "ConvDecoder", "gaussian_kl", "BOUNDARY_GRADS"]
+
+#: how the boundary detector gets its gradient (``VTAOriginal(boundary_grad=...)``)
+BOUNDARY_GRADS = ("straight_through", "local")
 
 
 def gaussian_kl(mean_q: Tensor, std_q: Tensor, mean_p: Tensor, std_p: Tensor) -> Tensor:
@@ -100,6 +103,10 @@ class VTAOriginal(BoundaryOptions):
         boundary_layers: number of k=3 conv blocks of the posterior boundary detector.
         boundary_diff: the detector also reads ``embed_t - embed_{t-1}``
             (:class:`~imwm.vta.layers.PostBoundaryDetector`).
+        boundary_grad: ``"straight_through"`` (the paper's): the cost's gradient reaches the
+            detector through the sampled READ flags. ``"local"``: the flags carry no gradient and
+            the training loop adds :func:`~imwm.vta.local_gradient.local_boundary_loss`, which
+            gives the detector the cost difference of READ against COPY at one step per sequence.
         obs_std: std of the Gaussian reconstruction likelihood (frames scaled to ``[-1, 1]``).
         obs_feedback: feed the previous observation state ``s_{t-1}`` into ``GRU_s``, as the paper
             does. With ``False`` the observation level inside a segment is driven by ``f^z`` alone
@@ -140,6 +147,7 @@ class VTAOriginal(BoundaryOptions):
         hidden_dim: int = 128,
         boundary_layers: int = 2,
         boundary_diff: bool = False,
+        boundary_grad: str = "straight_through",
         obs_std: float = 1.0,
         obs_feedback: bool = True,
         **boundary_options,
@@ -153,6 +161,9 @@ class VTAOriginal(BoundaryOptions):
         self.image_size, self.channels, self.obs_std = image_size, channels, float(obs_std)
         self.belief_dim, self.state_dim = belief_dim, state_dim
         self.obs_feedback = bool(obs_feedback)
+        if boundary_grad not in BOUNDARY_GRADS:
+            raise ValueError(f"boundary_grad must be one of {list(BOUNDARY_GRADS)}, got {boundary_grad!r}")
+        self.boundary_grad = boundary_grad
         self.encoder = ConvEncoder(image_size, channels, cnn_depth, embed_dim)
         self.decoder = ConvDecoder(hidden_dim, image_size, channels, cnn_depth)
         # posterior RNNs
@@ -209,6 +220,8 @@ class VTAOriginal(BoundaryOptions):
         embed = self.encoder(frames.flatten(0, 1)).view(B, T, -1)
         post_logits = self.post_boundary(embed)
         boundary, log_sample = boundary_sample(post_logits, self.current_temp, sample=self.training)
+        if self.boundary_grad == "local":  # the detector learns from local_boundary_loss instead
+            boundary = boundary.detach()
         if forced is not None:  # given READ flags (diagnostics): a near one-hot "sample" of them
             onehot = torch.cat([forced, 1.0 - forced], -1).to(boundary.dtype)
             boundary, log_sample = onehot, torch.log_softmax(onehot * 20.0, -1)
