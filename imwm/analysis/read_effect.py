@@ -27,10 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from imwm.vta.local_gradient import COST_TERMS
+
 __all__ = ["local_read_effect", "held_boundary_costs"]
-
-
-_COST_TERMS = ("obs_cost", "kl_abs", "kl_obs")
 
 
 def _forced_terms(model: torch.nn.Module, obs: Tensor, flags: Tensor, seed: int) -> dict[str, Tensor]:
@@ -38,7 +37,7 @@ def _forced_terms(model: torch.nn.Module, obs: Tensor, flags: Tensor, seed: int)
     with torch.random.fork_rng(devices=[obs.device] if obs.device.type == "cuda" else []):
         torch.manual_seed(seed)
         out = model(obs, boundary=flags)
-    return {k: out[k].sum(1) for k in _COST_TERMS}
+    return {k: out[k].sum(1) for k in COST_TERMS}
 
 
 def _sequence_cost(model: torch.nn.Module, obs: Tensor, flags: Tensor, seed: int) -> Tensor:

@@ -16,6 +16,9 @@ uniformly chosen step ``t >= 1`` of its sampled boundaries; both costs come from
 forward with forced READ flags (``model(obs, boundary=...)``), under the same random numbers, so
 the difference is the flip's effect and not noise. The estimate is unbiased for the sum over
 steps (scaled by ``T - 1``) and costs two gradient-free forward passes per update.
+:func:`imwm.analysis.local_read_effect` measures the same difference at every step of a trained
+model. The two passes run in training mode, so batch normalisation mixes the batch's flips into
+each sequence's difference a little; that adds noise, not bias towards READ or COPY.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["local_boundary_loss", "sequence_cost"]
+__all__ = ["local_boundary_loss", "sequence_cost", "COST_TERMS"]
+
+#: the per-step terms of a sequence's cost (the boundary's own KLs are the detector's, not the model's)
+COST_TERMS = ("obs_cost", "kl_abs", "kl_obs")
 
 
 def sequence_cost(out) -> Tensor:
-    """``obs_cost + kl_abs + kl_obs`` summed over time: ``[B]`` nats (the boundary's own KLs excluded)."""
-    return (out["obs_cost"] + out["kl_abs"] + out["kl_obs"]).sum(1)
+    """``obs_cost + kl_abs + kl_obs`` summed over time: ``[B]`` nats."""
+    return sum(out[k] for k in COST_TERMS).sum(1)
 
 
 def local_boundary_loss(model: torch.nn.Module, obs: Tensor, out, *, generator: torch.Generator | None = None) -> Tensor:
