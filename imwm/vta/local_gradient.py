@@ -74,10 +74,10 @@ def local_boundary_loss(model: torch.nn.Module, obs: Tensor, out, *, generator: 
     rows = torch.arange(B, device=flags.device)
     flipped = flags.clone()
     flipped[rows, step, 0] = 1.0 - flipped[rows, step, 0]
+    cuda = [flags.device] if flags.device.type == "cuda" else []
     with torch.no_grad():
-        state = torch.get_rng_state()
-        sampled_cost = sequence_cost(model(obs, boundary=flags))
-        torch.set_rng_state(state)  # the same noise for both: the difference is the flip's alone
+        with torch.random.fork_rng(devices=cuda):  # restored on exit: both passes draw the same noise,
+            sampled_cost = sequence_cost(model(obs, boundary=flags))  # so the difference is the flip's alone
         flipped_cost = sequence_cost(model(obs, boundary=flipped))
     was_read = flags[rows, step, 0] > 0.5
     read_minus_copy = torch.where(was_read, sampled_cost - flipped_cost, flipped_cost - sampled_cost)
