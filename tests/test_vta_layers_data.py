@@ -6,6 +6,7 @@ from tensordict import TensorDict
 from torch.distributions import Normal
 
 from imwm.envs.moving_shapes import MovingShapesStream, generate_moving_shapes
+from imwm.vta import VTADynamics, VTAOriginal
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
 
 
@@ -122,3 +123,33 @@ def test_post_boundary_detector_reads_embed_differences():
     out = diff(torch.cat([torch.ones(1, 3, 6), 2 * torch.ones(1, 4, 6)], 1))  # one change, at t = 3
     changed = (out - out[:, :1]).abs().sum(-1)[0] > 1e-6
     assert changed.tolist() == [False, False, False, True, False, False, False]
+
+
+@pytest.mark.parametrize("flavour", ["original", "dreamer"])
+def test_post_boundary_detector_causal_sees_no_future(flavour):
+    torch.manual_seed(0)
+    det = PostBoundaryDetector(5, hidden_dim=8, num_layers=2, flavour=flavour, causal=True).eval()
+    assert det.context == 0
+    x = torch.randn(3, 9, 5)
+    for t in range(9):
+        y = x.clone()
+        y[:, t:] += torch.randn_like(y[:, t:])  # change step t and everything after it
+        with torch.no_grad():
+            same, moved = det(x), det(y)
+        torch.testing.assert_close(same[:, :t], moved[:, :t])
+        assert not torch.allclose(same[:, t], moved[:, t])  # step t itself is seen
+    # the receptive field reaches 2 * num_layers steps back: step 4 moves when step 0 does, step 5 does not
+    y = x.clone()
+    y[:, 0] += 1.0
+    with torch.no_grad():
+        delta = (det(y) - det(x)).abs().sum(-1)[0]
+    assert delta[4] > 0 and delta[5] == 0
+
+
+def test_vta_models_accept_a_causal_detector():
+    m = VTAOriginal(image_size=16, cnn_depth=4, embed_dim=8, belief_dim=8, state_dim=2, hidden_dim=8, boundary_causal=True)
+    assert m.post_boundary.causal
+    assert m(torch.randint(0, 255, (2, 5, 3, 16, 16), dtype=torch.uint8))["read_prob"].shape == (2, 5, 1)
+    d = VTADynamics(action_dim=2, embed_dim=8, abs_belief_dim=8, obs_belief_dim=8, abs_stoch_dim=2, obs_stoch_dim=2,
+                    hidden=8, boundary_hidden=8, boundary_causal=True)
+    assert d.post_boundary.causal

@@ -81,6 +81,8 @@ class VTADynamics(BoundaryOptions):
         boundary_hidden, boundary_layers: channels and k=3 conv blocks of the posterior boundary detector.
         boundary_diff: the detector also reads ``embed_t - embed_{t-1}``
             (:class:`~imwm.vta.layers.PostBoundaryDetector`).
+        boundary_causal: the detector sees only ``embed[: t + 1]`` for step ``t`` instead of a window
+            centred on ``t``, so it cannot READ before a change is seen.
         segment_posterior: the abstract posterior reads a backward GRU summary of its whole segment
             (``embed_t .. embed_end``, restarted at every READ), as the original VTA's does, instead
             of ``embed_t`` alone. Only a READ at a change then lets ``z`` describe the segment ahead,
@@ -118,6 +120,7 @@ class VTADynamics(BoundaryOptions):
         boundary_hidden: int = 256,
         boundary_layers: int = 2,
         boundary_diff: bool = False,
+        boundary_causal: bool = False,
         segment_posterior: bool = False,
         **boundary_options,
     ):
@@ -149,6 +152,7 @@ class VTADynamics(BoundaryOptions):
         self.post_boundary = PostBoundaryDetector(
             embed_dim, hidden_dim=positive_int("boundary_hidden", boundary_hidden),
             num_layers=positive_int("boundary_layers", boundary_layers), flavour="dreamer", diff=boundary_diff,
+            causal=boundary_causal,
         )
         self.prior_boundary = PriorBoundaryDetector(self.feat_dim + action_dim, hidden_dim=hidden, flavour="dreamer")
         self.abs_gru = nn.GRUCell(abs_stoch_dim + action_dim, abs_belief_dim)

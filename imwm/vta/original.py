@@ -103,6 +103,8 @@ class VTAOriginal(BoundaryOptions):
         boundary_layers: number of k=3 conv blocks of the posterior boundary detector.
         boundary_diff: the detector also reads ``embed_t - embed_{t-1}``
             (:class:`~imwm.vta.layers.PostBoundaryDetector`).
+        boundary_causal: the detector sees only ``embed[: t + 1]`` for step ``t`` (two steps back per
+            block) instead of a window centred on ``t``, so it cannot READ before a change is seen.
         boundary_grad: ``"straight_through"`` (the paper's): the cost's gradient reaches the
             detector through the sampled READ flags. ``"local"``: the flags carry no gradient and
             the training loop adds :func:`~imwm.vta.local_gradient.local_boundary_loss`, which
@@ -147,6 +149,7 @@ class VTAOriginal(BoundaryOptions):
         hidden_dim: int = 128,
         boundary_layers: int = 2,
         boundary_diff: bool = False,
+        boundary_causal: bool = False,
         boundary_grad: str = "straight_through",
         obs_std: float = 1.0,
         obs_feedback: bool = True,
@@ -171,7 +174,8 @@ class VTAOriginal(BoundaryOptions):
         self.abs_post_bwd = nn.GRUCell(embed_dim, belief_dim)
         self.obs_post_fwd = nn.GRUCell(embed_dim, belief_dim)
         self.post_boundary = PostBoundaryDetector(
-            embed_dim, hidden_dim=hidden_dim, num_layers=boundary_layers, flavour="original", diff=boundary_diff
+            embed_dim, hidden_dim=hidden_dim, num_layers=boundary_layers, flavour="original", diff=boundary_diff,
+            causal=boundary_causal,
         )
         # generative model
         ld = dict(hidden_dim=hidden_dim, flavour="original")
