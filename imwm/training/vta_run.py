@@ -40,7 +40,6 @@ from imwm.errors import ConfigError, config_keys, unknown_keys
 from imwm.training.checkpoint import (load_checkpoint, load_latest, rng_state, save_checkpoint,
                                       set_rng_state)
 from imwm.training.config import to_plain
-from imwm.vta.local_gradient import local_boundary_loss
 
 __all__ = ["build_vta_model", "load_vta_run", "evaluate_boundaries", "heldout_data", "train", "validate_vta_config",
            "VARIANTS"]
@@ -340,11 +339,8 @@ def train(cfg: Any) -> Path:
         model.set_progress(update)
         obs = stream.batch(update)["observation"]
         out = model(obs)
-        loss = out["loss"]
-        if getattr(model, "boundary_grad", "straight_through") == "local":
-            loss = loss + local_boundary_loss(model, obs, out)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), float(tr["grad_clip"]))
         opt.step()
         with torch.no_grad():

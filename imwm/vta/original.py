@@ -35,6 +35,7 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 
 from imwm.vta.boundary import boundary_sample, log_density_concrete, rate_prior_kl, regularize_boundary
+from imwm.vta.local_gradient import local_boundary_loss
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
 from imwm.vta.options import BoundaryOptions
 
@@ -106,9 +107,11 @@ class VTAOriginal(BoundaryOptions):
         boundary_causal: the detector sees only ``embed[: t + 1]`` for step ``t`` (two steps back per
             block) instead of a window centred on ``t``, so it cannot READ before a change is seen.
         boundary_grad: ``"straight_through"`` (the paper's): the cost's gradient reaches the
-            detector through the sampled READ flags. ``"local"``: the flags carry no gradient and
-            the training loop adds :func:`~imwm.vta.local_gradient.local_boundary_loss`, which
-            gives the detector the cost difference of READ against COPY at one step per sequence.
+            detector through the sampled READ flags. ``"local"``: the flags carry no gradient;
+            instead, in training mode, ``loss`` carries the gradient of
+            :func:`~imwm.vta.local_gradient.local_boundary_loss` (the cost difference of READ against
+            COPY at one step per sequence, two extra gradient-free passes) with its value unchanged,
+            so any loop that backpropagates ``loss`` trains the detector this way.
         obs_std: std of the Gaussian reconstruction likelihood (frames scaled to ``[-1, 1]``).
         obs_feedback: feed the previous observation state ``s_{t-1}`` into ``GRU_s``, as the paper
             does. With ``False`` the observation level inside a segment is driven by ``f^z`` alone
@@ -321,9 +324,14 @@ class VTAOriginal(BoundaryOptions):
         else:
             boundary_kl = torch.zeros_like(kl_mask)
         total = obs_cost + kl_abs + kl_obs + kl_mask + self.boundary_scale * boundary_kl
+        loss = total.mean()
+        if self.boundary_grad == "local" and self.training and boundary is None:
+            # gradient only: the surrogate's value means nothing, so `loss` keeps reading the objective
+            surrogate = local_boundary_loss(self, obs, {"boundary": read, "read_prob": read_prob})
+            loss = loss + (surrogate - surrogate.detach())
         return TensorDict(
             {
-                "loss": total.mean(),
+                "loss": loss,
                 "obs_cost": obs_cost,
                 "kl_abs": kl_abs,
                 "kl_abs_raw": kl_abs_raw,
