@@ -12,6 +12,7 @@ from imwm.training.config import to_plain
 from imwm.training.vta_run import (
     build_vta_model,
     evaluate_boundaries,
+    format_eval_table,
     heldout_data,
     load_vta_run,
     predict_boundaries,
@@ -62,7 +63,12 @@ def test_run_folder_and_exact_restore(tmp_path, variant, sizes):
     data = heldout_data(cfg)
     a, b = predict_boundaries(again, data), predict_boundaries(model, data)
     assert torch.equal(a["boundary"], b["boundary"]) and torch.equal(a["read_prob"], b["read_prob"])
-    assert evaluate_boundaries(model, data, draws=2)["model"]["n_true"] == int(data["true_boundary"][:, 1:].sum())
+    ev = evaluate_boundaries(model, data, draws=2)
+    assert ev["model"]["n_true"] == int(data["true_boundary"][:, 1:].sum())
+    assert ev["exact"]["model"]["tolerance"] == 0 and ev["exact"]["model"]["n_pred"] == ev["model"]["n_pred"]
+    assert sum(ev["read_offsets"].values()) == ev["model"]["n_pred"]
+    table = format_eval_table(ev, name="x")
+    assert "exact step (no tolerance)" in table and "READs against the nearest change" in table
 
 
 def test_resume_continues_from_checkpoint(tmp_path, capsys):

@@ -34,7 +34,7 @@ import numpy as np
 from imwm.analysis._arrays import as_flags
 
 __all__ = ["boundary_prf", "random_baseline_prf", "periodic_baseline_prf", "frame_difference_baseline_prf",
-           "compare_with_truth", "evenly_spaced"]
+           "compare_with_truth", "evenly_spaced", "read_offsets"]
 
 
 def evenly_spaced(length: int, count: int) -> np.ndarray:
@@ -258,3 +258,35 @@ def compare_with_truth(pred: Any, true: Any, frame_delta: Any, *, tolerance: int
         "read_rate": float(pred_a.mean()),
         "true_rate": float(as_flags(true, "true", ndim=(1, 2)).mean()),
     }
+
+
+def read_offsets(pred: Any, true: Any) -> dict[str, int]:
+    """Where READs sit relative to the nearest true change of their sequence.
+
+    A ±1-step F1 cannot tell a detector that fires on the first frame of a new segment from one
+    that fires a step before it; these counts can. For each READ at ``t`` the nearest true change
+    ``c`` (the earlier one on a tie) gives ``early`` (``c = t + 1``), ``on`` (``c = t``), ``late``
+    (``c = t - 1``) or ``farther`` (further away, or no change in the sequence).
+
+    Example:
+        >>> true = np.array([[0, 0, 1, 0, 0, 0, 1, 0]], dtype=bool)
+        >>> pred = np.array([[0, 1, 0, 0, 0, 0, 1, 1]], dtype=bool)
+        >>> read_offsets(pred, true)
+        {'early': 1, 'on': 1, 'late': 1, 'farther': 0}
+    """
+    pred_a = np.atleast_2d(as_flags(pred, "pred", ndim=(1, 2)))
+    true_a = np.atleast_2d(as_flags(true, "true", ndim=(1, 2)))
+    if pred_a.shape != true_a.shape:
+        raise ValueError(f"pred and true must have the same shape, got {pred_a.shape} and {true_a.shape}")
+    counts = {"early": 0, "on": 0, "late": 0, "farther": 0}
+    names = {1: "early", 0: "on", -1: "late"}
+    for p, t in zip(pred_a, true_a):
+        changes = np.flatnonzero(t)
+        for step in np.flatnonzero(p):
+            if changes.size == 0:
+                counts["farther"] += 1
+                continue
+            offset = changes - step
+            nearest = offset[np.argmin(np.abs(offset) * 2 + (offset > 0))]  # ties go to the earlier change
+            counts[names.get(int(nearest), "farther")] += 1
+    return counts

@@ -242,17 +242,22 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
     evenly spaced and frame-difference baselines (the largest pixel changes, no learning) use the
     same number of boundaries per sequence as the model.
     """
-    from imwm.analysis.boundary_truth import compare_with_truth
+    from imwm.analysis.boundary_truth import compare_with_truth, read_offsets
     from imwm.analysis.events import frame_delta
     from imwm.analysis.metrics import roc_auc
 
     predicted = predict_boundaries(model, data)
+    pred = predicted["boundary"][:, 1:].numpy()
     true = data["true_boundary"][:, 1:, 0].numpy()
     delta = np.stack([frame_delta(seq) for seq in data["observation"].numpy()])[:, 1:]
+    exact = compare_with_truth(pred, true, delta, tolerance=0, draws=draws, seed=seed)
     return {
-        **compare_with_truth(predicted["boundary"][:, 1:].numpy(), true, delta, tolerance=1, draws=draws, seed=seed),
+        **compare_with_truth(pred, true, delta, tolerance=1, draws=draws, seed=seed),
         # threshold-free: does q(READ) rank the true change steps above the others? (0.5 = no signal)
         "auc_read_prob": float(roc_auc(predicted["read_prob"][:, 1:].numpy().ravel(), true.ravel())),
+        # a ±1-step F1 hides READs a step early; these do not
+        "exact": {k: exact[k] for k in ("model", "random", "frame_difference")},
+        "read_offsets": read_offsets(pred, true),
     }
 
 
@@ -395,6 +400,11 @@ def format_eval_table(ev: dict, *, name: str) -> str:
     if "frame_difference" in ev:
         auc += f", frame difference {ev['frame_difference']['auc']:.3f}"
     lines.append(f"\n{auc}; CPU time {ev.get('cpu_s', float('nan')):.0f} s")
+    if "exact" in ev:  # evaluations written before these existed lack them
+        f1 = {k: ev["exact"][k]["f1"] for k in ("model", "random", "frame_difference")}
+        lines.append(f"exact step (no tolerance): F1 {f1['model']:.3f}, random {f1['random']:.3f}, "
+                     f"frame difference {f1['frame_difference']:.3f}")
+        lines.append("READs against the nearest change: " + ", ".join(f"{k} {v}" for k, v in ev["read_offsets"].items()))
     return "\n".join(lines)
 
 
