@@ -50,6 +50,8 @@ def local_boundary_loss(model: torch.nn.Module, obs: Tensor, out, *, generator: 
 
     Returns:
         A scalar on the scale of ``out["loss"]`` (a mean over batch and time): add it to the loss.
+        ``VTAOriginal(boundary_grad="local")`` already adds its gradient to its own ``loss`` in
+        training mode; call this directly for another model or loop.
         Its value is not a cost; only its gradient in ``read_prob`` means something,
         ``(T - 1) / (B T) * (C(READ at t_b) - C(COPY at t_b))`` at each sequence's flipped step.
 
