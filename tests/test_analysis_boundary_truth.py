@@ -158,11 +158,13 @@ def test_frame_difference_baseline_rejects_a_misaligned_delta():
 
 def test_read_offsets_count_each_read_once_against_its_nearest_change():
     true = _flags(20, [5, 12])
-    pred = _flags(20, [4, 5, 9, 13, 19])  # early, on, ties 5/12 -> 3+ away, late, far
+    pred = _flags(20, [4, 5, 9, 13, 19])  # early, on, 3 from change 12, late, far
     assert read_offsets(pred, true) == {"early": 1, "on": 1, "late": 1, "farther": 2}
     assert read_offsets(_flags(20, [3]), _flags(20, [])) == {"early": 0, "on": 0, "late": 0, "farther": 1}
     shifted = np.stack([_flags(20, [4, 11]), _flags(20, [5, 12])])
     both = np.stack([true, true])
     assert read_offsets(shifted, both) == {"early": 2, "on": 2, "late": 0, "farther": 0}
+    # a READ between two changes one step away from each counts against the earlier one
+    assert read_offsets(_flags(12, [6]), _flags(12, [5, 7])) == {"early": 0, "on": 0, "late": 1, "farther": 0}
     with pytest.raises(ValueError, match="same shape"):
         read_offsets(_flags(20, [1]), _flags(10, [1]))

@@ -125,10 +125,10 @@ def test_post_boundary_detector_reads_embed_differences():
     assert changed.tolist() == [False, False, False, True, False, False, False]
 
 
-@pytest.mark.parametrize("flavour", ["original", "dreamer"])
-def test_post_boundary_detector_causal_sees_no_future(flavour):
+@pytest.mark.parametrize("flavour,train", [("original", False), ("dreamer", False), ("dreamer", True)])
+def test_post_boundary_detector_causal_sees_no_future(flavour, train):
     torch.manual_seed(0)
-    det = PostBoundaryDetector(5, hidden_dim=8, num_layers=2, flavour=flavour, causal=True).eval()
+    det = PostBoundaryDetector(5, hidden_dim=8, num_layers=2, flavour=flavour, causal=True).train(train)
     assert det.context == 0
     x = torch.randn(3, 9, 5)
     for t in range(9):
@@ -144,6 +144,10 @@ def test_post_boundary_detector_causal_sees_no_future(flavour):
     with torch.no_grad():
         delta = (det(y) - det(x)).abs().sum(-1)[0]
     assert delta[4] > 0 and delta[5] == 0
+    with_diff = PostBoundaryDetector(5, hidden_dim=8, num_layers=2, flavour=flavour, diff=True, causal=True).train(train)
+    with torch.no_grad():
+        delta = (with_diff(y) - with_diff(x)).abs().sum(-1)[0]
+    assert delta[5] > 0 and delta[6] == 0  # the difference reaches one step further back
 
 
 def test_vta_models_accept_a_causal_detector():

@@ -111,3 +111,23 @@ def test_train_vta_script_runs_through_its_entry_point(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["updates"] == 2 and 0.0 <= saved["read_rate"] <= 1.0
+
+
+def test_evaluation_tells_early_reads_from_exact_ones(monkeypatch):
+    import imwm.training.vta_run as vta_run
+    from imwm.envs.moving_shapes import generate_moving_shapes
+
+    data = generate_moving_shapes(6, 20, image_size=16, seed=3, split="heldout")
+    true = data["true_boundary"][..., 0].clone()
+    early = torch.zeros_like(true)
+    early[:, :-1] = true[:, 1:]  # every change READ one step before it
+    early[:, 0] = False  # ... except a change at step 1, which would move onto frame 0
+    monkeypatch.setattr(vta_run, "predict_boundaries",
+                        lambda model, data: {"boundary": early, "read_prob": early.float()})
+    ev = vta_run.evaluate_boundaries(None, data, draws=2)
+    n_early = int(early[:, 1:].sum())
+    assert n_early > 0 and ev["model"]["n_pred"] == n_early
+    assert ev["model"]["precision"] == 1.0  # within ±1 step every READ matches
+    assert ev["exact"]["model"]["n_matched"] == 0  # at the exact step none does
+    assert ev["read_offsets"] == {"early": n_early, "on": 0, "late": 0, "farther": 0}
+    assert ev["auc_read_prob"] < 0.5  # q(READ) is high one step before the changes, not at them

@@ -22,6 +22,7 @@ from imwm.analysis.boundary_truth import (
     frame_difference_baseline_prf,
     periodic_baseline_prf,
     random_baseline_prf,
+    read_offsets,
 )
 from imwm.analysis.events import (
     build_events,
@@ -83,4 +84,5 @@ __all__ = [
     "local_read_effect",
     "held_boundary_costs",
     "random_baseline_prf",
+    "read_offsets",
 ]

@@ -240,7 +240,9 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
 
     Frame 0 is excluded (it is a segment start by definition and always READ). The random,
     evenly spaced and frame-difference baselines (the largest pixel changes, no learning) use the
-    same number of boundaries per sequence as the model.
+    same number of boundaries per sequence as the model. Also returned: ``auc_read_prob`` (ROC AUC
+    of q(READ) for the true change steps), ``exact`` (model, random and frame-difference PRF with
+    no tolerance) and ``read_offsets`` (:func:`imwm.analysis.read_offsets`).
     """
     from imwm.analysis.boundary_truth import compare_with_truth, read_offsets
     from imwm.analysis.events import frame_delta
@@ -264,7 +266,7 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
 def _optimizer(model: torch.nn.Module, *, lr: float, eps: float, boundary_lr_scale: float) -> torch.optim.Adam:
     """Adam; the posterior boundary detector's learning rate is ``lr * boundary_lr_scale``.
 
-    The detector only learns through the straight-through estimator of a discrete choice, whose
+    With the straight-through estimator the detector learns through a discrete choice whose
     gradient is small next to the reconstruction's; a larger step for it is a cheap remedy.
     """
     if not boundary_lr_scale > 0:
@@ -385,7 +387,8 @@ def train(cfg: Any) -> Path:
 
 
 def format_eval_table(ev: dict, *, name: str) -> str:
-    """Markdown table of the model's boundary PRF next to the two baselines."""
+    """Markdown table of the model's boundary PRF next to the baselines, then the AUC line and,
+    where the evaluation has them, exact-step F1 and the READ offsets."""
     lines = [
         f"| {name} | precision | recall | F1 | boundaries |",
         "|---|---|---|---|---|",

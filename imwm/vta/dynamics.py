@@ -82,7 +82,7 @@ class VTADynamics(BoundaryOptions):
         boundary_diff: the detector also reads ``embed_t - embed_{t-1}``
             (:class:`~imwm.vta.layers.PostBoundaryDetector`).
         boundary_causal: the detector sees only ``embed[: t + 1]`` for step ``t`` instead of a window
-            centred on ``t``, so it cannot READ before a change is seen.
+            centred on ``t``, so its READ probability at ``t`` does not depend on frames after ``t``.
         segment_posterior: the abstract posterior reads a backward GRU summary of its whole segment
             (``embed_t .. embed_end``, restarted at every READ), as the original VTA's does, instead
             of ``embed_t`` alone. Only a READ at a change then lets ``z`` describe the segment ahead,

@@ -131,13 +131,14 @@ class PostBoundaryDetector(nn.Module):
     difference leaves one for the convolution to find.
 
     With ``causal=True`` every block looks two steps back and none ahead (replicate padding on the
-    left only), so the logits at ``t`` depend on ``embed[t - 2L : t + 1]``. A centred detector sees a
-    change at ``t`` from ``t - 1`` too, and trained models settle on either step: with the local
-    boundary gradient on ``moving_shapes`` about half of the READs sat one step before the change,
-    where the generative model had learned to make an early READ cheap (a true READ set moved one
-    step early cost 245 nats per sequence against 550 for the true one, yet the early READs were
-    stable). A causal detector cannot fire before the first frame of a new segment is seen, which
-    is also what an agent filtering online can do.
+    left only), so the logits at ``t`` depend on ``embed[t - 2L : t + 1]`` (one step more with
+    ``diff``) and not on later frames; with the ``original`` flavour this holds in eval mode (in
+    training its BatchNorm statistics mix all steps). A centred detector sees a change at ``t``
+    from ``t - 1`` as well, and trained models put many READs there: with the local boundary
+    gradient on ``moving_shapes`` about half of them, at steps where the generative model had
+    learned to make the early READ cheap (RESULTS.md, "VTA: where READs sit…"). A causal detector's
+    READ probability cannot rise before the first frame of a new segment is seen, as for an
+    agent that filters online.
 
     Example:
         >>> det = PostBoundaryDetector(16, hidden_dim=32, num_layers=2, flavour="dreamer", diff=True)

@@ -51,7 +51,7 @@ def local_boundary_loss(model: torch.nn.Module, obs: Tensor, out, *, generator: 
     Returns:
         A scalar on the scale of ``out["loss"]`` (a mean over batch and time): add it to the loss.
         ``VTAOriginal(boundary_grad="local")`` already adds its gradient to its own ``loss`` in
-        training mode; call this directly for another model or loop.
+        training mode: do not add it again for that model; call this only for models that don't.
         Its value is not a cost; only its gradient in ``read_prob`` means something,
         ``(T - 1) / (B T) * (C(READ at t_b) - C(COPY at t_b))`` at each sequence's flipped step.
 

@@ -105,10 +105,12 @@ class VTAOriginal(BoundaryOptions):
         boundary_diff: the detector also reads ``embed_t - embed_{t-1}``
             (:class:`~imwm.vta.layers.PostBoundaryDetector`).
         boundary_causal: the detector sees only ``embed[: t + 1]`` for step ``t`` (two steps back per
-            block) instead of a window centred on ``t``, so it cannot READ before a change is seen.
+            block) instead of a window centred on ``t``, so its READ probability at ``t`` does not
+            depend on frames after ``t`` (in eval mode: in training its BatchNorm mixes all steps).
         boundary_grad: ``"straight_through"`` (the paper's): the cost's gradient reaches the
             detector through the sampled READ flags. ``"local"``: the flags carry no gradient;
-            instead, in training mode, ``loss`` carries the gradient of
+            instead, in training mode with gradients enabled and no ``boundary`` forced, ``loss``
+            carries the gradient of
             :func:`~imwm.vta.local_gradient.local_boundary_loss` (the cost difference of READ against
             COPY at one step per sequence, two extra gradient-free passes) with its value unchanged,
             so any loop that backpropagates ``loss`` trains the detector this way.
@@ -325,7 +327,7 @@ class VTAOriginal(BoundaryOptions):
             boundary_kl = torch.zeros_like(kl_mask)
         total = obs_cost + kl_abs + kl_obs + kl_mask + self.boundary_scale * boundary_kl
         loss = total.mean()
-        if self.boundary_grad == "local" and self.training and boundary is None:
+        if self.boundary_grad == "local" and self.training and boundary is None and torch.is_grad_enabled():
             # gradient only: the surrogate's value means nothing, so `loss` keeps reading the objective
             surrogate = local_boundary_loss(self, obs, {"boundary": read, "read_prob": read_prob})
             loss = loss + (surrogate - surrogate.detach())
