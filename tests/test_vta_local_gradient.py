@@ -67,3 +67,88 @@ def test_original_model_carries_the_local_gradient_in_its_loss(monkeypatch):
     assert len(calls) == 1
     with pytest.raises(ValueError, match="boundary_grad"):
         VTAOriginal(image_size=32, boundary_grad="reinforce")
+
+
+def test_a_given_cost_replaces_the_elbo_terms():
+    B, T = 3, 5
+    flags = torch.zeros(B, T, 1)
+    read_prob = torch.full((B, T, 1), 0.5, requires_grad=True)
+
+    def model(obs, boundary):  # a READ costs 2 in "other" and nothing in the default terms
+        zeros = torch.zeros(B, T)
+        return TensorDict({"obs_cost": zeros, "kl_abs": zeros, "kl_obs": zeros, "other": 2.0 * boundary[..., 0]}, [])
+
+    out = {"boundary": flags, "read_prob": read_prob}
+    (default,) = torch.autograd.grad(local_boundary_loss(model, None, out), read_prob)
+    assert default.abs().sum() == 0
+    loss = local_boundary_loss(model, None, out, cost=lambda o: o["other"].sum(1))
+    (grad,) = torch.autograd.grad(loss, read_prob)
+    assert torch.allclose(grad.sum(), torch.tensor(B * 2.0 * (T - 1) / (B * T)))  # one flipped step per sequence
+
+
+def test_sequence_model_carries_the_local_gradient_of_its_training_objective(monkeypatch):
+    import imwm.vta.sequence_model as sequence_model
+    from imwm.vta import VTASequenceModel
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        assert kwargs["cost"] is sequence_model.model_cost  # the training objective, not the ELBO
+        calls.append(local_boundary_loss(*args, **kwargs))
+        return calls[-1]
+
+    tiny = dict(image_size=32, cnn_depth=4, embed_dim=16, free_bits=0.1, obs_std=0.1, abs_belief_dim=16,
+                obs_belief_dim=16, abs_stoch_dim=4, obs_stoch_dim=4, hidden=16, boundary_hidden=8,
+                boundary_rate=0.15, boundary_scale=30.0, boundary_causal=True, boundary_grad="local")
+    torch.manual_seed(0)
+    m = VTASequenceModel(**tiny)
+    obs = generate_moving_shapes(3, 8, image_size=32)["observation"]
+    monkeypatch.setattr(sequence_model, "local_boundary_loss", spy)
+    torch.manual_seed(1)
+    out = m(obs)
+    assert not out["boundary"].requires_grad  # no straight-through path
+    monkeypatch.setattr(sequence_model, "local_boundary_loss", lambda *a, **k: torch.zeros(()))
+    torch.manual_seed(1)
+    ref = m(obs)  # the same forward without the local term
+    torch.testing.assert_close(out["loss"], ref["loss"])  # the value is the objective's alone
+    detector = m.dynamics.post_boundary.net[1].weight  # [0] pads (causal)
+    (from_loss,) = torch.autograd.grad(out["loss"], detector, retain_graph=True)
+    (from_objective,) = torch.autograd.grad(ref["loss"], detector)
+    (from_local,) = torch.autograd.grad(calls[0], detector)
+    assert from_local.abs().sum() > 0
+    torch.testing.assert_close(from_loss, from_objective + from_local, rtol=1e-4, atol=1e-4)  # ... its gradient adds the local term
+    monkeypatch.setattr(sequence_model, "local_boundary_loss", spy)
+    m(obs, boundary=out["boundary"].detach())  # forced flags: no extra passes
+    m.eval()
+    m(obs)  # evaluation: none either
+    assert len(calls) == 1
+
+
+def test_model_cost_is_reconstruction_plus_the_weighted_state_kls():
+    from imwm.vta import VTASequenceModel
+
+    torch.manual_seed(0)
+    m = VTASequenceModel(image_size=32, cnn_depth=4, embed_dim=16, free_bits=0.1, dyn_scale=0.5, rep_scale=0.1,
+                         abs_belief_dim=16, obs_belief_dim=16, abs_stoch_dim=4, obs_stoch_dim=4, hidden=16,
+                         boundary_hidden=8, boundary_scale=0.0)
+    out = m(generate_moving_shapes(2, 6, image_size=32)["observation"])
+    # loss per step = model_cost + (dyn + rep) * KL_m, KL_m's two halves being equal in value
+    per_step = out["model_cost"] + 0.6 * out["kl_mask"]
+    torch.testing.assert_close(out["loss"], per_step.mean())
+    read = out["boundary"][..., 0]
+    state_kl = read * 0.6 * out["kl_abs_raw"].clamp_min(0.1) + 0.6 * out["kl_obs"].clamp_min(0.1)
+    torch.testing.assert_close(out["model_cost"], out["obs_cost"] + state_kl)
+
+
+def test_the_agent_refuses_the_local_gradient():
+    from imwm.errors import ConfigError
+    from imwm.training.build_model import build_dynamics
+
+    cfg = dict(name="vta", abs_belief_dim=8, obs_belief_dim=8, abs_stoch_dim=2, obs_stoch_dim=2, hidden=8,
+               boundary_hidden=4, boundary_grad="local")
+    with pytest.raises(ConfigError, match="dynamics.boundary_grad"):
+        build_dynamics(cfg, action_dim=2, embed_dim=6)
+    with pytest.raises(ValueError, match="boundary_grad"):
+        from imwm.vta import VTADynamics
+
+        VTADynamics(action_dim=2, embed_dim=6, boundary_grad="reinforce")

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from imwm.dynamics.base import positive_int
 from imwm.vta.boundary import boundary_push, rate_prior_kl, regularize_boundary
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
+from imwm.vta.local_gradient import check_boundary_grad
 from imwm.vta.options import BoundaryOptions
 
 __all__ = ["VTADynamics", "VTA_STATE_KEYS"]
@@ -88,6 +89,11 @@ class VTADynamics(BoundaryOptions):
             of ``embed_t`` alone. Only a READ at a change then lets ``z`` describe the segment ahead,
             which is what makes a READ there worth more than elsewhere. Online (:meth:`obs_step`)
             the segment seen so far is the current frame, so the summary reads ``embed_t`` alone.
+        boundary_grad: ``"straight_through"``: the cost's gradient reaches the posterior detector
+            through the sampled READ flags. ``"local"``: the flags carry no gradient into the
+            states; the owner of the whole cost adds
+            :func:`~imwm.vta.local_gradient.local_boundary_loss` (:class:`~imwm.vta.sequence_model.VTASequenceModel`
+            does; the agent's world model does not, so the agent refuses it).
         **boundary options**: ``max_seg_len``, ``max_seg_num``, ``boundary_temp``, ``boundary_temp_min``,
             ``boundary_temp_anneal_rate``, ``boundary_force_scale``, ``boundary_force_schedule``,
             ``boundary_force_start``, ``boundary_force_decay_updates``, ``boundary_rate``,
@@ -122,9 +128,11 @@ class VTADynamics(BoundaryOptions):
         boundary_diff: bool = False,
         boundary_causal: bool = False,
         segment_posterior: bool = False,
+        boundary_grad: str = "straight_through",
         **boundary_options,
     ):
         super().__init__()
+        self.boundary_grad = check_boundary_grad(boundary_grad)
         if not isinstance(segment_posterior, bool):
             raise ValueError(f"segment_posterior must be true or false, got {segment_posterior!r}")
         self.segment_posterior = segment_posterior
@@ -282,6 +290,8 @@ class VTADynamics(BoundaryOptions):
             read, lg = self._sample_boundary(lg, forced, None if gumbel is None else gumbel[:, t])
             if boundary is not None:
                 read = torch.where(forced, 1.0, boundary[:, t].to(read.dtype))
+            elif self.boundary_grad == "local":  # the detector learns from local_boundary_loss instead
+                read = read.detach()
             seg_len, seg_num = self._advance_segment(seg_len, seg_num, read)
             reads.append(read)
             logits.append(lg)
@@ -431,7 +441,8 @@ class VTADynamics(BoundaryOptions):
 
         Returns:
             ``loss [B, T]`` and detached metrics, all ``[B, T]``: ``kl`` (raw ``READ * KL_z + KL_s +
-            KL_m``), ``kl_abs`` (raw, unweighted), ``kl_obs``, ``kl_boundary``, ``boundary_kl`` (the
+            KL_m``), ``kl_abs`` (raw, unweighted), ``kl_obs``, ``kl_boundary``, ``kl_state`` (the
+            ``z`` and ``s`` terms of ``loss``, weighted and clipped as there), ``boundary_kl`` (the
             sequence's rate-prior KL on each of its steps, zeros when off), ``read_rate`` (the READ flags), ``read_prob``.
         """
         if free_bits < 0:
@@ -451,11 +462,11 @@ class VTADynamics(BoundaryOptions):
         dyn_s, rep_s = balanced(_gauss_kl, q["obs_mean"], q["obs_std"], p["obs_mean"], p["obs_std"])
         dyn_m = _cat_kl(q["boundary_logit"].detach(), p["boundary_logit"])
         rep_m = _cat_kl(q["boundary_logit"], p["boundary_logit"].detach())
-        loss = (
+        kl_state = (
             read * (dyn_scale * dyn_z.clamp_min(free_bits) + rep_scale * rep_z.clamp_min(free_bits))
             + dyn_scale * dyn_s.clamp_min(free_bits) + rep_scale * rep_s.clamp_min(free_bits)
-            + dyn_scale * dyn_m + rep_scale * rep_m
         )
+        loss = kl_state + dyn_scale * dyn_m + rep_scale * rep_m
         read_prob = torch.softmax(q["boundary_logit"], -1)[..., 0]
         first = (q["seg_num"][..., 0] < 1.5) & (read > 0.5)  # forced first READ: not in the rate
         if self.boundary_scale > 0:
@@ -470,6 +481,7 @@ class VTADynamics(BoundaryOptions):
             "kl_abs": dyn_z.detach(),
             "kl_obs": dyn_s.detach(),
             "kl_boundary": dyn_m.detach(),
+            "kl_state": kl_state.detach(),
             "boundary_kl": rate_kl.detach(),
             "read_rate": read.detach(),
             "read_prob": read_prob.detach(),

@@ -23,13 +23,25 @@ each sequence's difference a little; that adds noise, not bias towards READ or C
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-__all__ = ["local_boundary_loss", "sequence_cost", "COST_TERMS"]
+__all__ = ["local_boundary_loss", "sequence_cost", "check_boundary_grad", "COST_TERMS", "BOUNDARY_GRADS"]
 
 #: the per-step terms of a sequence's cost (the boundary's own KLs are the detector's, not the model's)
 COST_TERMS = ("obs_cost", "kl_abs", "kl_obs")
+
+#: how a VTA boundary detector gets its gradient (``boundary_grad=`` of both VTA variants)
+BOUNDARY_GRADS = ("straight_through", "local")
+
+
+def check_boundary_grad(value: str) -> str:
+    """``value`` if it names one of :data:`BOUNDARY_GRADS`, else a ``ValueError`` naming the key."""
+    if value not in BOUNDARY_GRADS:
+        raise ValueError(f"boundary_grad must be one of {list(BOUNDARY_GRADS)}, got {value!r}")
+    return value
 
 
 def sequence_cost(out) -> Tensor:
@@ -37,7 +49,10 @@ def sequence_cost(out) -> Tensor:
     return sum(out[k] for k in COST_TERMS).sum(1)
 
 
-def local_boundary_loss(model: torch.nn.Module, obs: Tensor, out, *, generator: torch.Generator | None = None) -> Tensor:
+def local_boundary_loss(
+    model: torch.nn.Module, obs: Tensor, out, *, generator: torch.Generator | None = None,
+    cost: Callable[..., Tensor] = sequence_cost,
+) -> Tensor:
     """Surrogate loss whose gradient in the READ probabilities is the local expectation gradient.
 
     Args:
@@ -47,11 +62,15 @@ def local_boundary_loss(model: torch.nn.Module, obs: Tensor, out, *, generator: 
         out: that run's output: sampled ``boundary`` ``[B, T, 1]`` (1.0 = READ) and the posterior
             ``read_prob`` ``[B, T, 1]`` (differentiable in the detector's parameters).
         generator: draws the flipped steps.
+        cost: a forced run's output -> ``[B]`` cost per sequence, the quantity the detector should
+            lower (default :func:`sequence_cost`, the ELBO's terms; a model trained on a reweighted
+            objective passes that objective, so the detector and the model minimise the same thing).
 
     Returns:
         A scalar on the scale of ``out["loss"]`` (a mean over batch and time): add it to the loss.
-        ``VTAOriginal(boundary_grad="local")`` already adds its gradient to its own ``loss`` in
-        training mode: do not add it again for that model; call this only for models that don't.
+        ``VTAOriginal(boundary_grad="local")`` and ``VTASequenceModel`` with a local-gradient
+        ``VTADynamics`` already add its gradient to their own ``loss`` in training mode: do not add
+        it again for those models; call this only for models that don't.
         Its value is not a cost; only its gradient in ``read_prob`` means something,
         ``(T - 1) / (B T) * (C(READ at t_b) - C(COPY at t_b))`` at each sequence's flipped step.
 
@@ -79,8 +98,8 @@ def local_boundary_loss(model: torch.nn.Module, obs: Tensor, out, *, generator: 
     cuda = [flags.device] if flags.device.type == "cuda" else []
     with torch.no_grad():
         with torch.random.fork_rng(devices=cuda):  # restored on exit: both passes draw the same noise,
-            sampled_cost = sequence_cost(model(obs, boundary=flags))  # so the difference is the flip's alone
-        flipped_cost = sequence_cost(model(obs, boundary=flipped))
+            sampled_cost = cost(model(obs, boundary=flags))  # so the difference is the flip's alone
+        flipped_cost = cost(model(obs, boundary=flipped))
     was_read = flags[rows, step, 0] > 0.5
     read_minus_copy = torch.where(was_read, sampled_cost - flipped_cost, flipped_cost - sampled_cost)
     q = read_prob[rows, step, 0]

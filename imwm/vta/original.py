@@ -35,14 +35,11 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 
 from imwm.vta.boundary import boundary_sample, log_density_concrete, rate_prior_kl, regularize_boundary
-from imwm.vta.local_gradient import local_boundary_loss
+from imwm.vta.local_gradient import BOUNDARY_GRADS, check_boundary_grad, local_boundary_loss
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
 from imwm.vta.options import BoundaryOptions
 
 __all__ = ["VTAOriginal", "ConvEncoder", "ConvDecoder", "gaussian_kl", "BOUNDARY_GRADS"]
-
-#: how the boundary detector gets its gradient (``VTAOriginal(boundary_grad=...)``)
-BOUNDARY_GRADS = ("straight_through", "local")
 
 
 def gaussian_kl(mean_q: Tensor, std_q: Tensor, mean_p: Tensor, std_p: Tensor) -> Tensor:
@@ -169,9 +166,7 @@ class VTAOriginal(BoundaryOptions):
         self.image_size, self.channels, self.obs_std = image_size, channels, float(obs_std)
         self.belief_dim, self.state_dim = belief_dim, state_dim
         self.obs_feedback = bool(obs_feedback)
-        if boundary_grad not in BOUNDARY_GRADS:
-            raise ValueError(f"boundary_grad must be one of {list(BOUNDARY_GRADS)}, got {boundary_grad!r}")
-        self.boundary_grad = boundary_grad
+        self.boundary_grad = check_boundary_grad(boundary_grad)
         self.encoder = ConvEncoder(image_size, channels, cnn_depth, embed_dim)
         self.decoder = ConvDecoder(hidden_dim, image_size, channels, cnn_depth)
         # posterior RNNs

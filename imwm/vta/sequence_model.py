@@ -8,10 +8,16 @@ Dynamics protocol; this one only keeps what video needs: encoder -> VTADynamics 
 - encoder: 4 x [Conv2d(k=4, s=2, p=1) -> channel LayerNorm -> SiLU] -> Flatten -> Linear (DreamerV3 style);
 - decoder: Linear -> 4 transposed convs (LayerNorm + SiLU between), mean frame in ``x / 255 - 0.5`` units;
 - loss per step: ``0.5 * ||(x - x_hat) / obs_std||^2`` summed over pixels (``obs_std = 1`` is DreamerV3's
-  image MSE) + ``VTADynamics.kl_loss(free_bits, dyn_scale, rep_scale)``.
+  image MSE) + ``VTADynamics.kl_loss(free_bits, dyn_scale, rep_scale)``;
+- with ``VTADynamics(boundary_grad="local")``, in training mode with gradients enabled and no
+  boundaries forced, ``loss`` also carries the gradient (not the value) of
+  :func:`~imwm.vta.local_gradient.local_boundary_loss`, whose cost is this training objective
+  without the boundary's own terms (``model_cost``: reconstruction + the balanced, clipped state
+  KLs), so the detector lowers what the rest of the model lowers.
 
 ``forward(obs [B, T, C, H, W] uint8, boundary=None)`` returns the same keys as
-:meth:`VTAOriginal.forward` (``kl_mask`` is the categorical boundary KL here); ``boundary``
+:meth:`VTAOriginal.forward` (``kl_mask`` is the categorical boundary KL here) and ``model_cost``
+``[B, T]``; ``boundary``
 (``[B, T, 1]`` READ flags) replaces the posterior detector's, as there.
 """
 
@@ -22,8 +28,21 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 
 from imwm.vta.dynamics import VTADynamics
+from imwm.vta.local_gradient import local_boundary_loss
 
-__all__ = ["VTASequenceModel"]
+__all__ = ["VTASequenceModel", "model_cost"]
+
+
+def model_cost(out) -> Tensor:
+    """``[B]``: the training objective's reconstruction and state-KL terms summed over time.
+
+    The cost :class:`VTASequenceModel` hands :func:`~imwm.vta.local_gradient.local_boundary_loss`.
+
+    Example:
+        >>> model_cost({"model_cost": torch.tensor([[1.0, 2.0], [0.5, 0.5]])})
+        tensor([3., 1.])
+    """
+    return out["model_cost"].sum(1)
 
 
 class _ChannelNorm(nn.Module):
@@ -123,9 +142,16 @@ class VTASequenceModel(nn.Module):
             post, prior, free_bits=self.free_bits, dyn_scale=self.dyn_scale, rep_scale=self.rep_scale
         )
         read = post["boundary"]
+        loss = (obs_cost + kl).mean()
+        read_prob = torch.softmax(post["boundary_logit"], -1)[..., :1]  # differentiable, unlike m["read_prob"]
+        if self.dynamics.boundary_grad == "local" and self.training and boundary is None and torch.is_grad_enabled():
+            # gradient only: the surrogate's value means nothing, so `loss` keeps reading the objective
+            surrogate = local_boundary_loss(self, obs, {"boundary": read, "read_prob": read_prob}, cost=model_cost)
+            loss = loss + (surrogate - surrogate.detach())
         return TensorDict(
             {
-                "loss": (obs_cost + kl).mean(),
+                "loss": loss,
+                "model_cost": obs_cost + m["kl_state"],
                 "obs_cost": obs_cost,
                 "kl_abs": m["kl_abs"] * read[..., 0].detach(),
                 "kl_abs_raw": m["kl_abs"],
@@ -133,7 +159,7 @@ class VTASequenceModel(nn.Module):
                 "kl_mask": m["kl_boundary"],
                 "boundary_kl": m["boundary_kl"],
                 "boundary": read,
-                "read_prob": m["read_prob"].unsqueeze(-1),
+                "read_prob": read_prob.detach(),
                 "prior_read_prob": torch.softmax(prior["boundary_logit"], -1)[..., :1],
                 "seg_len": post["seg_len"],
                 "seg_num": post["seg_num"],
