@@ -152,3 +152,34 @@ def test_the_agent_refuses_the_local_gradient():
         from imwm.vta import VTADynamics
 
         VTADynamics(action_dim=2, embed_dim=6, boundary_grad="reinforce")
+
+
+def test_dreamer_variant_gradient_equals_forced_cost_differences_in_training_mode():
+    from imwm.vta import VTASequenceModel
+    from imwm.vta.sequence_model import model_cost
+
+    torch.manual_seed(0)
+    m = VTASequenceModel(image_size=32, cnn_depth=4, embed_dim=16, free_bits=0.1, obs_std=0.1, abs_belief_dim=16,
+                         obs_belief_dim=16, abs_stoch_dim=4, obs_stoch_dim=4, hidden=16, boundary_hidden=8,
+                         boundary_force_scale=0.0, boundary_grad="local")
+    B, T = 3, 7
+    obs = generate_moving_shapes(B, T, image_size=32)["observation"]
+    flags = (torch.rand(B, T, 1) < 0.3).float()
+    flags[:, 0] = 1.0
+    read_prob = torch.full((B, T, 1), 0.5, requires_grad=True)
+    torch.manual_seed(5)  # the forced passes' noise (Gumbel and latents, drawn in training mode)
+    loss = local_boundary_loss(m, obs, {"boundary": flags, "read_prob": read_prob},
+                               generator=torch.Generator().manual_seed(2), cost=model_cost)
+    (grad,) = torch.autograd.grad(loss, read_prob)
+    steps = torch.randint(1, T, (B,), generator=torch.Generator().manual_seed(2))
+    for b, t in enumerate(steps.tolist()):
+        costs = []
+        for value in (1.0, 0.0):
+            forced = flags.clone()
+            forced[b, t] = value
+            torch.manual_seed(5)
+            with torch.no_grad():
+                costs.append(model_cost(m(obs, boundary=forced))[b])
+        want = (costs[0] - costs[1]) * (T - 1) / (B * T)
+        torch.testing.assert_close(grad[b, t, 0], want, rtol=1e-4, atol=1e-3)
+        assert grad[b].abs().sum() == grad[b, t].abs().sum()  # nothing at the other steps

@@ -9,7 +9,9 @@ COPY at ``t`` and every other boundary held, and returns
 
 (negative: the READ lowers the cost). Both runs use the same random numbers, so the difference is
 the boundary's, not the noise's. This is the quantity the local-expectation gradient of Titsias &
-Lazaro-Gredilla (NeurIPS 2015) follows; a straight-through gradient only approximates it.
+Lazaro-Gredilla (NeurIPS 2015) follows in ``VTAOriginal(boundary_grad="local")``; a straight-through
+gradient only approximates it. (The dreamer variant's local gradient follows its training
+objective instead, ``model_cost``: the KLs weighted and clipped as in its loss.)
 Held at the true boundaries it shows whether the objective prefers the truth near the truth; held
 at the model's own boundaries it shows whether it points towards the truth from where the
 detector is.

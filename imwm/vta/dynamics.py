@@ -18,8 +18,8 @@ The posterior boundary logits of a whole sequence come from one 1-D conv pass ov
 (no per-step work). The time loop holds the two GRU cells, the two posterior heads (each called
 on ``cat(belief, embed_t)``), the elementwise boundary regularisation and sample; the priors and
 the prior boundary are batched over ``[B, T]`` after it. The loop is written plainly and
-``agent.compile`` fuses it. Boundaries are Gumbel straight-through samples in ``train()`` and
-the mode in ``eval()``. A state with ``seg_num == 0`` (fresh ``initial()`` or ``is_first``) is
+``agent.compile`` fuses it. Boundaries are Gumbel straight-through samples in ``train()`` (no
+gradient with ``boundary_grad="local"``) and the mode in ``eval()``. A state with ``seg_num == 0`` (fresh ``initial()`` or ``is_first``) is
 always READ.
 
 ``obs_step`` (acting online) cannot see the next frame that the k=3 conv reads, so online the
@@ -28,7 +28,7 @@ boundary KL to predict the posterior), regularised the same way; the state poste
 reads ``embed_t``. This is causal and matches what ``img_step`` does in imagination.
 
 State keys: ``abs_belief, abs_stoch, abs_mean, abs_std, obs_belief,
-obs_stoch, obs_mean, obs_std, boundary`` (``[.., 1]``, 1.0 = READ, straight-through gradient),
+obs_stoch, obs_mean, obs_std, boundary`` (``[.., 1]``, 1.0 = READ, straight-through gradient unless local),
 ``boundary_logit`` (``[.., 2]`` READ/COPY, regularised), ``seg_len, seg_num`` (``[.., 1]``).
 ``get_feat = cat(abs_belief, abs_stoch, obs_belief, obs_stoch)``.
 
@@ -73,7 +73,8 @@ def _cat_kl(lq: Tensor, lp: Tensor) -> Tensor:
 class VTADynamics(BoundaryOptions):
     """Hierarchical (abstract + observation level) dynamics with learned boundaries.
 
-    Args (match ``configs/dynamics/vta.yaml`` one to one):
+    Args (match ``configs/dynamics/vta.yaml`` one to one, except ``boundary_grad``, which the agent
+    accepts only as ``straight_through`` and which ``configs/vta/dreamer.yaml`` sets):
         action_dim, embed_dim: widths of actions and observation embeddings.
         abs_belief_dim, obs_belief_dim: GRU sizes of the two levels (default 512).
         abs_stoch_dim, obs_stoch_dim: Gaussian latent sizes (default 32).
@@ -93,7 +94,9 @@ class VTADynamics(BoundaryOptions):
             through the sampled READ flags. ``"local"``: the flags carry no gradient into the
             states; the owner of the whole cost adds
             :func:`~imwm.vta.local_gradient.local_boundary_loss` (:class:`~imwm.vta.sequence_model.VTASequenceModel`
-            does; the agent's world model does not, so the agent refuses it).
+            does; the agent's world model does not, so the agent refuses it). The cost difference is
+            the exact derivative only with ``boundary_force_scale=0``: forcing makes a step's
+            posterior depend on the flags before it, which the flip holds fixed.
         **boundary options**: ``max_seg_len``, ``max_seg_num``, ``boundary_temp``, ``boundary_temp_min``,
             ``boundary_temp_anneal_rate``, ``boundary_force_scale``, ``boundary_force_schedule``,
             ``boundary_force_start``, ``boundary_force_decay_updates``, ``boundary_rate``,
@@ -301,7 +304,7 @@ class VTADynamics(BoundaryOptions):
         """Backward GRU over each segment: ``[B, T, E]``, step ``t`` summarises ``t`` .. its segment's end.
 
         The carry into step ``t - 1`` is multiplied by COPY at ``t``: a READ at ``t`` closes the
-        earlier segment, and its straight-through gradient reaches the boundary detector.
+        earlier segment, and its straight-through gradient (if any) reaches the boundary detector.
         """
         h = torch.zeros_like(embed[:, 0])
         out = [None] * embed.shape[1]

@@ -15,9 +15,12 @@ Lázaro-Gredilla, NeurIPS 2015): with every other boundary at its sample,
 uniformly chosen step ``t >= 1`` of its sampled boundaries; both costs come from the model's own
 forward with forced READ flags (``model(obs, boundary=...)``), under the same random numbers, so
 the difference is the flip's effect and not noise. The estimate is unbiased for the sum over
-steps (scaled by ``T - 1``) and costs two gradient-free forward passes per update.
-:func:`imwm.analysis.local_read_effect` measures the same difference at every step of a trained
-model. The two passes run in training mode, so batch normalisation mixes the batch's flips into
+steps (scaled by ``T - 1``) and costs two gradient-free forward passes per update. It is exact
+where a step's READ probability does not depend on the other steps' flags: true of
+:class:`~imwm.vta.VTAOriginal`, and of :class:`~imwm.vta.VTADynamics` with
+``boundary_force_scale=0`` (with forcing, a flip also changes how later steps are pushed).
+:func:`imwm.analysis.local_read_effect` measures the same difference, with the ELBO's cost, at
+every step of a trained model. The two passes run in training mode, so batch normalisation mixes the batch's flips into
 each sequence's difference a little; that adds noise, not bias towards READ or COPY.
 """
 
@@ -57,7 +60,8 @@ def local_boundary_loss(
 
     Args:
         model: a VTA model whose ``forward(obs, boundary=flags)`` forces READ flags ``[B, T, 1]``
-            and returns per-step ``obs_cost``, ``kl_abs``, ``kl_obs`` ``[B, T]``.
+            and returns what ``cost`` reads (by default per-step ``obs_cost``, ``kl_abs``, ``kl_obs``
+            ``[B, T]``).
         obs: the batch the model was just run on, ``[B, T, ...]``.
         out: that run's output: sampled ``boundary`` ``[B, T, 1]`` (1.0 = READ) and the posterior
             ``read_prob`` ``[B, T, 1]`` (differentiable in the detector's parameters).
