@@ -38,7 +38,7 @@ def test_gradient_is_the_cost_difference_at_the_flipped_step():
 
 
 def test_original_model_carries_the_local_gradient_in_its_loss(monkeypatch):
-    import imwm.vta.original as original
+    import imwm.vta.local_gradient as local_gradient
 
     calls = []
 
@@ -46,7 +46,7 @@ def test_original_model_carries_the_local_gradient_in_its_loss(monkeypatch):
         calls.append(local_boundary_loss(*args, **kwargs))
         return calls[-1]
 
-    monkeypatch.setattr(original, "local_boundary_loss", spy)
+    monkeypatch.setattr(local_gradient, "local_boundary_loss", spy)
     torch.manual_seed(0)
     m = VTAOriginal(image_size=32, cnn_depth=4, embed_dim=16, belief_dim=16, state_dim=4, hidden_dim=16,
                     boundary_grad="local", boundary_scale=0.0)
@@ -87,6 +87,7 @@ def test_a_given_cost_replaces_the_elbo_terms():
 
 
 def test_sequence_model_carries_the_local_gradient_of_its_training_objective(monkeypatch):
+    import imwm.vta.local_gradient as local_gradient
     import imwm.vta.sequence_model as sequence_model
     from imwm.vta import VTASequenceModel
 
@@ -103,11 +104,11 @@ def test_sequence_model_carries_the_local_gradient_of_its_training_objective(mon
     torch.manual_seed(0)
     m = VTASequenceModel(**tiny)
     obs = generate_moving_shapes(3, 8, image_size=32)["observation"]
-    monkeypatch.setattr(sequence_model, "local_boundary_loss", spy)
+    monkeypatch.setattr(local_gradient, "local_boundary_loss", spy)
     torch.manual_seed(1)
     out = m(obs)
     assert not out["boundary"].requires_grad  # no straight-through path
-    monkeypatch.setattr(sequence_model, "local_boundary_loss", lambda *a, **k: torch.zeros(()))
+    monkeypatch.setattr(local_gradient, "local_boundary_loss", lambda *a, **k: torch.zeros(()))
     torch.manual_seed(1)
     ref = m(obs)  # the same forward without the local term
     torch.testing.assert_close(out["loss"], ref["loss"])  # the value is the objective's alone
@@ -117,7 +118,7 @@ def test_sequence_model_carries_the_local_gradient_of_its_training_objective(mon
     (from_local,) = torch.autograd.grad(calls[0], detector)
     assert from_local.abs().sum() > 0
     torch.testing.assert_close(from_loss, from_objective + from_local, rtol=1e-4, atol=1e-4)  # ... its gradient adds the local term
-    monkeypatch.setattr(sequence_model, "local_boundary_loss", spy)
+    monkeypatch.setattr(local_gradient, "local_boundary_loss", spy)
     m(obs, boundary=out["boundary"].detach())  # forced flags: no extra passes
     m.eval()
     m(obs)  # evaluation: none either

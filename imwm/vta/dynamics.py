@@ -19,8 +19,8 @@ The posterior boundary logits of a whole sequence come from one 1-D conv pass ov
 on ``cat(belief, embed_t)``), the elementwise boundary regularisation and sample; the priors and
 the prior boundary are batched over ``[B, T]`` after it. The loop is written plainly and
 ``agent.compile`` fuses it. Boundaries are Gumbel straight-through samples in ``train()`` (no
-gradient with ``boundary_grad="local"``) and the mode in ``eval()``. A state with ``seg_num == 0`` (fresh ``initial()`` or ``is_first``) is
-always READ.
+gradient with ``boundary_grad="local"``) and the mode in ``eval()``. A state with
+``seg_num == 0`` (fresh ``initial()`` or ``is_first``) is always READ.
 
 ``obs_step`` (acting online) cannot see the next frame that the k=3 conv reads, so online the
 boundary comes from the *prior* boundary detector (``p(m | feat_{t-1}, a)``, trained by the

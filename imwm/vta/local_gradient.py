@@ -20,8 +20,9 @@ where a step's READ probability does not depend on the other steps' flags: true 
 :class:`~imwm.vta.VTAOriginal`, and of :class:`~imwm.vta.VTADynamics` with
 ``boundary_force_scale=0`` (with forcing, a flip also changes how later steps are pushed).
 :func:`imwm.analysis.local_read_effect` measures the same difference, with the ELBO's cost, at
-every step of a trained model. The two passes run in training mode, so batch normalisation mixes the batch's flips into
-each sequence's difference a little; that adds noise, not bias towards READ or COPY.
+every step of a trained model. The two passes run in training mode, so batch normalisation mixes
+the batch's flips into each sequence's difference a little; that adds noise, not bias towards READ
+or COPY.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["local_boundary_loss", "sequence_cost", "check_boundary_grad", "COST_TERMS", "BOUNDARY_GRADS"]
+__all__ = ["local_boundary_loss", "add_local_gradient", "sequence_cost", "check_boundary_grad", "COST_TERMS",
+           "BOUNDARY_GRADS"]
 
 #: the per-step terms of a sequence's cost (the boundary's own KLs are the detector's, not the model's)
 COST_TERMS = ("obs_cost", "kl_abs", "kl_obs")
@@ -108,3 +110,36 @@ def local_boundary_loss(
     read_minus_copy = torch.where(was_read, sampled_cost - flipped_cost, flipped_cost - sampled_cost)
     q = read_prob[rows, step, 0]
     return (q * read_minus_copy).sum() * (T - 1) / (B * T)
+
+
+def add_local_gradient(
+    model: torch.nn.Module, obs: Tensor, loss: Tensor, *, read: Tensor, read_prob: Tensor, forced: bool,
+    cost: Callable[..., Tensor] = sequence_cost,
+) -> Tensor:
+    """``loss`` carrying the gradient of :func:`local_boundary_loss` as well, its value unchanged.
+
+    What a VTA model with ``boundary_grad="local"`` returns as its ``loss``: any loop that
+    backpropagates it trains the detector on the cost differences. Only in training mode, with
+    gradients enabled and no boundaries forced (the surrogate's own passes and diagnostics force
+    them); otherwise ``loss`` itself.
+
+    Args:
+        model, obs, cost: as for :func:`local_boundary_loss`.
+        loss: the model's objective (a scalar).
+        read, read_prob: the run's sampled READ flags and posterior READ probability ``[B, T, 1]``.
+        forced: whether the run's boundaries were given rather than sampled.
+
+    Example:
+        >>> from imwm.vta import VTAOriginal
+        >>> m = VTAOriginal(image_size=16, cnn_depth=4, embed_dim=8, belief_dim=8, state_dim=2, hidden_dim=8)
+        >>> obs = torch.randint(0, 255, (2, 4, 3, 16, 16), dtype=torch.uint8)
+        >>> read_prob = torch.full((2, 4, 1), 0.5, requires_grad=True)
+        >>> loss = torch.tensor(3.0)
+        >>> out = add_local_gradient(m, obs, loss, read=torch.zeros(2, 4, 1), read_prob=read_prob, forced=False)
+        >>> out.item(), out.requires_grad
+        (3.0, True)
+    """
+    if forced or not (model.training and torch.is_grad_enabled()):
+        return loss
+    surrogate = local_boundary_loss(model, obs, {"boundary": read, "read_prob": read_prob}, cost=cost)
+    return loss + (surrogate - surrogate.detach())  # the surrogate's value means nothing

@@ -35,7 +35,7 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 
 from imwm.vta.boundary import boundary_sample, log_density_concrete, rate_prior_kl, regularize_boundary
-from imwm.vta.local_gradient import BOUNDARY_GRADS, check_boundary_grad, local_boundary_loss
+from imwm.vta.local_gradient import BOUNDARY_GRADS, add_local_gradient, check_boundary_grad
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
 from imwm.vta.options import BoundaryOptions
 
@@ -322,10 +322,8 @@ class VTAOriginal(BoundaryOptions):
             boundary_kl = torch.zeros_like(kl_mask)
         total = obs_cost + kl_abs + kl_obs + kl_mask + self.boundary_scale * boundary_kl
         loss = total.mean()
-        if self.boundary_grad == "local" and self.training and boundary is None and torch.is_grad_enabled():
-            # gradient only: the surrogate's value means nothing, so `loss` keeps reading the objective
-            surrogate = local_boundary_loss(self, obs, {"boundary": read, "read_prob": read_prob})
-            loss = loss + (surrogate - surrogate.detach())
+        if self.boundary_grad == "local":
+            loss = add_local_gradient(self, obs, loss, read=read, read_prob=read_prob, forced=boundary is not None)
         return TensorDict(
             {
                 "loss": loss,

@@ -28,7 +28,7 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 
 from imwm.vta.dynamics import VTADynamics
-from imwm.vta.local_gradient import local_boundary_loss
+from imwm.vta.local_gradient import add_local_gradient
 
 __all__ = ["VTASequenceModel", "model_cost"]
 
@@ -144,10 +144,9 @@ class VTASequenceModel(nn.Module):
         read = post["boundary"]
         loss = (obs_cost + kl).mean()
         read_prob = torch.softmax(post["boundary_logit"], -1)[..., :1]  # differentiable, unlike m["read_prob"]
-        if self.dynamics.boundary_grad == "local" and self.training and boundary is None and torch.is_grad_enabled():
-            # gradient only: the surrogate's value means nothing, so `loss` keeps reading the objective
-            surrogate = local_boundary_loss(self, obs, {"boundary": read, "read_prob": read_prob}, cost=model_cost)
-            loss = loss + (surrogate - surrogate.detach())
+        if self.dynamics.boundary_grad == "local":
+            loss = add_local_gradient(self, obs, loss, read=read, read_prob=read_prob, forced=boundary is not None,
+                                      cost=model_cost)
         return TensorDict(
             {
                 "loss": loss,
