@@ -69,6 +69,23 @@ def test_run_folder_and_exact_restore(tmp_path, variant, sizes):
     assert sum(ev["read_offsets"].values()) == ev["model"]["n_pred"]
     table = format_eval_table(ev, name="x")
     assert "exact step (no tolerance)" in table and "READs against the nearest change" in table
+    assert "std of its log-odds" in table
+    logodds = torch.logit(a["read_prob"][:, 1:].double(), eps=1e-12)
+    assert ev["read_logodds_std"] == pytest.approx(float(logodds.std()))
+
+
+def test_constant_detector_has_no_spread_and_chance_auc(tmp_path, monkeypatch):
+    """A detector that gives every step the same q(READ) shows as such: spread 0, AUC 0.5."""
+    data = heldout_data(_cfg(tmp_path))
+    n, t = data["observation"].shape[:2]
+    flat = {"boundary": torch.zeros(n, t, dtype=torch.bool), "read_prob": torch.full((n, t), 0.13)}
+    monkeypatch.setattr("imwm.training.vta_run.predict_boundaries", lambda model, data: flat)
+    ev = evaluate_boundaries(None, data, draws=2)
+    assert ev["read_logodds_std"] == pytest.approx(0.0, abs=1e-12) and ev["auc_read_prob"] == 0.5
+    ramp = torch.linspace(0.05, 0.95, t).expand(n, t)  # log-odds spread known in closed form
+    monkeypatch.setattr("imwm.training.vta_run.predict_boundaries", lambda model, data: {**flat, "read_prob": ramp})
+    expected = torch.logit(ramp[:, 1:].double()).std().item()
+    assert evaluate_boundaries(None, data, draws=2)["read_logodds_std"] == pytest.approx(expected) and expected > 1.0
 
 
 def test_resume_continues_from_checkpoint(tmp_path, capsys):

@@ -241,7 +241,10 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
     Frame 0 is excluded (it is a segment start by definition and always READ). The random,
     evenly spaced and frame-difference baselines (the largest pixel changes, no learning) use the
     same number of boundaries per sequence as the model. Also returned: ``auc_read_prob`` (ROC AUC
-    of q(READ) for the true change steps), ``exact`` (model, random and frame-difference PRF with
+    of q(READ) for the true change steps), ``read_logodds_std`` (how much q(READ) depends on the
+    frames at all: the standard deviation of ``log q / (1 - q)`` over the held-out steps; a
+    detector that gives every step nearly the same probability has an AUC near 0.5 for that
+    reason, not because it ranks the wrong steps), ``exact`` (model, random and frame-difference PRF with
     no tolerance) and ``read_offsets`` (:func:`imwm.analysis.read_offsets`).
     """
     from imwm.analysis.boundary_truth import compare_with_truth, read_offsets
@@ -257,6 +260,7 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
         **compare_with_truth(pred, true, delta, tolerance=1, draws=draws, seed=seed),
         # threshold-free: does q(READ) rank the true change steps above the others? (0.5 = no signal)
         "auc_read_prob": float(roc_auc(predicted["read_prob"][:, 1:].numpy().ravel(), true.ravel())),
+        "read_logodds_std": float(torch.logit(predicted["read_prob"][:, 1:].double(), eps=1e-12).std()),
         # a ±1-step F1 hides READs a step early; these do not
         "exact": {k: exact[k] for k in ("model", "random", "frame_difference")},
         "read_offsets": read_offsets(pred, true),
@@ -402,6 +406,8 @@ def format_eval_table(ev: dict, *, name: str) -> str:
     auc = f"ROC AUC vs true changes: q(READ) {ev['auc_read_prob']:.3f}"
     if "frame_difference" in ev:
         auc += f", frame difference {ev['frame_difference']['auc']:.3f}"
+    if "read_logodds_std" in ev:  # evaluations written before it existed lack it
+        auc += f"; spread of q(READ) over steps (std of its log-odds) {ev['read_logodds_std']:.3f}"
     lines.append(f"\n{auc}; CPU time {ev.get('cpu_s', float('nan')):.0f} s")
     if "exact" in ev:  # evaluations written before these existed lack them
         f1 = {k: ev["exact"][k]["f1"] for k in ("model", "random", "frame_difference")}
