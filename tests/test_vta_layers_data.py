@@ -157,3 +157,41 @@ def test_vta_models_accept_a_causal_detector():
     d = VTADynamics(action_dim=2, embed_dim=8, abs_belief_dim=8, obs_belief_dim=8, abs_stoch_dim=2, obs_stoch_dim=2,
                     hidden=8, boundary_hidden=8, boundary_causal=True)
     assert d.post_boundary.causal
+
+
+def test_post_boundary_detector_norm_option():
+    """Each flavour has its normalisation by default; ``norm=`` swaps it and keeps the activation."""
+    types = lambda det: [type(m).__name__ for m in det.net]  # noqa: E731
+    assert "BatchNorm1d" in types(PostBoundaryDetector(5, hidden_dim=8, flavour="original"))
+    assert "ChannelLayerNorm" in types(PostBoundaryDetector(5, hidden_dim=8, flavour="dreamer"))
+    swapped = types(PostBoundaryDetector(5, hidden_dim=8, flavour="dreamer", norm="batch"))
+    assert "BatchNorm1d" in swapped and "SiLU" in swapped and "ChannelLayerNorm" not in swapped
+    with pytest.raises(ValueError, match="boundary_norm must be one of"):
+        PostBoundaryDetector(5, hidden_dim=8, norm="group")
+    d = VTADynamics(action_dim=2, embed_dim=8, abs_belief_dim=8, obs_belief_dim=8, abs_stoch_dim=2, obs_stoch_dim=2,
+                    hidden=8, boundary_hidden=8, boundary_causal=True, boundary_norm="batch")
+    assert "BatchNorm1d" in types(d.post_boundary)
+    post, _ = d.eval().observe(torch.randn(2, 6, 8), torch.zeros(2, 6, 2), torch.zeros(2, 6, 1, dtype=torch.bool))
+    assert post["boundary_logit"].shape == (2, 6, 2)
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_post_boundary_detector_output_under_a_large_channel_offset(norm):
+    """What a large per-channel offset in the last block does to the output's dependence on the input.
+
+    Trained layer-norm detectors grew such offsets (the second block's channels at ~5.5 against a
+    spread of ~0.7 over steps) and their output became nearly constant; batch norm removes the
+    offset per channel, so the output keeps its spread.
+    """
+    torch.manual_seed(0)
+    det = PostBoundaryDetector(16, hidden_dim=32, num_layers=2, norm=norm, causal=True)
+    x = torch.randn(8, 20, 16)
+    spread = lambda: (lambda l: (l[..., 0] - l[..., 1]).std().item())(det(x))  # noqa: E731
+    with torch.no_grad():
+        before = spread()
+        det.net[5].bias += 20.0 * torch.randn(32)  # the second block's conv, before its norm
+        after = spread()
+    if norm == "layer":
+        assert after < 0.2 * before
+    else:
+        assert after == pytest.approx(before, rel=1e-3)

@@ -85,6 +85,9 @@ class VTADynamics(BoundaryOptions):
             (:class:`~imwm.vta.layers.PostBoundaryDetector`).
         boundary_causal: the detector sees only ``embed[: t + 1]`` for step ``t`` instead of a window
             centred on ``t``, so its READ probability at ``t`` does not depend on frames after ``t``.
+        boundary_norm: ``"layer"`` or ``"batch"``, the normalisation of the detector's blocks
+            (:class:`~imwm.vta.layers.PostBoundaryDetector`; batch norm keeps its output
+            dependent on its input where layer norm let it become constant).
         segment_posterior: the abstract posterior reads a backward GRU summary of its whole segment
             (``embed_t .. embed_end``, restarted at every READ), as the original VTA's does, instead
             of ``embed_t`` alone. Only a READ at a change then lets ``z`` describe the segment ahead,
@@ -130,6 +133,7 @@ class VTADynamics(BoundaryOptions):
         boundary_layers: int = 2,
         boundary_diff: bool = False,
         boundary_causal: bool = False,
+        boundary_norm: str = "layer",
         segment_posterior: bool = False,
         boundary_grad: str = "straight_through",
         **boundary_options,
@@ -163,7 +167,7 @@ class VTADynamics(BoundaryOptions):
         self.post_boundary = PostBoundaryDetector(
             embed_dim, hidden_dim=positive_int("boundary_hidden", boundary_hidden),
             num_layers=positive_int("boundary_layers", boundary_layers), flavour="dreamer", diff=boundary_diff,
-            causal=boundary_causal,
+            causal=boundary_causal, norm=boundary_norm,
         )
         self.prior_boundary = PriorBoundaryDetector(self.feat_dim + action_dim, hidden_dim=hidden, flavour="dreamer")
         self.abs_gru = nn.GRUCell(abs_stoch_dim + action_dim, abs_belief_dim)
