@@ -86,8 +86,8 @@ class VTADynamics(BoundaryOptions):
         boundary_causal: the detector sees only ``embed[: t + 1]`` for step ``t`` instead of a window
             centred on ``t``, so its READ probability at ``t`` does not depend on frames after ``t``.
         boundary_norm: ``"layer"`` or ``"batch"``, the normalisation of the detector's blocks
-            (:class:`~imwm.vta.layers.PostBoundaryDetector`; batch norm keeps its output
-            dependent on its input where layer norm let it become constant).
+            (:class:`~imwm.vta.layers.PostBoundaryDetector`; batch norm removes the per-channel
+            offsets that left layer-normed detectors nearly constant).
         segment_posterior: the abstract posterior reads a backward GRU summary of its whole segment
             (``embed_t .. embed_end``, restarted at every READ), as the original VTA's does, instead
             of ``embed_t`` alone. Only a READ at a change then lets ``z`` describe the segment ahead,

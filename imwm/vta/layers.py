@@ -146,12 +146,13 @@ class PostBoundaryDetector(nn.Module):
 
     ``norm`` picks each block's normalisation: ``"batch"`` (``BatchNorm1d``, per channel over the
     batch and time; the original flavour's) or ``"layer"`` (a LayerNorm over channels at each step;
-    the dreamer flavour's); ``None`` takes the flavour's. Batch normalisation keeps every hidden
-    channel varying across steps, so the detector's output cannot stop depending on its input
-    while only the rate prior and noisy cost differences reach it (before the image model draws
-    the changes). With the layer norm, trained dreamer-variant detectors lost that dependence:
-    on ``moving_shapes`` the spread of their READ log-odds over held-out steps fell from 0.35–0.48
-    at initialisation to 0.02–0.09 (RESULTS.md, "VTA's dreamer variant with the causal detector…").
+    the dreamer flavour's); ``None`` takes the flavour's. Batch normalisation removes each hidden
+    channel's offset over the steps, so a growing offset cannot swamp what varies with the input.
+    With the layer norm, trained dreamer-variant detectors grew such offsets and nearly lost their
+    dependence on the input: on ``moving_shapes`` the spread of their READ log-odds over held-out
+    steps fell from 0.35–0.48 at initialisation to 0.02–0.09 by 4,000 updates; with batch norm it
+    was 4–7 times the layer-normed one's at 1,000 updates, though falling too (RESULTS.md, "VTA's
+    dreamer variant with the causal detector…").
     In training mode a batch-normalised detector's output at ``t`` also depends on the other
     steps of the batch through the statistics, so it is causal only in eval mode.
 
