@@ -82,7 +82,7 @@ def test_constant_detector_has_no_spread_and_chance_auc(tmp_path, monkeypatch):
     monkeypatch.setattr("imwm.training.vta_run.predict_boundaries", lambda model, data: flat)
     ev = evaluate_boundaries(None, data, draws=2)
     assert ev["read_logodds_std"] == pytest.approx(0.0, abs=1e-12) and ev["auc_read_prob"] == 0.5
-    ramp = torch.linspace(0.05, 0.95, t).expand(n, t)  # log-odds spread known in closed form
+    ramp = torch.linspace(0.05, 0.95, t).expand(n, t)  # the same q(READ) ramp in every sequence
     monkeypatch.setattr("imwm.training.vta_run.predict_boundaries", lambda model, data: {**flat, "read_prob": ramp})
     expected = torch.logit(ramp[:, 1:].double()).std().item()
     assert evaluate_boundaries(None, data, draws=2)["read_logodds_std"] == pytest.approx(expected) and expected > 1.0
