@@ -49,6 +49,31 @@ def test_bad_input_is_one_clear_error():
         local_read_effect(model, obs, torch.zeros(2, 4))
     with pytest.raises(ValueError, match="eval\\(\\) mode"):
         local_read_effect(model.train(), obs, torch.zeros(2, 4, 1))
+    with pytest.raises(ValueError, match="cost must be one of"):
+        local_read_effect(model.eval(), obs, torch.zeros(2, 4, 1), cost="nats")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        local_read_effect(model, obs, torch.zeros(2, 4, 1), mode="training")
+    with pytest.raises(ValueError, match=r"no \['model_cost'\]"):
+        local_read_effect(model, obs, torch.zeros(2, 4, 1), cost="model")
+
+
+def test_training_mode_uses_batch_statistics_and_puts_the_running_ones_back():
+    model = _model()  # the original variant: batch norm in the encoder and the detector
+    obs = torch.randint(0, 255, (3, 5, 3, 16, 16), dtype=torch.uint8)
+    held = torch.zeros(3, 5, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    effect = local_read_effect(model, obs, held, seed=2, mode="train")
+    assert not model.training  # handed back in the mode it came in
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed"
+    read, copy = held.clone(), held.clone()
+    read[:, 0] = copy[:, 0] = 1.0
+    read[:, 1] = 1.0
+    model.train()
+    by_hand = (_cost(model, obs, read, 2) - _cost(model, obs, copy, 2)).double().numpy()
+    np.testing.assert_allclose(effect[:, 0], by_hand, rtol=1e-6, atol=1e-3)
+    # batch statistics, not the running ones: the eval-mode effect differs
+    assert not np.allclose(effect, local_read_effect(model.eval(), obs, held, seed=2))
 
 
 class _MissCounter(torch.nn.Module):

@@ -53,3 +53,21 @@ def test_local_read_effect_reads_the_dreamer_variant():
     effect = local_read_effect(m, _obs(), torch.zeros(2, 8, 1), seed=3)
     assert effect.shape == (2, 7) and np.isfinite(effect).all()
     assert np.abs(effect).max() > 0  # a READ changes the cost somewhere
+
+
+def test_local_read_effect_on_the_training_objective_matches_model_cost_by_hand():
+    torch.manual_seed(0)
+    m = VTASequenceModel(**TINY).eval()
+    obs = _obs()
+    effect = local_read_effect(m, obs, torch.zeros(2, 8, 1), seed=3, cost="model")
+    read, copy = torch.zeros(2, 8, 1), torch.zeros(2, 8, 1)
+    read[:, 0] = copy[:, 0] = 1.0
+    read[:, 4] = 1.0
+    with torch.no_grad():
+        by_hand = []
+        for flags in (read, copy):
+            torch.manual_seed(3)
+            by_hand.append(m(obs, boundary=flags)["model_cost"].sum(1))
+    np.testing.assert_allclose(effect[:, 3], (by_hand[0] - by_hand[1]).double().numpy(), rtol=1e-6, atol=1e-3)
+    # the training objective weights and clips the KLs, so it is not the ELBO's difference
+    assert not np.allclose(effect, local_read_effect(m, obs, torch.zeros(2, 8, 1), seed=3))

@@ -8,7 +8,11 @@ COPY at ``t`` and every other boundary held, and returns
     effect[b, t] = cost(READ at t) - cost(COPY at t),   cost = sum_t obs_cost + READ * KL_abs + KL_obs
 
 (negative: the READ lowers the cost). Both runs use the same random numbers, so the difference is
-the boundary's, not the noise's. This is the quantity the local-expectation gradient of Titsias &
+the boundary's, not the noise's. ``cost="model"`` measures the training objective of the dreamer
+variant (``model_cost``) instead of the ELBO, and ``mode="train"`` runs the model as it runs while
+it learns: Gumbel noise on (seeded, so shared by both runs) and batch statistics from the batch.
+The batch-normed inputs (frames, embeddings) do not depend on the forced flags, so the two runs
+still differ only by the boundary; the running statistics are put back afterwards. This is the quantity the local-expectation gradient of Titsias &
 Lazaro-Gredilla (NeurIPS 2015) follows in ``VTAOriginal(boundary_grad="local")``; a straight-through
 gradient only approximates it. (The dreamer variant's local gradient follows its training
 objective instead, ``model_cost``: the KLs weighted and clipped as in its loss.)
@@ -31,38 +35,68 @@ from torch import Tensor
 
 from imwm.vta.local_gradient import COST_TERMS
 
-__all__ = ["local_read_effect", "held_boundary_costs"]
+__all__ = ["local_read_effect", "held_boundary_costs", "READ_EFFECT_COSTS", "READ_EFFECT_MODES"]
+
+#: ``elbo``: ``obs_cost + kl_abs + kl_obs``; ``model``: the dreamer variant's ``model_cost``.
+READ_EFFECT_COSTS = {"elbo": COST_TERMS, "model": ("model_cost",)}
+READ_EFFECT_MODES = ("eval", "train")
 
 
-def _forced_terms(model: torch.nn.Module, obs: Tensor, flags: Tensor, seed: int) -> dict[str, Tensor]:
+def _forced_terms(model: torch.nn.Module, obs: Tensor, flags: Tensor, seed: int,
+                  terms: tuple[str, ...] = COST_TERMS) -> dict[str, Tensor]:
     """Per-sequence sums ``[B]`` of the cost terms with ``flags`` forced, noise seeded."""
     with torch.random.fork_rng(devices=[obs.device] if obs.device.type == "cuda" else []):
         torch.manual_seed(seed)
         out = model(obs, boundary=flags)
-    return {k: out[k].sum(1) for k in COST_TERMS}
+    missing = [k for k in terms if k not in out.keys()]
+    if missing:
+        raise ValueError(f"the model's output has no {missing} (keys: {sorted(out.keys())})")
+    return {k: out[k].sum(1) for k in terms}
 
 
-def _sequence_cost(model: torch.nn.Module, obs: Tensor, flags: Tensor, seed: int) -> Tensor:
-    return sum(_forced_terms(model, obs, flags, seed).values())
+def _sequence_cost(model: torch.nn.Module, obs: Tensor, flags: Tensor, seed: int, terms: tuple[str, ...]) -> Tensor:
+    return sum(_forced_terms(model, obs, flags, seed, terms).values())
 
 
 def _check_model_and_flags(model: torch.nn.Module, obs: Tensor, boundary: Tensor, name: str) -> None:
     if model.training:
         raise ValueError(f"{name} needs the model in eval() mode (batch norm would mix the runs)")
+    _check_flags(obs, boundary)
+
+
+def _check_flags(obs: Tensor, boundary: Tensor) -> None:
     B, T = obs.shape[:2]
     if tuple(boundary.shape) != (B, T, 1):
         raise ValueError(f"boundary must be [B, T, 1] READ flags for obs [B, T, ...], got shape {tuple(boundary.shape)}")
 
 
+def _effects(model: torch.nn.Module, obs: Tensor, held: Tensor, seed: int, terms: tuple[str, ...]) -> np.ndarray:
+    B, T = obs.shape[:2]
+    effect = np.zeros((B, T - 1))
+    for t in range(1, T):
+        read, copy = held.clone(), held.clone()
+        read[:, t], copy[:, t] = 1.0, 0.0
+        diff = _sequence_cost(model, obs, read, seed, terms) - _sequence_cost(model, obs, copy, seed, terms)
+        effect[:, t - 1] = diff.double().cpu().numpy()
+    return effect
+
+
 @torch.no_grad()
-def local_read_effect(model: torch.nn.Module, obs: Tensor, boundary: Tensor, *, seed: int = 0) -> np.ndarray:
+def local_read_effect(model: torch.nn.Module, obs: Tensor, boundary: Tensor, *, seed: int = 0,
+                      cost: str = "elbo", mode: str = "eval") -> np.ndarray:
     """``cost(READ at t) - cost(COPY at t)`` per sequence and step, the other boundaries held.
 
     Args:
-        model: a VTA model in ``eval()`` mode whose forward takes ``boundary=`` READ flags.
+        model: a VTA model whose forward takes ``boundary=`` READ flags; in ``eval()`` mode
+            unless ``mode="train"``.
         obs: ``[B, T, C, H, W]`` frames.
         boundary: ``[B, T, 1]`` READ flags to hold (step 0 is always READ).
         seed: seeds the random numbers both runs of a step share.
+        cost: ``"elbo"`` (reconstruction + READ-weighted abstract KL + observation KL) or
+            ``"model"`` (the dreamer variant's training objective, ``model_cost``).
+        mode: ``"eval"``, or ``"train"``: the model runs in training mode, as its gradient sees
+            it, and its buffers (batch norm's running statistics) are restored afterwards; the
+            model is handed back in the mode it came in.
 
     Returns:
         ``[B, T - 1]`` float64 effects for steps ``1 .. T-1``, in nats.
@@ -74,16 +108,26 @@ def local_read_effect(model: torch.nn.Module, obs: Tensor, boundary: Tensor, *, 
         >>> local_read_effect(m, obs, torch.zeros(2, 5, 1)).shape
         (2, 4)
     """
-    _check_model_and_flags(model, obs, boundary, "local_read_effect")
-    B, T = obs.shape[:2]
+    if cost not in READ_EFFECT_COSTS:
+        raise ValueError(f"cost must be one of {sorted(READ_EFFECT_COSTS)}, got {cost!r}")
+    if mode not in READ_EFFECT_MODES:
+        raise ValueError(f"mode must be one of {list(READ_EFFECT_MODES)}, got {mode!r}")
+    if mode == "eval":
+        _check_model_and_flags(model, obs, boundary, "local_read_effect")
+    else:
+        _check_flags(obs, boundary)
     held = (boundary > 0.5).float()
     held[:, 0] = 1.0
-    effect = np.zeros((B, T - 1))
-    for t in range(1, T):
-        read, copy = held.clone(), held.clone()
-        read[:, t], copy[:, t] = 1.0, 0.0
-        effect[:, t - 1] = (_sequence_cost(model, obs, read, seed) - _sequence_cost(model, obs, copy, seed)).double().cpu().numpy()
-    return effect
+    if mode == "eval":
+        return _effects(model, obs, held, seed, READ_EFFECT_COSTS[cost])
+    was_training = model.training
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if k not in dict(model.named_parameters())}
+    model.train()
+    try:
+        return _effects(model, obs, held, seed, READ_EFFECT_COSTS[cost])
+    finally:
+        model.load_state_dict(buffers, strict=False)
+        model.train(was_training)
 
 
 @torch.no_grad()
