@@ -12,7 +12,9 @@ the boundary's, not the noise's. ``cost="model"`` measures the training objectiv
 variant (``model_cost``) instead of the ELBO, and ``mode="train"`` runs the model as it runs while
 it learns: Gumbel noise on (seeded, so shared by both runs) and batch statistics from the batch.
 The batch-normed inputs (frames, embeddings) do not depend on the forced flags, so the two runs
-still differ only by the boundary; the running statistics are put back afterwards. This is the quantity the local-expectation gradient of Titsias &
+still differ only by the boundary; the running statistics are put back afterwards.
+
+This is the quantity the local-expectation gradient of Titsias &
 Lazaro-Gredilla (NeurIPS 2015) follows in ``VTAOriginal(boundary_grad="local")``; a straight-through
 gradient only approximates it. (The dreamer variant's local gradient follows its training
 objective instead, ``model_cost``: the KLs weighted and clipped as in its loss.)
@@ -28,6 +30,9 @@ Works with models whose ``forward(obs, boundary=flags)`` accepts forced READ fla
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -68,6 +73,20 @@ def _check_flags(obs: Tensor, boundary: Tensor) -> None:
     B, T = obs.shape[:2]
     if tuple(boundary.shape) != (B, T, 1):
         raise ValueError(f"boundary must be [B, T, 1] READ flags for obs [B, T, ...], got shape {tuple(boundary.shape)}")
+
+
+@contextmanager
+def _training_mode(model: torch.nn.Module) -> Iterator[None]:
+    """``model`` in training mode inside; its buffers and its mode as they were afterwards."""
+    was_training = model.training
+    saved = [(buf, buf.clone()) for buf in model.buffers()]
+    model.train()
+    try:
+        yield
+    finally:
+        for buf, value in saved:
+            buf.copy_(value)
+        model.train(was_training)
 
 
 def _effects(model: torch.nn.Module, obs: Tensor, held: Tensor, seed: int, terms: tuple[str, ...]) -> np.ndarray:
@@ -118,16 +137,8 @@ def local_read_effect(model: torch.nn.Module, obs: Tensor, boundary: Tensor, *, 
         _check_flags(obs, boundary)
     held = (boundary > 0.5).float()
     held[:, 0] = 1.0
-    if mode == "eval":
+    with nullcontext() if mode == "eval" else _training_mode(model):
         return _effects(model, obs, held, seed, READ_EFFECT_COSTS[cost])
-    was_training = model.training
-    buffers = {k: v.clone() for k, v in model.state_dict().items() if k not in dict(model.named_parameters())}
-    model.train()
-    try:
-        return _effects(model, obs, held, seed, READ_EFFECT_COSTS[cost])
-    finally:
-        model.load_state_dict(buffers, strict=False)
-        model.train(was_training)
 
 
 @torch.no_grad()
