@@ -51,6 +51,7 @@ def test_run_folder_and_exact_restore(tmp_path, variant, sizes):
     assert saved == cfg
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [r["update"] for r in rows] == ["1", "2"] and rows[1]["eval_f1"] != ""
+    assert float(rows[1]["eval_spread"]) >= 0.0 and rows[0]["eval_spread"] == ""
     ev = json.loads((run / "eval.json").read_text())
     assert {"model", "random", "periodic", "frame_difference", "cpu_s"} <= set(ev)
     assert 0.0 <= ev["frame_difference"]["auc"] <= 1.0
@@ -95,6 +96,22 @@ def test_resume_continues_from_checkpoint(tmp_path, capsys):
     assert "resumed" in capsys.readouterr().out
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
     assert [r["update"] for r in rows] == ["1", "2"]
+
+
+def test_a_resumed_run_appends_under_the_header_its_metrics_file_has(tmp_path):
+    """A folder written before a column existed keeps its layout: rows stay aligned with its header."""
+    sizes = ["vta.belief_dim=16", "vta.state_dim=4", "vta.hidden_dim=16", "train.log_every=1"]
+    train(_cfg(tmp_path, *sizes, "train.updates=1"))
+    path = tmp_path / "run" / "metrics.csv"
+    lines = path.read_text().splitlines()
+    old = [c for c in lines[0].split(",") if c != "eval_spread"]
+    keep = [lines[0].split(",").index(c) for c in old]
+    path.write_text("\n".join(",".join(line.split(",")[i] for i in keep) for line in lines) + "\n")
+    train(_cfg(tmp_path, *sizes, "train.updates=2"))
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == old and all(len(r) == len(old) for r in rows) and len(rows) == 3
+    assert [r[0] for r in rows[1:]] == ["1", "2"] and rows[2][old.index("eval_f1")] != ""
 
 
 def test_bad_variant_and_missing_section(tmp_path):

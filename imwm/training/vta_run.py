@@ -12,7 +12,8 @@ Two variants, chosen by ``vta.variant``:
   decoder, loss = reconstruction + ``VTADynamics.kl_loss``) trained on the recorded sequences.
 
 Run folder ``<run_dir>/`` (docs/architecture.md): ``config.yaml`` (resolved), ``metrics.csv`` (one
-row per ``log_every`` updates, plus held-out boundary precision/recall/F1 every ``eval_every``),
+row per ``log_every`` updates, plus held-out boundary precision/recall/F1, AUC of q(READ) and its
+spread over steps, ``eval_spread``, every ``eval_every``),
 ``checkpoints/latest.pt`` (``torch.load(weights_only=True)``; keys ``model``, ``optimizer``,
 ``counters``, ``rng``, ``config``), ``eval.json`` (final held-out evaluation with baselines).
 
@@ -48,7 +49,7 @@ VARIANTS = ("original", "dreamer")
 METRIC_COLUMNS = (
     "update", "wall_s", "cpu_s", "loss", "obs_cost", "kl_abs", "kl_obs", "kl_mask", "boundary_kl",
     "read_rate", "temp", "force_scale", "eval_precision", "eval_recall", "eval_f1", "eval_read_rate",
-    "eval_auc",
+    "eval_auc", "eval_spread",
 )
 
 
@@ -292,23 +293,63 @@ def _write_config(run_dir: Path, cfg: dict) -> None:
 
 
 class _CsvLog:
+    """``metrics.csv``: one row per log; a resumed run appends under the header it already has."""
+
     def __init__(self, path: Path, resume: bool):
-        self.path = path
-        if not (resume and path.exists()):
+        self.path, self.columns = path, METRIC_COLUMNS
+        if resume and path.exists():
+            with open(path, newline="") as f:  # a folder written before a column was added keeps its layout
+                self.columns = tuple(next(csv.reader(f), METRIC_COLUMNS))
+        else:
             with open(path, "w", newline="") as f:
                 csv.writer(f).writerow(METRIC_COLUMNS)
 
     def write(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow(["" if row.get(k) is None else _fmt(row[k]) for k in METRIC_COLUMNS])
+            csv.writer(f).writerow(["" if row.get(k) is None else _fmt(row[k]) for k in self.columns])
 
 
 def _fmt(v):
     return f"{v:.6g}" if isinstance(v, float) else v
 
 
+def _restore(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, float]:
+    """Load the run's latest checkpoint into ``model`` and ``opt``: (updates done, CPU seconds spent)."""
+    _, state = load_latest(run_dir / "checkpoints", required=("model", "optimizer", "counters", "rng"))
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    print(f"resumed {run_dir} at update {state['counters']['update']}")
+    return int(state["counters"]["update"]), float(state["counters"]["cpu_s"])
+
+
+def _update(model: torch.nn.Module, opt: torch.optim.Optimizer, obs: torch.Tensor, *, grad_clip: float) -> dict:
+    """One gradient step on a batch of sequences; the logged statistics as floats."""
+    out = model(obs)
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    stats = {"loss": out["loss"], "read_rate": out["boundary"][:, 1:].mean()}
+    stats.update({k: out[k].mean() for k in ("obs_cost", "kl_abs", "kl_obs", "kl_mask", "boundary_kl")})
+    return {k: float(v.detach()) for k, v in stats.items()}
+
+
+def _eval_columns(model: torch.nn.Module, heldout) -> dict:
+    """The held-out boundary quality logged every ``eval_every`` updates (20 random draws)."""
+    ev = evaluate_boundaries(model, heldout, draws=20)
+    return {"eval_precision": ev["model"]["precision"], "eval_recall": ev["model"]["recall"],
+            "eval_f1": ev["model"]["f1"], "eval_read_rate": ev["read_rate"], "eval_auc": ev["auc_read_prob"],
+            "eval_spread": ev["read_logodds_std"]}
+
+
 def train(cfg: Any) -> Path:
-    """Train a VTA model on the ``data`` section's dataset as ``cfg`` says; returns the run folder."""
+    """Train a VTA model on the ``data`` section's dataset as ``cfg`` says; returns the run folder.
+
+    Phases per update: a batch from the dataset stream, a gradient step, a log row (with the
+    held-out evaluation every ``eval_every`` updates), a checkpoint every ``checkpoint_every``; at
+    the end (the budget, or ``max_minutes``) the full evaluation in ``eval.json``.
+    """
     cfg = validate_vta_config(cfg)
     tr, d = cfg["train"], cfg["data"]
     if tr["threads"] > 0:
@@ -321,70 +362,44 @@ def train(cfg: Any) -> Path:
     model = build_vta_model(cfg)
     opt = _optimizer(model, lr=float(tr["lr"]), eps=float(tr["adam_eps"]),
                      boundary_lr_scale=float(tr.get("boundary_lr_scale", 1.0)))
-    start, ckpt_path = 0, run_dir / "checkpoints" / "latest.pt"
-    spent_cpu = 0.0
-    if cfg.get("resume", True) and (ckpt_path.exists() or ckpt_path.with_name("previous.pt").exists()):
-        _, state = load_latest(ckpt_path.parent, required=("model", "optimizer", "counters", "rng"))
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start, spent_cpu = int(state["counters"]["update"]), float(state["counters"]["cpu_s"])
-        set_rng_state(state["rng"])
-        print(f"resumed {run_dir} at update {start}")
+    ckpt_path = run_dir / "checkpoints" / "latest.pt"
+    resumable = ckpt_path.exists() or ckpt_path.with_name("previous.pt").exists()
+    start, spent_cpu = _restore(run_dir, model, opt) if cfg.get("resume", True) and resumable else (0, 0.0)
     log = _CsvLog(run_dir / "metrics.csv", resume=start > 0)
     stream = BoundaryDataStream(d)
     heldout = heldout_data(cfg)
-
-    def checkpoint(update: int, cpu_s: float) -> None:
-        save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "counters": {"update": update, "cpu_s": cpu_s}, "rng": rng_state(), "config": cfg,
-        })
-
     wall0, cpu0 = time.time(), time.process_time()
+
+    def cpu_s() -> float:
+        return spent_cpu + time.process_time() - cpu0
+
     max_s = float(tr.get("max_minutes", 0)) * 60
     model.train()
-    done = start
-    sums: dict[str, float] = {}
-    n_sum = 0
+    done, sums, n_sum = start, {}, 0
     for update in range(start, int(tr["updates"])):
         model.set_progress(update)
-        obs = stream.batch(update)["observation"]
-        out = model(obs)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float(tr["grad_clip"]))
-        opt.step()
-        with torch.no_grad():
-            stats = {"loss": out["loss"].detach(), "read_rate": out["boundary"][:, 1:].detach().mean()}
-            for k in ("obs_cost", "kl_abs", "kl_obs", "kl_mask", "boundary_kl"):
-                stats[k] = out[k].detach().mean()
-        for k, v in stats.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        n_sum += 1
-        done = update + 1
+        stats = _update(model, opt, stream.batch(update)["observation"], grad_clip=float(tr["grad_clip"]))
+        sums, n_sum, done = {k: sums.get(k, 0.0) + v for k, v in stats.items()}, n_sum + 1, update + 1
         timed_out = max_s > 0 and time.time() - wall0 > max_s
         last = done == int(tr["updates"]) or timed_out
         evaluate = last or (tr["eval_every"] > 0 and done % int(tr["eval_every"]) == 0)
-        if last or done % int(tr["log_every"]) == 0 or evaluate:
+        if last or evaluate or done % int(tr["log_every"]) == 0:
             row = {k: v / n_sum for k, v in sums.items()}
-            row.update(update=done, wall_s=time.time() - wall0, cpu_s=spent_cpu + time.process_time() - cpu0,
-                       temp=model.current_temp, force_scale=model.current_force_scale)
-            if evaluate:
-                ev = evaluate_boundaries(model, heldout, draws=20)
-                row.update(eval_precision=ev["model"]["precision"], eval_recall=ev["model"]["recall"],
-                           eval_f1=ev["model"]["f1"], eval_read_rate=ev["read_rate"], eval_auc=ev["auc_read_prob"])
+            row.update(update=done, wall_s=time.time() - wall0, cpu_s=cpu_s(), temp=model.current_temp,
+                       force_scale=model.current_force_scale)
+            row.update(_eval_columns(model, heldout) if evaluate else {})
             log.write(row)
             print(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()), flush=True)
             sums, n_sum = {}, 0
         if last or (tr["checkpoint_every"] > 0 and done % int(tr["checkpoint_every"]) == 0):
-            checkpoint(done, spent_cpu + time.process_time() - cpu0)
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                        "counters": {"update": done, "cpu_s": cpu_s()}, "rng": rng_state(),
+                                        "config": cfg})
         if timed_out:
             print(f"stopping after {tr['max_minutes']} minutes at update {done}")
             break
-    cpu_s = spent_cpu + time.process_time() - cpu0
     ev = evaluate_boundaries(model, heldout, draws=200, seed=int(cfg["seed"]))
-    ev.update(updates=done, cpu_s=cpu_s, wall_s=time.time() - wall0,
-              boundary_options=model.boundary_options())
+    ev.update(updates=done, cpu_s=cpu_s(), wall_s=time.time() - wall0, boundary_options=model.boundary_options())
     (run_dir / "eval.json").write_text(json.dumps(ev, indent=2, default=float))
     print(format_eval_table(ev, name=cfg.get("name", run_dir.name)))
     return run_dir
