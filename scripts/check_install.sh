@@ -56,7 +56,7 @@ assert not where.startswith(root + "/"), f"imported from the repository: {where}
 assert (imwm.configs.CONFIG_DIR / "config.yaml").is_file(), "config.yaml not installed"
 assert (imwm.configs.CONFIG_DIR / "preset" / "debug.yaml").is_file(), "presets not installed"
 EOF
-for cmd in imwm-train imwm-train-vta imwm-eval imwm-plot imwm-vta-viz imwm-vta-eval; do
+for cmd in imwm-train imwm-train-vta imwm-eval imwm-plot imwm-vta-viz imwm-vta-eval imwm-vta-detector; do
     command -v "$cmd" >/dev/null || fail "no console script $cmd"
 done
 

@@ -28,6 +28,7 @@ SCRIPTS = {
     "imwm-plot": "imwm.cli.plot:cli",
     "imwm-vta-viz": "imwm.cli.vta_boundary_viz:cli",
     "imwm-vta-eval": "imwm.cli.vta_boundary_eval:cli",
+    "imwm-vta-detector": "imwm.cli.vta_detector_only:cli",
 }
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import yaml
 
+from imwm.analysis.detector_only import boundary_detector
 from imwm.envs.boundary_data import DATASETS, LOADER_KEYS, BoundaryDataStream, dataset_keys, generate_boundary_data
 from imwm.errors import ConfigError, config_keys, unknown_keys
 from imwm.training.checkpoint import (load_checkpoint, load_latest, rng_state, save_checkpoint,
@@ -278,12 +279,10 @@ def _optimizer(model: torch.nn.Module, *, lr: float, eps: float, boundary_lr_sca
         raise ValueError(f"train.boundary_lr_scale must be > 0, got {boundary_lr_scale!r}")
     if boundary_lr_scale == 1.0:  # one group, so checkpoints of either layout resume as written
         return torch.optim.Adam(model.parameters(), lr=lr, eps=eps)
-    detector = model.post_boundary if hasattr(model, "post_boundary") else model.dynamics.post_boundary
-    ids = {id(p) for p in detector.parameters()}
+    ids = {id(p) for p in boundary_detector(model).parameters()}
     rest = [p for p in model.parameters() if id(p) not in ids]
-    return torch.optim.Adam(
-        [{"params": rest}, {"params": list(detector.parameters()), "lr": lr * boundary_lr_scale}], lr=lr, eps=eps
-    )
+    detector = [p for p in model.parameters() if id(p) in ids]
+    return torch.optim.Adam([{"params": rest}, {"params": detector, "lr": lr * boundary_lr_scale}], lr=lr, eps=eps)
 
 
 def _write_config(run_dir: Path, cfg: dict) -> None:

@@ -175,7 +175,7 @@ class PostBoundaryDetector(nn.Module):
             raise ValueError(f"boundary_norm must be one of {list(DETECTOR_NORMS)}, got {norm!r}")
         if num_layers < 1:
             raise ValueError(f"post-boundary num_layers must be >= 1, got {num_layers!r}")
-        self.flavour, self.in_dim, self.num_layers = flavour, in_dim, num_layers
+        self.flavour, self.in_dim, self.hidden_dim, self.num_layers = flavour, in_dim, hidden_dim, num_layers
         self.diff, self.causal = bool(diff), bool(causal)
         layers: list[nn.Module] = []
         channels = 2 * in_dim if diff else in_dim
