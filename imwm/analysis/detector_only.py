@@ -33,6 +33,11 @@ from imwm.vta.layers import DETECTOR_NORMS, PostBoundaryDetector
 __all__ = ["boundary_detector", "fresh_detector", "train_detector_only"]
 
 
+def _owner(model: nn.Module) -> nn.Module:
+    """The module that holds the detector: the dreamer variant's dynamics, or the original model."""
+    return model.dynamics if hasattr(model, "dynamics") else model
+
+
 def boundary_detector(model: nn.Module) -> PostBoundaryDetector:
     """The posterior boundary detector of either VTA variant.
 
@@ -42,8 +47,7 @@ def boundary_detector(model: nn.Module) -> PostBoundaryDetector:
         >>> boundary_detector(m) is m.post_boundary
         True
     """
-    owner = model.dynamics if hasattr(model, "dynamics") else model
-    detector = getattr(owner, "post_boundary", None)
+    detector = getattr(_owner(model), "post_boundary", None)
     if not isinstance(detector, PostBoundaryDetector):
         raise ValueError(f"{type(model).__name__} has no posterior boundary detector (post_boundary)")
     return detector
@@ -72,8 +76,7 @@ def fresh_detector(model: nn.Module, *, norm: str, diff: bool, causal: bool, see
     torch.manual_seed(seed)
     new = PostBoundaryDetector(old.in_dim, hidden_dim=old.hidden_dim, num_layers=old.num_layers,
                                flavour=old.flavour, diff=diff, causal=causal, norm=norm)
-    owner = model.dynamics if hasattr(model, "dynamics") else model
-    owner.post_boundary = new
+    _owner(model).post_boundary = new
     return new
 
 
@@ -88,16 +91,14 @@ def _freeze_all_but(model: nn.Module, detector: nn.Module) -> None:
             m.track_running_stats = False  # training passes use the batch's, eval the trained model's
 
 
-def _ranking(model: nn.Module, obs: torch.Tensor, true, chunk: int = 32) -> dict[str, float]:
+def _ranking(model: nn.Module, obs: torch.Tensor, true) -> dict[str, float]:
     """AUC of q(READ) for the true changes, the spread of its log-odds, and its mean (eval mode)."""
     from imwm.analysis.metrics import roc_auc
+    from imwm.training.vta_run import predict_boundaries, read_logodds_std
 
-    model.eval()
-    with torch.no_grad():
-        q = torch.cat([model(obs[i:i + chunk])["read_prob"][..., 0] for i in range(0, len(obs), chunk)])[:, 1:]
-    model.train()
-    return {"auc": float(roc_auc(q.numpy().ravel(), true.ravel())),
-            "spread": float(torch.logit(q.double(), eps=1e-12).std()), "mean_q": float(q.mean())}
+    q = predict_boundaries(model, {"observation": obs})["read_prob"][:, 1:]
+    return {"auc": float(roc_auc(q.numpy().ravel(), true.ravel())), "spread": read_logodds_std(q),
+            "mean_q": float(q.mean())}
 
 
 def train_detector_only(

@@ -43,8 +43,8 @@ from imwm.training.checkpoint import (load_checkpoint, load_latest, rng_state, s
                                       set_rng_state)
 from imwm.training.config import to_plain
 
-__all__ = ["build_vta_model", "load_vta_run", "evaluate_boundaries", "heldout_data", "train", "validate_vta_config",
-           "VARIANTS"]
+__all__ = ["build_vta_model", "load_vta_run", "evaluate_boundaries", "heldout_data", "predict_boundaries",
+           "read_logodds_std", "train", "validate_vta_config", "VARIANTS"]
 
 VARIANTS = ("original", "dreamer")
 METRIC_COLUMNS = (
@@ -225,16 +225,26 @@ def heldout_data(cfg: Mapping):
 
 @torch.no_grad()
 def predict_boundaries(model: torch.nn.Module, data, *, batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """Posterior READ flags and probabilities ``[N, T]`` on ``data`` (model put in eval mode)."""
+    """Posterior READ flags and probabilities ``[N, T]`` on ``data["observation"]`` (model put in eval mode)."""
     was_training = model.training
     model.eval()
     boundary, read_prob = [], []
-    for i in range(0, data.batch_size[0], batch_size):
+    for i in range(0, len(data["observation"]), batch_size):
         out = model(data["observation"][i : i + batch_size])
         boundary.append(out["boundary"][..., 0])
         read_prob.append(out["read_prob"][..., 0])
     model.train(was_training)
     return {"boundary": torch.cat(boundary) > 0.5, "read_prob": torch.cat(read_prob)}
+
+
+def read_logodds_std(read_prob: torch.Tensor) -> float:
+    """How much q(READ) depends on the frames: the standard deviation of ``log q / (1 - q)`` over its entries.
+
+    Example:
+        >>> read_logodds_std(torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+        0.0
+    """
+    return float(torch.logit(read_prob.double(), eps=1e-12).std())
 
 
 def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed: int = 0) -> dict:
@@ -262,7 +272,7 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
         **compare_with_truth(pred, true, delta, tolerance=1, draws=draws, seed=seed),
         # threshold-free: does q(READ) rank the true change steps above the others? (0.5 = no signal)
         "auc_read_prob": float(roc_auc(predicted["read_prob"][:, 1:].numpy().ravel(), true.ravel())),
-        "read_logodds_std": float(torch.logit(predicted["read_prob"][:, 1:].double(), eps=1e-12).std()),
+        "read_logodds_std": read_logodds_std(predicted["read_prob"][:, 1:]),
         # a ±1-step F1 hides READs a step early; these do not
         "exact": {k: exact[k] for k in ("model", "random", "frame_difference")},
         "read_offsets": read_offsets(pred, true),
