@@ -225,8 +225,10 @@ def intrinsic_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vector_vta_run(tmp_path_factory):
-    """``train.py preset=debug dynamics=vta``: a VTA agent on CartPole's vector observations."""
-    return _train(tmp_path_factory, "vector_vta", "dynamics=vta")
+    """``train.py preset=debug dynamics=vta dynamics.boundary_grad=local``: a VTA agent on CartPole's
+    vector observations whose boundary detector learns from the world-model loss's cost differences
+    (the PrivateEye run above keeps the straight-through default)."""
+    return _train(tmp_path_factory, "vector_vta", "dynamics=vta", "dynamics.boundary_grad=local")
 
 
 def test_intrinsic_run_restores_with_its_intrinsic_reward(intrinsic_run, tmp_path, capsys):

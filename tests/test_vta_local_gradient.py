@@ -141,18 +141,95 @@ def test_model_cost_is_reconstruction_plus_the_weighted_state_kls():
     torch.testing.assert_close(out["model_cost"], out["obs_cost"] + state_kl)
 
 
-def test_the_agent_refuses_the_local_gradient():
+def test_the_agent_takes_the_local_gradient_in_eager_mode_only():
+    from imwm.configs import compose_config
     from imwm.errors import ConfigError
-    from imwm.training.build_model import build_dynamics
+    from imwm.training.build_model import build_agent, build_dynamics, check_model_config
 
     cfg = dict(name="vta", abs_belief_dim=8, obs_belief_dim=8, abs_stoch_dim=2, obs_stoch_dim=2, hidden=8,
                boundary_hidden=4, boundary_grad="local")
+    assert build_dynamics(cfg, action_dim=2, embed_dim=6).boundary_grad == "local"
     with pytest.raises(ConfigError, match="dynamics.boundary_grad"):
-        build_dynamics(cfg, action_dim=2, embed_dim=6)
-    with pytest.raises(ValueError, match="boundary_grad"):
-        from imwm.vta import VTADynamics
+        check_model_config(compose_config(["preset=debug", "dynamics=vta", "dynamics.boundary_grad=reinforce"]))
+    compiled = compose_config(["preset=debug", "dynamics=vta", "dynamics.boundary_grad=local", "agent.compile=default"])
+    with pytest.raises(ConfigError, match="agent.compile"):
+        build_agent(compiled, obs_shape=(4,), action_dim=2)
 
-        VTADynamics(action_dim=2, embed_dim=6, boundary_grad="reinforce")
+
+def _vta_world_model_loss(**dynamics_kwargs):
+    from imwm.objectives import WorldModelLoss
+    from imwm.vta import VTADynamics
+    from imwm.world_model import WorldModel
+
+    wm = WorldModel.build((4,), 2, lambda e: VTADynamics(
+        action_dim=2, embed_dim=e, abs_belief_dim=8, obs_belief_dim=8, abs_stoch_dim=2, obs_stoch_dim=2, hidden=8,
+        boundary_hidden=8, boundary_force_scale=0.0, boundary_rate=0.15, boundary_scale=10.0, **dynamics_kwargs),
+        cnn_depth=4, mlp_units=16, mlp_layers=1)
+    B, T = 3, 6
+    batch = TensorDict({"observation": torch.randn(B, T, 4), "action": torch.eye(2)[torch.randint(0, 2, (B, T))],
+                        "is_first": torch.zeros(B, T, 1, dtype=torch.bool), "reward": torch.randn(B, T, 1),
+                        "is_terminal": torch.zeros(B, T, 1, dtype=torch.bool)}, [B, T])
+    batch["is_first"][:, 0] = True
+    return WorldModelLoss(wm, free_bits=0.1), batch
+
+
+def test_world_model_loss_carries_the_local_gradient_of_the_agent_objective(monkeypatch):
+    import imwm.vta.local_gradient as local_gradient
+
+    torch.manual_seed(0)
+    loss_fn, batch = _vta_world_model_loss(boundary_grad="local")
+    calls = []
+
+    def spy(model, obs, out, **kwargs):
+        calls.append((model, out["boundary"].detach(), local_boundary_loss(model, obs, out, **kwargs)))
+        return calls[-1][2]
+
+    monkeypatch.setattr(local_gradient, "local_boundary_loss", spy)
+    torch.manual_seed(1)
+    out = loss_fn(batch)
+    total = sum(v for k, v in out.items() if k.startswith("loss_"))
+    monkeypatch.setattr(local_gradient, "local_boundary_loss", lambda *a, **k: torch.zeros(()))
+    torch.manual_seed(1)
+    ref = loss_fn(batch)
+    ref_total = sum(v for k, v in ref.items() if k.startswith("loss_"))
+    torch.testing.assert_close(total, ref_total)  # the value is the objective's alone
+    torch.testing.assert_close(out["world_model_loss"], total)
+    detector = loss_fn.world_model.dynamics.post_boundary.net[0].weight
+    (from_loss,) = torch.autograd.grad(total, detector, retain_graph=True)
+    (from_objective,) = torch.autograd.grad(ref_total, detector)
+    (from_local,) = torch.autograd.grad(calls[0][2], detector)
+    assert from_local.abs().sum() > 0
+    torch.testing.assert_close(from_loss, from_objective + from_local, rtol=1e-4, atol=1e-5)
+
+    # the cost of a flag pattern is the world-model objective without the boundary's own terms
+    forced_cost, flags = calls[0][0], calls[0][1]
+    wm = loss_fn.world_model
+    torch.manual_seed(2)
+    cost = forced_cost(None, flags)
+    torch.manual_seed(2)
+    embed = wm.encoder(batch["observation"])
+    post, prior = wm.dynamics.observe(embed, batch["action"], batch["is_first"], boundary=flags)
+    full = loss_fn.heads_and_losses(batch["observation"], batch["reward"], batch["is_terminal"], post, prior,
+                                    wm.dynamics.get_feat(post))
+    kl, metrics = wm.dynamics.kl_loss(post, prior, free_bits=0.1, dyn_scale=0.5, rep_scale=0.1)
+    boundary_terms = (kl - metrics["kl_state"]).sum(1)
+    assert boundary_terms.abs().min() > 0
+    torch.testing.assert_close(cost, full["model_loss"] * batch.shape[1] - boundary_terms, rtol=1e-5, atol=1e-4)
+
+    with torch.no_grad():
+        loss_fn(batch)  # no gradient: no extra passes
+    wm.eval()
+    loss_fn(batch)  # evaluation mode: none either
+    assert len(calls) == 1
+
+
+def test_world_model_loss_with_the_default_gradient_makes_no_extra_passes(monkeypatch):
+    import imwm.vta.local_gradient as local_gradient
+
+    monkeypatch.setattr(local_gradient, "local_boundary_loss", lambda *a, **k: pytest.fail("called"))
+    loss_fn, batch = _vta_world_model_loss()
+    out = loss_fn(batch)
+    assert out["loss_kl"].requires_grad
 
 
 def test_dreamer_variant_gradient_equals_forced_cost_differences_in_training_mode():

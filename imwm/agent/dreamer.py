@@ -82,7 +82,8 @@ class DreamerAgent(nn.Module):
             graphs on GPU); ``True`` means ``default``. Each phase of the update (world-model
             forward; imagination + behaviour losses) becomes one ``torch.compile(fullgraph=True)``
             program, its backward a second one (:mod:`imwm.agent.compile`); a phase whose
-            compilation fails warns once and runs eagerly.
+            compilation fails warns once and runs eagerly. Must be ``false`` with a VTA dynamics
+            whose ``boundary_grad`` is ``"local"``.
         compile_scope: ``"phase"`` (whole phases, loops unrolled: fewest kernels, a cold compile
             that grows with the sequence length) or ``"step"`` (the loops' bodies, the
             dynamics' ``observe_cell`` and ``img_step`` and the actor's forward, each compiled
@@ -254,6 +255,10 @@ class DreamerAgent(nn.Module):
         self.gradient_sync = None
         self.greedy_every = check_greedy_every(greedy_every)  # at build: the error names agent.greedy_every
         self.compile_mode = parse_compile_mode(compile)
+        if self.compile_mode != "false" and getattr(world_model.dynamics, "boundary_grad", None) == "local":
+            raise ValueError(  # the local gradient's forced passes fork the RNG: not one graph
+                f"compile must be false with dynamics.boundary_grad=local (the update runs eagerly), got {compile!r}"
+            )
         if compile_scope not in COMPILE_SCOPES:
             raise ValueError(f"compile_scope must be one of {list(COMPILE_SCOPES)}, got {compile_scope!r}")
         self.compile_scope = compile_scope

@@ -185,20 +185,40 @@ class WorldModelLoss(LossModule):
                 )
 
         wm = self.world_model
-        out = wm.observe(
-            observation, self._get(tensordict, "action"), self._get(tensordict, "is_first")
-        )
-        return self.heads_and_losses(observation, reward, is_terminal, out["posterior"], out["prior"], out["feat"])
+        action, is_first = self._get(tensordict, "action"), self._get(tensordict, "is_first")
+        out = wm.observe(observation, action, is_first)
+        result = self.heads_and_losses(observation, reward, is_terminal, out["posterior"], out["prior"], out["feat"])
+        if getattr(wm.dynamics, "boundary_grad", None) == "local" and wm.dynamics.training and torch.is_grad_enabled():
+            surrogate = self._local_boundary_surrogate(
+                observation, action, is_first, reward, is_terminal, out["embed"], out["posterior"]
+            )
+            result["loss_kl"] = result["loss_kl"] + (surrogate - surrogate.detach())  # gradient only
+        return result
 
-    def heads_and_losses(
-        self, observation: torch.Tensor, reward: torch.Tensor, is_terminal: torch.Tensor,
-        posterior: TensorDictBase, prior: TensorDictBase, feat: torch.Tensor,
-    ) -> TensorDict:
-        """Everything after the observe loop: decoder, heads, KL and the output TensorDict.
+    def _local_boundary_surrogate(self, observation, action, is_first, reward, is_terminal, embed, posterior):
+        """:func:`~imwm.vta.local_gradient.local_boundary_loss` with this loss as the cost.
 
-        A function of ``[B, T]`` tensors without a loop, so the per-step compile scopes
-        (``agent.compile_scope=step`` or ``observe_step``) compile it whole, beside the loop bodies.
+        A VTA dynamics with ``boundary_grad="local"`` passes no gradient through its READ flags;
+        its posterior detector learns instead from the difference in this objective between a READ
+        and a COPY at one step per sequence, everything but the boundary's own terms (its KL and
+        rate prior) counted: image, reward, continue and the weighted, clipped state KLs.
         """
+        from imwm.vta.local_gradient import local_boundary_loss
+
+        wm = self.world_model
+
+        def forced_cost(_, boundary):  # [B]: the objective with the READ flags given
+            post, prior = wm.dynamics.observe(embed.detach(), action.float(), is_first, boundary=boundary)
+            terms, metrics = self._per_step_terms(observation, reward, is_terminal, post, prior,
+                                                  wm.dynamics.get_feat(post))
+            return (terms["image"] + terms["reward"] + terms["continue"] + metrics["kl_state"]).sum(1)
+
+        read_prob = torch.softmax(posterior["boundary_logit"], -1)[..., :1]
+        flags = {"boundary": posterior["boundary"], "read_prob": read_prob}
+        return local_boundary_loss(forced_cost, observation, flags, cost=lambda cost: cost)
+
+    def _per_step_terms(self, observation, reward, is_terminal, posterior, prior, feat):
+        """The scaled ``[B, T]`` terms ``image``, ``reward``, ``continue``, ``kl`` and the KL's metrics."""
         wm = self.world_model
         batch, time = feat.shape[:2]
         image = wm.decoder.loss(wm.decoder(feat), observation)
@@ -214,29 +234,28 @@ class WorldModelLoss(LossModule):
             dyn_scale=self.dyn_scale,
             rep_scale=self.rep_scale,
         )
-        for name, value in (
-            ("image", image),
-            ("reward", reward_loss),
-            ("continue", continue_loss),
-            ("kl", kl_loss),
-        ):
+        terms = {"image": image, "reward": reward_loss, "continue": continue_loss, "kl": kl_loss}
+        for name, value in terms.items():
             if tuple(value.shape) != (batch, time):
                 raise ValueError(
                     f"{name} loss must be [B, T] = {(batch, time)}, got {tuple(value.shape)}"
                 )
+        scales = {"image": self.image_scale, "reward": self.reward_scale, "continue": self.continue_scale, "kl": 1.0}
+        return {name: scales[name] * value for name, value in terms.items()}, metrics
 
-        per_step = (
-            self.image_scale * image
-            + self.reward_scale * reward_loss
-            + self.continue_scale * continue_loss
-            + kl_loss
-        )
-        result = {
-            "loss_image": self.image_scale * image.mean(),
-            "loss_reward": self.reward_scale * reward_loss.mean(),
-            "loss_continue": self.continue_scale * continue_loss.mean(),
-            "loss_kl": kl_loss.mean(),
-        }
+    def heads_and_losses(
+        self, observation: torch.Tensor, reward: torch.Tensor, is_terminal: torch.Tensor,
+        posterior: TensorDictBase, prior: TensorDictBase, feat: torch.Tensor,
+    ) -> TensorDict:
+        """Everything after the observe loop: decoder, heads, KL and the output TensorDict.
+
+        A function of ``[B, T]`` tensors without a loop, so the per-step compile scopes
+        (``agent.compile_scope=step`` or ``observe_step``) compile it whole, beside the loop bodies.
+        """
+        wm = self.world_model
+        terms, metrics = self._per_step_terms(observation, reward, is_terminal, posterior, prior, feat)
+        per_step = sum(terms.values())
+        result = {f"loss_{name}": value.mean() for name, value in terms.items()}
         with torch.no_grad():
             kl = metrics["kl"].detach()
             entropy = wm.dynamics.entropy(posterior).squeeze(-1)

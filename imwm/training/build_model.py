@@ -75,11 +75,10 @@ def _check_vta(dynamics_cfg: Mapping) -> None:
 
     skip = ("action_dim", "embed_dim", *BOUNDARY_OPTION_DEFAULTS)  # boundary options arrive as **kwargs
     _check_kwargs("dynamics", dynamics_cfg, VTADynamics.__init__, skip=skip)
-    grad = dynamics_cfg.get("boundary_grad", "straight_through")
-    if grad != "straight_through":  # the world-model loss does not add local_boundary_loss
-        raise ConfigError(
-            "dynamics.boundary_grad", "must be straight_through inside the agent (local: scripts/train_vta.py only)", grad
-        )
+    from imwm.vta.local_gradient import check_boundary_grad
+
+    with config_keys("dynamics", dynamics_cfg):
+        check_boundary_grad(dynamics_cfg.get("boundary_grad", "straight_through"))
     with config_keys("dynamics"):
         check_boundary_option_values({k: v for k, v in dynamics_cfg.items() if k in BOUNDARY_OPTION_DEFAULTS})
 

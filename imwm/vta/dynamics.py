@@ -73,8 +73,7 @@ def _cat_kl(lq: Tensor, lp: Tensor) -> Tensor:
 class VTADynamics(BoundaryOptions):
     """Hierarchical (abstract + observation level) dynamics with learned boundaries.
 
-    Args (match ``configs/dynamics/vta.yaml`` one to one, except ``boundary_grad``, which the agent
-    accepts only as ``straight_through`` and which ``configs/vta/dreamer.yaml`` sets):
+    Args (match ``configs/dynamics/vta.yaml`` and ``configs/vta/dreamer.yaml`` one to one):
         action_dim, embed_dim: widths of actions and observation embeddings.
         abs_belief_dim, obs_belief_dim: GRU sizes of the two levels (default 512).
         abs_stoch_dim, obs_stoch_dim: Gaussian latent sizes (default 32).
@@ -97,7 +96,8 @@ class VTADynamics(BoundaryOptions):
             through the sampled READ flags. ``"local"``: the flags carry no gradient into the
             states; the owner of the whole cost adds
             :func:`~imwm.vta.local_gradient.local_boundary_loss` (:class:`~imwm.vta.sequence_model.VTASequenceModel`
-            does; the agent's world model does not, so the agent refuses it). The cost difference is
+            does, and so does :class:`~imwm.objectives.WorldModelLoss` inside the agent, with the
+            whole world-model objective as the cost; there the update runs eagerly). The cost difference is
             the exact derivative only with ``boundary_force_scale=0``: forcing makes a step's
             posterior depend on the flags before it, which the flip holds fixed.
         **boundary options**: ``max_seg_len``, ``max_seg_num``, ``boundary_temp``, ``boundary_temp_min``,

@@ -55,14 +55,14 @@ def sequence_cost(out) -> Tensor:
 
 
 def local_boundary_loss(
-    model: torch.nn.Module, obs: Tensor, out, *, generator: torch.Generator | None = None,
+    model: Callable[..., object], obs: Tensor, out, *, generator: torch.Generator | None = None,
     cost: Callable[..., Tensor] = sequence_cost,
 ) -> Tensor:
     """Surrogate loss whose gradient in the READ probabilities is the local expectation gradient.
 
     Args:
-        model: a VTA model whose ``forward(obs, boundary=flags)`` forces READ flags ``[B, T, 1]``
-            and returns what ``cost`` reads (by default per-step ``obs_cost``, ``kl_abs``, ``kl_obs``
+        model: a VTA model (or any callable) whose ``model(obs, boundary=flags)`` forces READ flags
+            ``[B, T, 1]`` and returns what ``cost`` reads (by default per-step ``obs_cost``, ``kl_abs``, ``kl_obs``
             ``[B, T]``).
         obs: the batch the model was just run on, ``[B, T, ...]``.
         out: that run's output: sampled ``boundary`` ``[B, T, 1]`` (1.0 = READ) and the posterior
