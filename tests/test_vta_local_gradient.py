@@ -5,7 +5,7 @@ import torch
 from tensordict import TensorDict
 
 from imwm.envs.moving_shapes import generate_moving_shapes
-from imwm.vta import VTAOriginal, local_boundary_loss
+from imwm.vta import READ_INDEX, VTAOriginal, local_boundary_loss
 
 
 class _Stand_in(torch.nn.Module):
@@ -153,7 +153,9 @@ def test_the_agent_takes_the_local_gradient_in_eager_mode_only():
         check_model_config(compose_config(["preset=debug", "dynamics=vta", "dynamics.boundary_grad=reinforce"]))
     compiled = compose_config(["preset=debug", "dynamics=vta", "dynamics.boundary_grad=local", "agent.compile=default"])
     with pytest.raises(ConfigError, match="agent.compile"):
-        build_agent(compiled, obs_shape=(4,), action_dim=2)
+        check_model_config(compiled)  # before anything is built ...
+    with pytest.raises(ConfigError, match="agent.compile"):
+        build_agent(compiled, obs_shape=(4,), action_dim=2)  # ... and by the agent itself
 
 
 def _vta_world_model_loss(**dynamics_kwargs):
@@ -221,6 +223,44 @@ def test_world_model_loss_carries_the_local_gradient_of_the_agent_objective(monk
     wm.eval()
     loss_fn(batch)  # evaluation mode: none either
     assert len(calls) == 1
+
+
+def test_world_model_loss_gradient_equals_forced_cost_differences(monkeypatch):
+    """The detector's gradient at each flipped step is C(READ) - C(COPY) of the agent's objective,
+    an episode start inside the window included."""
+    import imwm.vta.local_gradient as local_gradient
+
+    torch.manual_seed(0)
+    loss_fn, batch = _vta_world_model_loss(boundary_grad="local")
+    batch["is_first"][1, 3] = True  # a new episode inside the window, at sequence 1's flipped step
+    B, T = batch.shape
+    seen = {}
+
+    def capture(model, obs, out, **kwargs):  # the forced cost, the sampled flags and a gradient to q
+        seen.update(model=model, flags=out["boundary"].detach(), q=out["read_prob"].detach())
+        seen["read_prob"] = torch.full((B, T, 1), 0.5, requires_grad=True)
+        torch.manual_seed(5)
+        return local_boundary_loss(model, obs, {"boundary": seen["flags"], "read_prob": seen["read_prob"]},
+                                   generator=torch.Generator().manual_seed(2), **kwargs)
+
+    monkeypatch.setattr(local_gradient, "local_boundary_loss", capture)
+    out = loss_fn(batch)
+    (grad,) = torch.autograd.grad(out["loss_kl"], seen["read_prob"])
+    read = torch.softmax(out["posterior"]["boundary_logit"], -1)[..., READ_INDEX : READ_INDEX + 1]
+    torch.testing.assert_close(seen["q"], read)  # the gradient goes to q(READ), not q(COPY)
+    torch.testing.assert_close(seen["flags"], out["posterior"]["boundary"])
+    steps = torch.randint(1, T, (B,), generator=torch.Generator().manual_seed(2))
+    for b, t in enumerate(steps.tolist()):
+        costs = []
+        for value in (1.0, 0.0):
+            forced = seen["flags"].clone()
+            forced[b, t] = value
+            torch.manual_seed(5)
+            with torch.no_grad():
+                costs.append(seen["model"](None, forced)[b])
+        assert (costs[0] == costs[1]) == ((b, t) == (1, 3))  # an episode start is a READ whatever the flag
+        torch.testing.assert_close(grad[b, t, 0], (costs[0] - costs[1]) * (T - 1) / (B * T), rtol=1e-4, atol=1e-5)
+        assert grad[b].abs().sum() == grad[b, t].abs().sum()  # nothing at the other steps
 
 
 def test_world_model_loss_with_the_default_gradient_makes_no_extra_passes(monkeypatch):

@@ -203,6 +203,7 @@ class WorldModelLoss(LossModule):
         and a COPY at one step per sequence, everything but the boundary's own terms (its KL and
         rate prior) counted: image, reward, continue and the weighted, clipped state KLs.
         """
+        from imwm.vta.boundary import READ_INDEX
         from imwm.vta.local_gradient import local_boundary_loss
 
         wm = self.world_model
@@ -213,7 +214,7 @@ class WorldModelLoss(LossModule):
                                                   wm.dynamics.get_feat(post))
             return (terms["image"] + terms["reward"] + terms["continue"] + metrics["kl_state"]).sum(1)
 
-        read_prob = torch.softmax(posterior["boundary_logit"], -1)[..., :1]
+        read_prob = torch.softmax(posterior["boundary_logit"], -1)[..., READ_INDEX : READ_INDEX + 1]
         flags = {"boundary": posterior["boundary"], "read_prob": read_prob}
         return local_boundary_loss(forced_cost, observation, flags, cost=lambda cost: cost)
 

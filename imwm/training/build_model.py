@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from imwm.agent import Actor, Critic, DreamerAgent
+from imwm.agent.compile import parse_compile_mode
 from imwm.dynamics import RSSMDynamics
 from imwm.errors import ConfigError, config_keys, unknown_keys
 from imwm.objectives import WorldModelLoss
@@ -173,7 +174,12 @@ def check_model_config(cfg: Any) -> None:
         raise ConfigError("dynamics.name", f"must be one of {sorted(DYNAMICS_BUILDERS)}", name)
     if name in DYNAMICS_CHECKS:
         DYNAMICS_CHECKS[name](dynamics_cfg)
-    _split_agent_cfg(plain["agent"])
+    agent_cfg = _split_agent_cfg(plain["agent"])[0]
+    with config_keys("agent", agent_cfg):
+        compile_mode = parse_compile_mode(agent_cfg.get("compile", False))
+    if dynamics_cfg.get("boundary_grad") == "local" and compile_mode != "false":
+        raise ConfigError("agent.compile", "must be false with dynamics.boundary_grad=local (the update runs eagerly)",
+                          agent_cfg["compile"])
 
 
 def _wants_decoder_std(plain: dict) -> bool:
