@@ -30,6 +30,8 @@ under the same bfloat16 autocast.
 Usage:
     python scripts/bench_update.py --size S --batch 16 --length 64 --repeats 5 --threads 2 --dynamics rssm
     python scripts/bench_update.py --size XS --batch 4 --length 16 --repeats 2 --dynamics rssm vta
+    python scripts/bench_update.py --size catch --actions 3 --length 16 --threads 1 --dynamics vta \
+        vta:boundary_grad=local,boundary_force_scale=0
     python scripts/bench_update.py --size laptop --threads 1 --compile false default --count-ops --repeats 20
     python scripts/bench_update.py --size S --device cuda --compile false default reduce-overhead --count-ops
 
@@ -67,15 +69,21 @@ PRESET_SIZES = ("laptop", "catch")
 # ----------------------------------------------------------------------------- imwm
 def load_config(size: str, dynamics: str, horizon: int, compile_mode: str = "false", precision: str = "float32",
                 compile_scope: str = "phase"):
-    """The ``model``, ``dynamics`` and ``agent`` groups, composed as Hydra would (interpolations resolve)."""
+    """The ``model``, ``dynamics`` and ``agent`` groups, composed as Hydra would (interpolations resolve).
+
+    ``dynamics`` is a config name with optional ``dynamics.*`` values after a colon:
+    ``vta:boundary_grad=local,boundary_force_scale=0``.
+    """
     from omegaconf import OmegaConf
 
     from imwm.configs import CONFIG_DIR, compose_config
 
+    dynamics, _, extra = dynamics.partition(":")
+    dynamics_values = [f"dynamics.{item}" for item in extra.split(",") if item]
     if size in PRESET_SIZES:
         cfg = compose_config([f"preset={size}", f"dynamics={dynamics}", f"agent.horizon={horizon}",
                               f"agent.compile={compile_mode}", f"agent.precision={precision}",
-                              f"agent.compile_scope={compile_scope}"])
+                              f"agent.compile_scope={compile_scope}", *dynamics_values])
         return OmegaConf.create({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "dynamics", "agent")})
     groups = {"model": size, "dynamics": dynamics, "agent": "default"}
     parts = {}
@@ -90,7 +98,7 @@ def load_config(size: str, dynamics: str, horizon: int, compile_mode: str = "fal
     cfg.agent.compile = compile_mode
     cfg.agent.compile_scope = compile_scope
     cfg.agent.precision = precision
-    return cfg
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(dynamics_values))
 
 
 def imwm_batch(batch: int, length: int, action_dim: int, seed: int, obs_shape=OBS_SHAPE) -> TensorDict:
@@ -367,7 +375,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--dynamics", nargs="*", default=["rssm"], help="imwm dynamics to time (rssm, vta)")
+    parser.add_argument("--dynamics", nargs="*", default=["rssm"],
+                        help="imwm dynamics to time (rssm, vta), each with optional values: vta:boundary_grad=local")
     parser.add_argument("--no-torchrl", action="store_true", help="skip the TorchRL baseline")
     parser.add_argument("--compile", nargs="*", default=["false"], help="agent.compile modes to time for imwm")
     parser.add_argument("--compile-scope", nargs="*", default=["phase"], choices=COMPILE_SCOPES,

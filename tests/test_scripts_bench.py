@@ -67,12 +67,14 @@ def is_png(path: Path) -> bool:
 # ----------------------------------------------------------------------------- bench_update.py
 def test_bench_update_times_imwm_rssm_vta_and_torchrl(tmp_path):
     proc = bench(tmp_path, "bench_update.py", "--size", "XS", "--batch", "2", "--length", "4", "--horizon", "2",
-                 "--actions", "3", "--repeats", "2", "--warmup", "1", "--threads", "1", "--dynamics", "rssm", "vta")
+                 "--actions", "3", "--repeats", "2", "--warmup", "1", "--threads", "1", "--dynamics", "rssm", "vta",
+                 "vta:boundary_grad=local,boundary_force_scale=0")
     out = ok(proc)
     header, rows = table(out, "implementation")
     assert header == ["implementation", "median ms", "min ms", "max ms", "ratio vs torchrl"]
     rows = keyed(rows, "implementation")
-    assert list(rows) == ["imwm (rssm)", "imwm (vta)", "torchrl 0.14.1"]
+    assert list(rows) == ["imwm (rssm)", "imwm (vta)", "imwm (vta:boundary_grad=local,boundary_force_scale=0)",
+                          "torchrl 0.14.1"]
     base = num(rows["torchrl 0.14.1"]["median ms"])
     for name, row in rows.items():
         med, lo, hi = num(row["median ms"]), num(row["min ms"]), num(row["max ms"])
@@ -91,7 +93,8 @@ def test_bench_update_times_imwm_rssm_vta_and_torchrl(tmp_path):
     # the script re-executes itself with the glibc malloc tunables (as the Makefile sets them) and shows them
     command = [line for line in out.splitlines() if line.startswith("command: ")]
     assert len(command) == 1 and "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=" in command[0], command
-    assert command[0].endswith("--dynamics rssm vta") and "--no-reexec" not in command[0]
+    assert command[0].endswith("--dynamics rssm vta vta:boundary_grad=local,boundary_force_scale=0")
+    assert "--no-reexec" not in command[0]
 
 
 def test_bench_update_without_torchrl_has_no_ratio_and_bad_sizes_fail(tmp_path):
