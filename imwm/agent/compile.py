@@ -59,7 +59,7 @@ from typing import Any
 import torch
 
 __all__ = ["COMPILE_MODES", "COMPILE_SCOPES", "SCOPE_PHASES", "SCOPE_STEPS", "CompiledPhase", "CompiledSteps",
-           "parse_compile_mode"]
+           "check_compile_with_boundary_grad", "parse_compile_mode"]
 
 #: accepted values of ``agent.compile``
 COMPILE_MODES = ("false", "default", "max-autotune", "reduce-overhead")
@@ -90,6 +90,17 @@ def parse_compile_mode(value: Any) -> str:
     if isinstance(value, str) and value.lower() in COMPILE_MODES:
         return value.lower()
     raise ValueError(f"compile must be one of {list(COMPILE_MODES)} (or true/false), got {value!r}")
+
+
+def check_compile_with_boundary_grad(compile_mode: str, boundary_grad: str | None) -> None:
+    """``ValueError`` naming ``compile`` unless it is ``"false"`` when the dynamics' ``boundary_grad`` is local.
+
+    The local boundary gradient's forced passes fork the RNG, which one compiled graph cannot hold.
+    """
+    if compile_mode != "false" and boundary_grad == "local":
+        raise ValueError(
+            f"compile must be false with dynamics.boundary_grad=local (the update runs eagerly), got {compile_mode!r}"
+        )
 
 
 class CompiledPhase:

@@ -35,7 +35,7 @@ from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
 from imwm.agent.compile import (COMPILE_SCOPES, SCOPE_PHASES, SCOPE_STEPS, CompiledPhase, CompiledSteps,
-                                parse_compile_mode)
+                                check_compile_with_boundary_grad, parse_compile_mode)
 from imwm.agent.imagine import imagine
 from imwm.agent.optimization import OPTIMIZERS, NonFiniteGuard, guarded_step, make_optimizer
 from imwm.agent.policy import DreamerPolicy, check_greedy_every
@@ -255,10 +255,7 @@ class DreamerAgent(nn.Module):
         self.gradient_sync = None
         self.greedy_every = check_greedy_every(greedy_every)  # at build: the error names agent.greedy_every
         self.compile_mode = parse_compile_mode(compile)
-        if self.compile_mode != "false" and getattr(world_model.dynamics, "boundary_grad", None) == "local":
-            raise ValueError(  # the local gradient's forced passes fork the RNG: not one graph
-                f"compile must be false with dynamics.boundary_grad=local (the update runs eagerly), got {compile!r}"
-            )
+        check_compile_with_boundary_grad(self.compile_mode, getattr(world_model.dynamics, "boundary_grad", None))
         if compile_scope not in COMPILE_SCOPES:
             raise ValueError(f"compile_scope must be one of {list(COMPILE_SCOPES)}, got {compile_scope!r}")
         self.compile_scope = compile_scope

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from imwm.agent import Actor, Critic, DreamerAgent
-from imwm.agent.compile import parse_compile_mode
+from imwm.agent.compile import check_compile_with_boundary_grad, parse_compile_mode
 from imwm.dynamics import RSSMDynamics
 from imwm.errors import ConfigError, config_keys, unknown_keys
 from imwm.objectives import WorldModelLoss
@@ -176,10 +176,8 @@ def check_model_config(cfg: Any) -> None:
         DYNAMICS_CHECKS[name](dynamics_cfg)
     agent_cfg = _split_agent_cfg(plain["agent"])[0]
     with config_keys("agent", agent_cfg):
-        compile_mode = parse_compile_mode(agent_cfg.get("compile", False))
-    if dynamics_cfg.get("boundary_grad") == "local" and compile_mode != "false":
-        raise ConfigError("agent.compile", "must be false with dynamics.boundary_grad=local (the update runs eagerly)",
-                          agent_cfg["compile"])
+        check_compile_with_boundary_grad(parse_compile_mode(agent_cfg.get("compile", False)),
+                                         dynamics_cfg.get("boundary_grad"))
 
 
 def _wants_decoder_std(plain: dict) -> bool:
