@@ -160,5 +160,8 @@ def test_bernoulli_and_rate_prior_kl():
     assert rate_prior_kl(sure, 0.25).abs().max() < 1e-5
     mask = torch.tensor([[False, True, True, True]] * 2)
     torch.testing.assert_close(rate_prior_kl(sure, 0.25, mask), bernoulli_kl(torch.tensor([0.0, 1 / 3]), 0.25))
+    # a sequence with no counted step (all episode starts) has no rate to judge and pays nothing
+    none_counted = torch.tensor([[False] * 4, [False, True, True, True]])
+    torch.testing.assert_close(rate_prior_kl(sure, 0.25, none_counted), bernoulli_kl(torch.tensor([0.25, 1 / 3]), 0.25))
     with pytest.raises(ValueError, match="boundary_rate"):
         bernoulli_kl(p, 0.0)

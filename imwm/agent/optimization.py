@@ -81,7 +81,15 @@ def make_optimizer(kind: str, params: Iterable[nn.Parameter], *, lr: float, eps:
 
 
 def clip_grad_norm(params: list[nn.Parameter], clip: float) -> torch.Tensor:
-    """Global gradient norm, clipped to ``clip`` unless ``clip`` is infinite (the 2024 recipe)."""
+    """Global gradient norm, clipped to ``clip`` unless ``clip`` is infinite (the 2024 recipe).
+
+    Example:
+        >>> w = nn.Parameter(torch.zeros(2)); w.grad = torch.tensor([3.0, 4.0])
+        >>> clip_grad_norm([w], 1.0), [round(g, 4) for g in w.grad.tolist()]  # norm before clipping
+        (tensor(5.), [0.6, 0.8])
+        >>> round(clip_grad_norm([w], math.inf).item(), 4)  # measured only
+        1.0
+    """
     if math.isinf(clip):
         return nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     return nn.utils.clip_grad_norm_(params, clip)
@@ -97,6 +105,17 @@ class NonFiniteGuard:
     Attributes:
         streak: skipped updates in a row (reset by :meth:`passed`).
         total: skipped updates in all (the agent saves it with its state).
+
+    Example:
+        >>> guard = NonFiniteGuard(max_in_a_row=2)
+        >>> guard.finite({"loss_fit": torch.tensor(1.0)}, torch.tensor(math.inf))
+        False
+        >>> nan_loss = {"loss_fit": torch.tensor(math.nan)}
+        >>> with warnings.catch_warnings(record=True):  # "update 0: ... update skipped"
+        ...     skipped = guard.skip("model", 0, nan_loss, torch.tensor(1.0), optimizers=[])
+        >>> guard.passed()
+        >>> skipped, guard.streak, guard.total
+        ({'nonfinite_skipped': tensor(1.)}, 0, 1)
     """
 
     def __init__(self, max_in_a_row: int = 5) -> None:
@@ -158,6 +177,14 @@ def guarded_step(
     Returns:
         The groups' gradient norms (before clipping), and None when the optimisers stepped, or
         :meth:`NonFiniteGuard.skip`'s metrics when nothing stepped.
+
+    Example:
+        >>> w = nn.Parameter(torch.zeros(2))
+        >>> loss = {"loss_fit": (w - torch.tensor([3.0, 4.0])).pow(2).sum() / 2}
+        >>> norms, skipped = guarded_step(loss, [([w], torch.optim.SGD([w], lr=1.0), 1.0)],
+        ...                               guard=NonFiniteGuard(), phase="model", update=0)
+        >>> norms, skipped, [round(v, 4) for v in w.tolist()]  # the step of norm 5, clipped to 1
+        ([tensor(5.)], None, [0.6, 0.8])
     """
     for _, optimizer, _ in groups:
         optimizer.zero_grad(set_to_none=True)

@@ -42,7 +42,14 @@ def _per_neuron_sums(activations: torch.Tensor, channel_dim: int) -> tuple[torch
 
 
 def scores_from_means(mean_abs: torch.Tensor) -> torch.Tensor:
-    """``s_i = m_i / mean_j m_j`` (0 where the whole layer is 0)."""
+    """``s_i = m_i / mean_j m_j`` (0 where the whole layer is 0).
+
+    Example:
+        >>> scores_from_means(torch.tensor([0.0, 1.0, 2.0, 1.0]))
+        tensor([0., 1., 2., 1.])
+        >>> scores_from_means(torch.zeros(3))
+        tensor([0., 0., 0.])
+    """
     layer_mean = mean_abs.mean()
     return torch.where(layer_mean > 0, mean_abs / layer_mean.clamp_min(torch.finfo(mean_abs.dtype).tiny), 0.0)
 
@@ -53,6 +60,13 @@ def neuron_scores(activations: torch.Tensor, channel_dim: int = -1) -> torch.Ten
     Args:
         activations: a layer's outputs, e.g. ``[B, N]`` (dense) or ``[B, C, H, W]`` (conv).
         channel_dim: the neuron dim (``-1`` dense; ``1`` or ``-3`` for ``[B, C, H, W]``).
+
+    Example:
+        >>> a = torch.ones(8, 4); a[:, 0] = 0.0  # m = (0, 1, 1, 1), layer mean 0.75
+        >>> neuron_scores(a)
+        tensor([0.0000, 1.3333, 1.3333, 1.3333])
+        >>> neuron_scores(torch.ones(2, 3, 5, 5), channel_dim=1)
+        tensor([1., 1., 1.])
     """
     if activations.ndim < 1 or activations.numel() == 0:
         raise ValueError(f"activations must be a non-empty tensor, got shape {tuple(activations.shape)}")
@@ -225,8 +239,12 @@ class DormantMonitor:
         >>> monitor = DormantMonitor(agent, tau=0.025, every=1000)
         >>> metrics, signals = agent.train_step(batch)
         >>> measured = monitor.maybe_measure(batch, 1000)
-        >>> all(0.0 <= float(v) <= 1.0 for k, v in measured.items() if "ratio" in k) and len(measured) > 0
+        >>> sorted(measured)[:3]
+        ['dormant/actor_all', 'dormant/actor_layer0', 'dormant/critic_all']
+        >>> all(0.0 <= float(v) <= 1.0 for v in measured.values())
         True
+        >>> monitor.maybe_measure(batch, 999)  # not a multiple of ``every``: nothing measured
+        {}
         >>> # or: metrics, signals = monitor.step(update, agent.train_step, batch)
 
         Any model with named groups:

@@ -65,6 +65,13 @@ class CatchEnv(gym.Env):
 
     Info: ``paddle`` (paddle column), ``object_row`` / ``object_col`` (-1 when no object is in
     the air: between drops and after the last), ``caught`` and ``missed`` so far.
+
+    Example:
+        >>> env = CatchEnv(drops=2)
+        >>> _ = env.reset(seed=0)
+        >>> steps = [env.step(STAY) for _ in range(15)]  # 8 * drops - 1 steps
+        >>> [t for t, (_, reward, *_) in enumerate(steps, 1) if reward != 0], steps[-1][2]
+        ([7, 15], True)
     """
 
     metadata = {"render_modes": []}

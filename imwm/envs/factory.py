@@ -42,6 +42,14 @@ def make_env(
     the Atari builder has its own keys and refuses them.
 
     Returns a batched env (batch ``[num_envs]``).
+
+    Example:
+        >>> env = make_env(name="gym", task="imwm/Catch-v0", num_envs=2, seed=0)
+        >>> obs = env.reset()["observation"]
+        >>> obs.shape, obs.dtype
+        (torch.Size([2, 3, 64, 64]), torch.uint8)
+        >>> make_env(name="cartpole").batch_size
+        torch.Size([1])
     """
     kwargs = dict(kwargs or {})
     if name == "cartpole":

@@ -94,6 +94,13 @@ def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, tor
     Returns ``(mean, any_valid)``, both 0-d; ``mean`` is 0 when no element is valid. Elements
     where ``valid`` is false are never read (replaced by 0 before the sum), so they may hold
     NaN/inf. Branch-free: no host sync, fixed shapes (``torch.compile(fullgraph=True)``-safe).
+
+    Example:
+        >>> x = torch.tensor([1.0, 3.0, float("nan")])
+        >>> masked_mean(x, torch.tensor([True, True, False]))
+        (tensor(2.), tensor(True))
+        >>> masked_mean(x, torch.zeros(3, dtype=torch.bool))
+        (tensor(0.), tensor(False))
     """
     valid = valid.expand_as(x)
     count = valid.sum()
@@ -112,6 +119,15 @@ def ema_update(
 
     With ``valid`` (0-d bool tensor) false the buffer is left unchanged (e.g. a batch without a
     single finite element: ``value`` is then meaningless and is not read).
+
+    Example:
+        >>> buf, yes, no = torch.zeros(()), torch.tensor(True), torch.tensor(False)
+        >>> ema_update(buf, torch.tensor(4.0), 0.5, initialized=no); buf
+        tensor(4.)
+        >>> ema_update(buf, torch.tensor(2.0), 0.5, initialized=yes); buf
+        tensor(3.)
+        >>> ema_update(buf, torch.tensor(float("nan")), 0.5, initialized=yes, valid=no); buf
+        tensor(3.)
     """
     value = value.detach().to(buffer.dtype)
     new = torch.where(initialized, buffer + rate * (value - buffer), value)

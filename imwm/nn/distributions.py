@@ -53,6 +53,14 @@ def straight_through_sample(
         log_probs: normalised log-probs ``[..., C]``.
         uniform: optional ``U(0, 1)`` draws ``[...]`` (one per categorical), to make the sample
             reproducible or to draw noise for many steps at once.
+
+    Example:
+        >>> log_p = torch.tensor([0.2, 0.5, 0.3]).log().expand(3, 3)
+        >>> # cumulative mass 0.2, 0.7, 1.0: each draw lands in a different class
+        >>> straight_through_sample(log_p, uniform=torch.tensor([0.1, 0.6, 0.95]))
+        tensor([[1., 0., 0.],
+                [0., 1., 0.],
+                [0., 0., 1.]])
     """
     probs = log_probs.exp()
     if uniform is None:
@@ -71,7 +79,16 @@ def straight_through_sample(
 def categorical_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """``KL(p || q) = sum_c p_c (log p_c - log q_c)`` over the last axis.
 
-    Both inputs are normalised log-probs ``[..., C]``; returns ``[...]``.
+    Both inputs are normalised log-probs ``[..., C]``; returns ``[...]``. Every entry must be
+    finite (each class keeps some mass, as the 1% unimix mixture guarantees): a class with
+    probability exactly 0 gives ``0 * -inf = nan``.
+
+    Example:
+        >>> p, q = torch.tensor([0.5, 0.5]).log(), torch.tensor([0.25, 0.75]).log()
+        >>> categorical_kl(p, p)
+        tensor(0.)
+        >>> round(categorical_kl(p, q).item(), 4)  # 0.5 log 2 + 0.5 log(2/3)
+        0.1438
     """
     if log_p.shape != log_q.shape:
         raise ValueError(
@@ -82,12 +99,25 @@ def categorical_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 
 def categorical_entropy(log_p: torch.Tensor) -> torch.Tensor:
-    """``H(p) = -sum_c p_c log p_c`` over the last axis; returns ``[...]``."""
+    """``H(p) = -sum_c p_c log p_c`` over the last axis; returns ``[...]``.
+
+    ``log_p`` must be finite, as for :func:`categorical_kl`.
+
+    Example:
+        >>> round(categorical_entropy(torch.full((4,), 0.25).log()).item(), 4)  # log 4
+        1.3863
+    """
     return -(log_p.exp() * log_p).sum(-1)
 
 
 def uniform_log_probs(shape, *, device=None, dtype=None) -> torch.Tensor:
-    """Log-probs of the uniform categorical, ``log(1 / C)`` everywhere (``C = shape[-1]``)."""
+    """Log-probs of the uniform categorical, ``log(1 / C)`` everywhere (``C = shape[-1]``).
+
+    Example:
+        >>> uniform_log_probs((2, 4)).exp()
+        tensor([[0.2500, 0.2500, 0.2500, 0.2500],
+                [0.2500, 0.2500, 0.2500, 0.2500]])
+    """
     return torch.full(shape, -math.log(shape[-1]), device=device, dtype=dtype)
 
 

@@ -110,6 +110,15 @@ def symlog_two_hot_loss(
 
     Returns:
         ``[...]`` per-element loss (no reduction).
+
+    Example:
+        >>> bins = symlog_bins(5, 2.0)
+        >>> round(symlog_two_hot_loss(torch.zeros(5), torch.tensor(0.0), bins).item(), 4)  # log 5
+        1.6094
+        >>> # symlog(e^0.5 - 1) = 0.5 is split over bins 2 and 3, which share the mass evenly
+        >>> logits = torch.tensor([0.0, 0.0, 50.0, 50.0, 0.0])
+        >>> round(symlog_two_hot_loss(logits, torch.tensor(0.5).exp() - 1, bins).item(), 4)  # log 2
+        0.6931
     """
     target = _squeeze_target(logits, target)
     encoded = uniform_two_hot(symlog(target.detach().to(logits.dtype)), bins)
@@ -117,7 +126,14 @@ def symlog_two_hot_loss(
 
 
 def symlog_two_hot_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Predicted raw value ``symexp(E_softmax(logits)[bins])``, shape ``[..., 1]``."""
+    """Predicted raw value ``symexp(E_softmax(logits)[bins])``, shape ``[..., 1]``.
+
+    Example:
+        >>> bins = symlog_bins(5, 2.0)
+        >>> logits = torch.tensor([0.0, 0.0, 0.0, 50.0, 0.0])  # all the mass on bin 3, symlog 1
+        >>> round(symlog_two_hot_mean(logits, bins).item(), 4)  # symexp(1) = e - 1
+        1.7183
+    """
     return symexp(two_hot_decode(logits, bins)).unsqueeze(-1)
 
 

@@ -43,6 +43,15 @@ def value_nll_with_slow_reg(critic: nn.Module, slow_critic: nn.Module, logits: t
 
     Returns:
         ``(per_step, slow_reg)``, both ``[..., 1]``; ``slow_reg`` is zero when the scale is 0.
+
+    Example:
+        >>> from imwm.agent import Critic
+        >>> critic, slow = (Critic(8, mlp_units=16, mlp_layers=1) for _ in range(2))
+        >>> feat, returns = torch.randn(4, 8), torch.zeros(4, 1)
+        >>> # zero-initialised output layers: uniform logits, so each NLL is log 255 = 5.5413
+        >>> loss, reg = value_nll_with_slow_reg(critic, slow, critic(feat), feat, returns, 1.0)
+        >>> loss.shape, round(loss[0, 0].item(), 4), round(reg[0, 0].item(), 4)
+        (torch.Size([4, 1]), 11.0825, 5.5413)
     """
     per_step = critic.loss(logits, returns).unsqueeze(-1)
     if slow_critic_scale <= 0:

@@ -153,6 +153,12 @@ def imagined_weight(continue_: Tensor, *, gamma: float) -> Tensor:
 
     Returns:
         ``[..., H+1, 1]`` weights.
+
+    Example:
+        >>> c = torch.tensor([[[1.0], [0.5], [1.0]], [[0.0], [1.0], [1.0]]])  # 2nd starts terminal
+        >>> imagined_weight(c, gamma=0.9).squeeze(-1)
+        tensor([[1.0000, 0.4500, 0.4050],
+                [0.0000, 0.0000, 0.0000]])
     """
     _check_traj("continue", continue_)
     continue_ = continue_.detach()

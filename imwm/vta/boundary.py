@@ -95,6 +95,15 @@ def straight_through(prob: Tensor) -> Tensor:
 
     ``hard + (prob - prob.detach())`` (Bengio et al. 2013): the value is exactly one-hot,
     the gradient is the gradient of the soft probabilities.
+
+    Example:
+        >>> prob = torch.tensor([0.3, 0.7], requires_grad=True)
+        >>> hard = straight_through(prob)
+        >>> hard.tolist()
+        [0.0, 1.0]
+        >>> (hard * torch.tensor([1.0, 2.0])).sum().backward()
+        >>> prob.grad  # the identity Jacobian of the soft probabilities
+        tensor([1., 2.])
     """
     hard = torch.nn.functional.one_hot(prob.argmax(-1), prob.shape[-1]).to(prob.dtype)
     return hard + (prob - prob.detach())  # bracketed: the forward value is exactly one-hot
@@ -118,6 +127,14 @@ def boundary_sample(
         ``(boundary_onehot [..., 2], log_sample [..., 2])`` where ``log_sample`` are the normalised
         log-probabilities of the relaxed sample (the Concrete sample's log), used by
         :func:`log_density_concrete`.
+
+    Example:
+        >>> onehot, log_sample = boundary_sample(torch.tensor([[2.0, 0.0]]), temp=1.0, sample=False)
+        >>> onehot.tolist(), round(log_sample.exp()[0, READ_INDEX].item(), 4)  # sigmoid(2)
+        ([[1.0, 0.0]], 0.8808)
+        >>> _ = torch.manual_seed(0)
+        >>> boundary_sample(torch.zeros(3, 2), temp=0.5)[0].sum(-1).tolist()
+        [1.0, 1.0, 1.0]
     """
     if sample:
         logits = gumbel_sampling(log_alpha, temp, margin, generator)
@@ -145,6 +162,14 @@ def log_density_concrete(log_alpha: Tensor, log_sample: Tensor, temp: float, exa
 
     Returns:
         ``[...]`` log density.
+
+    Example:
+        >>> log_alpha, log_sample = torch.zeros(2), torch.tensor([0.5, 0.5]).log()
+        >>> round(log_density_concrete(log_alpha, log_sample, 1.0).item(), 4)  # -2 log 2
+        -1.3863
+        >>> # uniform logits at temp 1: the density is 1 all over the simplex
+        >>> round(log_density_concrete(log_alpha, log_sample, 1.0, exact=True).item(), 4)
+        0.0
     """
     _check_temp(temp)
     if log_alpha.shape != log_sample.shape:
@@ -246,6 +271,13 @@ def force_scale_at(
     (start - force_scale) * 0.01 ** (update / decay_updates)`` then exactly ``force_scale`` after
     ``decay_updates``. With ``force_scale=0`` and a small ``start`` this forces boundaries weakly
     early in training and then turns forcing off (against a detector that collapses to all-COPY).
+
+    Example:
+        >>> decay = dict(force_scale=0.0, start=1.0, decay_updates=100)
+        >>> [force_scale_at(u, schedule="linear", **decay) for u in (0, 50, 100)]
+        [1.0, 0.5, 0.0]
+        >>> round(force_scale_at(50, schedule="exponential", **decay), 4)  # 0.01 ** 0.5
+        0.1
     """
     if schedule == "constant":
         return float(force_scale)
@@ -266,6 +298,11 @@ def temperature_at(update: int, *, temp: float, temp_min: float, anneal_rate: fl
     """Gumbel temperature ``max(temp_min, temp * exp(-anneal_rate * update))`` (Jang et al. 2017).
 
     ``anneal_rate == 0`` keeps ``temp`` constant.
+
+    Example:
+        >>> anneal = dict(temp=1.0, temp_min=0.5, anneal_rate=0.01)
+        >>> [round(temperature_at(u, **anneal), 4) for u in (0, 50, 1000)]  # exp(-0.5) at 50
+        [1.0, 0.6065, 0.5]
     """
     _check_temp(temp, "boundary_temp")
     _check_temp(temp_min, "boundary_temp_min")
@@ -280,6 +317,10 @@ def bernoulli_kl(prob: Tensor, rate: float, eps: float = 1e-6) -> Tensor:
     """``KL(Bernoulli(prob) || Bernoulli(rate))`` elementwise: the boundary-rate prior.
 
     ``p log(p / r) + (1 - p) log((1 - p) / (1 - r))``; ``prob`` is clamped to ``[eps, 1 - eps]``.
+
+    Example:
+        >>> bernoulli_kl(torch.tensor([0.5, 0.9]), 0.5)  # 0.9 log 1.8 + 0.1 log 0.2
+        tensor([0.0000, 0.3681])
     """
     if not 0.0 < rate < 1.0:
         raise ValueError(f"boundary_rate must be in (0, 1), got {rate!r}")
@@ -300,6 +341,13 @@ def rate_prior_kl(read_prob: Tensor, rate: float, mask: Tensor | None = None) ->
         read_prob: ``[B, T]`` posterior READ probabilities.
         rate: target READ rate in (0, 1).
         mask: optional ``[B, T]`` bool, the steps that count.
+
+    Example:
+        >>> q = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5], [0.9, 0.9, 0.9, 0.9]])
+        >>> rate_prior_kl(q, 0.5)  # a sure detector firing half the time pays nothing
+        tensor([0.0000, 0.0000, 0.3681])
+        >>> rate_prior_kl(q[:2], 0.5, mask=torch.tensor([[False, True, True, True], [False] * 4]))
+        tensor([0.0566, 0.0000])
     """
     if read_prob.dim() != 2:
         raise ValueError(f"read_prob must be [B, T], got shape {tuple(read_prob.shape)}")
@@ -307,5 +355,8 @@ def rate_prior_kl(read_prob: Tensor, rate: float, mask: Tensor | None = None) ->
         mean = read_prob.mean(1)
     else:
         m = mask.to(read_prob.dtype)
-        mean = (read_prob * m).sum(1) / m.sum(1).clamp_min(1.0)
+        counted = m.sum(1)
+        mean = (read_prob * m).sum(1) / counted.clamp_min(1.0)
+        # a row with no counted step has no rate to judge: it pays nothing (not KL(0 || rate))
+        return bernoulli_kl(mean, rate) * (counted > 0).to(read_prob.dtype)
     return bernoulli_kl(mean, rate)
