@@ -75,6 +75,19 @@ class ReDo:
         optimizers: the optimisers holding the recycled parameters (their moments are reset).
         reset_period: recycle every this many updates (>= 1).
         tau: threshold for recycling (default: the monitor's ``tau``), in [0, 1].
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1))
+        >>> with torch.no_grad():   # unit 0 outputs tanh(0) = 0 whatever the input: dormant
+        ...     _ = net[0].weight.fill_(1.0), net[0].bias.zero_(), net[0].weight[0].zero_()
+        >>> redo = ReDo(DormantMonitor(net), [torch.optim.Adam(net.parameters())], reset_period=10)
+        >>> x = torch.randn(8, 2); y = net(x)
+        >>> _ = redo.monitor.step(10, net, x)   # due: measures this forward, then recycles
+        >>> redo.monitor.pop_metrics()["dormant/redo_recycled"].item(), torch.allclose(net(x), y)
+        (1.0, True)
+        >>> bool(net[0].weight[0].any()), net[2].weight[0, 0].item()   # fresh input row, output cut
+        (True, 0.0)
     """
 
     def __init__(

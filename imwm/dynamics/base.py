@@ -31,6 +31,15 @@ class Dynamics(Protocol):
     Attributes:
         feat_dim: width of :meth:`get_feat`'s output.
         action_dim: width of the actions it consumes.
+
+    Example:
+        >>> from imwm.dynamics import RSSMDynamics
+        >>> rssm = RSSMDynamics(deter=8, stoch=2, classes=2, hidden=4, blocks=4,
+        ...                     action_dim=1, embed_dim=4)
+        >>> isinstance(rssm, Dynamics), isinstance(torch.nn.Linear(2, 2), Dynamics)
+        (True, False)
+        >>> rssm.get_feat(rssm.initial(3)).shape   # feat_dim = stoch * classes + deter
+        torch.Size([3, 12])
     """
 
     feat_dim: int
@@ -94,7 +103,17 @@ class Dynamics(Protocol):
 
 
 def check_dynamics(obj: object) -> None:
-    """Raise ``TypeError`` naming the missing members if ``obj`` does not meet :class:`Dynamics`."""
+    """Raise ``TypeError`` naming the missing members if ``obj`` does not meet :class:`Dynamics`.
+
+    Example:
+        >>> from imwm.dynamics import RSSMDynamics
+        >>> check_dynamics(RSSMDynamics(deter=8, stoch=2, classes=2, hidden=4, blocks=4,
+        ...                             action_dim=1, embed_dim=4))   # passes: returns None
+        >>> check_dynamics(torch.nn.GRUCell(4, 8))
+        Traceback (most recent call last):
+        ...
+        TypeError: GRUCell does not implement the Dynamics protocol; missing: ['feat_dim', ...]
+    """
     members = (
         "feat_dim",
         "action_dim",

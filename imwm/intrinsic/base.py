@@ -166,6 +166,18 @@ class IntrinsicRewardTransform(Transform):
     Attributes:
         needs_decoder_std (bool): the agent must provide ``("decoded", "image_std")`` before
             calling the transform (LEXA-style only).
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> class Bonus(IntrinsicRewardTransform):
+        ...     def _intrinsic(self, td, reward, update, prev):
+        ...         return td["uncertainty"]
+        >>> t = Bonus(extra_in_keys=["uncertainty"])
+        >>> td = TensorDict({"reward": torch.tensor([[1.0], [2.0]]),
+        ...                  "uncertainty": torch.tensor([[0.5], [float("nan")]])}, [2])
+        >>> total = t(td)["total_reward"].flatten().tolist()   # a NaN bonus: 0, counted
+        >>> total, int(t.metrics()["intrinsic/nonfinite"])
+        ([1.5, 2.0], 1)
     """
 
     needs_decoder_std: bool = False
@@ -340,6 +352,18 @@ class UncertaintyReader:
     The imagined trajectory of :func:`imwm.agent.imagine` already carries ``uncertainty``
     (``dynamics.uncertainty(state)``). A TorchRL model-based env usually carries only the state;
     there, pass ``uncertainty_fn=dynamics.uncertainty`` and the ``state_key`` it should read.
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> from imwm.intrinsic import AdaptiveIntrinsicReward
+        >>> owner, like = AdaptiveIntrinsicReward(), torch.zeros(2, 1)
+        >>> read = UncertaintyReader("uncertainty", lambda s: s["std"].mean(-1, True), "state")
+        >>> td = TensorDict({"state": {"std": torch.tensor([[1.0, 3.0], [2.0, 6.0]])}}, [2])
+        >>> read(owner, td, like).flatten().tolist()   # no "uncertainty": from the state
+        [2.0, 4.0]
+        >>> td["uncertainty"] = torch.tensor([[0.5], [0.25]])
+        >>> read(owner, td, like).flatten().tolist()   # the entry wins over the function
+        [0.5, 0.25]
     """
 
     def __init__(

@@ -1,5 +1,5 @@
 """Small shared blocks: symlog / two-hot regression, the LayerNorm+SiLU MLP, categorical helpers,
-the LaProp optimiser (DreamerV3 2024)."""
+the channel LayerNorm, the LaProp optimiser (DreamerV3 2024)."""
 
 from imwm.nn.distributions import (
     categorical_entropy,
@@ -20,9 +20,11 @@ from imwm.nn.functional import (
     uniform_two_hot,
 )
 from imwm.nn.mlp import MLP, init_linear_, trunc_normal_fan_in_
+from imwm.nn.norm import ChannelLayerNorm
 from imwm.nn.optim import LaProp
 
 __all__ = [
+    "ChannelLayerNorm",
     "LaProp",
     "MLP",
     "SymlogTwoHot",

@@ -42,6 +42,22 @@ class CompositeSampler(BufferPriorityMixin, Sampler):
     signal (all must share one ``priority_key``); :meth:`update_signals` takes several signals.
 
     Subclasses implement :meth:`_counts` (slices per child for a batch).
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+        >>> from imwm.replay import CuriousSampler, UniformSliceSampler
+        >>> class Split(CompositeSampler):
+        ...     def _counts(self, num_slices):
+        ...         return {"uniform": 1, "curious": num_slices - 1}
+        >>> mix = Split({"uniform": UniformSliceSampler(8, slice_len=4),
+        ...              "curious": CuriousSampler(8, slice_len=4)}, slice_len=4)
+        >>> rb = TensorDictReplayBuffer(storage=LazyTensorStorage(8), sampler=mix, batch_size=3 * 4)
+        >>> ids = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1])          # episodes of 3 and 5 records
+        >>> _ = rb.extend(TensorDict({"traj_ids": ids, "t": torch.arange(8)}, [8]))
+        >>> starts = rb.sample()["t"].view(3, 4)[:, 0]
+        >>> mix.last_counts, sorted(set(starts.tolist()))         # 3 and 4: the only valid starts
+        ({'uniform': 1, 'curious': 2}, [3, 4])
     """
 
     def __init__(self, children: dict[str, Sampler], *, slice_len: int):

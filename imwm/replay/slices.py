@@ -220,6 +220,20 @@ class PrioritizedSliceSampler(SliceFeedbackMixin, SliceWindowsMixin, SliceStateM
     float32 range of the stored signal are clamped to it, and a priority computed from a finite
     signal is capped at ``1e300`` (``loss ** alpha`` can overflow), so no item with feedback ever
     has a non-finite priority; only ``initial = inf`` puts items in the inf pool.
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+        >>> class Uniform(PrioritizedSliceSampler):   # a subclass only maps feedback to a priority
+        ...     def _formula(self, signal, visits):
+        ...         return torch.ones_like(signal)
+        >>> rb = TensorDictReplayBuffer(storage=LazyTensorStorage(16), batch_size=2 * 4,
+        ...     sampler=Uniform(16, slice_len=4))                # 2 slices of 4
+        >>> ids = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1])          # episodes of 3 and 5 records
+        >>> _ = rb.extend(TensorDict({"traj_ids": ids, "t": torch.arange(8)}, [8]))
+        >>> batch = rb.sample()
+        >>> batch.shape, sorted(batch["t"].view(2, 4).tolist())  # the only 2 windows, once each
+        (torch.Size([8]), [[3, 4, 5, 6], [4, 5, 6, 7]])
     """
 
     signal_key: str | None = None  # which per-sequence signal update_signals() reads

@@ -19,6 +19,8 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 from torch.distributions import Normal
 
+from imwm.nn.norm import ChannelLayerNorm
+
 FLAVOURS = ("original", "dreamer")
 
 __all__ = ["FLAVOURS", "DETECTOR_NORMS", "LatentDistribution", "PriorBoundaryDetector", "PostBoundaryDetector", "ChannelLayerNorm"]
@@ -83,6 +85,13 @@ class PriorBoundaryDetector(nn.Module):
 
     Original: ``Linear(in_dim, 2)`` (linear decision boundary); dreamer:
     ``Linear -> LayerNorm -> SiLU -> Linear(2)``.
+
+    Example:
+        >>> det = PriorBoundaryDetector(8, hidden_dim=16)
+        >>> det(torch.zeros(3, 5, 8)).shape
+        torch.Size([3, 5, 2])
+        >>> PriorBoundaryDetector(8, flavour="original").net
+        Linear(in_features=8, out_features=2, bias=True)
     """
 
     def __init__(self, in_dim: int, *, hidden_dim: int = 256, flavour: str = "dreamer"):
@@ -99,17 +108,6 @@ class PriorBoundaryDetector(nn.Module):
     def forward(self, feat: Tensor) -> Tensor:
         _check_last_dim(feat, self.in_dim, "PriorBoundaryDetector input")
         return self.net(feat).float()
-
-
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel dim of a ``[B, C, T]`` sequence (one normalisation per step)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x.transpose(1, 2)).transpose(1, 2)
 
 
 #: normalisations of the posterior boundary detector's blocks (``boundary_norm=``)

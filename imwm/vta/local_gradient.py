@@ -50,7 +50,16 @@ def check_boundary_grad(value: str) -> str:
 
 
 def sequence_cost(out) -> Tensor:
-    """``obs_cost + kl_abs + kl_obs`` summed over time: ``[B]`` nats."""
+    """``obs_cost + kl_abs + kl_obs`` summed over time: ``[B]`` nats.
+
+    Example:
+        >>> out = {"obs_cost": torch.tensor([[1.0, 2.0], [0.0, 1.0]]),
+        ...        "kl_abs": torch.tensor([[0.5, 0.0], [0.5, 0.0]]),
+        ...        "kl_obs": torch.tensor([[0.25, 0.25], [0.0, 0.0]]),
+        ...        "boundary_kl": torch.full((2, 2), 100.0)}   # the detector's own term
+        >>> sequence_cost(out)
+        tensor([4.0000, 1.5000])
+    """
     return sum(out[k] for k in COST_TERMS).sum(1)
 
 

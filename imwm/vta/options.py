@@ -87,6 +87,18 @@ class BoundaryOptions(nn.Module):
     The trainer (or agent) calls :meth:`set_progress` with the number of updates done; the counter
     is a buffer, so it is saved in ``state_dict`` and a restored model continues the schedules
     where they stopped. Options are validated here, with errors that name the option.
+
+    Example:
+        >>> class Detector(BoundaryOptions):
+        ...     def __init__(self, **options):
+        ...         super().__init__()
+        ...         self._init_boundary_options(**options)
+        >>> det = Detector(boundary_temp_min=0.5, boundary_temp_anneal_rate=0.01,
+        ...                boundary_force_scale=0.0, boundary_force_schedule="linear",
+        ...                boundary_force_decay_updates=100)
+        >>> det.set_progress(50)   # exp(-0.01 * 50) = 0.6065; halfway from the start (1.0) to 0.0
+        >>> round(det.current_temp, 4), det.current_force_scale, int(det.state_dict()["progress"])
+        (0.6065, 0.5, 50)
     """
 
     def _init_boundary_options(self, **options) -> None:

@@ -27,6 +27,7 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor, nn
 
+from imwm.nn.norm import ChannelLayerNorm
 from imwm.vta.dynamics import VTADynamics
 from imwm.vta.local_gradient import add_local_gradient
 
@@ -45,15 +46,6 @@ def model_cost(out) -> Tensor:
     return out["model_cost"].sum(1)
 
 
-class _ChannelNorm(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
 class VTASequenceModel(nn.Module):
     """Encoder + :class:`VTADynamics` + decoder trained on unlabelled video (see module docstring).
 
@@ -64,6 +56,17 @@ class VTASequenceModel(nn.Module):
             black background give a weak signal at 1.0, so the Moving Shapes runs use less.
         **dynamics_kwargs: every other kwarg goes to :class:`VTADynamics` (sizes and boundary
             options; ``action_dim`` is 1 and ``embed_dim`` is set here).
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> model = VTASequenceModel(image_size=16, cnn_depth=2, embed_dim=8, abs_belief_dim=8,
+        ...     obs_belief_dim=8, abs_stoch_dim=2, obs_stoch_dim=2, hidden=8, boundary_hidden=4)
+        >>> out = model(torch.randint(0, 256, (2, 5, 3, 16, 16), dtype=torch.uint8))  # B, T, C, H, W
+        >>> out["recon"].shape, out["model_cost"].shape, out["loss"].shape
+        (torch.Size([2, 5, 3, 16, 16]), torch.Size([2, 5]), torch.Size([]))
+        >>> p = out["read_prob"]   # posterior P(READ) per step
+        >>> p.shape, bool(((p >= 0) & (p <= 1)).all()), out["boundary"][:, 0, 0].tolist()
+        (torch.Size([2, 5, 1]), True, [1.0, 1.0])
     """
 
     def __init__(
@@ -90,7 +93,7 @@ class VTASequenceModel(nn.Module):
         layers, cin = [], channels
         for i in range(4):
             cout = cnn_depth * 2**i
-            layers += [nn.Conv2d(cin, cout, 4, 2, 1), _ChannelNorm(cout), nn.SiLU()]
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1), ChannelLayerNorm(cout), nn.SiLU()]
             cin = cout
         base = image_size // 16
         self.encoder = nn.Sequential(*layers, nn.Flatten(), nn.Linear(cin * base * base, embed_dim))
@@ -99,7 +102,7 @@ class VTASequenceModel(nn.Module):
         dec = []
         for i in (2, 1, 0):
             cout = cnn_depth * 2**i
-            dec += [nn.ConvTranspose2d(cin, cout, 4, 2, 1), _ChannelNorm(cout), nn.SiLU()]
+            dec += [nn.ConvTranspose2d(cin, cout, 4, 2, 1), ChannelLayerNorm(cout), nn.SiLU()]
             cin = cout
         dec.append(nn.ConvTranspose2d(cin, channels, 4, 2, 1))
         self.decoder = nn.Sequential(*dec)
@@ -159,7 +162,7 @@ class VTASequenceModel(nn.Module):
                 "boundary_kl": m["boundary_kl"],
                 "boundary": read,
                 "read_prob": read_prob.detach(),
-                "prior_read_prob": torch.softmax(prior["boundary_logit"], -1)[..., :1],
+                "prior_read_prob": torch.softmax(prior["boundary_logit"], -1)[..., :1].detach(),
                 "seg_len": post["seg_len"],
                 "seg_num": post["seg_num"],
                 "recon": recon,

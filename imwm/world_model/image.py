@@ -22,18 +22,9 @@ from torch import nn
 
 from imwm.nn.distributions import gaussian_nll
 from imwm.nn.mlp import init_linear_, trunc_normal_fan_in_
+from imwm.nn.norm import ChannelLayerNorm
 
 _MULTS = (1, 2, 4, 8)
-
-
-class ChannelLayerNorm(nn.LayerNorm):
-    """LayerNorm over the channel axis of ``[N, C, H, W]`` maps (fastest on channels_last)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(
-            x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps
-        )
-        return y.permute(0, 3, 1, 2)
 
 
 def _check_image_size(image_size: int, stages: int) -> int:
