@@ -10,7 +10,8 @@ from torch.nn import functional as F
 
 
 class EnsembleMLP(nn.Module):
-    """``K`` independent MLPs ``in_dim -> [hidden -> LayerNorm -> SiLU] x layers -> out_dim``.
+    """``K`` independent MLPs ``in_dim -> [hidden -> LayerNorm -> SiLU] x layers -> out_dim``;
+    its LayerNorm has no learned gain or bias.
 
     Written here rather than looping over ``K`` ``nn.Sequential`` s (or using
     ``torch.func.stack_module_state``) because one ``torch.baddbmm`` per layer runs all members at
