@@ -185,3 +185,28 @@ def test_multi_event_and_aggregate():
     assert agg["x"] == {"mean": 2.0, "min": 1.0, "max": 3.0, "n": 2}
     with pytest.raises(ValueError, match="at least one event type"):
         multi_event_metrics(_flags(4, [1]), {})
+
+
+def test_permutation_p_value_reads_integer_flags_as_a_mask():
+    from imwm.analysis.metrics import permutation_p_value
+
+    events = np.zeros(60, bool)
+    events[[0, 1, 30]] = True  # read as indices, 0/1 flags would pick steps 0 and 1: both events
+    away = np.zeros(60, int)
+    away[[10, 11, 12]] = 1  # READs on steps without events: p must be 1 as with bool flags
+    as_bool = permutation_p_value(away.astype(bool), events, permutations=99, seed=0)
+    assert permutation_p_value(away, events.astype(int), permutations=99, seed=0) == as_bool
+    assert as_bool[0] == 1.0
+
+
+@pytest.mark.parametrize("boundary, events, permutations, match", [
+    (np.zeros(5, bool), np.ones(5, bool), 10, "no READ step"),
+    (np.ones(5, bool), np.ones(4, bool), 10, "same shape"),
+    (np.ones(5, bool), np.ones(5, bool), 0, "permutations must be >= 1"),
+    (np.full(5, 2), np.ones(5, bool), 10, "0/1 flags"),
+])
+def test_permutation_p_value_rejects_undefined_input(boundary, events, permutations, match):
+    from imwm.analysis.metrics import permutation_p_value
+
+    with pytest.raises(ValueError, match=match):
+        permutation_p_value(boundary, events, permutations=permutations, seed=0)

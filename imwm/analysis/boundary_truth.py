@@ -42,6 +42,12 @@ def evenly_spaced(length: int, count: int) -> np.ndarray:
 
     The first one is step 0, as a sequence's first step is a segment start, and the spacing
     is ``length / count`` rounded down per position (so ``count == length`` gives every step).
+
+    Example:
+        >>> evenly_spaced(10, 3).tolist()  # floor(i * 10 / 3)
+        [0, 3, 6]
+        >>> evenly_spaced(4, 4).tolist(), evenly_spaced(5, 0).tolist()
+        ([0, 1, 2, 3], [])
     """
     if length < 0:
         raise ValueError(f"length must be >= 0, got {length}")
@@ -98,6 +104,15 @@ def boundary_prf(pred: Any, true: Any, tolerance: int = 1) -> dict[str, Any]:
         Counts are summed over sequences before dividing (micro average). ``precision`` is NaN
         when nothing was predicted, ``recall`` NaN when there are no true changes, ``f1`` NaN
         when either is; the key ``reason`` then says why.
+
+    Example:
+        >>> true = np.zeros(10, bool); true[[3, 8]] = True
+        >>> pred = np.zeros(10, bool); pred[[1, 2, 9]] = True
+        >>> r = boundary_prf(pred, true, tolerance=1)  # 2 -> 3 and 9 -> 8; 1 is 2 steps from 3
+        >>> r["n_matched"], round(r["precision"], 4), r["recall"], round(r["f1"], 4)
+        (2, 0.6667, 1.0, 0.8)
+        >>> boundary_prf(pred, true, tolerance=0)["f1"]
+        0.0
     """
     tolerance = _check_tolerance(tolerance)
     pred_a = as_flags(pred, "pred", ndim=(1, 2))
@@ -151,6 +166,12 @@ def random_baseline_prf(true: Any, n: Any, *, draws: int = 200, seed: int = 0,
         dict with the mean ``precision``, ``recall``, ``f1`` over draws (NaN draws ignored),
         their standard deviations ``precision_std``, ``recall_std``, ``f1_std``, ``n_pred``
         (per draw), ``n_true``, ``draws``, ``tolerance``.
+
+    Example:
+        >>> true = np.zeros(10, bool); true[[2, 7]] = True
+        >>> r = random_baseline_prf(true, 10, draws=5)  # all 10 steps: every draw is the same
+        >>> r["precision"], r["recall"], r["precision_std"]
+        (0.2, 1.0, 0.0)
     """
     if int(draws) != draws or draws < 1:
         raise ValueError(f"draws must be an integer >= 1, got {draws!r}")
@@ -187,6 +208,14 @@ def periodic_baseline_prf(true: Any, n: Any, tolerance: int = 1) -> dict[str, An
 
     Returns:
         the :func:`boundary_prf` dict of that deterministic placement.
+
+    Example:
+        >>> true = np.zeros(12, bool); true[[4, 9]] = True
+        >>> r = periodic_baseline_prf(true, 3)  # READs at 0, 4, 8; 8 is within 1 of 9
+        >>> r["n_matched"], round(r["precision"], 4), r["recall"]
+        (2, 0.6667, 1.0)
+        >>> periodic_baseline_prf(true, 3, tolerance=0)["n_matched"]
+        1
     """
     true_a, counts = _counts_per_row(true, n)
     pred = np.zeros_like(true_a)

@@ -88,6 +88,11 @@ def human_normalized(score: Any, game: str) -> Any:
 
     Raises:
         KeyError: a game without reference scores.
+
+    Example:
+        >>> # pong: random -20.7, human 14.6
+        >>> human_normalized([-20.7, 14.6, 32.25], "pong").round(4).tolist()
+        [0.0, 1.0, 1.5]
     """
     key = _atari_key(game)
     if key is None:
@@ -100,7 +105,16 @@ def human_normalized(score: Any, game: str) -> Any:
 def iqm(scores: Any, axis: int | None = None) -> Any:
     """Interquartile mean: the mean of the middle 50% of ``scores`` (all of them when ``axis`` is
     None), cutting ``floor(0.25 * n)`` values at each end, as ``scipy.stats.trim_mean(x, 0.25)``
-    and rliable's ``aggregate_iqm`` do."""
+    and rliable's ``aggregate_iqm`` do.
+
+    Example:
+        >>> iqm([1, 2, 3, 4, 5, 6, 7, 8])  # mean of 3, 4, 5, 6
+        4.5
+        >>> iqm([1, 2, 9])  # floor(0.75) = 0: nothing is cut
+        4.0
+        >>> iqm([[1, 10], [2, 20], [3, 30], [400, 40]], axis=0).tolist()
+        [2.5, 25.0]
+    """
     x = np.asarray(scores, dtype=float)
     if axis is None:
         x, axis = x.reshape(-1), 0
@@ -163,6 +177,13 @@ def stratified_bootstrap_iqm(scores_by_game: Sequence[Any], *, n_boot: int = 200
 
     Returns:
         ``(iqm, low, high)``, each ``[n_points]``.
+
+    Example:
+        >>> games = [[[0.0], [1.0]], [[2.0], [3.0]]]  # 2 games x 2 runs x 1 point
+        >>> point, low, high = stratified_bootstrap_iqm(games, n_boot=200)
+        >>> # a resample keeps 2 runs per game, so its IQM is (max of game 1 + min of game 2) / 2
+        >>> point.tolist(), low.tolist(), high.tolist()
+        ([1.5], [1.0], [2.0])
     """
     games = [np.asarray(g, dtype=float).reshape(len(g), -1) for g in scores_by_game]
     if not games:

@@ -43,6 +43,12 @@ def frame_delta(frames: Any) -> np.ndarray:
 
     Returns:
         ``[T]`` float64; step 0 has no previous frame and is NaN.
+
+    Example:
+        >>> frame_delta(np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 0.5]])).tolist()
+        [nan, 0.5, 0.25]
+        >>> frame_delta(np.array([[0, 0], [255, 51]], np.uint8)).round(4).tolist()  # (1 + 0.2) / 2
+        [nan, 0.6]
     """
     arr = to_numpy(frames, "frames")
     if arr.ndim < 2:
@@ -61,6 +67,13 @@ def percentile_events(values: Any, percentile: float) -> np.ndarray:
     Strictly above, so that an episode with many identical top values (a static screen)
     does not turn most steps into events; NaN steps are never events and do not enter the
     percentile. With continuous values about ``(100 - percentile)%`` of steps are events.
+
+    Example:
+        >>> percentile_events(np.arange(10.0), 80).nonzero()[0].tolist()  # 80th percentile: 7.2
+        [8, 9]
+        >>> # the threshold is 2.0 itself, so ties at it are not events
+        >>> percentile_events([np.nan, 2.0, 2.0, 2.0, 7.0], 50).tolist()
+        [False, False, False, False, True]
     """
     if not 0 <= percentile < 100:
         raise ValueError(f"percentile must be in [0, 100), got {percentile!r}")
@@ -85,7 +98,12 @@ def _series(values: Any, name: str) -> np.ndarray:
 
 
 def reward_events(reward: Any) -> np.ndarray:
-    """Steps with a non-zero reward (a trailing ``[..., 1]`` is squeezed)."""
+    """Steps with a non-zero reward (a trailing ``[..., 1]`` is squeezed).
+
+    Example:
+        >>> reward_events([[0.0], [1.0], [0.0], [-0.5]]).tolist()
+        [False, True, False, True]
+    """
     arr = _series(reward, "reward")
     return arr != 0
 

@@ -55,6 +55,12 @@ def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
 
     Ties get their average rank, so a constant score gives exactly 0.5. NaN when one class
     is empty.
+
+    Example:
+        >>> roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])  # 3 of 4 (event, other) pairs in order
+        0.75
+        >>> roc_auc([0.5, 0.5, 0.5], [0, 1, 1]), roc_auc([0.3, 0.7], [1, 0])
+        (0.5, 0.0)
     """
     score = np.asarray(score, dtype=np.float64)
     label = np.asarray(label, dtype=bool)
@@ -79,6 +85,12 @@ def cohens_d(group: np.ndarray, rest: np.ndarray) -> float:
 
     ``s_pooled = sqrt(((n_g - 1) s_g^2 + (n_r - 1) s_r^2) / (n_g + n_r - 2))`` with sample
     variances. NaN when a group is empty, when ``n_g + n_r <= 2`` or when ``s_pooled == 0``.
+
+    Example:
+        >>> cohens_d([2.0, 4.0, 6.0], [0.0, 2.0, 4.0])  # means 4 and 2, both sample stds 2
+        1.0
+        >>> cohens_d([1.0, 1.0], [1.0, 1.0])
+        nan
     """
     group = np.asarray(group, dtype=np.float64)
     rest = np.asarray(rest, dtype=np.float64)
@@ -101,11 +113,38 @@ def permutation_p_value(boundary: np.ndarray, events: np.ndarray, *, permutation
     ``p = (1 + #{draws >= observed}) / (permutations + 1)`` (the +1 counts the observed
     placement as one draw, so p is never 0 and the test keeps its level).
 
+    Args:
+        boundary: ``[T]`` READ flags (bool or 0/1), at least one READ.
+        events: ``[T]`` event flags (bool or 0/1).
+        permutations: random placements drawn (>= 1).
+        seed: seed of the placements.
+
     Returns:
         ``(p_value, null_mean_event_rate)``.
+
+    Raises:
+        ValueError: flags that are not 0/1, shapes that differ, no READ, or ``permutations < 1``.
+
+    Example:
+        >>> events = np.zeros(100, bool); events[[10, 50, 90]] = True
+        >>> # a random 3 of 100 steps holds all 3 events once in 161700 draws: p = 1 / (99 + 1)
+        >>> permutation_p_value(events, events, permutations=99, seed=0)[0]
+        0.01
+        >>> permutation_p_value(np.arange(100) < 3, events, permutations=99, seed=0)[0]
+        1.0
+        >>> permutation_p_value(events.astype(int), events.astype(int), permutations=99, seed=0)[0]
+        0.01
     """
+    # integer 0/1 flags would index positions 0 and 1 instead of masking: make them bool first
+    boundary, events = as_flags(boundary, "boundary"), as_flags(events, "events")
+    if boundary.shape != events.shape:
+        raise ValueError(f"boundary and events must have the same shape, got {boundary.shape} and {events.shape}")
+    if permutations < 1:
+        raise ValueError(f"permutations must be >= 1, got {permutations!r}")
     length = boundary.size
     n_b = int(boundary.sum())
+    if n_b == 0:
+        raise ValueError("boundary has no READ step: the test is undefined")
     observed = int(events[boundary].sum())
     rng = np.random.default_rng(seed)
     # chunk the [draws, T] key matrix so memory stays ~32 MB for long episodes
@@ -150,6 +189,15 @@ def boundary_event_metrics(boundary: Any, events: Any, *, read_prob: Any = None,
         ``cohens_d_frame_delta`` = Cohen's d of frame_delta at READ vs COPY steps (pooled std),
         the counts ``n_steps``, ``n_boundaries``, ``n_events``, the rates ``boundary_rate``,
         ``event_rate``, and ``nan_reasons``: {metric: why it is NaN}.
+
+    Example:
+        >>> m = boundary_event_metrics([0, 1, 0, 1], [0, 1, 0, 0], read_prob=[0.1, 0.9, 0.2, 0.4])
+        >>> # periodic READs at steps 0 and 2 miss the event at step 1
+        >>> [m[k] for k in ("event_at_boundary", "lift_over_event_rate", "periodic_baseline",
+        ...                 "auc_read_prob")]
+        [0.5, 2.0, 0.0, 1.0]
+        >>> m["nan_reasons"]
+        {'cohens_d_frame_delta': 'frame_delta not given'}
     """
     if int(permutations) != permutations or permutations < 1:
         raise ValueError(f"permutations must be an integer >= 1, got {permutations!r}")
