@@ -202,7 +202,7 @@ def test_permutation_p_value_reads_integer_flags_as_a_mask():
 @pytest.mark.parametrize("boundary, events, permutations, match", [
     (np.zeros(5, bool), np.ones(5, bool), 10, "no READ step"),
     (np.ones(5, bool), np.ones(4, bool), 10, "same shape"),
-    (np.ones(5, bool), np.ones(5, bool), 0, "permutations must be >= 1"),
+    (np.ones(5, bool), np.ones(5, bool), 0, "permutations must be an integer >= 1"),
     (np.full(5, 2), np.ones(5, bool), 10, "0/1 flags"),
 ])
 def test_permutation_p_value_rejects_undefined_input(boundary, events, permutations, match):

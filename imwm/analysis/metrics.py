@@ -104,6 +104,12 @@ def cohens_d(group: np.ndarray, rest: np.ndarray) -> float:
     return float((group.mean() - rest.mean()) / pooled)
 
 
+def _permutation_count(permutations: Any) -> int:
+    if int(permutations) != permutations or permutations < 1:
+        raise ValueError(f"permutations must be an integer >= 1, got {permutations!r}")
+    return int(permutations)
+
+
 def permutation_p_value(boundary: np.ndarray, events: np.ndarray, *, permutations: int,
                         seed: int) -> tuple[float, float]:
     """One-sided permutation test: are events more frequent at the READ steps than by chance?
@@ -123,7 +129,8 @@ def permutation_p_value(boundary: np.ndarray, events: np.ndarray, *, permutation
         ``(p_value, null_mean_event_rate)``.
 
     Raises:
-        ValueError: flags that are not 0/1, shapes that differ, no READ, or ``permutations < 1``.
+        ValueError: flags that are not 0/1, shapes that differ, no READ, or ``permutations`` not an
+            integer >= 1.
 
     Example:
         >>> events = np.zeros(100, bool); events[[10, 50, 90]] = True
@@ -139,8 +146,7 @@ def permutation_p_value(boundary: np.ndarray, events: np.ndarray, *, permutation
     boundary, events = as_flags(boundary, "boundary"), as_flags(events, "events")
     if boundary.shape != events.shape:
         raise ValueError(f"boundary and events must have the same shape, got {boundary.shape} and {events.shape}")
-    if permutations < 1:
-        raise ValueError(f"permutations must be >= 1, got {permutations!r}")
+    permutations = _permutation_count(permutations)
     length = boundary.size
     n_b = int(boundary.sum())
     if n_b == 0:
@@ -199,9 +205,7 @@ def boundary_event_metrics(boundary: Any, events: Any, *, read_prob: Any = None,
         >>> m["nan_reasons"]
         {'cohens_d_frame_delta': 'frame_delta not given'}
     """
-    if int(permutations) != permutations or permutations < 1:
-        raise ValueError(f"permutations must be an integer >= 1, got {permutations!r}")
-    permutations = int(permutations)
+    permutations = _permutation_count(permutations)
     b = as_flags(boundary, "boundary")
     e = as_flags(events, "events")
     if b.shape != e.shape:
