@@ -58,6 +58,13 @@ def test_bootstrap_ci_contains_the_mean_and_is_reproducible():
     assert (lo <= point).all() and (point <= hi).all()
 
 
+def test_stratified_bootstrap_iqm_names_a_game_without_runs_or_a_different_width():
+    with pytest.raises(ValueError, match=r"game\(s\) \[1\] have no runs"):
+        stratified_bootstrap_iqm([[[1.0], [2.0]], []])
+    with pytest.raises(ValueError, match="different numbers of points"):
+        stratified_bootstrap_iqm([[[1.0], [2.0]], [[1.0, 2.0]]])
+
+
 # ----------------------------------------------------------------------------- synthetic runs
 def write_run(folder: Path, *, seed: int, task: str, curve, env_name="atari", replay="uniform",
               minutes_per_step=1e-3, name=None) -> Path:

@@ -185,9 +185,15 @@ def stratified_bootstrap_iqm(scores_by_game: Sequence[Any], *, n_boot: int = 200
         >>> point.tolist(), low.tolist(), high.tolist()
         ([1.5], [1.0], [2.0])
     """
-    games = [np.asarray(g, dtype=float).reshape(len(g), -1) for g in scores_by_game]
-    if not games:
+    if not len(scores_by_game):
         raise ValueError("stratified_bootstrap_iqm of no games")
+    empty = [i for i, g in enumerate(scores_by_game) if len(g) == 0]
+    if empty:
+        raise ValueError(f"stratified_bootstrap_iqm: game(s) {empty} have no runs; drop them or add runs")
+    games = [np.asarray(g, dtype=float).reshape(len(g), -1) for g in scores_by_game]
+    widths = {g.shape[1] for g in games}
+    if len(widths) > 1:
+        raise ValueError(f"stratified_bootstrap_iqm: games have different numbers of points {sorted(widths)}")
     point = iqm(np.concatenate(games, axis=0), axis=0)
     rng = np.random.default_rng(seed)
     stats = np.empty((n_boot, point.shape[0]))
