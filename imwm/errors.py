@@ -49,7 +49,14 @@ NOTHING: Any = _Nothing()
 
 
 class UserError(Exception):
-    """An error in the user's input (config, command line, files): reported as one line by scripts."""
+    """An error in the user's input (config, command line, files): reported as one line by scripts.
+
+    Example:
+        >>> class RunNotFound(UserError):  # a module's own error that the user can fix
+        ...     pass
+        >>> format_user_error(RunNotFound("no checkpoint in runs/x")), issubclass(ConfigError, UserError)
+        ('imwm: error: no checkpoint in runs/x', True)
+    """
 
 
 class ConfigError(UserError, ValueError):
@@ -59,6 +66,13 @@ class ConfigError(UserError, ValueError):
         key: the full dotted config key (``"replay.curious.beta"``; several joined by ``", "``).
         what: what is wrong, phrased to follow the key (``"must be in (0, 1]"``).
         got: the offending value, or :data:`NOTHING` when none applies.
+
+    Example:
+        >>> err = ConfigError("beta", "must be in (0, 1]", 2.0)
+        >>> str(err), str(err.under("replay.curious"))
+        ('beta: must be in (0, 1] (got 2.0)', 'replay.curious.beta: must be in (0, 1] (got 2.0)')
+        >>> str(ConfigError("replay.capacity", "is required")), isinstance(err, ValueError)
+        ('replay.capacity: is required', True)
     """
 
     def __init__(self, key: str, what: str, got: Any = NOTHING):
@@ -109,6 +123,13 @@ def config_keys(prefix: str, given: Mapping[str, Any] | None = None) -> Iterator
     options sit in the config) gets ``prefix.`` in front. A plain ``ValueError`` whose message
     starts with one of the ``given`` keyword names (``"beta must be in (0, 1], got 2.0"``) becomes
     ``ConfigError("<prefix>.beta", "must be in (0, 1]", 2.0)``; any other error passes unchanged.
+
+    Example:
+        >>> with config_keys("replay.curious", given={"beta": 2.0}):
+        ...     raise ValueError("beta must be in (0, 1], got 2.0")
+        Traceback (most recent call last):
+        ...
+        imwm.errors.ConfigError: replay.curious.beta: must be in (0, 1] (got 2.0)
     """
     try:
         yield
@@ -127,12 +148,29 @@ def config_keys(prefix: str, given: Mapping[str, Any] | None = None) -> Iterator
 
 
 def debug_requested() -> bool:
-    """Whether ``IMWM_DEBUG`` or ``HYDRA_FULL_ERROR`` asks for full tracebacks."""
+    """Whether ``IMWM_DEBUG`` or ``HYDRA_FULL_ERROR`` asks for full tracebacks.
+
+    Example:
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"IMWM_DEBUG": "0", "HYDRA_FULL_ERROR": "false"}):
+        ...     debug_requested()
+        False
+        >>> with mock.patch.dict(os.environ, {"IMWM_DEBUG": "1"}):
+        ...     debug_requested()
+        True
+    """
     return any(os.environ.get(var, "").strip().lower() not in ("", "0", "false", "no") for var in DEBUG_VARS)
 
 
 def format_user_error(err: BaseException) -> str:
-    """``imwm: error: <message>`` on one line (a multi-line message is joined with ``"; "``)."""
+    """``imwm: error: <message>`` on one line (a multi-line message is joined with ``"; "``).
+
+    Example:
+        >>> format_user_error(ValueError("bad config\\n  see docs/config.md"))
+        'imwm: error: bad config; see docs/config.md'
+        >>> format_user_error(RuntimeError())  # no message: the type's name
+        'imwm: error: RuntimeError'
+    """
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return "imwm: error: " + ("; ".join(lines) or type(err).__name__)
 
@@ -148,6 +186,17 @@ def user_errors(*also: type[BaseException]) -> Iterator[None]:
         def main(cfg):
             with user_errors():
                 run(cfg)
+
+    Example:
+        >>> import contextlib, io, unittest.mock
+        >>> no_debug = unittest.mock.patch.dict(os.environ, {"IMWM_DEBUG": "", "HYDRA_FULL_ERROR": ""})
+        >>> with contextlib.redirect_stderr(io.StringIO()) as stderr, no_debug, user_errors():
+        ...     raise ConfigError("env.task", "must be a string such as 'pong'", 3)
+        Traceback (most recent call last):
+        ...
+        SystemExit: 2
+        >>> stderr.getvalue()
+        "imwm: error: env.task: must be a string such as 'pong' (got 3)\\n"
     """
     try:
         yield
@@ -161,6 +210,20 @@ def user_errors(*also: type[BaseException]) -> Iterator[None]:
 
 
 def run_main(main: Callable[..., Any], *args: Any, also: tuple[type[BaseException], ...] = (), **kwargs: Any) -> Any:
-    """``main(*args, **kwargs)`` inside :func:`user_errors` (``also``: more exception types to report)."""
+    """``main(*args, **kwargs)`` inside :func:`user_errors` (``also``: more exception types to report).
+
+    Example:
+        >>> import contextlib, io, unittest.mock
+        >>> run_main(max, 3, 5)
+        5
+        >>> no_debug = unittest.mock.patch.dict(os.environ, {"IMWM_DEBUG": "", "HYDRA_FULL_ERROR": ""})
+        >>> with contextlib.redirect_stderr(io.StringIO()) as stderr, no_debug:
+        ...     run_main(int, "x", also=(ValueError,))
+        Traceback (most recent call last):
+        ...
+        SystemExit: 2
+        >>> stderr.getvalue()
+        "imwm: error: invalid literal for int() with base 10: 'x'\\n"
+    """
     with user_errors(*also):
         return main(*args, **kwargs)

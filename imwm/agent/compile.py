@@ -82,8 +82,19 @@ COMPILE_SCOPES = tuple(SCOPE_PHASES)
 
 
 def parse_compile_mode(value: Any) -> str:
-    """``agent.compile`` as one of :data:`COMPILE_MODES` (``True`` means ``"default"``)."""
-    if value is True:
+    """``agent.compile`` as one of :data:`COMPILE_MODES` (``True`` means ``"default"``).
+
+    Example:
+        >>> parse_compile_mode(True), parse_compile_mode("true"), parse_compile_mode(None)
+        ('default', 'default', 'false')
+        >>> parse_compile_mode("Max-Autotune")
+        'max-autotune'
+        >>> parse_compile_mode("fast")
+        Traceback (most recent call last):
+        ...
+        ValueError: compile must be one of ['false', 'default', 'max-autotune', 'reduce-overhead'] (or true/false), got 'fast'
+    """
+    if value is True or (isinstance(value, str) and value.lower() == "true"):
         return "default"
     if value is False or value is None:
         return "false"
@@ -96,6 +107,13 @@ def check_compile_with_boundary_grad(compile_mode: str, boundary_grad: str | Non
     """``ValueError`` naming ``compile`` unless it is ``"false"`` when the dynamics' ``boundary_grad`` is local.
 
     The local boundary gradient's forced passes fork the RNG, which one compiled graph cannot hold.
+
+    Example:
+        >>> check_compile_with_boundary_grad("default", "straight_through")  # passes: returns None
+        >>> check_compile_with_boundary_grad("default", "local")
+        Traceback (most recent call last):
+        ...
+        ValueError: compile must be false with dynamics.boundary_grad=local (the update runs eagerly), got 'default'
     """
     if compile_mode != "false" and boundary_grad == "local":
         raise ValueError(

@@ -51,7 +51,16 @@ OPTIMIZERS = ("adam", "laprop")
 
 
 class NonFiniteUpdateError(UserError, FloatingPointError):
-    """Too many updates in a row had a non-finite loss or gradient; the message names the term."""
+    """Too many updates in a row had a non-finite loss or gradient; the message names the term.
+
+    Example:
+        >>> guard = NonFiniteGuard(max_in_a_row=1)
+        >>> try:
+        ...     guard.skip("model", 7, {"loss_fit": torch.tensor(math.nan)}, torch.tensor(1.0), optimizers=[])
+        ... except UserError as err:  # a script reports it in one line
+        ...     print(type(err).__name__, "-", str(err).split(";")[0])
+        NonFiniteUpdateError - update 7: non-finite model loss_fit=nan
+    """
 
 
 def make_optimizer(kind: str, params: Iterable[nn.Parameter], *, lr: float, eps: float, name: str,
@@ -62,6 +71,15 @@ def make_optimizer(kind: str, params: Iterable[nn.Parameter], *, lr: float, eps:
     ``name`` is the parameter group's config prefix (``model``, ``actor``, ``critic``), so a bad
     value is reported as ``<name>_lr`` / ``<name>_eps``. ``agc``, ``agc_pmin`` and ``warmup`` are
     LaProp's (ignored by Adam; the agent refuses them there).
+
+    Example:
+        >>> net = nn.Linear(2, 1)
+        >>> type(make_optimizer("laprop", net.parameters(), lr=1e-4, eps=1e-20, name="actor")).__name__
+        'LaProp'
+        >>> make_optimizer("adam", net.parameters(), lr=0.0, eps=1e-8, name="actor")
+        Traceback (most recent call last):
+        ...
+        ValueError: actor_lr must be a finite number > 0, got 0.0
     """
     if kind not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {kind!r}")

@@ -21,8 +21,21 @@ _GREEDY = {ExplorationType.DETERMINISTIC, ExplorationType.MODE, ExplorationType.
 
 
 def check_greedy_every(value) -> int:
-    """``greedy_every`` as an int, or a ``ValueError`` when it is not an integer >= 0."""
-    if int(value) != value or value < 0:
+    """``greedy_every`` as an int, or a ``ValueError`` when it is not an integer >= 0.
+
+    Example:
+        >>> check_greedy_every(3.0)
+        3
+        >>> check_greedy_every(1.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: greedy_every must be an integer >= 0, got 1.5
+    """
+    try:
+        valid = int(value) == value and value >= 0
+    except (TypeError, ValueError):  # None, "abc": the same one-line error, not int()'s
+        valid = False
+    if not valid:
         raise ValueError(f"greedy_every must be an integer >= 0, got {value!r}")
     return int(value)
 

@@ -35,7 +35,7 @@ def as_flags(value: Any, name: str, *, ndim: tuple[int, ...] = (1,)) -> np.ndarr
                          f"(a trailing [..., 1] is allowed), got shape {tuple(arr.shape)}")
     if arr.dtype != np.bool_:
         if arr.size and not np.all((arr == 0) | (arr == 1)):
-            bad = arr[(arr != 0) & (arr != 1)].ravel()[0]
+            bad = arr[(arr != 0) & (arr != 1)].ravel()[0].item()  # a Python number prints as 2, not np.int64(2)
             raise ValueError(f"{name} must hold 0/1 flags, found value {bad!r}")
         arr = arr.astype(bool)
     return arr

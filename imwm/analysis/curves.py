@@ -218,6 +218,12 @@ class RunCurve:
         steps, values: env steps and metric values, sorted by step.
         minutes: wall-clock minutes at those steps (NaN where unknown).
         group, method: labels set by :func:`group_runs` (its seeds' group; the same without the game).
+
+    Example:
+        >>> run = RunCurve(Path("runs/a"), "pong-rssm-s0", 0, "pong", {}, steps=np.array([0, 100]),
+        ...                values=np.array([-21.0, -19.0]), minutes=np.array([0.0, 1.5]))
+        >>> run.x("env_step").tolist(), run.x("minutes").tolist()
+        ([0.0, 100.0], [0.0, 1.5])
     """
 
     path: Path
@@ -240,6 +246,19 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
 
     Raises:
         UserError: a path that does not exist, or no run found at all.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     for name in ("b-s0", "a-s0"):
+        ...         Path(tmp, name).mkdir()
+        ...         _ = Path(tmp, name, "metrics.csv").write_text("env_step\\n")
+        ...     [run.name for run in find_runs([tmp, Path(tmp, "a-s0")])]  # sorted, no duplicates
+        ['a-s0', 'b-s0']
+        >>> find_runs(["no/such/folder"])
+        Traceback (most recent call last):
+        ...
+        imwm.errors.UserError: no/such/folder does not exist
     """
     paths = [Path(p) for p in paths]
     found: set[Path] = set()
@@ -298,7 +317,20 @@ def _float(cell: str | None) -> float:
 
 
 def load_run(run_dir: str | Path, metric: str = "eval/return") -> RunCurve | None:
-    """A run's curve of ``metric``, or None when its ``metrics.csv`` has no such values."""
+    """A run's curve of ``metric``, or None when its ``metrics.csv`` has no such values.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = Path(tmp, "config.yaml").write_text("{run_name: a-s1, env: {task: pong}}")
+        ...     _ = Path(tmp, "metrics.csv").write_text("env_step,eval/return\\n200,-19\\n100,-21")
+        ...     run = load_run(tmp)
+        ...     load_run(tmp, "train/loss") is None
+        True
+        >>> # the seed from the name (no seed key); the rows sorted by step
+        >>> run.name, run.seed, run.game, run.steps.tolist(), run.values.tolist()
+        ('a-s1', 1, 'pong', [100.0, 200.0], [-21.0, -19.0])
+    """
     run_dir = Path(run_dir)
     with open(run_dir / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -405,6 +437,15 @@ def group_runs(runs: Sequence[RunCurve], by: str = "config") -> dict[str, list[R
 
     Returns:
         ``{group label: runs}`` in first-seen order.
+
+    Example:
+        >>> zero = np.zeros(1)
+        >>> curve = lambda name: RunCurve(Path(name), name, None, "pong", {}, zero, zero, zero)
+        >>> runs = [curve("pong-rssm-s0"), curve("pong-rssm-s1"), curve("pong-vta-s0")]
+        >>> {label: [run.name for run in members] for label, members in group_runs(runs).items()}
+        {'pong-rssm': ['pong-rssm-s0', 'pong-rssm-s1'], 'pong-vta': ['pong-vta-s0']}
+        >>> runs[0].group, runs[0].method  # no config.yaml: by name; the method has no game
+        ('pong-rssm', '*-rssm')
     """
     if by not in ("name", "config"):
         raise UserError(f"--group-by must be name or config, got {by!r}")
@@ -470,6 +511,15 @@ def aggregate_group(runs: Sequence[RunCurve], *, axis: str = "env_step", n_boot:
     Returns:
         ``{"x", "mean", "low", "high", "n"}`` (``n``: seeds; empty arrays when the seeds' x
         ranges do not overlap).
+
+    Example:
+        >>> curve = lambda v: RunCurve(Path("r"), "r", None, None, {}, np.arange(len(v)) * 100,
+        ...                            np.array(v, float), np.full(len(v), np.nan))
+        >>> out = aggregate_group([curve([1, 3, 5]), curve([3, 5])])  # common x: steps 0 and 100
+        >>> out["x"].tolist(), out["mean"].tolist(), out["n"]
+        ([0.0, 100.0], [2.0, 4.0], 2)
+        >>> out["low"].tolist(), out["high"].tolist()  # resampled seeds average 1, 2 or 3 at x=0
+        ([1.0, 3.0], [3.0, 5.0])
     """
     grid = _common_grid([r.x(axis) for r in runs])
     if grid.size == 0:

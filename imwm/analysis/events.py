@@ -114,6 +114,10 @@ def score_change_events(raw_reward: Any) -> np.ndarray:
     Equal to ``reward_events`` when the reward the model saw is the raw ALE reward; it
     differs when the stored reward was transformed (clipped, scaled, or with an intrinsic
     reward added), which is why the rollout keeps the raw reward for this event.
+
+    Example:
+        >>> score_change_events([0.0, 3.0, 0.0, -1.0]).tolist()  # score 0, 3, 3, 2
+        [False, True, False, True]
     """
     arr = _series(raw_reward, "raw_reward")
     score = np.cumsum(arr)
@@ -121,7 +125,12 @@ def score_change_events(raw_reward: Any) -> np.ndarray:
 
 
 def life_loss_events(lives: Any) -> np.ndarray:
-    """Steps at which ALE's ``lives`` counter is lower than at the previous step."""
+    """Steps at which ALE's ``lives`` counter is lower than at the previous step.
+
+    Example:
+        >>> life_loss_events([[3], [2], [2], [3], [2]]).tolist()  # a life gained is no event
+        [False, True, False, False, True]
+    """
     arr = _series(lives, "lives")
     out = np.zeros(arr.shape, dtype=bool)
     out[1:] = arr[1:] < arr[:-1]
@@ -129,7 +138,12 @@ def life_loss_events(lives: Any) -> np.ndarray:
 
 
 def episode_end_events(is_last: Any) -> np.ndarray:
-    """The last step of each episode (``is_last`` flags, e.g. of concatenated episodes)."""
+    """The last step of each episode (``is_last`` flags, e.g. of concatenated episodes).
+
+    Example:
+        >>> episode_end_events([[0], [0], [1], [0], [1]]).tolist()
+        [False, False, True, False, True]
+    """
     return as_flags(is_last, "is_last")
 
 
@@ -154,7 +168,12 @@ def widen_events(flags: Any, after: int) -> np.ndarray:
 
 
 def delta_event_name(percentile: float) -> str:
-    """Name of the frame-change event at ``percentile``: ``delta_p90``, ``delta_p99.5``."""
+    """Name of the frame-change event at ``percentile``: ``delta_p90``, ``delta_p99.5``.
+
+    Example:
+        >>> delta_event_name(90.0), delta_event_name(99.5)
+        ('delta_p90', 'delta_p99.5')
+    """
     return f"delta_p{percentile:g}"
 
 
@@ -167,6 +186,19 @@ def build_events(*, frame_delta: Any = None, percentiles: Iterable[float] = (90,
         ``{"delta_p90": ..., "reward": ..., "score_change": ..., "life_loss": ...,
         "episode_end": ...}``: one entry per percentile for ``frame_delta``, the others only
         when their input is given.
+
+    Raises:
+        ValueError: inputs of different lengths.
+
+    Example:
+        >>> events = build_events(frame_delta=[np.nan, 0.0, 1.0, 0.0], percentiles=(50,),
+        ...                       reward=[0, 1, 0, 0], is_last=[0, 0, 0, 1])
+        >>> {name: flags.nonzero()[0].tolist() for name, flags in events.items()}
+        {'delta_p50': [2], 'reward': [1], 'episode_end': [3]}
+        >>> build_events(reward=[0, 1], lives=[3, 3, 2])
+        Traceback (most recent call last):
+        ...
+        ValueError: event inputs must all have one value per step, got lengths {'reward': 2, 'life_loss': 3}
     """
     events: dict[str, np.ndarray] = {}
     if frame_delta is not None:

@@ -48,7 +48,14 @@ WINDOWS = ("start", "reward_or_delta")
 
 def has_frames(trace: Mapping[str, Any]) -> bool:
     """Whether the trace's observations are images (``[T, C, H, W]`` or ``[T, H, W, C]`` with
-    C = 1 or 3), i.e. whether the frame figures can be drawn."""
+    C = 1 or 3), i.e. whether the frame figures can be drawn.
+
+    Example:
+        >>> has_frames({"frames": np.zeros((5, 3, 8, 8), np.uint8)})
+        True
+        >>> has_frames({"frames": np.zeros((5, 4))}), has_frames({})  # vectors; nothing recorded
+        (False, False)
+    """
     frames = trace.get("frames")
     if frames is None:
         return False
@@ -58,7 +65,17 @@ def has_frames(trace: Mapping[str, Any]) -> bool:
 
 def skipped_figures(trace: Mapping[str, Any]) -> dict[str, str]:
     """``{figure file: one-line reason}`` for the figures :func:`plot_all` leaves out of this trace
-    (the frame figures when the observations are not images); empty when all are drawn."""
+    (the frame figures when the observations are not images); empty when all are drawn.
+
+    Example:
+        >>> skipped = skipped_figures({"frames": np.zeros((5, 4))})  # 5 steps of 4-vectors
+        >>> sorted(skipped)
+        ['boundary_fired.png', 'boundary_grid.png']
+        >>> skipped["boundary_grid.png"].split(";")[0]
+        "it shows frames and this run's observations are vectors of shape (4,), not images"
+        >>> skipped_figures({"frames": np.zeros((5, 3, 8, 8), np.uint8)})
+        {}
+    """
     if has_frames(trace):
         return {}
     frames = trace.get("frames")
@@ -94,6 +111,17 @@ def select_window(trace: Mapping[str, Any], length: int, window: str = "start") 
     ``start``: the first ``length`` steps. ``reward_or_delta``: centred on the first salient
     event, which is the first non-zero reward, or, in an episode without reward, the largest
     frame change (step 0, which has no previous frame, excluded).
+
+    Example:
+        >>> trace = {"boundary": np.zeros(10), "reward": np.eye(10)[7]}  # one reward, at step 7
+        >>> select_window(trace, 4), select_window(trace, 50)  # the first steps, at most all
+        ((0, 4), (0, 10))
+        >>> select_window(trace, 4, "reward_or_delta")  # centred on step 7
+        (5, 9)
+        >>> select_window(trace, 4, "end")
+        Traceback (most recent call last):
+        ...
+        ValueError: window must be one of ('start', 'reward_or_delta'), got 'end'
     """
     if length < 1:
         raise ValueError(f"length must be >= 1, got {length}")

@@ -274,13 +274,24 @@ def boundary_event_metrics(boundary: Any, events: Any, *, read_prob: Any = None,
             g, r = int((finite & b).sum()), int((finite & ~b).sum())
             reasons["cohens_d_frame_delta"] = (
                 f"too few steps (READ {g}, COPY {r})" if g == 0 or r == 0 or g + r <= 2
-                else "frame_delta is constant (pooled std 0)")
+                else "frame_delta is constant within READ and within COPY steps (pooled std 0)")
     out["nan_reasons"] = reasons
     return out
 
 
 def multi_event_metrics(boundary: Any, events: Mapping[str, Any], **kwargs: Any) -> dict[str, dict]:
-    """:func:`boundary_event_metrics` for each named event type (same boundary, same kwargs)."""
+    """:func:`boundary_event_metrics` for each named event type (same boundary, same kwargs).
+
+    Example:
+        >>> events = {"reward": [0, 1, 0, 0], "life_loss": [1, 0, 0, 0]}
+        >>> m = multi_event_metrics([0, 1, 0, 1], events)
+        >>> {name: metrics["event_at_boundary"] for name, metrics in m.items()}
+        {'reward': 0.5, 'life_loss': 0.0}
+        >>> multi_event_metrics([0, 1], {})
+        Traceback (most recent call last):
+        ...
+        ValueError: events must name at least one event type, got an empty mapping
+    """
     if not events:
         raise ValueError("events must name at least one event type, got an empty mapping")
     return {name: boundary_event_metrics(boundary, flags, **kwargs) for name, flags in events.items()}
@@ -293,6 +304,11 @@ def aggregate_episodes(per_episode: Iterable[Mapping[str, Any]],
     Returns:
         ``{key: {"mean", "min", "max", "n"}}`` where ``n`` counts the episodes with a finite
         value; mean/min/max are NaN when ``n == 0``.
+
+    Example:
+        >>> rows = [{"auc_read_prob": v} for v in (0.5, 0.75, float("nan"))]
+        >>> aggregate_episodes(rows, keys=["auc_read_prob"])
+        {'auc_read_prob': {'mean': 0.625, 'min': 0.5, 'max': 0.75, 'n': 2}}
     """
     rows = list(per_episode)
     out: dict[str, dict[str, float]] = {}

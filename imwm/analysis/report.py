@@ -27,7 +27,16 @@ TRUE_EVENT = "true_change"
 
 
 def boundary_options(restored: RestoredRun) -> dict:
-    """The boundary options the restored model actually holds (read from the module)."""
+    """The boundary options the restored model actually holds (read from the module).
+
+    Example:
+        >>> from types import SimpleNamespace as NS
+        >>> dynamics = NS(boundary_options=lambda: {"max_seg_len": 10})  # stands for a VTA dynamics
+        >>> boundary_options(NS(model=NS(world_model=NS(dynamics=dynamics))))  # an agent's
+        {'max_seg_len': 10}
+        >>> boundary_options(NS(model=NS()))  # a model without boundary options
+        {}
+    """
     model = restored.model
     for candidate in (model, getattr(model, "dynamics", None),
                       getattr(getattr(model, "world_model", None), "dynamics", None)):
@@ -64,7 +73,14 @@ def collect_traces(restored: RestoredRun, *, episodes: int, seed: int = 0, seq_l
 
 def trace_events(trace: Mapping[str, Any], percentiles: Iterable[float]) -> dict[str, np.ndarray]:
     """Every event the trace supports, computed on the whole trace (so a life lost at step 1
-    still counts), plus ``true_change`` where the true boundaries are known."""
+    still counts), plus ``true_change`` where the true boundaries are known.
+
+    Example:
+        >>> trace = {"frame_delta": np.array([np.nan, 0.0, 0.0, 1.0]), "reward": np.eye(4)[1],
+        ...          "true_boundary": np.array([1, 0, 0, 1])}
+        >>> {name: flags.nonzero()[0].tolist() for name, flags in trace_events(trace, [50]).items()}
+        {'delta_p50': [3], 'reward': [1], 'true_change': [0, 3]}
+    """
     events = build_events(frame_delta=trace["frame_delta"], percentiles=tuple(percentiles),
                           reward=trace.get("reward"), raw_reward=trace.get("raw_reward"),
                           lives=trace.get("lives"), is_last=trace.get("is_last"))
@@ -142,7 +158,20 @@ _COLS = ("n_boundaries", "n_events") + METRIC_KEYS
 def format_report(result: Mapping[str, Any], *, title: str = "") -> str:
     """Markdown tables: per event type, one row per episode, the aggregate and the pooled row;
     then precision / recall / F1 against the truth where known. NaN cells are explained below
-    each table."""
+    each table.
+
+    Example:
+        >>> trace = {"boundary": np.array([1, 0, 1, 0, 1]), "reward": np.eye(5)[1],
+        ...          "read_prob": np.array([1.0, 0.2, 0.9, 0.1, 0.8]),
+        ...          "frame_delta": np.array([np.nan, 0.0, 1.0, 0.2, 0.6])}
+        >>> result = evaluate_traces([trace], percentiles=(), permutations=9)
+        >>> lines = format_report(result).splitlines()
+        >>> lines[1]
+        '### events: reward'
+        >>> # step 0 left out: READ at 2 and 4, the reward at 1 (a COPY step), periodic at 1 and 3
+        >>> lines[5]
+        '| 0 | 4 | 2 | 1 | 0.000 | 0.500 | 0.000 | 1.000 | 0.500 | 0.333 | 3.130 |'
+    """
     lines = [f"## {title}"] if title else []
     n_ep = len(result["episodes"])
     window = result.get("event_window", 0)
@@ -187,15 +216,24 @@ def _clean(obj: Any) -> Any:
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
-        return None if math.isnan(obj) else float(obj)
+        return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, np.ndarray):
         return _clean(obj.tolist())
     return obj
 
 
 def to_json(obj: Any) -> str:
-    """JSON text with NaN written as ``null`` (strict JSON); the reasons stay in ``nan_reasons``."""
+    """JSON text with NaN and infinities written as ``null`` (strict JSON); the reasons stay in ``nan_reasons``.
+
+    Example:
+        >>> import json
+        >>> json.loads(to_json({"lift": float("nan"), "n": np.int64(3), "ok": np.bool_(True),
+        ...                     "x": np.array([0.5, np.nan, np.inf])}))
+        {'lift': None, 'n': 3, 'ok': True, 'x': [0.5, None, None]}
+    """
     return json.dumps(_clean(obj), indent=2, allow_nan=False)

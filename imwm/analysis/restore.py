@@ -62,7 +62,20 @@ SHAPE_CHANGING_KEYS = ("env.size", "env.name", "env.full_action_space", "data.im
 
 
 def load_run_config(run_dir: str) -> dict:
-    """The resolved config the run was trained with (``<run_dir>/config.yaml``) as a plain dict."""
+    """The resolved config the run was trained with (``<run_dir>/config.yaml``) as a plain dict.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> with tempfile.TemporaryDirectory() as run:
+        ...     _ = Path(run, "config.yaml").write_text("{seed: 0, env: {name: atari, task: pong}}")
+        ...     load_run_config(run)
+        {'seed': 0, 'env': {'name': 'atari', 'task': 'pong'}}
+        >>> load_run_config("no/such/run")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: run folder 'no/such/run' does not exist
+    """
     path = os.path.join(run_dir, "config.yaml")
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"run folder {run_dir!r} does not exist")
@@ -93,7 +106,12 @@ def _leaves(tree: Mapping, prefix: str = "") -> dict[str, Any]:
 def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """Split a command line into ``(flags, overrides)``: an override is a token with ``=`` that
     does not start with ``-`` (``dynamics.max_seg_len=50``), wherever it stands, so that it is
-    never swallowed by a flag taking several values (``--delta_percentile 90 95``)."""
+    never swallowed by a flag taking several values (``--delta_percentile 90 95``).
+
+    Example:
+        >>> split_overrides(["--delta_percentile", "90", "95", "dynamics.max_seg_len=50", "--run=x"])
+        (['--delta_percentile', '90', '95', '--run=x'], ['dynamics.max_seg_len=50'])
+    """
     flags, overrides = [], []
     for token in argv:
         (overrides if "=" in token and not token.startswith("-") else flags).append(token)
@@ -117,6 +135,10 @@ class CommandLine:
         source_options: ``(name, value)`` of every ``--vta_<name> <value>`` /
             ``--vta_<name>=<value>`` (mapped by :func:`source_option_overrides`).
         saved_config_flags: the values given to ``--configs`` / ``--task``.
+
+    Example:
+        >>> split_command_line(["--run=x", "k=1"])
+        CommandLine(flags=['--run=x'], overrides=['k=1'], source_options=[], saved_config_flags={})
     """
 
     flags: list[str] = field(default_factory=list)
@@ -208,6 +230,18 @@ def source_option_overrides(command: CommandLine, config: Mapping, *, run_dir: s
     Raises:
         ValueError: a ``--task`` that contradicts the run, or a ``--vta_`` option the run's
             config does not have.
+
+    Example:
+        >>> cfg = {"env": {"name": "atari"}, "dynamics": {"max_seg_len": 10}, "agent": {}}
+        >>> source_option_overrides(split_command_line(["--vta_max_seg_len", "50"]), cfg)
+        --vta_max_seg_len 50 -> override dynamics.max_seg_len=50
+        ['dynamics.max_seg_len=50']
+        >>> source_option_overrides(split_command_line(["--vta_max_len", "5"]), cfg)
+        ... # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        ValueError: --vta_max_len: dynamics.max_len is not a key of the run's saved config
+        (config.yaml); dynamics options: max_seg_len
     """
     say = printer or (lambda _msg: None)
     where = os.path.join(run_dir, "config.yaml") if run_dir else "config.yaml"
@@ -267,7 +301,14 @@ def parse_script_args(parser: Any, argv: Sequence[str], *,
                       printer: Callable[[str], None] | None = print) -> tuple[Any, list[str]]:
     """``(args, overrides)`` for an analysis script: argparse on the flags, ``key=value``
     overrides, and the DreamerV3-style spelling (:func:`split_command_line`,
-    :func:`source_option_overrides`; ``--logdir`` is the parser's alias of ``--run``)."""
+    :func:`source_option_overrides`; ``--logdir`` is the parser's alias of ``--run``).
+
+    Example:
+        >>> parser = run_parser("demo", seed_help="env seed")
+        >>> args, overrides = parse_script_args(parser, ["--logdir", "runs/x", "dynamics.depth=3"])
+        >>> args.run, args.seed, overrides
+        ('runs/x', 0, ['dynamics.depth=3'])
+    """
     command = split_command_line(argv)
     args, rest = parser.parse_known_args(command.flags)
     if rest:
@@ -283,6 +324,14 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``["a.b=1", "c=0.0", "d=[1,2]"]`` -> ``{"a.b": 1, "c": 0.0, "d": [1, 2]}`` (YAML values).
 
     A leading ``--`` is tolerated (``--dynamics.max_seg_len=50``); ``+key`` (add a key) is not.
+
+    Example:
+        >>> parse_overrides(["a.b=1", "--c=0.0", "d=[1, 2]", "e=pong"])
+        {'a.b': 1, 'c': 0.0, 'd': [1, 2], 'e': 'pong'}
+        >>> parse_overrides(["+a=1"])
+        Traceback (most recent call last):
+        ...
+        ValueError: override '+a=1': only existing keys can be overridden (no +/~ prefixes)
     """
     out: dict[str, Any] = {}
     for item in items:
@@ -308,6 +357,16 @@ def apply_overrides(config: Mapping, overrides: Mapping[str, Any]) -> tuple[dict
     Raises:
         ValueError: for a key that is not in the saved config, a key that names a whole group,
             or a key in :data:`SHAPE_CHANGING_KEYS` whose value differs.
+
+    Example:
+        >>> cfg = {"env": {"name": "atari"}, "dynamics": {"max_seg_len": 10}}
+        >>> new, changes = apply_overrides(cfg, {"dynamics.max_seg_len": 50})
+        >>> new["dynamics"], changes, cfg["dynamics"]  # the saved config is left as it was
+        ({'max_seg_len': 50}, [('dynamics.max_seg_len', 10, 50)], {'max_seg_len': 10})
+        >>> apply_overrides(cfg, {"max_seg_len": 50})
+        Traceback (most recent call last):
+        ...
+        ValueError: override 'max_seg_len' is not a key of the saved config; did you mean dynamics.max_seg_len?
     """
     new = copy.deepcopy(dict(config))
     leaves = _leaves(new)
@@ -346,6 +405,16 @@ def check_state_dict_fits(model: nn.Module, state_dict: Mapping[str, torch.Tenso
 
     The message names the overrides in ``changes`` (the likely cause) and up to five tensors
     that differ.
+
+    Example:
+        >>> model = nn.Linear(2, 3, bias=False)
+        >>> check_state_dict_fits(model, nn.Linear(2, 3, bias=False).state_dict())  # fits: returns None
+        >>> check_state_dict_fits(model, nn.Linear(2, 4, bias=False).state_dict(), [("width", 3, 4)])
+        ... # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        ValueError: the override(s) width=4 (trained: 3) change the model's shapes and are refused:
+        1 tensor(s) differ, e.g. weight: checkpoint (4, 2), rebuilt (3, 2)
     """
     own = model.state_dict()
     problems = []
@@ -390,7 +459,19 @@ class RestoredRun:
 
 def detect_run_kind(config: Mapping) -> str:
     """``"vta_run"`` for ``train_vta.py`` runs (Moving Shapes; either VTA variant, per
-    ``vta.variant``), ``"agent"`` for ``train.py`` runs (Atari / gym with the DreamerV3 agent)."""
+    ``vta.variant``), ``"agent"`` for ``train.py`` runs (Atari / gym with the DreamerV3 agent).
+
+    Example:
+        >>> detect_run_kind({"env": {}, "dynamics": {}, "agent": {}, "seed": 0})
+        'agent'
+        >>> detect_run_kind({"vta": {}, "data": {}})
+        'vta_run'
+        >>> detect_run_kind({"model": {}})  # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot tell what trained this run: config has top-level keys ['model'];
+        expected train.py's (env, dynamics, agent, ...) or train_vta.py's
+    """
     if "agent" in config and "dynamics" in config and "env" in config:
         return "agent"
     if "vta" in config and "data" in config:

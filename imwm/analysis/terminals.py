@@ -49,7 +49,14 @@ CARTPOLE_ANGLE_LIMIT = 12 * 2 * math.pi / 360
 
 
 def cartpole_cause(obs: torch.Tensor) -> str:
-    """``"edge"`` when the cart is off the track, ``"pole"`` when the pole fell, else ``"other"``."""
+    """``"edge"`` when the cart is off the track, ``"pole"`` when the pole fell, else ``"other"``.
+
+    Example:
+        >>> cartpole_cause(torch.tensor([-2.5, 0.0, 0.3, 0.0]))  # both past their limits: edge first
+        'edge'
+        >>> cartpole_cause(torch.tensor([0.1, 0.0, 0.05, 0.0]))  # 0.05 rad < 12 degrees (0.209 rad)
+        'other'
+    """
     if abs(float(obs[0])) > CARTPOLE_X_LIMIT:
         return "edge"
     if abs(float(obs[2])) > CARTPOLE_ANGLE_LIMIT:
@@ -58,7 +65,12 @@ def cartpole_cause(obs: torch.Tensor) -> str:
 
 
 def unnamed_cause(obs: torch.Tensor) -> str:
-    """The cause of a termination in an env without a cause function: ``"terminal"``."""
+    """The cause of a termination in an env without a cause function: ``"terminal"``.
+
+    Example:
+        >>> unnamed_cause(torch.zeros(4))
+        'terminal'
+    """
     return "terminal"
 
 
@@ -68,7 +80,12 @@ CAUSES: dict[str, Callable[[torch.Tensor], str]] = {"cartpole": cartpole_cause}
 
 def cause_for(env_cfg) -> Callable[[torch.Tensor], str]:
     """The cause function of the env an ``env`` config group names (:func:`unnamed_cause` when
-    none is known)."""
+    none is known).
+
+    Example:
+        >>> cause_for({"name": "cartpole"}).__name__, cause_for({"name": "atari"}).__name__
+        ('cartpole_cause', 'unnamed_cause')
+    """
     return CAUSES.get(env_cfg.get("name"), unnamed_cause)
 
 

@@ -102,6 +102,14 @@ def choose_frame_source(env_cfg: Mapping[str, Any], obs_shape: Sequence[int], ob
         env_cfg: the run's ``env`` config group.
         obs_shape: one observation's shape (``(3, 64, 64)``, ``(4,)``, ...).
         obs_dtype: the observation dtype (``torch.uint8`` for images).
+
+    Example:
+        >>> import torch
+        >>> choose_frame_source({"name": "atari", "frame_skip": 4}, (3, 64, 64), torch.uint8)
+        FrameSource(kind='observation', fps=15.0, reason='')
+        >>> source = choose_frame_source({"name": "sparse_chain"}, (8,), torch.float32)
+        >>> source.kind is None, source.reason
+        (True, "no video can be made: env.name='sparse_chain' has vector observations and no renderer")
     """
     if len(obs_shape) == 3 and "uint8" in str(obs_dtype):
         frame_skip = int(env_cfg.get("frame_skip") or 1)
@@ -122,18 +130,40 @@ def choose_frame_source(env_cfg: Mapping[str, Any], obs_shape: Sequence[int], ob
 
 
 def upscale(frame: np.ndarray, factor: int) -> np.ndarray:
-    """Nearest-neighbour upscale of an ``[H, W, 3]`` frame by an integer ``factor``."""
+    """Nearest-neighbour upscale of an ``[H, W, 3]`` frame by an integer ``factor``.
+
+    Example:
+        >>> frame = np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8)  # 1 x 2: black, white
+        >>> upscale(frame, 2)[..., 0].tolist()
+        [[0, 0, 255, 255], [0, 0, 255, 255]]
+    """
     return frame if factor <= 1 else frame.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
 def default_scale(frame: np.ndarray) -> int:
-    """The integer upscale that brings a frame's short side to at least 256 pixels (1 if it is)."""
+    """The integer upscale that brings a frame's short side to at least 256 pixels (1 if it is).
+
+    Example:
+        >>> [default_scale(np.zeros((h, w, 3))) for h, w in [(64, 64), (210, 160), (400, 600)]]
+        [4, 2, 1]
+    """
     return max(1, math.ceil(TARGET_SIDE / min(frame.shape[:2])))
 
 
 def observation_frame(obs: Any) -> np.ndarray:
     """An image observation (``[3, H, W]``, ``[1, H, W]`` or ``[H, W, 3]`` uint8) as an
-    ``[H, W, 3]`` uint8 RGB frame (kept small: :func:`write_video` upscales)."""
+    ``[H, W, 3]`` uint8 RGB frame (kept small: :func:`write_video` upscales).
+
+    Example:
+        >>> observation_frame(np.zeros((3, 64, 48), np.uint8)).shape
+        (64, 48, 3)
+        >>> observation_frame(np.full((1, 2, 2), 7, np.uint8))[0, 0].tolist()  # grey to RGB
+        [7, 7, 7]
+        >>> observation_frame(np.zeros(4))
+        Traceback (most recent call last):
+        ...
+        ValueError: not an image observation: shape (4,)
+    """
     arr = np.asarray(obs.cpu() if hasattr(obs, "cpu") else obs)
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
         arr = arr.transpose(1, 2, 0)
@@ -148,7 +178,13 @@ def observation_frame(obs: Any) -> np.ndarray:
 
 def cartpole_frame(obs: Any, width: int = 600, height: int = 400) -> np.ndarray:
     """CartPole-v1 drawn from its observation ``(x, x_dot, theta, theta_dot)`` with Pillow, with
-    the geometry of gymnasium's renderer (track +-2.4, pole half-length 0.5)."""
+    the geometry of gymnasium's renderer (track +-2.4, pole half-length 0.5).
+
+    Example:
+        >>> frame = cartpole_frame(np.array([0.0, 0.0, 0.1, 0.0]), width=60, height=40)
+        >>> frame.shape, frame.dtype
+        ((40, 60, 3), dtype('uint8'))
+    """
     from PIL import Image, ImageDraw
 
     x, _, theta, _ = (float(v) for v in np.asarray(obs.cpu() if hasattr(obs, "cpu") else obs).reshape(-1)[:4])
@@ -191,7 +227,13 @@ def render_frame(env, index: int = 0) -> np.ndarray:
 
 
 def default_video_suffix() -> str:
-    """``".mp4"`` when ``imageio-ffmpeg`` is installed, else ``".gif"`` (Pillow only)."""
+    """``".mp4"`` when ``imageio-ffmpeg`` is installed, else ``".gif"`` (Pillow only).
+
+    Example:
+        >>> suffix = default_video_suffix()  # depends on the installation; always writable
+        >>> suffix in VIDEO_SUFFIXES, check_video_path("episode" + suffix).suffix == suffix
+        (True, True)
+    """
     return ".mp4" if importlib.util.find_spec("imageio_ffmpeg") is not None else ".gif"
 
 
@@ -201,6 +243,14 @@ def check_video_path(path: str | os.PathLike) -> Path:
 
     Raises:
         UserError: an unknown suffix, or MP4 without ``imageio-ffmpeg``.
+
+    Example:
+        >>> check_video_path("videos/episode.GIF").name  # the suffix in any case
+        'episode.GIF'
+        >>> check_video_path("episode.avi")
+        Traceback (most recent call last):
+        ...
+        imwm.errors.UserError: episode.avi: video files end in .gif or .mp4
     """
     path = Path(path)
     suffix = path.suffix.lower()

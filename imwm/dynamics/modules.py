@@ -22,7 +22,13 @@ __all__ = ["ObserveModule", "ImagineStepModule", "state_keys"]
 
 
 def state_keys(dynamics: nn.Module) -> list:
-    """The leaf keys of ``dynamics.initial(1)``: what one latent state holds."""
+    """The leaf keys of ``dynamics.initial(1)``: what one latent state holds.
+
+    Example:
+        >>> from imwm.dynamics import RSSMDynamics
+        >>> state_keys(RSSMDynamics(deter=8, stoch=2, classes=2, hidden=8, blocks=2, action_dim=1, embed_dim=4))
+        ['deter', 'stoch', 'logits']
+    """
     return list(dynamics.initial(1).keys(True, True))
 
 

@@ -61,12 +61,27 @@ def _canonical_task(task: str) -> str:
 
 
 def atari_gym_id(task: str) -> str:
-    """``"ms_pacman"`` -> ``"ALE/MsPacman-v5"``; raises listing valid names when unknown."""
+    """``"ms_pacman"`` -> ``"ALE/MsPacman-v5"``; raises listing valid names when unknown.
+
+    Example:
+        >>> atari_gym_id("ms_pacman"), atari_gym_id("atari_ms_pacman")
+        ('ALE/MsPacman-v5', 'ALE/MsPacman-v5')
+        >>> try:
+        ...     atari_gym_id("pongg")
+        ... except ConfigError as err:  # the message goes on to list every valid task
+        ...     print(str(err).split(";")[0])
+        env.task: unknown Atari task 'pongg' (did you mean 'pong'?)
+    """
     return f"ALE/{_camel(_canonical_task(task))}-v5"
 
 
 def episode_transforms() -> Compose:
-    """``is_init``, episode return (``episode_reward``) and length (``step_count``) trackers."""
+    """``is_init``, episode return (``episode_reward``) and length (``step_count``) trackers.
+
+    Example:
+        >>> [type(t).__name__ for t in episode_transforms()]
+        ['InitTracker', 'RewardSum', 'StepCounter']
+    """
     return Compose(InitTracker(), RewardSum(), StepCounter())
 
 

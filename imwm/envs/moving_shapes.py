@@ -108,7 +108,15 @@ def generate_moving_shapes(
 
 
 def moving_shapes_split(split: str, num_sequences: int, seq_len: int, **kwargs) -> TensorDict:
-    """Shorthand for ``generate_moving_shapes(num_sequences, seq_len, split=split, **kwargs)``."""
+    """Shorthand for ``generate_moving_shapes(num_sequences, seq_len, split=split, **kwargs)``.
+
+    Example:
+        >>> held = moving_shapes_split("heldout", 2, 8, image_size=16)["observation"]
+        >>> held.shape
+        torch.Size([2, 8, 3, 16, 16])
+        >>> bool((held == generate_moving_shapes(2, 8, image_size=16, split="heldout")["observation"]).all())
+        True
+    """
     return generate_moving_shapes(num_sequences, seq_len, split=split, **kwargs)
 
 
@@ -117,6 +125,14 @@ class MovingShapesStream:
 
     Batch ``k`` holds train sequences ``k * batch_size ... (k + 1) * batch_size - 1``, so every
     batch is fresh data and a restarted run sees the same batches.
+
+    Example:
+        >>> stream = MovingShapesStream(2, 8, image_size=16, seed=1)
+        >>> stream.batch(0)["observation"].shape
+        torch.Size([2, 8, 3, 16, 16])
+        >>> third_and_fourth = generate_moving_shapes(2, 8, image_size=16, seed=1, start_index=2)
+        >>> bool((stream.batch(1)["observation"] == third_and_fourth["observation"]).all())
+        True
     """
 
     def __init__(self, batch_size: int, seq_len: int, **kwargs):

@@ -61,7 +61,15 @@ DISTRACTOR_GREY = 128
 
 
 def check_int(name: str, value, minimum: int) -> None:
-    """Raises ``ValueError`` unless ``value`` is an int (not a bool) ``>= minimum``."""
+    """Raises ``ValueError`` unless ``value`` is an int (not a bool) ``>= minimum``.
+
+    Example:
+        >>> check_int("seq_len", 4, 2)  # passes: returns None
+        >>> check_int("seq_len", True, 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: seq_len must be an int >= 2, got True
+    """
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
@@ -75,6 +83,14 @@ def check_video_args(num_sequences, seq_len, image_size, min_seg_len, max_seg_le
 
     Raises:
         ValueError: the first argument out of range, in the order of the signature.
+
+    Example:
+        >>> check_video_args(2, 8, 32, 2, 4, 0, object_size=[0.1, 0.2])
+        (0.1, 0.2)
+        >>> check_video_args(2, 8, 32, 5, 4, 0, object_size=(0.1, 0.2))  # max_seg_len < min_seg_len
+        Traceback (most recent call last):
+        ...
+        ValueError: max_seg_len must be an int >= 5, got 4
     """
     check_int("num_sequences", num_sequences, 1)
     check_int("seq_len", seq_len, 2)
@@ -82,14 +98,26 @@ def check_video_args(num_sequences, seq_len, image_size, min_seg_len, max_seg_le
     check_int("min_seg_len", min_seg_len, 1)
     check_int("max_seg_len", max_seg_len, min_seg_len)
     check_int("start_index", start_index, 0)
-    lo_size, hi_size = (float(v) for v in object_size)
+    try:
+        lo_size, hi_size = (float(v) for v in object_size)
+    except (TypeError, ValueError):  # a scalar, a triple, a string: the same one-line error
+        lo_size = hi_size = float("nan")
     if not 0.02 <= lo_size <= hi_size <= 0.4:
-        raise ValueError(f"object_size must be (lo, hi) with 0.02 <= lo <= hi <= 0.4, got {tuple(object_size)!r}")
+        raise ValueError(f"object_size must be (lo, hi) with 0.02 <= lo <= hi <= 0.4, got {object_size!r}")
     return lo_size, hi_size
 
 
 def split_id(split: str) -> int:
-    """The seed id of ``split`` (``"train"`` or ``"heldout"``); ``ValueError`` for any other."""
+    """The seed id of ``split`` (``"train"`` or ``"heldout"``); ``ValueError`` for any other.
+
+    Example:
+        >>> split_id("train"), split_id("heldout")
+        (0, 1)
+        >>> split_id("test")
+        Traceback (most recent call last):
+        ...
+        ValueError: split must be one of ['heldout', 'train'], got 'test'
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     return SPLITS[split]
@@ -101,6 +129,11 @@ def segments(rng: np.random.Generator, seq_len: int, lo: int, hi: int) -> tuple[
     Returns:
         ``(boundary, seg_id, n_seg)``: ``boundary[t]`` is True where frame ``t`` starts a segment
         (always at ``t = 0``), ``seg_id[t]`` the segment of frame ``t`` and ``n_seg`` their count.
+
+    Example:
+        >>> boundary, seg_id, n_seg = segments(np.random.default_rng(0), 8, 3, 3)  # every segment 3 long
+        >>> boundary.astype(int).tolist(), seg_id.tolist(), n_seg
+        ([1, 0, 0, 1, 0, 0, 1, 0], [0, 0, 0, 1, 1, 1, 2, 2], 3)
     """
     starts = [0]
     while True:
@@ -114,7 +147,12 @@ def segments(rng: np.random.Generator, seq_len: int, lo: int, hi: int) -> tuple[
 
 
 def different(rng: np.random.Generator, n: int, choices: int) -> np.ndarray:
-    """``n`` indices in ``[0, choices)``, each different from the one before."""
+    """``n`` indices in ``[0, choices)``, each different from the one before.
+
+    Example:
+        >>> different(np.random.default_rng(0), 6, 2).tolist()  # two choices: they alternate
+        [1, 0, 1, 0, 1, 0]
+    """
     out = np.empty(n, dtype=np.int64)
     out[0] = rng.integers(choices)
     for k in range(1, n):
@@ -123,12 +161,24 @@ def different(rng: np.random.Generator, n: int, choices: int) -> np.ndarray:
 
 
 def velocity(angle: float, speed: float) -> np.ndarray:
-    """The 2-D velocity ``(x, y)`` of ``speed`` pixels per frame in the direction ``angle``."""
+    """The 2-D velocity ``(x, y)`` of ``speed`` pixels per frame in the direction ``angle``.
+
+    Example:
+        >>> velocity(0.0, 2.0).tolist(), velocity(np.pi / 2, 2.0).round(6).tolist()
+        ([2.0, 0.0], [0.0, 2.0])
+    """
     return np.array([np.cos(angle), np.sin(angle)]) * speed
 
 
 def bounce(pos: np.ndarray, vel: np.ndarray, low: float, high: float) -> None:
-    """One step of motion with reflection off [low, high], in place."""
+    """One step of motion with reflection off [low, high], in place.
+
+    Example:
+        >>> pos, vel = np.array([8.0, 5.0]), np.array([3.0, -1.0])
+        >>> bounce(pos, vel, 0.0, 10.0)  # x = 11 passes 10 by 1: reflected to 9, its velocity flips
+        >>> pos.tolist(), vel.tolist()
+        ([9.0, 4.0], [-3.0, -1.0])
+    """
     pos += vel
     over, under = pos > high, pos < low
     pos[over] = 2 * high - pos[over]
@@ -143,13 +193,34 @@ def _offsets(cx: np.ndarray, cy: np.ndarray, size: int) -> tuple[np.ndarray, np.
 
 
 def square_masks(cx: np.ndarray, cy: np.ndarray, half: float, size: int) -> np.ndarray:
-    """Boolean masks ``[T, S, S]`` of an axis-aligned square of half side ``half`` per frame."""
+    """Boolean masks ``[T, S, S]`` of an axis-aligned square of half side ``half`` per frame.
+
+    Example:
+        >>> square_masks(np.array([2.0]), np.array([2.0]), 1.0, 5)[0].astype(int)
+        array([[0, 0, 0, 0, 0],
+               [0, 1, 1, 1, 0],
+               [0, 1, 1, 1, 0],
+               [0, 1, 1, 1, 0],
+               [0, 0, 0, 0, 0]])
+    """
     dx, dy = _offsets(cx, cy, size)
     return (np.abs(dx) <= half) & (np.abs(dy) <= half)
 
 
 def shape_masks(shape_id: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: float, size: int) -> np.ndarray:
-    """Boolean masks ``[T, S, S]`` of the actor for every frame: 0 square, 1 disc, 2 triangle."""
+    """Boolean masks ``[T, S, S]`` of the actor for every frame: 0 square, 1 disc, 2 triangle.
+
+    Example:
+        >>> masks = shape_masks(np.array([0, 1, 2]), np.full(3, 2.0), np.full(3, 2.0), 2.0, 5)
+        >>> masks.sum((1, 2)).tolist()  # square of half side 0.85 * 2: 3 x 3; disc of radius 2: 13
+        [9, 13, 13]
+        >>> masks[2].astype(int)
+        array([[0, 0, 1, 0, 0],
+               [0, 0, 1, 0, 0],
+               [0, 1, 1, 1, 0],
+               [0, 1, 1, 1, 0],
+               [1, 1, 1, 1, 1]])
+    """
     dx, dy = _offsets(cx, cy, size)
     square = (np.abs(dx) <= radius * 0.85) & (np.abs(dy) <= radius * 0.85)
     disc = dx**2 + dy**2 <= radius**2
@@ -161,7 +232,14 @@ def shape_masks(shape_id: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: fl
 
 
 def paint(frames: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> None:
-    """Sets ``frames [T, S, S, 3]`` to ``colour`` (broadcast to the frames) where ``mask``, in place."""
+    """Sets ``frames [T, S, S, 3]`` to ``colour`` (broadcast to the frames) where ``mask``, in place.
+
+    Example:
+        >>> frames = np.zeros((1, 1, 2, 3), np.uint8)
+        >>> paint(frames, np.array([[[True, False]]]), PALETTE[0])  # red
+        >>> frames[0, 0].tolist()
+        [[230, 40, 40], [0, 0, 0]]
+    """
     frames[mask] = np.broadcast_to(colour, frames.shape)[mask]
 
 
@@ -175,6 +253,15 @@ def render(num_sequences: int, seq_len: int, size: int, stream: Sequence[int], s
             from ``default_rng([*stream, start_index + i])``, so any sub-range regenerates alone.
         start_index: index of the first sequence.
         one_sequence: ``rng -> (frames [T, 3, S, S] uint8, boundary [T] bool)``.
+
+    Example:
+        >>> def grey_clip(rng):  # one random grey level, a boundary at t = 0 and t = 2
+        ...     return np.full((3, 3, 16, 16), rng.integers(256), np.uint8), np.array([True, False, True])
+        >>> td = render(2, 3, 16, (0, 0), 0, grey_clip)
+        >>> td.batch_size, td["true_boundary"][0, :, 0].tolist()
+        (torch.Size([2, 3]), [True, False, True])
+        >>> torch.equal(render(1, 3, 16, (0, 0), 1, grey_clip)["observation"][0], td["observation"][1])
+        True
     """
     frames = np.empty((num_sequences, seq_len, 3, size, size), dtype=np.uint8)
     bounds = np.empty((num_sequences, seq_len), dtype=bool)
@@ -189,6 +276,13 @@ def records(frames: np.ndarray, bounds: np.ndarray) -> TensorDict:
 
     Keys: ``observation``, ``true_boundary`` and ``is_first`` (``[1]`` bool, True at ``t = 0``) and
     ``action`` (``[1]`` float zeros: videos have no actions, but Dynamics modules consume one).
+
+    Example:
+        >>> td = records(np.zeros((2, 3, 3, 4, 4), np.uint8), np.array([[1, 0, 1], [1, 1, 0]], bool))
+        >>> td["observation"].shape, td["true_boundary"].shape
+        (torch.Size([2, 3, 3, 4, 4]), torch.Size([2, 3, 1]))
+        >>> td["is_first"][..., 0].tolist()
+        [[True, False, False], [True, False, False]]
     """
     num_sequences, seq_len = bounds.shape
     is_first = np.zeros((num_sequences, seq_len, 1), dtype=bool)

@@ -51,6 +51,12 @@ class SparseChainEnv(gym.Env):
         max_steps: truncation horizon (>= 1); default ``2 * length``.
         pixels: observe a uint8 ``[3, 16, 16]`` picture instead of the one-hot vector
             (``length`` <= 64 then, so that every cell keeps a block of at least 2x2 pixels).
+
+    Example:
+        >>> env = SparseChainEnv(length=3)
+        >>> obs, info = env.reset(seed=0)
+        >>> [env.step(1)[1:3] for _ in range(2)]  # (reward, terminated): right twice reaches the goal
+        [(0.0, False), (1.0, True)]
     """
 
     metadata = {"render_modes": []}
@@ -106,7 +112,16 @@ class SparseChainEnv(gym.Env):
 
 
 def cells_from_observations(observations, length: int = 20) -> np.ndarray:
-    """Cell index of each observation: one-hot ``[..., length]`` or picture ``[..., 3, 16, 16]``."""
+    """Cell index of each observation: one-hot ``[..., length]`` or picture ``[..., 3, 16, 16]``.
+
+    Example:
+        >>> env = SparseChainEnv(length=4, pixels=True)
+        >>> pictures = [env.reset()[0]] + [env.step(1)[0] for _ in range(2)]
+        >>> cells_from_observations(np.stack(pictures), length=4).tolist()
+        [0, 1, 2]
+        >>> cells_from_observations(np.eye(4)[[3, 1]], length=4).tolist()
+        [3, 1]
+    """
     obs = np.asarray(observations)
     if obs.ndim >= 3 and obs.shape[-3:] == (3, IMAGE_SIZE, IMAGE_SIZE):
         rows, cols, bh, bw = _grid(length)

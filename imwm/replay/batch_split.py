@@ -11,7 +11,16 @@ __all__ = ["check_fracs", "split_counts"]
 
 
 def check_fracs(fracs: Mapping, known: Sequence[str]) -> dict[str, float]:
-    """Validates named batch fractions: known names, finite, >= 0, summing to 1 (within 1e-6)."""
+    """Validates named batch fractions: known names, finite, >= 0, summing to 1 (within 1e-6).
+
+    Example:
+        >>> check_fracs({"uniform": 1, "curious": "0"}, ["uniform", "curious"])
+        {'uniform': 1.0, 'curious': 0.0}
+        >>> check_fracs({"uniform": 0.5}, ["uniform", "curious"])
+        Traceback (most recent call last):
+        ...
+        ValueError: fracs must sum to 1, got {'uniform': 0.5} (sum 0.5)
+    """
     out = {}
     for name, value in dict(fracs).items():
         name = str(name)

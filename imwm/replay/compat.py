@@ -46,7 +46,12 @@ REDUCTIONS = ("max", "min", "mean", "median")
 
 
 def replace_last(key: NestedKey, name: str) -> NestedKey:
-    """``("next", "truncated") -> ("next", name)``; ``"truncated" -> name``."""
+    """``("next", "truncated") -> ("next", name)``; ``"truncated" -> name``.
+
+    Example:
+        >>> replace_last(("next", "truncated"), "done"), replace_last("truncated", "done")
+        (('next', 'done'), 'done')
+    """
     if isinstance(key, tuple):
         return key[:-1] + (name,)
     return name
@@ -57,6 +62,14 @@ def read_entry(storage: Storage, key: NestedKey, positions: torch.Tensor) -> tor
 
     Reads the single entry straight from a ``TensorStorage``'s backing TensorDict rather than
     gathering whole records (which would copy every frame of every position).
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import LazyTensorStorage
+        >>> storage = LazyTensorStorage(4)
+        >>> storage.set(torch.arange(4), TensorDict({"reward": torch.arange(4.0)}, [4]))
+        >>> read_entry(storage, "reward", torch.tensor([3, 1])), read_entry(storage, "done", torch.tensor([0]))
+        (tensor([3., 1.]), None)
     """
     data = getattr(storage, "_storage", None)
     if isinstance(data, TensorDictBase):
@@ -105,6 +118,16 @@ def step_flags(storage: Storage, index: torch.Tensor, num_slices: int, *,
     all ``[B * T, 1]`` bools (wider if the stored flags are). With ``init_key`` and that entry in
     the storage: the stored flags OR a mark on the first step of every slice. Only these entries
     are read, at the sampled positions.
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import LazyTensorStorage
+        >>> storage = LazyTensorStorage(6)
+        >>> done = torch.tensor([[0], [1], [0], [0], [0], [0]], dtype=torch.bool)  # an episode ends at 1
+        >>> storage.set(torch.arange(6), TensorDict({"next": {"done": done}}, [6]))
+        >>> info = step_flags(storage, torch.arange(6), 2, truncated_key=("next", "truncated"), init_key=None)
+        >>> [info["next", k].flatten().int().tolist() for k in ("truncated", "done", "terminated")]
+        [[0, 0, 1, 0, 0, 1], [0, 1, 1, 0, 0, 1], [0, 0, 0, 0, 0, 0]]
     """
     n = index.numel()
     info: dict = {}
@@ -131,7 +154,13 @@ def step_flags(storage: Storage, index: torch.Tensor, num_slices: int, *,
 
 
 def reduce_rows(values: torch.Tensor, reduction: str) -> torch.Tensor:
-    """``[B, T] -> [B]`` by ``reduction`` (``max``, ``min``, ``mean`` or ``median``)."""
+    """``[B, T] -> [B]`` by ``reduction`` (``max``, ``min``, ``mean`` or ``median``).
+
+    Example:
+        >>> values = torch.tensor([[1.0, 3.0, 2.0], [0.0, 4.0, 8.0]])
+        >>> reduce_rows(values, "max"), reduce_rows(values, "median")
+        (tensor([3., 8.]), tensor([2., 4.]))
+    """
     if reduction == "max":
         return values.max(-1).values
     if reduction == "min":
@@ -146,6 +175,13 @@ def owning_buffer(sampler: Any, storage: Storage | None) -> Any:
 
     TorchRL buffers attach themselves to their storage (``storage.attach(buffer)``), which is how
     a write through one buffer reaches the samplers of every buffer sharing the storage.
+
+    Example:
+        >>> from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+        >>> from torchrl.data.replay_buffers.samplers import RandomSampler
+        >>> rb = TensorDictReplayBuffer(storage=LazyTensorStorage(4))
+        >>> owning_buffer(rb.sampler, rb.storage) is rb, owning_buffer(RandomSampler(), rb.storage)
+        (True, None)
     """
     for entity in getattr(storage, "_attached_entities", ()) or ():
         if entity.__dict__.get("_sampler") is sampler:
@@ -177,6 +213,15 @@ class BufferPriorityMixin:
 
     Subclasses define ``priority_key`` (``None``: not prioritised, every update raises),
     ``reduction``, ``initial`` and :meth:`_not_prioritised_error`.
+
+    Example:
+        >>> class LossPrioritised(BufferPriorityMixin):
+        ...     priority_key, initial = "wm_loss", 0.5
+        >>> sampler = LossPrioritised()
+        >>> sampler.default_priority  # what TorchRL passes back when no priority is given ...
+        0.5
+        >>> [sampler._torchrl_default(0.5, storage=None) for _ in range(2)]  # ... recognised once
+        [True, False]
     """
 
     priority_key: NestedKey | None = None

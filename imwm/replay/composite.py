@@ -16,7 +16,17 @@ __all__ = ["CompositeSampler", "slice_leaves"]
 
 
 def slice_leaves(sampler: Sampler) -> list[PrioritizedSliceSampler]:
-    """The :class:`~imwm.replay.slices.PrioritizedSliceSampler` leaves of a (composite) sampler."""
+    """The :class:`~imwm.replay.slices.PrioritizedSliceSampler` leaves of a (composite) sampler.
+
+    Example:
+        >>> from torchrl.data.replay_buffers.samplers import SliceSampler
+        >>> from imwm.replay import CuriousSampler, MixtureSampler
+        >>> curious = CuriousSampler(16, slice_len=4)
+        >>> mix = MixtureSampler({"curious": curious, "torchrl": SliceSampler(slice_len=4)},
+        ...                      {"curious": 0.5, "torchrl": 0.5})
+        >>> slice_leaves(mix) == [curious], slice_leaves(SliceSampler(slice_len=4))
+        (True, [])
+    """
     if isinstance(sampler, PrioritizedSliceSampler):
         return [sampler]
     if isinstance(sampler, CompositeSampler):

@@ -32,7 +32,12 @@ _MAX_RUNS = 64
 
 
 def slice_index(starts: torch.Tensor, slice_len: int, capacity: int) -> torch.Tensor:
-    """Flat storage indices ``[B * T]`` of the slices starting at ``starts [B]`` (circular)."""
+    """Flat storage indices ``[B * T]`` of the slices starting at ``starts [B]`` (circular).
+
+    Example:
+        >>> slice_index(torch.tensor([0, 6]), 3, 8)  # the second slice wraps around the end
+        tensor([0, 1, 2, 6, 7, 0])
+    """
     offsets = torch.arange(slice_len, device=starts.device)
     return ((starts.unsqueeze(-1) + offsets) % capacity).reshape(-1)
 
@@ -42,6 +47,20 @@ def read_storage_key(storage: Storage, key, positions: torch.Tensor) -> torch.Te
 
     Reads the single key straight from a ``TensorStorage``'s backing TensorDict rather than
     gathering whole records (which would copy every frame of every position).
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import LazyTensorStorage
+        >>> storage = LazyTensorStorage(4)
+        >>> storage.set(torch.arange(4), TensorDict({"traj_ids": torch.tensor([0, 0, 1, 1])}, [4]))
+        >>> read_storage_key(storage, "traj_ids", torch.tensor([1, 2]))
+        tensor([[0],
+                [1]])
+        >>> try:
+        ...     read_storage_key(storage, "episode", torch.tensor([0]))
+        ... except KeyError as err:
+        ...     print(err.args[0].split(";")[0])
+        the replay storage has no entry 'episode'
     """
     values = read_entry(storage, key, positions)
     if values is None:

@@ -188,7 +188,15 @@ def log_density_concrete(log_alpha: Tensor, log_sample: Tensor, temp: float, exa
 def check_boundary_options(
     *, max_seg_len: int, max_seg_num: int, force_scale: float, temp: float | None = None
 ) -> None:
-    """Raise ``ValueError`` naming the first bad boundary option."""
+    """Raise ``ValueError`` naming the first bad boundary option.
+
+    Example:
+        >>> check_boundary_options(max_seg_len=10, max_seg_num=5, force_scale=3.0, temp=0.5)  # passes
+        >>> check_boundary_options(max_seg_len=10, max_seg_num=0, force_scale=3.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: max_seg_num must be an int >= 1, got 0
+    """
     if not isinstance(max_seg_len, int) or isinstance(max_seg_len, bool) or max_seg_len < 1:
         raise ValueError(f"max_seg_len must be an int >= 1, got {max_seg_len!r}")
     if not isinstance(max_seg_num, int) or isinstance(max_seg_num, bool) or max_seg_num < 1:

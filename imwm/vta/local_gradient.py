@@ -43,7 +43,16 @@ BOUNDARY_GRADS = ("straight_through", "local")
 
 
 def check_boundary_grad(value: str) -> str:
-    """``value`` if it names one of :data:`BOUNDARY_GRADS`, else a ``ValueError`` naming the key."""
+    """``value`` if it names one of :data:`BOUNDARY_GRADS`, else a ``ValueError`` naming the key.
+
+    Example:
+        >>> check_boundary_grad("local")
+        'local'
+        >>> check_boundary_grad("reinforce")
+        Traceback (most recent call last):
+        ...
+        ValueError: boundary_grad must be one of ['straight_through', 'local'], got 'reinforce'
+    """
     if value not in BOUNDARY_GRADS:
         raise ValueError(f"boundary_grad must be one of {list(BOUNDARY_GRADS)}, got {value!r}")
     return value

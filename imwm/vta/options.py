@@ -41,6 +41,15 @@ def check_boundary_option_values(options: Mapping[str, Any]) -> dict:
     Errors are :class:`~imwm.errors.ConfigError` with the bare option name as the key
     (``boundary_temp``): a builder puts the config group in front (``dynamics.boundary_temp``,
     ``vta.boundary_temp``) with :func:`imwm.errors.config_keys`.
+
+    Example:
+        >>> opts = check_boundary_option_values({"max_seg_len": 8.0, "boundary_temp": 0.5})
+        >>> opts["max_seg_len"], opts["boundary_temp"], opts["max_seg_num"]  # 8.0 read as 8; a default
+        (8, 0.5, 5)
+        >>> check_boundary_option_values({"boundary_rate": 1.0})
+        Traceback (most recent call last):
+        ...
+        imwm.errors.ConfigError: boundary_rate: must be in [0, 1) (got 1.0)
     """
     unknown = sorted(set(options) - set(BOUNDARY_OPTION_DEFAULTS))
     if unknown:

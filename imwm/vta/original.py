@@ -63,6 +63,11 @@ class ConvEncoder(nn.Module):
     """4 x [Conv2d(k=4, s=2, p=1) -> BatchNorm -> ELU] -> Flatten -> Linear -> ELU.
 
     ``[N, C, S, S]`` in ``[-1, 1]`` -> ``[N, embed_dim]``; ``S`` must be divisible by 16.
+
+    Example:
+        >>> encoder = ConvEncoder(image_size=16, channels=3, depth=2, embed_dim=8)
+        >>> encoder(torch.zeros(2, 3, 16, 16)).shape
+        torch.Size([2, 8])
     """
 
     def __init__(self, image_size: int, channels: int, depth: int, embed_dim: int):
@@ -80,7 +85,13 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """Linear -> 3 x [ConvTranspose2d(k=4, s=2, p=1) -> BatchNorm -> ELU] -> ConvTranspose2d -> Tanh."""
+    """Linear -> 3 x [ConvTranspose2d(k=4, s=2, p=1) -> BatchNorm -> ELU] -> ConvTranspose2d -> Tanh.
+
+    Example:
+        >>> decoder = ConvDecoder(feat_dim=8, image_size=16, channels=3, depth=2)
+        >>> decoder(torch.zeros(2, 8)).shape
+        torch.Size([2, 3, 16, 16])
+    """
 
     def __init__(self, feat_dim: int, image_size: int, channels: int, depth: int):
         super().__init__()
