@@ -79,6 +79,13 @@ def test_make_optimizer_names_the_key(kwargs, message):
         NonFiniteGuard(0)
 
 
+@pytest.mark.parametrize("lr", [None, "1e-4"])
+def test_make_optimizer_names_the_key_of_a_non_number(lr):
+    with pytest.raises(ValueError) as info:
+        make_optimizer("adam", [torch.nn.Parameter(torch.ones(1))], lr=lr, eps=1e-8, name="critic")
+    assert str(info.value) == f"critic_lr must be a finite number > 0, got {lr!r}"
+
+
 def test_make_optimizer_kinds():
     w = [torch.nn.Parameter(torch.ones(1))]
     assert isinstance(make_optimizer("laprop", w, lr=1e-3, eps=1e-20, name="model", agc=0.3, warmup=10), LaProp)

@@ -35,6 +35,18 @@ def test_truncation_and_bad_input():
         SparseChainEnv(max_steps=0)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(length=None), "SparseChainEnv length must be an integer >= 2, got None"),
+    (dict(max_steps="5"), "SparseChainEnv max_steps must be an integer >= 1, got '5'"),
+    (dict(length=float("inf")), "SparseChainEnv length must be an integer >= 2, got inf"),
+])
+def test_bad_arguments_name_the_argument_and_show_the_value(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        SparseChainEnv(**kwargs)
+    assert str(info.value) == message
+    assert SparseChainEnv(length=4.0, max_steps=6.0).length == 4  # integral floats still pass
+
+
 def test_gymnasium_api_and_registration():
     check_env(SparseChainEnv(), skip_render_check=True)
     env = gym.make(ENV_ID)

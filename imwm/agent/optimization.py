@@ -63,6 +63,16 @@ class NonFiniteUpdateError(UserError, FloatingPointError):
     """
 
 
+def _finite_positive(value) -> bool:
+    """A finite number > 0 (a 0-d tensor counts; None, a string or a bool does not)."""
+    if isinstance(value, (bool, str, bytes)):
+        return False
+    try:
+        return math.isfinite(value) and value > 0
+    except (TypeError, ValueError, RuntimeError):
+        return False
+
+
 def make_optimizer(kind: str, params: Iterable[nn.Parameter], *, lr: float, eps: float, name: str,
                    betas: tuple[float, float] = (0.9, 0.999), agc: float = 0.0, agc_pmin: float = 1e-3,
                    warmup: int = 0) -> torch.optim.Optimizer:
@@ -83,10 +93,10 @@ def make_optimizer(kind: str, params: Iterable[nn.Parameter], *, lr: float, eps:
     """
     if kind not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {kind!r}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"{name}_lr must be a finite number > 0, got {lr}")
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"{name}_eps must be a finite number > 0, got {eps}")
+    if not _finite_positive(lr):
+        raise ValueError(f"{name}_lr must be a finite number > 0, got {lr!r}")
+    if not _finite_positive(eps):
+        raise ValueError(f"{name}_eps must be a finite number > 0, got {eps!r}")
     params = list(params)
     if kind == "laprop":
         return LaProp(params, lr=lr, eps=eps, betas=betas, agc=agc, agc_pmin=agc_pmin, warmup=warmup)

@@ -40,6 +40,11 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config", *
     ``run_name`` uses is registered here, so ``cfg.run_dir`` resolves. Hydra is initialised for the
     compose and put back as it was afterwards; call it outside a running Hydra app (tests,
     notebooks, scripts), as ``hydra.initialize_config_module`` requires.
+
+    Example:
+        >>> cfg = compose_config(["seed=3", "env=cartpole"])
+        >>> cfg.seed, cfg.env.name, cfg.run_name.startswith("cartpole-CartPole-v1-rssm-s3-")
+        (3, 'cartpole', True)
     """
     from hydra import compose, initialize_config_module
 

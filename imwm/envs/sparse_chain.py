@@ -43,6 +43,16 @@ def _grid(length: int) -> tuple[int, int, int, int]:
     return rows, cols, IMAGE_SIZE // rows, IMAGE_SIZE // cols
 
 
+def _check_int(name: str, value, minimum: int) -> None:
+    """Accepts an integral number >= ``minimum`` (``4.0`` too); refuses ``"4"``, None, True."""
+    try:
+        ok = not isinstance(value, (bool, str, bytes)) and int(value) == value and value >= minimum
+    except (TypeError, ValueError, OverflowError):  # None, nan, inf, ...
+        ok = False
+    if not ok:
+        raise ValueError(f"SparseChainEnv {name} must be an integer >= {minimum}, got {value!r}")
+
+
 class SparseChainEnv(gym.Env):
     """The chain described in the module docstring.
 
@@ -62,11 +72,9 @@ class SparseChainEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, length: int = 20, max_steps: int | None = None, pixels: bool = False):
-        if int(length) != length or length < 2:
-            raise ValueError(f"SparseChainEnv length must be an integer >= 2, got {length}")
+        _check_int("length", length, 2)
         max_steps = 2 * int(length) if max_steps is None else max_steps
-        if int(max_steps) != max_steps or max_steps < 1:
-            raise ValueError(f"SparseChainEnv max_steps must be an integer >= 1, got {max_steps}")
+        _check_int("max_steps", max_steps, 1)
         self.length, self.max_steps, self.pixels = int(length), int(max_steps), bool(pixels)
         if self.pixels:
             if self.length > 64:

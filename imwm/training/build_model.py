@@ -161,6 +161,16 @@ def check_model_config(cfg: Any) -> None:
 
     Raises:
         ConfigError: naming the full key (``dynamics.boundary_temp``, ``agent.horizon``) and the value.
+
+    Example:
+        >>> model = dict(deter=8, hidden=8, stoch=4, classes=4, cnn_depth=4, mlp_units=8,
+        ...              mlp_layers=1)
+        >>> check_model_config({"model": model, "dynamics": {"name": "rssm"}, "agent": {}})  # valid
+        >>> rssm = {"name": "rssm", "deter": 8, "blocks": 3}
+        >>> check_model_config({"model": model, "dynamics": rssm, "agent": {}})
+        Traceback (most recent call last):
+        ...
+        imwm.errors.ConfigError: dynamics.blocks: must divide dynamics.deter (8) (got 3)
     """
     plain = _plain(cfg)
     for group in ("model", "dynamics", "agent"):

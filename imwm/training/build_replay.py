@@ -178,6 +178,14 @@ def check_replay_config(replay: Mapping) -> None:
 
     Raises:
         ConfigError: naming the full key (``replay.curious.beta``) and the value.
+
+    Example:
+        >>> check_replay_config({"capacity": 100, "batch_size": 4, "batch_length": 8})  # valid
+        >>> check_replay_config({"capacity": 100, "batch_size": 4, "batch_length": 8,
+        ...                      "fracs": {"curious": 1.0}, "curious": {"beta": 2.0}})
+        Traceback (most recent call last):
+        ...
+        imwm.errors.ConfigError: replay.curious.beta: must be in (0, 1] (got 2.0)
     """
     if not isinstance(replay, Mapping):
         raise ConfigError("replay", "must be a mapping (a config group)", replay)
@@ -274,6 +282,14 @@ def build_replay(
     Returns:
         A ``TensorDictReplayBuffer`` over a ``LazyTensorStorage(capacity)`` whose
         ``sample(return_info=True)`` gives ``info["index"]`` (the flat ``B * T`` storage indices).
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> buffer = build_replay(capacity=16, batch_size=2, batch_length=4, seed=0)
+        >>> _ = buffer.extend(TensorDict({"traj_ids": torch.zeros(10, dtype=torch.long)}, [10]))
+        >>> batch, info = buffer.sample(return_info=True)
+        >>> batch.batch_size, slice_starts(info["index"], 4).shape  # B * T records, B slices
+        (torch.Size([8]), torch.Size([2]))
     """
     check_replay_config(dict(capacity=capacity, batch_size=batch_size, batch_length=batch_length, fracs=fracs,
                              curious=curious, explore_exploit=explore_exploit, trend=trend, traj_key=traj_key,
@@ -370,6 +386,14 @@ def slice_starts(index: Any, batch_length: int) -> torch.Tensor:
 
     Returns:
         LongTensor ``[B]``.
+
+    Example:
+        >>> slice_starts((torch.tensor([4, 5, 6, 0, 1, 2]),), batch_length=3)
+        tensor([4, 0])
+        >>> slice_starts(torch.arange(6), batch_length=4)
+        Traceback (most recent call last):
+        ...
+        ValueError: info['index'] holds 6 records, not a multiple of batch_length=4
     """
     if isinstance(index, tuple):
         if len(index) != 1:
@@ -431,6 +455,10 @@ def replay_metrics(buffer: TensorDictReplayBuffer) -> dict[str, float]:
 
     Always ``replay/size``; for imwm samplers also the gate, mean visit count, fraction of
     infinite-priority items and priority entropy (see each sampler's ``metrics()``).
+
+    Example:
+        >>> replay_metrics(build_replay(capacity=8, batch_size=1, batch_length=2))
+        {'replay/size': 0.0}
     """
     out = {"replay/size": float(len(buffer))}
     sampler = buffer.sampler

@@ -19,7 +19,7 @@ whose replay snapshot verifies, falling back to the previous pair with a one-lin
 
 Example:
     >>> import tempfile, torch
-    >>> folder = tempfile.mkdtemp()
+    >>> tmp = tempfile.TemporaryDirectory(); folder = tmp.name
     >>> path = save_checkpoint(f"{folder}/latest.pt", {"w": torch.ones(2), "step": 3})
     >>> load_checkpoint(path)["step"]
     3
@@ -27,6 +27,7 @@ Example:
     Traceback (most recent call last):
     ...
     imwm.training.checkpoint.CheckpointError: refusing to write .../latest.pt: non-finite values in w
+    >>> tmp.cleanup()
 """
 from __future__ import annotations
 
@@ -60,7 +61,14 @@ PREVIOUS = "previous.pt"
 
 
 class CheckpointError(UserError, ValueError):
-    """A checkpoint that cannot be written or read; the message is one line naming the file."""
+    """A checkpoint that cannot be written or read; the message is one line naming the file.
+
+    Example:
+        >>> load_checkpoint("no/such/run/latest.pt")
+        Traceback (most recent call last):
+        ...
+        imwm.training.checkpoint.CheckpointError: no/such/run/latest.pt: no checkpoint file
+    """
 
 
 def nonfinite_entries(state: Any, prefix: str = "") -> list[str]:
@@ -186,6 +194,18 @@ def load_latest(directory: str | os.PathLike, *, required: Iterable[str] = (),
 
     Raises:
         CheckpointError: neither file loads; the message names both reasons.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = save_checkpoint(f"{tmp}/latest.pt", {"step": 1})
+        ...     _ = save_checkpoint(f"{tmp}/latest.pt", {"step": 2})  # step 1 moves to previous.pt
+        ...     _ = Path(tmp, "latest.pt").write_bytes(b"")  # the newest file is damaged
+        ...     with warnings.catch_warnings(record=True) as caught:
+        ...         warnings.simplefilter("always")
+        ...         path, state = load_latest(tmp)
+        >>> path.name, state["step"], str(caught[0].message).endswith("previous.pt instead")
+        ('previous.pt', 1, True)
     """
     directory = Path(directory)
     reasons = []
@@ -211,6 +231,17 @@ class RunCheckpoint:
         run_dir: the run folder; checkpoints go to ``run_dir/checkpoints``, replay snapshots to
             ``run_dir/replay`` and ``run_dir/replay.previous``.
         required: keys a checkpoint must hold to be used.
+
+    Example:
+        >>> import tempfile
+        >>> from imwm.training.build_replay import build_replay
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     run = RunCheckpoint(tmp, required=["step"])
+        ...     _ = run.save({"step": 5, "counters": {"env_steps": 5}},
+        ...                  build_replay(capacity=8, batch_size=1, batch_length=2))
+        ...     path, state = run.restore(build_replay(capacity=8, batch_size=1, batch_length=2))
+        >>> path.name, state["step"], state["replay_tag"].startswith("5-")
+        ('latest.pt', 5, True)
     """
 
     def __init__(self, run_dir: str | os.PathLike, *, required: Iterable[str] = ()):
@@ -324,7 +355,18 @@ class RunCheckpoint:
 
 
 def rng_state() -> dict[str, Any]:
-    """torch, numpy and python RNG states as tensors and ints (``weights_only``-loadable)."""
+    """torch, numpy and python RNG states as tensors and ints (``weights_only``-loadable).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:  # survives a checkpoint round trip
+        ...     path = save_checkpoint(f"{tmp}/latest.pt", {"rng": rng_state()})
+        ...     state = load_checkpoint(path)["rng"]
+        >>> first = torch.rand(1).item(), np.random.rand(), random.random()
+        >>> set_rng_state(state)
+        >>> first == (torch.rand(1).item(), np.random.rand(), random.random())
+        True
+    """
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
     return {
@@ -345,7 +387,15 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_state`."""
+    """Inverse of :func:`rng_state`.
+
+    Example:
+        >>> draw = lambda: (torch.rand(3).tolist(), np.random.rand(), random.random())
+        >>> state = rng_state(); first = draw()
+        >>> set_rng_state(state)
+        >>> draw() == first
+        True
+    """
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state(

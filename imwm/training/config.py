@@ -99,6 +99,15 @@ def to_plain(cfg: Any) -> dict:
 
     Raises:
         ConfigError: a mandatory value (``???``) is missing or an interpolation does not resolve.
+
+    Example:
+        >>> from omegaconf import OmegaConf
+        >>> to_plain(OmegaConf.create({"seed": 1, "env": {"seed": "${seed}"}}))
+        {'seed': 1, 'env': {'seed': 1}}
+        >>> to_plain(OmegaConf.create({"run": {"dir": "???"}}))
+        Traceback (most recent call last):
+        ...
+        imwm.errors.ConfigError: run.dir: Missing mandatory value: dir
     """
     try:
         from omegaconf import DictConfig, OmegaConf
@@ -175,7 +184,15 @@ _DEVICE = re.compile(r"^(?P<kind>cpu|mps|cuda)(?::(?P<index>\d+))?$")
 
 def check_device(device: Any, key: str = "device") -> None:
     """Refuses a device string torch cannot use here: not ``cpu`` / ``cuda`` / ``cuda:N`` / ``mps``,
-    CUDA on a torch build (or machine) without it, or a CUDA index beyond the device count."""
+    CUDA on a torch build (or machine) without it, or a CUDA index beyond the device count.
+
+    Example:
+        >>> check_device("cpu")  # usable: nothing happens
+        >>> check_device("gpu:0")
+        Traceback (most recent call last):
+        ...
+        imwm.errors.ConfigError: device: must be cpu, cuda, cuda:N or mps (got 'gpu:0')
+    """
     match = _DEVICE.match(device) if isinstance(device, str) else None
     if match is None or (match["index"] is not None and match["kind"] != "cuda"):
         raise ConfigError(key, "must be cpu, cuda, cuda:N or mps", device)
@@ -344,7 +361,13 @@ def _flatten(prefix: str, node: Any, out: dict) -> dict:
 
 
 def shape_mismatches(saved: Mapping, current: Mapping) -> list[str]:
-    """Full keys among :data:`SHAPE_KEYS` whose values differ between two plain configs."""
+    """Full keys among :data:`SHAPE_KEYS` whose values differ between two plain configs.
+
+    Example:
+        >>> shape_mismatches({"seed": 0, "model": {"deter": 64, "hidden": 32}},
+        ...                  {"seed": 1, "model": {"deter": 128, "hidden": 32}})  # (seed: no shape)
+        ['model.deter: saved 64, now 128']
+    """
     diffs = []
     for key in SHAPE_KEYS:
         a = _flatten(key, _lookup(saved, key), {})

@@ -98,7 +98,18 @@ class DistributedContext:
 
 
 def parameter_digest(module: nn.Module) -> str:
-    """A short hash of all parameters (the same on every rank of a data-parallel run)."""
+    """A short hash of all parameters (the same on every rank of a data-parallel run).
+
+    Example:
+        >>> a, b = nn.Linear(2, 1), nn.Linear(2, 1)
+        >>> _ = b.load_state_dict(a.state_dict())
+        >>> parameter_digest(a) == parameter_digest(b), len(parameter_digest(a))
+        (True, 16)
+        >>> with torch.no_grad():
+        ...     _ = b.bias.add_(1.0)
+        >>> parameter_digest(a) == parameter_digest(b)
+        False
+    """
     h = hashlib.sha256()
     for p in module.parameters():
         h.update(p.detach().cpu().contiguous().numpy().tobytes())

@@ -77,7 +77,13 @@ def _drop(tree: dict, dotted: str) -> None:
 
 def identity_config(plain: Mapping) -> dict:
     """The part of a plain config that defines the run: a deep copy without :data:`EXCLUDED_KEYS`,
-    with :data:`PINNED_KEYS` (where present) at their fixed value."""
+    with :data:`PINNED_KEYS` (where present) at their fixed value.
+
+    Example:
+        >>> identity_config({"seed": 0, "device": "cuda", "collector": "async",
+        ...                  "agent": {"horizon": 15, "compile": True}})
+        {'seed': 0, 'collector': 'sync', 'agent': {'horizon': 15}}
+    """
     out = copy.deepcopy(dict(plain))
     for key in EXCLUDED_KEYS:
         _drop(out, key)
@@ -103,7 +109,13 @@ def config_hash(plain: Mapping, length: int = HASH_LENGTH) -> str:
 
 
 def identity_changes(saved: Mapping, current: Mapping) -> list[str]:
-    """``"<key>: <saved> -> <now>"`` for every run-defining key that differs between two plain configs."""
+    """``"<key>: <saved> -> <now>"`` for every run-defining key that differs between two plain configs.
+
+    Example:
+        >>> identity_changes({"seed": 0, "total_env_steps": 100, "agent": {"horizon": 15}},
+        ...                  {"seed": 0, "total_env_steps": 900, "agent": {"horizon": 16}})
+        ['agent.horizon: 15 -> 16']
+    """
     from imwm.training.config import config_changes
 
     return config_changes(identity_config(saved), identity_config(current))
@@ -130,7 +142,15 @@ def _resolve_run_hash(*, _root_: Any) -> str:
 
 
 def register_resolver() -> None:
-    """Registers ``${imwm.run_hash:}`` with OmegaConf (idempotent)."""
+    """Registers ``${imwm.run_hash:}`` with OmegaConf (idempotent).
+
+    Example:
+        >>> from omegaconf import OmegaConf
+        >>> register_resolver()  # done on import already; again is harmless
+        >>> cfg = OmegaConf.create({"seed": 3, "run_name": "s${seed}-${imwm.run_hash:}"})
+        >>> cfg.run_name == "s3-" + config_hash({"seed": 3})
+        True
+    """
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver(RESOLVER, _resolve_run_hash, replace=True)
@@ -143,6 +163,21 @@ class SweepRecord(Callback):
     (in the job's own process, so it works with every launcher); when the sweep ends, the launching
     process prints that table and removes empty folders a launcher left in the sweep folder
     (submitit's literal ``.submitit/%j``). Nothing happens in a single run.
+
+    Example:
+        >>> import tempfile
+        >>> from types import SimpleNamespace
+        >>> from hydra.types import RunMode
+        >>> from omegaconf import OmegaConf
+        >>> job = SimpleNamespace(status=SimpleNamespace(name="COMPLETED"), overrides=["seed=1"],
+        ...                       _return_value={"run_dir": "runs/a"})
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     cfg = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": tmp},
+        ...                                       "job": {"num": 0}}})
+        ...     SweepRecord().on_job_end(cfg, job)
+        ...     SweepRecord().on_multirun_end(cfg)
+        [imwm] sweep of 1 job, recorded in .../jobs.tsv:
+        [imwm]   #0 completed: runs/a  (seed=1)
     """
 
     FILE = "jobs.tsv"

@@ -182,6 +182,14 @@ def finished_episodes(batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor
 
     Reads ``("next", "done")``, ``("next", "episode_reward")`` (TorchRL ``RewardSum``) and
     ``("next", "step_count")`` (``StepCounter``); both results are 1-D float tensors.
+
+    Example:
+        >>> batch = TensorDict({"next": {  # 2 envs, 3 steps: env 0 ends at step 1, env 1 at step 2
+        ...     "done": torch.tensor([[0, 1, 0], [0, 0, 1]]).bool().unsqueeze(-1),
+        ...     "episode_reward": torch.tensor([[1.0, 2.0, 1.0], [0.0, 0.0, 5.0]]).unsqueeze(-1),
+        ...     "step_count": torch.tensor([[4, 5, 1], [7, 8, 9]]).unsqueeze(-1)}}, [2, 3])
+        >>> finished_episodes(batch)
+        (tensor([2., 5.]), tensor([5., 9.]))
     """
     done = batch.get(("next", "done")).squeeze(-1).bool()
     returns = batch.get(("next", "episode_reward")).squeeze(-1)[done].float()

@@ -75,6 +75,11 @@ class SnapshotError(UserError, ValueError):
     """A replay snapshot file is missing, damaged, unsafe or does not fit the buffer.
 
     The message is one line naming the file's full path and what is wrong with it.
+
+    Example:
+        >>> err = SnapshotError("replay/buffer.pt", "12 bytes, manifest says 40 (truncated?)")
+        >>> str(err), isinstance(err, ValueError)
+        ('replay snapshot file replay/buffer.pt: 12 bytes, manifest says 40 (truncated?)', True)
     """
 
     def __init__(self, path: str | os.PathLike, problem: str):
@@ -106,6 +111,17 @@ def save_replay(buffer, directory: str | os.PathLike, *, tag: str) -> Path:
         FileExistsError: ``directory`` exists and is not an empty folder.
         TypeError: the storage does not hold a TensorDict of tensors, or a state holds
             something ``torch.load(weights_only=True)`` could not read back.
+
+    Example:
+        >>> import tempfile
+        >>> from imwm.training.build_replay import build_replay
+        >>> rb = build_replay(capacity=8, batch_size=1, batch_length=2)
+        >>> _ = rb.extend(TensorDict({"traj_ids": torch.zeros(3, dtype=torch.long)}, [3]))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     names = sorted(p.name for p in save_replay(rb, Path(tmp) / "r", tag="3").iterdir())
+        >>> names  # doctest: +NORMALIZE_WHITESPACE
+        ['buffer.pt', 'manifest.json', 'sampler.pt', 'tensor000-traj_ids.bin',
+         'tensor001-index.bin', 'writer.pt']
     """
     if not isinstance(tag, str):
         raise TypeError(f"tag must be a str, got {type(tag).__name__}")
@@ -294,6 +310,17 @@ def read_replay_tag(directory: str | os.PathLike) -> str | None:
     """The ``tag`` of the snapshot in ``directory``, or None without a readable manifest.
 
     Cheap: reads ``manifest.json`` only (no hashing, no data files).
+
+    Example:
+        >>> import tempfile
+        >>> from imwm.training.build_replay import build_replay
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     empty = read_replay_tag(tmp)  # no manifest: not a snapshot
+        ...     rb = build_replay(capacity=8, batch_size=1, batch_length=2)
+        ...     _ = save_replay(rb, Path(tmp) / "r", tag="5-ab")
+        ...     tag = read_replay_tag(Path(tmp) / "r")
+        >>> empty, tag
+        (None, '5-ab')
     """
     path = Path(directory) / MANIFEST
     try:

@@ -178,6 +178,16 @@ def validate_vta_config(cfg: Any) -> dict:
 
     Raises:
         ConfigError: naming the full key (``train.updates``, ``vta.boundary_temp``) and the value.
+
+    Example:
+        >>> from imwm.configs import compose_config
+        >>> cfg = to_plain(compose_config(config_name="train_vta"))
+        >>> validate_vta_config(cfg)["vta"]["image_size"]  # resolved from data.image_size
+        32
+        >>> validate_vta_config({**cfg, "train": {**cfg["train"], "updates": 0}})
+        Traceback (most recent call last):
+        ...
+        imwm.errors.ConfigError: train.updates: must be an integer >= 1 (got 0)
     """
     cfg = _plain(cfg)
     unknown = sorted(set(cfg) - _TOP_KEYS)
