@@ -88,12 +88,16 @@ def percentile_events(values: Any, percentile: float) -> np.ndarray:
 
 
 def _series(values: Any, name: str) -> np.ndarray:
-    """A per-step float series ``[T]`` (a trailing ``[..., 1]`` is squeezed)."""
+    """A per-step float series ``[T]`` (a trailing ``[..., 1]`` is squeezed), every value finite."""
     arr = to_numpy(values, name).astype(np.float64)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:
         raise ValueError(f"{name} must be [T], got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        # a NaN reward would otherwise count as an event (NaN != 0) and, summed into a score, every later step too
+        raise ValueError(f"{name} must be finite, found {arr[~np.isfinite(arr)][0]} at step "
+                         f"{int(np.flatnonzero(~np.isfinite(arr))[0])}")
     return arr
 
 
@@ -109,7 +113,8 @@ def reward_events(reward: Any) -> np.ndarray:
 
 
 def score_change_events(raw_reward: Any) -> np.ndarray:
-    """Steps at which the game score (the running sum of *raw* env rewards) changes.
+    """Steps at which the game score (the running sum of *raw* env rewards) changes, i.e. the raw
+    reward is non-zero (compared per step, so a long game's large score cannot round a change away).
 
     Equal to ``reward_events`` when the reward the model saw is the raw ALE reward; it
     differs when the stored reward was transformed (clipped, scaled, or with an intrinsic
@@ -118,10 +123,12 @@ def score_change_events(raw_reward: Any) -> np.ndarray:
     Example:
         >>> score_change_events([0.0, 3.0, 0.0, -1.0]).tolist()  # score 0, 3, 3, 2
         [False, True, False, True]
+        >>> score_change_events([0.0, float("nan"), 1.0])
+        Traceback (most recent call last):
+        ...
+        ValueError: raw_reward must be finite, found nan at step 1
     """
-    arr = _series(raw_reward, "raw_reward")
-    score = np.cumsum(arr)
-    return np.diff(score, prepend=0.0) != 0
+    return _series(raw_reward, "raw_reward") != 0
 
 
 def life_loss_events(lives: Any) -> np.ndarray:
