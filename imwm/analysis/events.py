@@ -87,14 +87,15 @@ def percentile_events(values: Any, percentile: float) -> np.ndarray:
     return finite & (np.where(finite, vals, -np.inf) > threshold)
 
 
-def _series(values: Any, name: str) -> np.ndarray:
-    """A per-step float series ``[T]`` (a trailing ``[..., 1]`` is squeezed), every value finite."""
+def _series(values: Any, name: str, *, finite: bool = True) -> np.ndarray:
+    """A per-step float series ``[T]`` (a trailing ``[..., 1]`` is squeezed), every value finite
+    unless ``finite=False``."""
     arr = to_numpy(values, name).astype(np.float64)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:
         raise ValueError(f"{name} must be [T], got shape {arr.shape}")
-    if not np.isfinite(arr).all():
+    if finite and not np.isfinite(arr).all():
         # a NaN reward would otherwise count as an event (NaN != 0) and, summed into a score, every later step too
         raise ValueError(f"{name} must be finite, found {arr[~np.isfinite(arr)][0]} at step "
                          f"{int(np.flatnonzero(~np.isfinite(arr))[0])}")
@@ -132,13 +133,16 @@ def score_change_events(raw_reward: Any) -> np.ndarray:
 
 
 def life_loss_events(lives: Any) -> np.ndarray:
-    """Steps at which ALE's ``lives`` counter is lower than at the previous step.
+    """Steps at which ALE's ``lives`` counter is lower than at the previous step (NaN lives, as
+    recorded for envs without the counter, are never events).
 
     Example:
         >>> life_loss_events([[3], [2], [2], [3], [2]]).tolist()  # a life gained is no event
         [False, True, False, False, True]
+        >>> life_loss_events([float("nan")] * 3).tolist()
+        [False, False, False]
     """
-    arr = _series(lives, "lives")
+    arr = _series(lives, "lives", finite=False)  # NaN: the env has no lives counter, so no event
     out = np.zeros(arr.shape, dtype=bool)
     out[1:] = arr[1:] < arr[:-1]
     return out
