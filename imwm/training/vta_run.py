@@ -290,7 +290,8 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
 
 
 def _optimizer(model: torch.nn.Module, *, lr: float, eps: float, boundary_lr_scale: float) -> torch.optim.Adam:
-    """Adam; the posterior boundary detector's learning rate is ``lr * boundary_lr_scale``.
+    """Adam; the posterior boundary detector's learning rate (and its frame-change view's, if any)
+    is ``lr * boundary_lr_scale``.
 
     With the straight-through estimator the detector learns through a discrete choice whose
     gradient is small next to the reconstruction's; a larger step for it is a cheap remedy.
@@ -300,6 +301,8 @@ def _optimizer(model: torch.nn.Module, *, lr: float, eps: float, boundary_lr_sca
     if boundary_lr_scale == 1.0:  # one group, so checkpoints of either layout resume as written
         return torch.optim.Adam(model.parameters(), lr=lr, eps=eps)
     ids = {id(p) for p in boundary_detector(model).parameters()}
+    view = getattr(model, "frame_change", None)
+    ids |= {id(p) for p in view.parameters()} if view is not None else set()
     rest = [p for p in model.parameters() if id(p) not in ids]
     detector = [p for p in model.parameters() if id(p) in ids]
     return torch.optim.Adam([{"params": rest}, {"params": detector, "lr": lr * boundary_lr_scale}], lr=lr, eps=eps)

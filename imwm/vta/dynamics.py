@@ -84,6 +84,10 @@ class VTADynamics(BoundaryOptions):
             (:class:`~imwm.vta.layers.PostBoundaryDetector`).
         boundary_causal: the detector sees only ``embed[: t + 1]`` for step ``t`` instead of a window
             centred on ``t``, so its READ probability at ``t`` does not depend on frames after ``t``.
+        boundary_pixel_view: width of extra detector inputs the owner passes to :meth:`observe` as
+            ``pixel_view`` ``[B, T, boundary_pixel_view]`` (its
+            :class:`~imwm.vta.frame_change.FrameChangeEncoder` features); the detector reads
+            ``cat(embed, pixel_view)``. 0 (default): the detector reads ``embed`` only.
         boundary_norm: ``"layer"`` or ``"batch"``, the normalisation of the detector's blocks
             (:class:`~imwm.vta.layers.PostBoundaryDetector`; batch norm removes the per-channel
             offsets that left layer-normed detectors nearly constant).
@@ -133,6 +137,7 @@ class VTADynamics(BoundaryOptions):
         boundary_layers: int = 2,
         boundary_diff: bool = False,
         boundary_causal: bool = False,
+        boundary_pixel_view: int = 0,
         boundary_norm: str = "layer",
         segment_posterior: bool = False,
         boundary_grad: str = "straight_through",
@@ -164,8 +169,11 @@ class VTADynamics(BoundaryOptions):
         # from here, so a schedule that changes them every update does not retrace the graph
         self.register_buffer("_schedule", torch.tensor([self.current_temp, self.current_force_scale]),
                              persistent=False)
+        if not isinstance(boundary_pixel_view, int) or isinstance(boundary_pixel_view, bool) or boundary_pixel_view < 0:
+            raise ValueError(f"boundary_pixel_view must be an int >= 0, got {boundary_pixel_view!r}")
+        self.boundary_pixel_view = boundary_pixel_view
         self.post_boundary = PostBoundaryDetector(
-            embed_dim, hidden_dim=positive_int("boundary_hidden", boundary_hidden),
+            embed_dim + boundary_pixel_view, hidden_dim=positive_int("boundary_hidden", boundary_hidden),
             num_layers=positive_int("boundary_layers", boundary_layers), flavour="dreamer", diff=boundary_diff,
             causal=boundary_causal, norm=boundary_norm,
         )
@@ -276,6 +284,17 @@ class VTADynamics(BoundaryOptions):
             seg_len=seg_len, seg_num=seg_num,
         )
 
+    def _detector_input(self, embed: Tensor, pixel_view: Tensor | None) -> Tensor:
+        if self.boundary_pixel_view == 0:
+            if pixel_view is not None:
+                raise ValueError("pixel_view was given but boundary_pixel_view is 0: the detector has no input for it")
+            return embed
+        if pixel_view is None:
+            raise ValueError(f"boundary_pixel_view is {self.boundary_pixel_view}: observe() needs pixel_view "
+                             f"[B, T, {self.boundary_pixel_view}] (a FrameChangeEncoder's features)")
+        self._check("pixel_view", pixel_view, (*embed.shape[:2], self.boundary_pixel_view))
+        return torch.cat([embed, pixel_view.to(embed.dtype)], -1)
+
     def _prior_boundary_logits(self, prev: TensorDict | dict, action: Tensor) -> Tensor:
         feat = torch.cat([prev["abs_belief"], prev["abs_stoch"], prev["obs_belief"], prev["obs_stoch"], action], -1)
         return self._regularize(self.prior_boundary(feat), prev["seg_len"], prev["seg_num"])
@@ -320,13 +339,14 @@ class VTADynamics(BoundaryOptions):
 
     def observe(
         self, embed: Tensor, action: Tensor, is_first: Tensor, state: TensorDict | None = None,
-        boundary: Tensor | None = None,
+        boundary: Tensor | None = None, pixel_view: Tensor | None = None,
     ) -> tuple[TensorDict, TensorDict]:
         """Posterior and prior states ``[B, T]`` (see the module docstring and the Dynamics protocol).
 
         ``boundary`` (``[B, T, 1]`` READ flags, optional) replaces the posterior detector's samples,
         to measure what a READ at a given step is worth (:mod:`imwm.analysis.read_effect`); a
-        segment start the state requires (``seg_num == 0``) stays READ.
+        segment start the state requires (``seg_num == 0``) stays READ. ``pixel_view``
+        (``[B, T, boundary_pixel_view]``) is required exactly when ``boundary_pixel_view > 0``.
         """
         if embed.dim() != 3:
             raise ValueError(f"embed must be [B, T, E], got shape {tuple(embed.shape)}")
@@ -341,7 +361,7 @@ class VTADynamics(BoundaryOptions):
         keep = (~is_first.bool()).to(embed.dtype)
         action = action * keep
 
-        post_logits_all = self.post_boundary(embed)  # one conv pass for the whole sequence
+        post_logits_all = self.post_boundary(self._detector_input(embed, pixel_view))  # one pass for the sequence
         gumbel = self._gumbel((B, T, 2), embed)
         abs_noise = torch.randn(B, T, self.abs_stoch_dim, device=embed.device, dtype=embed.dtype)
         obs_noise = torch.randn(B, T, self.obs_stoch_dim, device=embed.device, dtype=embed.dtype)

@@ -7,6 +7,8 @@ Dynamics protocol; this one only keeps what video needs: encoder -> VTADynamics 
 
 - encoder: 4 x [Conv2d(k=4, s=2, p=1) -> channel LayerNorm -> SiLU] -> Flatten -> Linear (DreamerV3 style);
 - decoder: Linear -> 4 transposed convs (LayerNorm + SiLU between), mean frame in ``x / 255 - 0.5`` units;
+- with ``boundary_pixel_view > 0``, a :class:`~imwm.vta.frame_change.FrameChangeEncoder` of that width
+  reads ``|x_t - x_{t-1}|`` and hands its features to the posterior boundary detector only;
 - loss per step: ``0.5 * ||(x - x_hat) / obs_std||^2`` summed over pixels (``obs_std = 1`` is DreamerV3's
   image MSE) + ``VTADynamics.kl_loss(free_bits, dyn_scale, rep_scale)``;
 - with ``VTADynamics(boundary_grad="local")``, in training mode with gradients enabled and no
@@ -29,6 +31,7 @@ from torch import Tensor, nn
 
 from imwm.nn.norm import ChannelLayerNorm
 from imwm.vta.dynamics import VTADynamics
+from imwm.vta.frame_change import FrameChangeEncoder
 from imwm.vta.local_gradient import add_local_gradient
 
 __all__ = ["VTASequenceModel", "model_cost"]
@@ -90,6 +93,8 @@ class VTASequenceModel(nn.Module):
         self.image_size, self.channels, self.obs_std = image_size, channels, float(obs_std)
         self.free_bits, self.dyn_scale, self.rep_scale = float(free_bits), float(dyn_scale), float(rep_scale)
         self.dynamics = VTADynamics(action_dim=1, embed_dim=embed_dim, **dynamics_kwargs)
+        view = self.dynamics.boundary_pixel_view
+        self.frame_change = FrameChangeEncoder(channels=channels, features=view) if view else None
         layers, cin = [], channels
         for i in range(4):
             cout = cnn_depth * 2**i
@@ -135,7 +140,8 @@ class VTASequenceModel(nn.Module):
         is_first = torch.zeros(B, T, 1, dtype=torch.bool, device=obs.device)
         is_first[:, 0] = True
         post, prior = self.dynamics.observe(
-            embed, action, is_first, boundary=None if boundary is None else boundary.to(embed.dtype)
+            embed, action, is_first, boundary=None if boundary is None else boundary.to(embed.dtype),
+            pixel_view=None if self.frame_change is None else self.frame_change(x),
         )
         feat = self.dynamics.get_feat(post)
         h = self.decoder_in(feat.flatten(0, 1)).view(B * T, self._cin, self._base, self._base)
