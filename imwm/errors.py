@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "NOTHING",
     "ConfigError",
@@ -26,6 +28,8 @@ __all__ = [
     "config_keys",
     "debug_requested",
     "format_user_error",
+    "check_integer",
+    "is_integer",
     "run_main",
     "unknown_keys",
     "user_errors",
@@ -145,6 +149,40 @@ def config_keys(prefix: str, given: Mapping[str, Any] | None = None) -> Iterator
         if name is None or given is None or name not in given:
             raise
         raise ConfigError(f"{prefix}.{name}", match["what"], given[name]) from err
+
+
+def is_integer(value: Any, minimum: int | None = None) -> bool:
+    """True for an ``int`` or NumPy integer that is ``>= minimum`` (any, when ``minimum`` is None).
+
+    Bools, floats (``4.0`` too), strings and None are not integers: a count or a size written as
+    one of them is a typo more often than an intent, and passing it on would fail later, further
+    from the key that holds it.
+
+    Example:
+        >>> [is_integer(v, 1) for v in (3, np.int64(3), 0, True, 3.0, "3", None)]
+        [True, True, False, False, False, False, False]
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        return False
+    return minimum is None or bool(value >= minimum)
+
+
+def check_integer(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an ``int``, or a one-line ``ValueError`` naming ``name`` (see :func:`is_integer`).
+
+    Inside :func:`config_keys` the error names the full config key.
+
+    Example:
+        >>> check_integer("horizon", 15)
+        15
+        >>> check_integer("horizon", 1.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: horizon must be an integer >= 1, got 1.5
+    """
+    if not is_integer(value, minimum):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def debug_requested() -> bool:

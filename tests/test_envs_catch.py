@@ -1,5 +1,4 @@
 """Catch: the 64x64 pixel game for CPU learning checks of the image world model."""
-import doctest
 
 import gymnasium as gym
 import numpy as np
@@ -9,7 +8,6 @@ from gymnasium.utils.env_checker import check_env
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import imwm.envs.catch
 from imwm.configs import CONFIG_DIR
 from imwm.envs import make_env
 from imwm.envs.catch import (CELL, ENV_ID, GRID, LEFT, OBJECT_COLOR, PADDLE_COLOR, RIGHT, STAY,
@@ -136,11 +134,6 @@ def test_catch_configs_compose_and_validate(overrides):
         cfg = compose(config_name="config", overrides=overrides)
     plain = validate_config(OmegaConf.to_container(cfg, resolve=True))
     assert plain["env"]["name"] == "gym" and plain["env"]["task"] == ENV_ID
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(imwm.envs.catch)
-    assert result.failed == 0 and result.attempted > 0
 
 
 def test_read_frame_matches_the_env_state_every_step():

@@ -44,7 +44,12 @@ def test_bad_arguments_name_the_argument_and_show_the_value(kwargs, message):
     with pytest.raises(ValueError) as info:
         SparseChainEnv(**kwargs)
     assert str(info.value) == message
-    assert SparseChainEnv(length=4.0, max_steps=6.0).length == 4  # integral floats still pass
+    assert SparseChainEnv(length=4, max_steps=6).length == 4
+
+
+def test_a_float_length_is_refused_even_when_integral():
+    with pytest.raises(ValueError, match=r"length must be an integer >= 2, got 4\.0"):
+        SparseChainEnv(length=4.0)
 
 
 def test_gymnasium_api_and_registration():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import doctest
 import math
 import sys
 from pathlib import Path
@@ -14,9 +13,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 
-import imwm.nn.optim
-import imwm.objectives.replay_value
-import imwm.objectives.returns
 from imwm.agent import Actor, Critic
 from imwm.configs import CONFIG_DIR
 from imwm.nn.optim import LaProp
@@ -337,8 +333,3 @@ def test_bad_recipe_keys_are_named(kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         tiny_agent(**kwargs)
 
-
-@pytest.mark.parametrize("module", [imwm.nn.optim, imwm.objectives.replay_value, imwm.objectives.returns])
-def test_docstring_examples_run(module):
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, extraglobs={"torch": torch})
-    assert result.failed == 0 and result.attempted > 0

@@ -17,7 +17,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from imwm.configs import CONFIG_DIR
-from imwm.errors import ConfigError, UserError, config_keys, format_user_error, run_main, user_errors
+from imwm.errors import (ConfigError, UserError, check_integer, config_keys, format_user_error, is_integer, run_main,
+                         user_errors)
 from script_runner import ROOT  # noqa: E402  (tests dir is on sys.path)
 
 CONFIGS = str(CONFIG_DIR)
@@ -156,6 +157,26 @@ def test_analysis_script_reports_a_missing_run_folder(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("imwm: error: run folder") and "does not exist" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("value", [True, False, 2.0, 1.5, "3", None, float("nan"), float("inf"), torch.tensor(3)])
+def test_check_integer_refuses_what_is_not_an_integer(value):
+    with pytest.raises(ValueError, match=r"^horizon must be an integer >= 0, got "):
+        check_integer("horizon", value, 0)
+    assert not is_integer(value)
+
+
+def test_check_integer_accepts_integers_at_or_above_the_minimum():
+    import numpy as np
+
+    assert [check_integer("n", v, 2) for v in (2, 7, np.int64(3), np.uint8(2))] == [2, 7, 3, 2]
+    assert all(type(check_integer("n", v, 0)) is int for v in (0, np.int32(5)))
+    with pytest.raises(ValueError, match="n must be an integer >= 2, got 1"):
+        check_integer("n", 1, 2)
+    assert is_integer(-4) and not is_integer(-4, 0)
+    with pytest.raises(ConfigError, match=r"^agent\.horizon: must be an integer >= 1 \(got 0\)$"):
+        with config_keys("agent", given={"horizon": 0}):
+            check_integer("horizon", 0)
 
 
 def test_config_error_format_and_helpers(monkeypatch, capsys):

@@ -38,7 +38,8 @@ from imwm.agent.compile import (COMPILE_SCOPES, SCOPE_PHASES, SCOPE_STEPS, Compi
                                 check_compile_with_boundary_grad, parse_compile_mode)
 from imwm.agent.imagine import imagine
 from imwm.agent.optimization import OPTIMIZERS, NonFiniteGuard, guarded_step, make_optimizer
-from imwm.agent.policy import DreamerPolicy, check_greedy_every
+from imwm.agent.policy import DreamerPolicy
+from imwm.errors import check_integer
 from imwm.objectives.actor import ActorLoss
 from imwm.objectives.critic import CriticLoss
 from imwm.objectives.replay_value import ReplayValueLoss
@@ -161,8 +162,7 @@ class DreamerAgent(nn.Module):
     ) -> None:
         super().__init__()
         self.guard = NonFiniteGuard(max_nonfinite_updates)  # skipped updates, in a row and in all
-        if int(horizon) != horizon or horizon < 1:
-            raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+        check_integer("horizon", horizon)
         for name, clip in (("model", model_grad_clip), ("actor", actor_grad_clip), ("critic", critic_grad_clip)):
             if not clip > 0:
                 raise ValueError(f"{name}_grad_clip must be > 0 (.inf = no clipping), got {clip}")
@@ -175,8 +175,7 @@ class DreamerAgent(nn.Module):
             raise ValueError(f"agc must be a finite number >= 0 (0 = off), got {agc}")
         if not (math.isfinite(agc_pmin) and agc_pmin > 0):
             raise ValueError(f"agc_pmin must be a finite number > 0, got {agc_pmin}")
-        if isinstance(warmup, bool) or int(warmup) != warmup or warmup < 0:
-            raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+        check_integer("warmup", warmup, 0)
         if optimizer == "adam":  # AGC and warm-up are parts of LaProp here, as in the 2024 code
             for name, value in (("agc", agc), ("warmup", warmup)):
                 if value:
@@ -253,7 +252,7 @@ class DreamerAgent(nn.Module):
         # called on each phase's parameters after its backward (data-parallel runs average the
         # gradients over processes here; imwm.training.distributed)
         self.gradient_sync = None
-        self.greedy_every = check_greedy_every(greedy_every)  # at build: the error names agent.greedy_every
+        self.greedy_every = check_integer("greedy_every", greedy_every, 0)  # at build: the error names agent.greedy_every
         self.compile_mode = parse_compile_mode(compile)
         check_compile_with_boundary_grad(self.compile_mode, getattr(world_model.dynamics, "boundary_grad", None))
         if compile_scope not in COMPILE_SCOPES:

@@ -23,6 +23,8 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor, nn
 
+from imwm.errors import check_integer
+
 __all__ = ["imagine"]
 
 
@@ -64,9 +66,7 @@ def imagine(
         >>> actor = Actor(dyn.feat_dim, 3, mlp_units=16, mlp_layers=1)
         >>> # reward_head / continue_head: see imwm.world_model
     """
-    if int(horizon) != horizon or horizon < 1:
-        raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
-    horizon = int(horizon)
+    horizon = check_integer("horizon", horizon)
     batch_shape = start_state.batch_size
     n = batch_shape.numel()
     if n == 0:

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from imwm.errors import UserError
+from imwm.errors import UserError, check_integer
 from imwm.nn.optim import LaProp
 
 __all__ = ["OPTIMIZERS", "NonFiniteGuard", "NonFiniteUpdateError", "clip_grad_norm", "guarded_step",
@@ -147,9 +147,7 @@ class NonFiniteGuard:
     """
 
     def __init__(self, max_in_a_row: int = 5) -> None:
-        if int(max_in_a_row) != max_in_a_row or max_in_a_row < 1:
-            raise ValueError(f"max_nonfinite_updates must be an integer >= 1, got {max_in_a_row!r}")
-        self.max_in_a_row = int(max_in_a_row)
+        self.max_in_a_row = check_integer("max_nonfinite_updates", max_in_a_row)
         self.streak = 0
         self.total = 0
 

@@ -15,29 +15,11 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.envs.utils import ExplorationType, exploration_type
 
-__all__ = ["DreamerPolicy", "check_greedy_every"]
+from imwm.errors import check_integer
+
+__all__ = ["DreamerPolicy"]
 
 _GREEDY = {ExplorationType.DETERMINISTIC, ExplorationType.MODE, ExplorationType.MEAN, ExplorationType.MEDIAN}
-
-
-def check_greedy_every(value) -> int:
-    """``greedy_every`` as an int, or a ``ValueError`` when it is not an integer >= 0.
-
-    Example:
-        >>> check_greedy_every(3.0)
-        3
-        >>> check_greedy_every(1.5)
-        Traceback (most recent call last):
-        ...
-        ValueError: greedy_every must be an integer >= 0, got 1.5
-    """
-    try:
-        valid = int(value) == value and value >= 0
-    except (TypeError, ValueError):  # None, "abc": the same one-line error, not int()'s
-        valid = False
-    if not valid:
-        raise ValueError(f"greedy_every must be an integer >= 0, got {value!r}")
-    return int(value)
 
 
 class DreamerPolicy(TensorDictModuleBase):
@@ -87,13 +69,12 @@ class DreamerPolicy(TensorDictModuleBase):
         action_key: NestedKey = "action",
     ) -> None:
         super().__init__()
-        if int(num_envs) != num_envs or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        check_integer("num_envs", num_envs)
         self.encoder = encoder
         self.dynamics = dynamics
         self.actor = actor
         self.num_envs = int(num_envs)
-        self.greedy_every = check_greedy_every(greedy_every)
+        self.greedy_every = check_integer("greedy_every", greedy_every, 0)
         self.action_dtype = action_dtype
         self.observation_key = observation_key
         self.is_init_key = is_init_key

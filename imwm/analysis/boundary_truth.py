@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from imwm.analysis._arrays import as_flags
+from imwm.errors import check_integer
 
 __all__ = ["boundary_prf", "random_baseline_prf", "periodic_baseline_prf", "frame_difference_baseline_prf",
            "compare_with_truth", "evenly_spaced", "read_offsets"]
@@ -83,9 +84,7 @@ def _prf(n_matched: int, n_pred: int, n_true: int) -> dict[str, float]:
 
 
 def _check_tolerance(tolerance: int) -> int:
-    if int(tolerance) != tolerance or tolerance < 0:
-        raise ValueError(f"tolerance must be an integer >= 0, got {tolerance!r}")
-    return int(tolerance)
+    return check_integer("tolerance", tolerance, 0)
 
 
 def boundary_prf(pred: Any, true: Any, tolerance: int = 1) -> dict[str, Any]:
@@ -173,8 +172,7 @@ def random_baseline_prf(true: Any, n: Any, *, draws: int = 200, seed: int = 0,
         >>> r["precision"], r["recall"], r["precision_std"]
         (0.2, 1.0, 0.0)
     """
-    if int(draws) != draws or draws < 1:
-        raise ValueError(f"draws must be an integer >= 1, got {draws!r}")
+    check_integer("draws", draws)
     tolerance = _check_tolerance(tolerance)
     true_a, counts = _counts_per_row(true, n)
     rng = np.random.default_rng(seed)

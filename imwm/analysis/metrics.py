@@ -25,6 +25,7 @@ import numpy as np
 
 from imwm.analysis._arrays import as_flags, as_series
 from imwm.analysis.boundary_truth import evenly_spaced
+from imwm.errors import check_integer
 
 __all__ = [
     "boundary_event_metrics",
@@ -105,9 +106,7 @@ def cohens_d(group: np.ndarray, rest: np.ndarray) -> float:
 
 
 def _permutation_count(permutations: Any) -> int:
-    if int(permutations) != permutations or permutations < 1:
-        raise ValueError(f"permutations must be an integer >= 1, got {permutations!r}")
-    return int(permutations)
+    return check_integer("permutations", permutations)
 
 
 def permutation_p_value(boundary: np.ndarray, events: np.ndarray, *, permutations: int,

@@ -17,13 +17,6 @@ import torch
 from tensordict import TensorDict
 
 
-def positive_int(name: str, value) -> int:
-    """``value`` as an int, or a ``ValueError`` naming ``name`` when it is not an integer >= 1."""
-    if int(value) != value or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 @runtime_checkable
 class Dynamics(Protocol):
     """Latent dynamics model interface (a structural ``typing.Protocol``).

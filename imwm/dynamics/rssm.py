@@ -45,7 +45,7 @@ from tensordict import TensorDict
 from torch import nn
 from torchrl.modules.models.model_based import RSSMPosteriorV3, RSSMPriorV3
 
-from imwm.dynamics.base import positive_int
+from imwm.errors import check_integer
 from imwm.nn.distributions import (
     categorical_entropy,
     categorical_kl,
@@ -98,16 +98,16 @@ class RSSMDynamics(nn.Module):
         dyn_layers: int = 1,
     ):
         super().__init__()
-        self.deter = positive_int("deter", deter)
-        self.stoch = positive_int("stoch", stoch)
-        self.classes = positive_int("classes", classes)
-        self.hidden = positive_int("hidden", hidden)
-        self.blocks = positive_int("blocks", blocks)
-        self.action_dim = positive_int("action_dim", action_dim)
-        self.embed_dim = positive_int("embed_dim", embed_dim)
-        positive_int("img_layers", img_layers)
-        positive_int("obs_layers", obs_layers)
-        positive_int("dyn_layers", dyn_layers)
+        self.deter = check_integer("deter", deter)
+        self.stoch = check_integer("stoch", stoch)
+        self.classes = check_integer("classes", classes)
+        self.hidden = check_integer("hidden", hidden)
+        self.blocks = check_integer("blocks", blocks)
+        self.action_dim = check_integer("action_dim", action_dim)
+        self.embed_dim = check_integer("embed_dim", embed_dim)
+        check_integer("img_layers", img_layers)
+        check_integer("obs_layers", obs_layers)
+        check_integer("dyn_layers", dyn_layers)
         if self.deter % self.blocks:
             raise ValueError(f"deter ({deter}) must be divisible by blocks ({blocks})")
         if not 0.0 <= unimix < 1.0:

@@ -40,6 +40,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from imwm.errors import check_integer
+
 ENV_ID = "imwm/Catch-v0"
 GRID = 8  # cells per side
 CELL = 8  # pixels per cell side
@@ -77,8 +79,7 @@ class CatchEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, drops: int = 10, miss_reward: float = -1.0):
-        if isinstance(drops, bool) or not isinstance(drops, (int, np.integer)) or drops < 1:
-            raise ValueError(f"CatchEnv drops must be an integer >= 1, got {drops!r}")
+        check_integer("CatchEnv drops", drops)
         if (isinstance(miss_reward, bool) or not isinstance(miss_reward, (int, float, np.number))
                 or not math.isfinite(miss_reward)):
             raise ValueError(f"CatchEnv miss_reward must be a finite number, got {miss_reward!r}")

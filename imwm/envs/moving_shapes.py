@@ -30,8 +30,9 @@ from __future__ import annotations
 import numpy as np
 from tensordict import TensorDict
 
-from imwm.envs.shape_videos import (DISTRACTOR_GREY, PALETTE, SPLITS, bounce, check_int, check_video_args, different,
+from imwm.envs.shape_videos import (DISTRACTOR_GREY, PALETTE, SPLITS, bounce, check_video_args, different,
                                     paint, render, segments, shape_masks, split_id, square_masks, velocity)
+from imwm.errors import check_integer
 
 __all__ = ["PALETTE", "SPLITS", "generate_moving_shapes", "moving_shapes_split", "MovingShapesStream"]
 
@@ -136,7 +137,7 @@ class MovingShapesStream:
     """
 
     def __init__(self, batch_size: int, seq_len: int, **kwargs):
-        check_int("batch_size", batch_size, 1)
+        check_integer("batch_size", batch_size, 1)
         self.batch_size, self.seq_len, self.kwargs = batch_size, seq_len, kwargs
         self.kwargs.setdefault("split", "train")
 

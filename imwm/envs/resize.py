@@ -16,6 +16,8 @@ from torchrl.data import Bounded, TensorSpec
 from torchrl.envs.transforms import ObservationTransform
 from torchrl.envs.transforms.utils import _set_missing_tolerance
 
+from imwm.errors import check_integer
+
 __all__ = ["ResizeFrames", "resize_frames"]
 
 
@@ -75,8 +77,7 @@ class ResizeFrames(ObservationTransform):
         *,
         channels_last: bool = True,
     ):
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be a positive int, got {size!r}")
+        check_integer("size", size)
         in_keys = list(in_keys) if in_keys is not None else ["observation"]
         out_keys = list(out_keys) if out_keys is not None else list(in_keys)
         super().__init__(in_keys=in_keys, out_keys=out_keys)

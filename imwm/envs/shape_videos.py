@@ -4,7 +4,7 @@
 around a frame and change at segment boundaries; they differ in *what* changes. The pieces here
 are the parts they have in common, so both datasets draw, move and store their objects one way:
 
-- argument checks (:func:`check_int`, :func:`check_video_args`, :func:`split_id`);
+- argument checks (:func:`check_video_args`, :func:`split_id`);
 - random segmentation (:func:`segments`) and per-segment choices (:func:`different`);
 - motion (:func:`velocity`, :func:`bounce`);
 - drawing (:func:`shape_masks`, :func:`square_masks`, :func:`paint`);
@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from imwm.errors import check_integer
+
 __all__ = [
     "DISTRACTOR_GREY",
     "PALETTE",
     "SPLITS",
     "bounce",
-    "check_int",
     "check_video_args",
     "different",
     "paint",
@@ -60,20 +61,6 @@ SPLITS = {"train": 0, "heldout": 1}
 DISTRACTOR_GREY = 128
 
 
-def check_int(name: str, value, minimum: int) -> None:
-    """Raises ``ValueError`` unless ``value`` is an int (not a bool) ``>= minimum``.
-
-    Example:
-        >>> check_int("seq_len", 4, 2)  # passes: returns None
-        >>> check_int("seq_len", True, 2)
-        Traceback (most recent call last):
-        ...
-        ValueError: seq_len must be an int >= 2, got True
-    """
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
 def check_video_args(num_sequences, seq_len, image_size, min_seg_len, max_seg_len, start_index,
                      object_size) -> tuple[float, float]:
     """Checks the sizes every shape-video generator takes.
@@ -90,14 +77,14 @@ def check_video_args(num_sequences, seq_len, image_size, min_seg_len, max_seg_le
         >>> check_video_args(2, 8, 32, 5, 4, 0, object_size=(0.1, 0.2))  # max_seg_len < min_seg_len
         Traceback (most recent call last):
         ...
-        ValueError: max_seg_len must be an int >= 5, got 4
+        ValueError: max_seg_len must be an integer >= 5, got 4
     """
-    check_int("num_sequences", num_sequences, 1)
-    check_int("seq_len", seq_len, 2)
-    check_int("image_size", image_size, 16)
-    check_int("min_seg_len", min_seg_len, 1)
-    check_int("max_seg_len", max_seg_len, min_seg_len)
-    check_int("start_index", start_index, 0)
+    check_integer("num_sequences", num_sequences, 1)
+    check_integer("seq_len", seq_len, 2)
+    check_integer("image_size", image_size, 16)
+    check_integer("min_seg_len", min_seg_len, 1)
+    check_integer("max_seg_len", max_seg_len, min_seg_len)
+    check_integer("start_index", start_index, 0)
     try:
         lo_size, hi_size = (float(v) for v in object_size)
     except (TypeError, ValueError):  # a scalar, a triple, a string: the same one-line error

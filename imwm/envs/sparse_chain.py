@@ -29,6 +29,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from imwm.errors import check_integer
+
 ENV_ID = "imwm/SparseChain-v0"
 PIXELS_ENV_ID = "imwm/SparseChainPixels-v0"
 IMAGE_SIZE = 16
@@ -42,15 +44,6 @@ def _grid(length: int) -> tuple[int, int, int, int]:
     rows = int(np.ceil(length / cols))
     return rows, cols, IMAGE_SIZE // rows, IMAGE_SIZE // cols
 
-
-def _check_int(name: str, value, minimum: int) -> None:
-    """Accepts an integral number >= ``minimum`` (``4.0`` too); refuses ``"4"``, None, True."""
-    try:
-        ok = not isinstance(value, (bool, str, bytes)) and int(value) == value and value >= minimum
-    except (TypeError, ValueError, OverflowError):  # None, nan, inf, ...
-        ok = False
-    if not ok:
-        raise ValueError(f"SparseChainEnv {name} must be an integer >= {minimum}, got {value!r}")
 
 
 class SparseChainEnv(gym.Env):
@@ -72,9 +65,9 @@ class SparseChainEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, length: int = 20, max_steps: int | None = None, pixels: bool = False):
-        _check_int("length", length, 2)
+        check_integer("SparseChainEnv length", length, 2)
         max_steps = 2 * int(length) if max_steps is None else max_steps
-        _check_int("max_steps", max_steps, 1)
+        check_integer("SparseChainEnv max_steps", max_steps, 1)
         self.length, self.max_steps, self.pixels = int(length), int(max_steps), bool(pixels)
         if self.pixels:
             if self.length > 64:

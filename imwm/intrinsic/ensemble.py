@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from imwm.errors import check_integer
+
 
 class EnsembleMLP(nn.Module):
     """``K`` independent MLPs ``in_dim -> [hidden -> LayerNorm -> SiLU] x layers -> out_dim``;
@@ -40,8 +42,7 @@ class EnsembleMLP(nn.Module):
         super().__init__()
         for name, value, low in (("ensemble_size", ensemble_size, 2), ("hidden", hidden, 1), ("layers", layers, 1),
                                  ("in_dim", in_dim, 1), ("out_dim", out_dim, 1)):
-            if int(value) != value or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+            check_integer(name, value, low)
         self.ensemble_size, self.in_dim, self.out_dim = int(ensemble_size), int(in_dim), int(out_dim)
         sizes = [in_dim] + [hidden] * layers + [out_dim]
         self.weights = nn.ParameterList()

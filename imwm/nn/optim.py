@@ -26,6 +26,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from imwm.errors import check_integer
+
 __all__ = ["LaProp"]
 
 
@@ -92,8 +94,7 @@ class LaProp(torch.optim.Optimizer):
         if not (math.isfinite(agc_pmin) and agc_pmin > 0):
             # 0 would freeze every zero-initialised tensor: its AGC limit would be 0
             raise ValueError(f"LaProp agc_pmin must be a finite number > 0, got {agc_pmin}")
-        if isinstance(warmup, bool) or int(warmup) != warmup or warmup < 0:
-            raise ValueError(f"LaProp warmup must be an integer >= 0, got {warmup!r}")
+        check_integer("LaProp warmup", warmup, 0)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, agc=agc, agc_pmin=agc_pmin, warmup=int(warmup))
         super().__init__(params, defaults)
 

@@ -42,13 +42,14 @@ options, the per-item statistics and their priorities, and sampling.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from tensordict.utils import NestedKey
 from torchrl.data.replay_buffers.samplers import PrioritizedSampler, Sampler
 from torchrl.data.replay_buffers.storages import Storage
 
+from imwm.errors import check_integer
 from imwm.replay.compat import REDUCTIONS, step_flags
 from imwm.replay.slice_feedback import SliceFeedbackMixin
 from imwm.replay.slice_state import SliceStateMixin
@@ -62,16 +63,10 @@ __all__ = ["PrioritizedSliceSampler", "WINDOWS", "slice_index", "read_storage_ke
 _MAX_PRIORITY = 1e300
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
 def _check_options(max_capacity, *, initial, nan_policy, reduction, num_slices, slice_len, window,
                    num_streams, end_key, end_keys, strict_length, span) -> None:
     """Raises ``ValueError`` for the first invalid constructor argument of the slice samplers."""
-    _positive_int("max_capacity", max_capacity)
+    check_integer("max_capacity", max_capacity)
     initial = float(initial)
     if not initial > 0:  # also rejects NaN
         raise ValueError(f"initial must be > 0 (or inf), got {initial}")
@@ -85,10 +80,10 @@ def _check_options(max_capacity, *, initial, nan_policy, reduction, num_slices, 
             f"slice_len={slice_len!r}"
         )
     if num_slices is not None:
-        _positive_int("num_slices", num_slices)
+        check_integer("num_slices", num_slices)
     if window not in WINDOWS:
         raise ValueError(f"window must be 'stream' or 'episode', got {window!r}")
-    _positive_int("num_streams", num_streams)
+    check_integer("num_streams", num_streams)
     if end_key is not None and end_keys is not None:
         raise ValueError(
             f"end_key and end_keys are exclusive, got end_key={end_key!r}, end_keys={end_keys!r}"
@@ -299,7 +294,7 @@ class PrioritizedSliceSampler(SliceFeedbackMixin, SliceWindowsMixin, SliceStateM
         self._alloc()
 
     def _set_slice_len(self, slice_len: int) -> None:
-        _positive_int("slice_len", slice_len)
+        check_integer("slice_len", slice_len)
         if slice_len > self.max_capacity:
             raise ValueError(f"slice_len ({slice_len}) cannot exceed max_capacity ({self.max_capacity})")
         if self.ring_size < slice_len:

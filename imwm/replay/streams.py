@@ -10,6 +10,7 @@ import torch
 from tensordict.utils import NestedKey
 from torchrl.data.replay_buffers.writers import TensorDictRoundRobinWriter
 
+from imwm.errors import check_integer
 from imwm.replay.compat import TRAJ_KEY_CANDIDATES
 
 __all__ = ["StreamWriter"]
@@ -59,8 +60,7 @@ class StreamWriter(TensorDictRoundRobinWriter):
 
     def __init__(self, num_streams: int, *, traj_key: NestedKey | None = None,
                  last_key: NestedKey | None = "is_last", stream_key: NestedKey | None = "stream"):
-        if not isinstance(num_streams, int) or isinstance(num_streams, bool) or num_streams < 1:
-            raise ValueError(f"num_streams must be an integer >= 1, got {num_streams!r}")
+        check_integer("num_streams", num_streams)
         super().__init__()
         self.num_streams = num_streams
         self.traj_key = traj_key

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from imwm.diagnostics import DormantMonitor, ReDo
-from imwm.errors import ConfigError, config_keys, unknown_keys
+from imwm.errors import ConfigError, config_keys, is_integer, unknown_keys
 from imwm.intrinsic import AdaptiveIntrinsicReward, DisagreementIntrinsicReward, LexaStyleIntrinsicReward
 
 INTRINSIC_TYPES = ("none", "adaptive", "lexa_style", "disagreement")
@@ -70,7 +70,7 @@ def _validate_block(typ: str, block: dict) -> dict:
             if not isinstance(value, bool):
                 raise ConfigError(key, "must be true or false", value)
         elif name in _POSITIVE_INTS:
-            if isinstance(value, bool) or not isinstance(value, int) or value < _POSITIVE_INTS[name]:
+            if not is_integer(value, _POSITIVE_INTS[name]):
                 raise ConfigError(key, f"must be an integer >= {_POSITIVE_INTS[name]}", value)
         elif name == "target":
             if not isinstance(value, str) or not value:
@@ -204,7 +204,7 @@ def check_dormant_config(dormant_cfg: Any) -> dict:
     if not 0.0 <= tau <= 1.0:
         raise ConfigError("dormant.tau", "must be in [0, 1]", cfg.get("tau"))
     every = cfg.get("every", 1000)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+    if not is_integer(every, 1):
         raise ConfigError("dormant.every", "must be an integer >= 1", every)
     redo = cfg.get("redo")
     if redo is not None and not isinstance(redo, Mapping):
@@ -217,7 +217,7 @@ def check_dormant_config(dormant_cfg: Any) -> dict:
     if not isinstance(redo_enable, bool):
         raise ConfigError("dormant.redo.enable", "must be true or false", redo_enable)
     period = redo.get("reset_period", 1000)
-    if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+    if not is_integer(period, 1):
         raise ConfigError("dormant.redo.reset_period", "must be an integer >= 1", period)
     redo_tau = redo.get("tau", None)
     if redo_tau is not None:

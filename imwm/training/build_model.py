@@ -22,7 +22,7 @@ import torch
 from imwm.agent import Actor, Critic, DreamerAgent
 from imwm.agent.compile import check_compile_with_boundary_grad, parse_compile_mode
 from imwm.dynamics import RSSMDynamics
-from imwm.errors import ConfigError, config_keys, unknown_keys
+from imwm.errors import ConfigError, check_integer, config_keys, unknown_keys
 from imwm.objectives import WorldModelLoss
 from imwm.world_model import WorldModel
 
@@ -226,8 +226,7 @@ def build_agent(
         if not isinstance(plain.get(group), Mapping):
             raise ConfigError(group, "must be a mapping (a config group); need model, dynamics and agent",
                               plain.get(group))
-    if int(action_dim) != action_dim or action_dim < 1:
-        raise ValueError(f"action_dim must be an integer >= 1, got {action_dim!r}")
+    check_integer("action_dim", action_dim)
     model = _check_model_group(plain["model"])
     agent_cfg, wm_loss_kwargs, explicit_std, actor_kwargs = _split_agent_cfg(plain["agent"])
     # implied by LEXA-style, which reads the decoder's std (image or vector decoder alike)

@@ -54,7 +54,7 @@ from tensordict import TensorDictBase
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.samplers import SliceSampler
 
-from imwm.errors import ConfigError, config_keys, unknown_keys
+from imwm.errors import ConfigError, check_integer, config_keys, is_integer, unknown_keys
 
 __all__ = ["build_replay", "check_replay_config", "replay_feedback", "replay_metrics", "slice_starts"]
 
@@ -203,7 +203,7 @@ def check_replay_config(replay: Mapping) -> None:
     for block in ("curious", "explore_exploit", "trend"):
         _check_block(block, replay.get(block))
     arity = replay.get("arity", 32)
-    if not isinstance(arity, int) or isinstance(arity, bool) or arity < 2:
+    if not is_integer(arity, 2):
         raise ConfigError("replay.arity", "must be an integer >= 2", arity)
     traj_key = replay.get("traj_key", "traj_ids")
     if not isinstance(traj_key, str) or not traj_key:
@@ -223,7 +223,7 @@ def check_replay_config(replay: Mapping) -> None:
 def _check_sizes(capacity: Any, batch_size: Any, batch_length: Any) -> None:
     for name, value in (("capacity", capacity), ("batch_size", batch_size),
                         ("batch_length", batch_length)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_integer(value, 1):
             raise ConfigError(f"replay.{name}", "must be an integer >= 1", value)
     if batch_length > capacity:
         raise ConfigError("replay.batch_length", f"cannot exceed replay.capacity ({capacity})", batch_length)
@@ -304,8 +304,7 @@ def build_replay(
         generator = torch.Generator()
         generator.manual_seed(int(seed))
 
-    if not isinstance(num_streams, int) or isinstance(num_streams, bool) or num_streams < 1:
-        raise ValueError(f"num_streams must be an integer >= 1, got {num_streams!r}")
+    check_integer("num_streams", num_streams)
     if capacity // num_streams < batch_length:
         raise ConfigError(
             "replay.capacity", f"split into one ring per env (num_envs={num_streams}) leaves "

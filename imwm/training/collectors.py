@@ -55,7 +55,7 @@ from torchrl.collectors import MultiAsyncCollector
 from torchrl.data import Unbounded
 from torchrl.envs import EnvBase, Transform
 
-from imwm.errors import ConfigError
+from imwm.errors import ConfigError, check_integer
 from imwm.training.config import COLLECTORS
 
 __all__ = ["ENV_INDEX_KEY", "EnvIndex", "LosslessMultiAsyncCollector", "batch_envs", "make_collector",
@@ -83,9 +83,7 @@ class EnvIndex(Transform):
 
     def __init__(self, first: int = 0, key: str = ENV_INDEX_KEY):
         super().__init__(in_keys=[], out_keys=[key])
-        if not isinstance(first, int) or isinstance(first, bool) or first < 0:
-            raise ValueError(f"first must be an integer >= 0, got {first!r}")
-        self.first = first
+        self.first = check_integer("first", first, 0)
         self.key = key
 
     def _index(self, like: TensorDictBase) -> torch.Tensor:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from imwm.errors import ConfigError, unknown_keys
+from imwm.errors import ConfigError, is_integer, unknown_keys
 
 __all__ = [
     "ConfigError",
@@ -125,10 +125,6 @@ def to_plain(cfg: Any) -> dict:
     return copy.deepcopy(dict(cfg))
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -137,10 +133,10 @@ def _check_leaf(key: str, name: str, value: Any) -> None:
     if value is None:  # "unset / use the default"; the owning builder decides what that means
         return
     if name in POSITIVE_INTS:
-        if not _is_int(value) or value < 1:
+        if not is_integer(value, 1):
             raise ConfigError(key, "must be an integer >= 1", value)
     elif name in NON_NEGATIVE_INTS:
-        if not _is_int(value) or value < 0:
+        if not is_integer(value, 0):
             raise ConfigError(key, "must be an integer >= 0", value)
     elif name in FRACTIONS or key.split(".")[-2:-1] == ["fracs"]:
         if not _is_number(value) or not 0.0 <= value <= 1.0:
@@ -261,9 +257,9 @@ def _check_collector(plain: Mapping, environ: Mapping[str, str] | None = None) -
     collector, workers = plain["collector"], plain["collector_workers"]
     if collector not in COLLECTORS:
         raise ConfigError("collector", f"must be one of {list(COLLECTORS)}", collector)
-    if not _is_int(workers) or workers < 1:
+    if not is_integer(workers, 1):
         raise ConfigError("collector_workers", "must be an integer >= 1", workers)
-    if _is_int(plain["num_envs"]) and plain["num_envs"] % workers:
+    if is_integer(plain["num_envs"]) and plain["num_envs"] % workers:
         raise ConfigError("collector_workers", f"must divide num_envs ({plain['num_envs']}): each worker "
                           "steps num_envs / collector_workers envs", workers)
     env = os.environ if environ is None else environ

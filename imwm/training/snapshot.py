@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from tensordict import TensorDict, is_tensor_collection
 
-from imwm.errors import UserError
+from imwm.errors import UserError, is_integer
 
 __all__ = ["SnapshotError", "load_replay", "read_replay_tag", "save_replay"]
 
@@ -471,12 +471,8 @@ def _read_manifest(directory: Path, path: Path) -> dict:
     return manifest
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def _int_list(x) -> bool:
-    return isinstance(x, list) and all(_is_int(v) and v >= 0 for v in x)
+    return isinstance(x, list) and all(is_integer(v, 0) for v in x)
 
 
 def _check_manifest(manifest: dict, path: Path) -> list[dict]:
@@ -494,7 +490,7 @@ def _check_manifest(manifest: dict, path: Path) -> list[dict]:
     if not isinstance(st.get("initialized"), bool):
         bad("'storage.initialized' is not a boolean")
     for field in ("length", "capacity", "ndim"):
-        if not _is_int(st.get(field)) or st[field] < 0:
+        if not is_integer(st.get(field), 0):
             bad(f"'storage.{field}' is not an integer >= 0")
     if st["length"] > st["capacity"]:
         bad(f"storage length {st['length']} exceeds its capacity {st['capacity']}")
@@ -524,7 +520,7 @@ def _check_manifest(manifest: dict, path: Path) -> list[dict]:
         if name in names:
             bad(f"file {name} listed twice")
         names.add(name)
-        if not _is_int(entry.get("bytes")) or entry["bytes"] < 0:
+        if not is_integer(entry.get("bytes"), 0):
             bad(f"file {name}: 'bytes' is not an integer >= 0")
         if not isinstance(entry.get("sha256"), str) or not _SHA256.match(entry["sha256"]):
             bad(f"file {name}: 'sha256' is not 64 lowercase hex digits")

@@ -38,7 +38,7 @@ import yaml
 
 from imwm.analysis.detector_only import boundary_detector
 from imwm.envs.boundary_data import DATASETS, LOADER_KEYS, BoundaryDataStream, dataset_keys, generate_boundary_data
-from imwm.errors import ConfigError, config_keys, unknown_keys
+from imwm.errors import ConfigError, config_keys, is_integer, unknown_keys
 from imwm.training.checkpoint import (load_checkpoint, load_latest, rng_state, save_checkpoint,
                                       set_rng_state)
 from imwm.training.config import to_plain
@@ -100,7 +100,7 @@ def _check_vta_section(vta: Any) -> tuple[Any, dict]:
         raise unknown_keys("vta", unknown, sorted(valid | {"variant"}),
                            where=f" keys of vta (variant {variant})")
     image_size = kwargs.get("image_size", 64)
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 16 or image_size % 16:
+    if not is_integer(image_size, 16) or image_size % 16:
         raise ConfigError("vta.image_size", "must be a multiple of 16 (set by data.image_size)", image_size)
     obs_std = kwargs.get("obs_std", 1.0)
     if not isinstance(obs_std, (int, float)) or isinstance(obs_std, bool) or not obs_std > 0:
@@ -155,7 +155,7 @@ def _check_section(name: str, node: Any, rules: Mapping) -> None:
         rule, minimum = rules[key]
         full = f"{name}.{key}"
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if rule == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+        if rule == "int" and (not is_integer(value, minimum)):
             raise ConfigError(full, f"must be an integer >= {minimum}", value)
         if rule == "positive" and not (number and math.isfinite(value) and value > 0):
             raise ConfigError(full, "must be a finite number > 0", value)
@@ -196,7 +196,7 @@ def validate_vta_config(cfg: Any) -> dict:
     missing = sorted({"run_dir", "seed", "data", "train", "vta"} - set(cfg))
     if missing:
         raise ConfigError(", ".join(missing), "missing config key" + ("s" if len(missing) > 1 else ""))
-    if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool) or cfg["seed"] < 0:
+    if not is_integer(cfg["seed"], 0):
         raise ConfigError("seed", "must be an integer >= 0", cfg["seed"])
     if not isinstance(cfg.get("resume", True), bool):
         raise ConfigError("resume", "must be true or false", cfg["resume"])

@@ -35,6 +35,8 @@ import math
 import torch
 from torch import Tensor
 
+from imwm.errors import check_integer
+
 # class indices of the boundary logits / one-hot samples [..., 2]
 READ_INDEX, COPY_INDEX = 0, 1
 # values of a state's `boundary` entry [..., 1] (a READ flag)
@@ -195,12 +197,10 @@ def check_boundary_options(
         >>> check_boundary_options(max_seg_len=10, max_seg_num=0, force_scale=3.0)
         Traceback (most recent call last):
         ...
-        ValueError: max_seg_num must be an int >= 1, got 0
+        ValueError: max_seg_num must be an integer >= 1, got 0
     """
-    if not isinstance(max_seg_len, int) or isinstance(max_seg_len, bool) or max_seg_len < 1:
-        raise ValueError(f"max_seg_len must be an int >= 1, got {max_seg_len!r}")
-    if not isinstance(max_seg_num, int) or isinstance(max_seg_num, bool) or max_seg_num < 1:
-        raise ValueError(f"max_seg_num must be an int >= 1, got {max_seg_num!r}")
+    check_integer("max_seg_len", max_seg_len)
+    check_integer("max_seg_num", max_seg_num)
     if not (isinstance(force_scale, (int, float)) and math.isfinite(force_scale) and force_scale >= 0):
         raise ValueError(f"boundary force_scale must be a finite number >= 0, got {force_scale!r}")
     if temp is not None:

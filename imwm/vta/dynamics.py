@@ -44,7 +44,7 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor, nn
 
-from imwm.dynamics.base import positive_int
+from imwm.errors import check_integer
 from imwm.vta.boundary import boundary_push, rate_prior_kl, regularize_boundary
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
 from imwm.vta.local_gradient import check_boundary_grad
@@ -148,13 +148,13 @@ class VTADynamics(BoundaryOptions):
         if not isinstance(segment_posterior, bool):
             raise ValueError(f"segment_posterior must be true or false, got {segment_posterior!r}")
         self.segment_posterior = segment_posterior
-        self.action_dim = positive_int("action_dim", action_dim)
-        self.embed_dim = positive_int("embed_dim", embed_dim)
-        self.abs_belief_dim = positive_int("abs_belief_dim", abs_belief_dim)
-        self.obs_belief_dim = positive_int("obs_belief_dim", obs_belief_dim)
-        self.abs_stoch_dim = positive_int("abs_stoch_dim", abs_stoch_dim)
-        self.obs_stoch_dim = positive_int("obs_stoch_dim", obs_stoch_dim)
-        self.hidden = positive_int("hidden", hidden)
+        self.action_dim = check_integer("action_dim", action_dim)
+        self.embed_dim = check_integer("embed_dim", embed_dim)
+        self.abs_belief_dim = check_integer("abs_belief_dim", abs_belief_dim)
+        self.obs_belief_dim = check_integer("obs_belief_dim", obs_belief_dim)
+        self.abs_stoch_dim = check_integer("abs_stoch_dim", abs_stoch_dim)
+        self.obs_stoch_dim = check_integer("obs_stoch_dim", obs_stoch_dim)
+        self.hidden = check_integer("hidden", hidden)
         if not min_std > 0:
             raise ValueError(f"min_std must be > 0, got {min_std!r}")
         self._init_boundary_options(**boundary_options)
@@ -169,12 +169,10 @@ class VTADynamics(BoundaryOptions):
         # from here, so a schedule that changes them every update does not retrace the graph
         self.register_buffer("_schedule", torch.tensor([self.current_temp, self.current_force_scale]),
                              persistent=False)
-        if not isinstance(boundary_pixel_view, int) or isinstance(boundary_pixel_view, bool) or boundary_pixel_view < 0:
-            raise ValueError(f"boundary_pixel_view must be an int >= 0, got {boundary_pixel_view!r}")
-        self.boundary_pixel_view = boundary_pixel_view
+        self.boundary_pixel_view = check_integer("boundary_pixel_view", boundary_pixel_view, 0)
         self.post_boundary = PostBoundaryDetector(
-            embed_dim + boundary_pixel_view, hidden_dim=positive_int("boundary_hidden", boundary_hidden),
-            num_layers=positive_int("boundary_layers", boundary_layers), flavour="dreamer", diff=boundary_diff,
+            embed_dim + boundary_pixel_view, hidden_dim=check_integer("boundary_hidden", boundary_hidden),
+            num_layers=check_integer("boundary_layers", boundary_layers), flavour="dreamer", diff=boundary_diff,
             causal=boundary_causal, norm=boundary_norm,
         )
         self.prior_boundary = PriorBoundaryDetector(self.feat_dim + action_dim, hidden_dim=hidden, flavour="dreamer")

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from imwm.errors import ConfigError
+from imwm.errors import ConfigError, is_integer
 from imwm.vta.boundary import check_boundary_options, force_scale_at, temperature_at
 
 __all__ = ["BoundaryOptions", "BOUNDARY_OPTION_DEFAULTS", "BOUNDARY_SCHEDULES", "check_boundary_option_values"]
@@ -61,7 +61,7 @@ def check_boundary_option_values(options: Mapping[str, Any]) -> dict:
             opts[key] = int(value)
     for key in ("max_seg_len", "max_seg_num"):
         value = opts[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_integer(value, 1):
             raise ConfigError(key, "must be an integer >= 1", value)
     for key in ("boundary_temp", "boundary_temp_min"):
         if not (_number(opts[key]) and opts[key] > 0):
@@ -73,7 +73,7 @@ def check_boundary_option_values(options: Mapping[str, Any]) -> dict:
     if schedule not in BOUNDARY_SCHEDULES:
         raise ConfigError("boundary_force_schedule", f"must be one of {list(BOUNDARY_SCHEDULES)}", schedule)
     decay = opts["boundary_force_decay_updates"]
-    if not isinstance(decay, int) or isinstance(decay, bool) or decay < 0:
+    if not is_integer(decay, 0):
         raise ConfigError("boundary_force_decay_updates", "must be an integer >= 0", decay)
     if schedule != "constant":
         if decay < 1:

@@ -22,7 +22,7 @@ class RewardHead(nn.Module):
     Example:
         >>> head = RewardHead(feat_dim=8, mlp_units=16, mlp_layers=1)
         >>> logits = head(torch.randn(2, 3, 8))
-        >>> head.mean(logits).shape, float(head.mean(logits).abs().max())
+        >>> head.mean(logits).shape, float(head.mean(logits).detach().abs().max())
         (torch.Size([2, 3, 1]), 0.0)
     """
 
