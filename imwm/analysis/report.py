@@ -166,10 +166,10 @@ def format_report(result: Mapping[str, Any], *, title: str = "") -> str:
         ...          "frame_delta": np.array([np.nan, 0.0, 1.0, 0.2, 0.6])}
         >>> result = evaluate_traces([trace], percentiles=(), permutations=9)
         >>> lines = format_report(result).splitlines()
-        >>> lines[1]
+        >>> lines[0]
         '### events: reward'
         >>> # step 0 left out: READ at 2 and 4, the reward at 1 (a COPY step), periodic at 1 and 3
-        >>> lines[5]
+        >>> lines[4]
         '| 0 | 4 | 2 | 1 | 0.000 | 0.500 | 0.000 | 1.000 | 0.500 | 0.333 | 3.130 |'
     """
     lines = [f"## {title}"] if title else []
@@ -208,7 +208,7 @@ def format_report(result: Mapping[str, Any], *, title: str = "") -> str:
                          f"{r['n_pred']} / {r['n_true']} |")
         lines.append(f"\nREAD rate {truth['read_rate']:.3f}, true change rate {truth['true_rate']:.3f}; ROC AUC of the "
                      f"frame difference for the true changes {truth['frame_difference']['auc']:.3f}")
-    return "\n".join(lines)
+    return "\n".join(lines).lstrip("\n")  # without a title the text starts at the first table
 
 
 def _clean(obj: Any) -> Any:

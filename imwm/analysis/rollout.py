@@ -106,10 +106,26 @@ def heldout_moving_shapes(data_cfg: Mapping[str, Any], num_sequences: int, *, se
 
 
 def trace_slice(trace: Mapping[str, Any], start: int, stop: int | None = None) -> dict:
-    """The steps ``[start, stop)`` of every per-step array of a trace (other entries kept)."""
+    """The steps ``[start, stop)`` of every per-step entry of a trace (other entries kept).
+
+    Per step: an array or tensor whose first dim, or a list or tuple whose length, is the trace's
+    length (that of ``boundary``).
+
+    Example:
+        >>> trace = {"boundary": np.array([1, 0, 0, 1]), "read_prob": torch.tensor([0.9, 0.1, 0.2, 0.8]),
+        ...          "events": [[], ["reward"], [], []], "auc": 0.75}
+        >>> part = trace_slice(trace, 1, 3)
+        >>> part["boundary"].tolist(), part["read_prob"].tolist(), part["events"], part["auc"]
+        ([0, 0], [0.10000000149011612, 0.20000000298023224], [['reward'], []], 0.75)
+    """
     length = len(trace["boundary"])
-    return {k: (v[start:stop] if isinstance(v, np.ndarray) and v.shape[:1] == (length,) else v)
-            for k, v in trace.items()}
+
+    def per_step(v: Any) -> bool:
+        if isinstance(v, (np.ndarray, torch.Tensor)):
+            return v.ndim > 0 and v.shape[0] == length
+        return isinstance(v, (list, tuple)) and len(v) == length
+
+    return {k: (v[start:stop] if per_step(v) else v) for k, v in trace.items()}
 
 
 @torch.no_grad()

@@ -109,8 +109,11 @@ def parameter_digest(module: nn.Module) -> str:
         ...     _ = b.bias.add_(1.0)
         >>> parameter_digest(a) == parameter_digest(b)
         False
+        >>> len(parameter_digest(nn.Linear(2, 1).to(torch.bfloat16)))  # NumPy has no bfloat16: hashed as bytes
+        16
     """
     h = hashlib.sha256()
     for p in module.parameters():
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        # the raw bytes, viewed as uint8: NumPy cannot hold every torch dtype (bfloat16)
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
