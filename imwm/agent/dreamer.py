@@ -50,6 +50,47 @@ __all__ = ["DreamerAgent"]
 PRECISIONS = ("float32", "bfloat16")
 
 
+def _check_recipe(*, horizon, grad_clips, optimizer, betas, agc, agc_pmin, warmup, precision,
+                  repval_scale) -> None:
+    """One-line ``ValueError`` naming the first bad optimisation or recipe argument of :class:`DreamerAgent`."""
+    check_integer("horizon", horizon)
+    for name, clip in zip(("model", "actor", "critic"), grad_clips):
+        if not clip > 0:
+            raise ValueError(f"{name}_grad_clip must be > 0 (.inf = no clipping), got {clip}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    for name, beta in zip(("beta1", "beta2"), betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {beta}")
+    if not (math.isfinite(agc) and agc >= 0):
+        raise ValueError(f"agc must be a finite number >= 0 (0 = off), got {agc}")
+    if not (math.isfinite(agc_pmin) and agc_pmin > 0):
+        raise ValueError(f"agc_pmin must be a finite number > 0, got {agc_pmin}")
+    check_integer("warmup", warmup, 0)
+    if optimizer == "adam":  # AGC and warm-up are parts of LaProp here, as in the 2024 code
+        for name, value in (("agc", agc), ("warmup", warmup)):
+            if value:
+                raise ValueError(f"{name} must be 0 with optimizer=adam (it is a LaProp option), got {value}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if not (math.isfinite(repval_scale) and repval_scale >= 0):
+        raise ValueError(f"repval_scale must be a finite number >= 0, got {repval_scale}")
+
+
+def _check_contdisc(world_model: nn.Module, world_model_loss: nn.Module, *, contdisc: bool, gamma: float) -> None:
+    """The loss must be built on ``world_model``, with the continue target ``contdisc`` needs."""
+    if not isinstance(contdisc, bool):
+        raise ValueError(f"contdisc must be true or false, got {contdisc!r}")
+    target = getattr(world_model_loss, "continue_discount", 1.0)
+    if target != (gamma if contdisc else 1.0):
+        raise ValueError(
+            f"contdisc={contdisc} needs the world-model loss built with continue_discount="
+            f"{gamma if contdisc else 1.0} (the continue head's target), got {target}"
+        )
+    if getattr(world_model_loss, "world_model", world_model) is not world_model:
+        raise ValueError("world_model_loss must be built on the same world_model")
+
+
 class DreamerAgent(nn.Module):
     """A DreamerV3 agent around any :class:`~imwm.dynamics.Dynamics`.
 
@@ -162,82 +203,21 @@ class DreamerAgent(nn.Module):
     ) -> None:
         super().__init__()
         self.guard = NonFiniteGuard(max_nonfinite_updates)  # skipped updates, in a row and in all
-        check_integer("horizon", horizon)
-        for name, clip in (("model", model_grad_clip), ("actor", actor_grad_clip), ("critic", critic_grad_clip)):
-            if not clip > 0:
-                raise ValueError(f"{name}_grad_clip must be > 0 (.inf = no clipping), got {clip}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-        for name, beta in (("beta1", beta1), ("beta2", beta2)):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {beta}")
-        if not (math.isfinite(agc) and agc >= 0):
-            raise ValueError(f"agc must be a finite number >= 0 (0 = off), got {agc}")
-        if not (math.isfinite(agc_pmin) and agc_pmin > 0):
-            raise ValueError(f"agc_pmin must be a finite number > 0, got {agc_pmin}")
-        check_integer("warmup", warmup, 0)
-        if optimizer == "adam":  # AGC and warm-up are parts of LaProp here, as in the 2024 code
-            for name, value in (("agc", agc), ("warmup", warmup)):
-                if value:
-                    raise ValueError(f"{name} must be 0 with optimizer=adam (it is a LaProp option), got {value}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
-        if not (math.isfinite(repval_scale) and repval_scale >= 0):
-            raise ValueError(f"repval_scale must be a finite number >= 0, got {repval_scale}")
-        if not isinstance(contdisc, bool):
-            raise ValueError(f"contdisc must be true or false, got {contdisc!r}")
-        target = getattr(world_model_loss, "continue_discount", 1.0)
-        if target != (gamma if contdisc else 1.0):
-            raise ValueError(
-                f"contdisc={contdisc} needs the world-model loss built with continue_discount="
-                f"{gamma if contdisc else 1.0} (the continue head's target), got {target}"
-            )
-        self.contdisc = contdisc
-        if getattr(world_model_loss, "world_model", world_model) is not world_model:
-            raise ValueError("world_model_loss must be built on the same world_model")
-        self.world_model = world_model
-        self.actor = actor
-        self.critic = critic
+        _check_recipe(horizon=horizon, grad_clips=(model_grad_clip, actor_grad_clip, critic_grad_clip),
+                      optimizer=optimizer, betas=(beta1, beta2), agc=agc, agc_pmin=agc_pmin, warmup=warmup,
+                      precision=precision, repval_scale=repval_scale)
+        _check_contdisc(world_model, world_model_loss, contdisc=contdisc, gamma=gamma)
+        self.precision, self.contdisc = precision, contdisc
+        self.world_model, self.actor, self.critic = world_model, actor, critic
         self.horizon = int(horizon)
         self.model_grad_clip = float(model_grad_clip)
         self.actor_grad_clip = float(actor_grad_clip)
         self.critic_grad_clip = float(critic_grad_clip)
-        # the losses share the networks above; kept out of _modules so every weight appears once
-        # in state_dict, their own state is registered by name below
-        object.__setattr__(self, "world_model_loss", world_model_loss)
-        object.__setattr__(
-            self,
-            "actor_loss",
-            ActorLoss(
-                actor,
-                entropy_coef=entropy_coef,
-                retnorm_decay=retnorm_decay,
-                retnorm_low=retnorm_low,
-                retnorm_high=retnorm_high,
-                retnorm_min_scale=retnorm_min_scale,
-            ),
-        )
-        object.__setattr__(
-            self,
-            "critic_loss",
-            CriticLoss(
-                critic,
-                gamma=1.0 if contdisc else gamma,  # with contdisc the continue prediction holds gamma
-                lmbda=lmbda,
-                slow_critic_fraction=slow_critic_fraction,
-                slow_critic_scale=slow_critic_scale,
-            ),
-        )
-        self.retnorm = self.actor_loss.retnorm
-        self.slow_critic = self.critic_loss.slow_critic
-        self.repval_scale = float(repval_scale)
-        object.__setattr__(
-            self,
-            "replay_value_loss",
-            ReplayValueLoss(critic, self.slow_critic, gamma=gamma, lmbda=lmbda,
-                            slow_critic_scale=slow_critic_scale, scale=repval_scale),
-        )
+        self._attach_losses(world_model_loss, gamma=gamma, lmbda=lmbda, entropy_coef=entropy_coef,
+                            retnorm=dict(decay=retnorm_decay, low=retnorm_low, high=retnorm_high,
+                                         min_scale=retnorm_min_scale),
+                            slow_critic=dict(fraction=slow_critic_fraction, scale=slow_critic_scale),
+                            repval_scale=repval_scale)
         self._warned_repval_intrinsic = False
         self.intrinsic = None
         self.optimizer = optimizer
@@ -253,8 +233,40 @@ class DreamerAgent(nn.Module):
         # gradients over processes here; imwm.training.distributed)
         self.gradient_sync = None
         self.greedy_every = check_integer("greedy_every", greedy_every, 0)  # at build: the error names agent.greedy_every
+        self._set_up_compilation(compile, compile_scope)
+
+    def _attach_losses(self, world_model_loss: nn.Module, *, gamma: float, lmbda: float, entropy_coef: float,
+                       retnorm: dict, slow_critic: dict, repval_scale: float) -> None:
+        """The actor, critic and replay-value losses on this agent's networks.
+
+        The losses share the networks, so they are kept out of ``_modules`` (every weight appears
+        once in ``state_dict``); their own state is registered by name (``retnorm``, ``slow_critic``).
+        """
+        critic_loss = CriticLoss(
+            self.critic,
+            gamma=1.0 if self.contdisc else gamma,  # with contdisc the continue prediction holds gamma
+            lmbda=lmbda, slow_critic_fraction=slow_critic["fraction"], slow_critic_scale=slow_critic["scale"],
+        )
+        losses = {
+            "world_model_loss": world_model_loss,
+            "actor_loss": ActorLoss(self.actor, entropy_coef=entropy_coef, retnorm_decay=retnorm["decay"],
+                                    retnorm_low=retnorm["low"], retnorm_high=retnorm["high"],
+                                    retnorm_min_scale=retnorm["min_scale"]),
+            "critic_loss": critic_loss,
+            "replay_value_loss": ReplayValueLoss(self.critic, critic_loss.slow_critic, gamma=gamma, lmbda=lmbda,
+                                                 slow_critic_scale=slow_critic["scale"], scale=repval_scale),
+        }
+        for name, loss in losses.items():
+            object.__setattr__(self, name, loss)
+        self.retnorm = self.actor_loss.retnorm
+        self.slow_critic = self.critic_loss.slow_critic
+        self.repval_scale = float(repval_scale)
+
+    def _set_up_compilation(self, compile: bool | str, compile_scope: str) -> None:
+        """The update's phases and step functions, compiled as ``compile`` and ``compile_scope`` say."""
         self.compile_mode = parse_compile_mode(compile)
-        check_compile_with_boundary_grad(self.compile_mode, getattr(world_model.dynamics, "boundary_grad", None))
+        dynamics = self.world_model.dynamics
+        check_compile_with_boundary_grad(self.compile_mode, getattr(dynamics, "boundary_grad", None))
         if compile_scope not in COMPILE_SCOPES:
             raise ValueError(f"compile_scope must be one of {list(COMPILE_SCOPES)}, got {compile_scope!r}")
         self.compile_scope = compile_scope
@@ -263,10 +275,9 @@ class DreamerAgent(nn.Module):
                                 mode=self.compile_mode if name in SCOPE_PHASES[compile_scope] else "false")
             for name in SCOPE_PHASES["phase"]
         }
-        dynamics = world_model.dynamics
-        step_targets = {"encoder": (world_model.encoder, "forward"), "observe_cell": (dynamics, "observe_cell"),
+        step_targets = {"encoder": (self.world_model.encoder, "forward"), "observe_cell": (dynamics, "observe_cell"),
                         "heads_and_losses": (self.world_model_loss, "heads_and_losses"),
-                        "img_step": (dynamics, "img_step"), "actor": (actor, "forward")}
+                        "img_step": (dynamics, "img_step"), "actor": (self.actor, "forward")}
         self.steps = CompiledSteps([step_targets[name] for name in SCOPE_STEPS[compile_scope]], mode=self.compile_mode)
 
     # ------------------------------------------------------------------ state
