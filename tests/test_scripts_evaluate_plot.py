@@ -216,6 +216,25 @@ def test_vector_env_without_renderer_says_no_video(tmp_path):
     assert result["video"] is None and any("no video can be made" in line for line in lines)
 
 
+def test_evaluate_logs_the_statistics_to_wandb_without_a_video(tmp_path, monkeypatch):
+    """``--wandb`` with no video (a vector env without a renderer) still logs the return statistics."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = _fake_run(tmp_path / "run", ["env.name=gym", "env.task=imwm/SparseChain-v0", "logger=wandb"])
+    lines = []
+    result = evaluate_run(run, episodes=1, max_steps=5, wandb=True, printer=lines.append)
+    assert result["video"] is None and isinstance(result["wandb_run"], str) and result["wandb_run"]
+    assert any("no video to log; logging the return statistics only" in line for line in lines)
+    assert any(f"wandb: logged to run {result['wandb_run']}" in line for line in lines)
+    assert list((run / "wandb").glob(f"offline-run-*-{result['wandb_run']}"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    lines.clear()
+    assert evaluate_run(run, episodes=1, max_steps=5, wandb=True, printer=lines.append)["wandb_run"] is None
+    assert any("wandb: disabled" in line for line in lines)
+
+
 class _Rendered(gym.Env):
     """Vector observations and an rgb_array render that shows the step count; ends after 5 steps."""
 

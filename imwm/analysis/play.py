@@ -38,7 +38,7 @@ from imwm.analysis.terminals import EpisodeEnds, cause_for, continue_at_terminal
 from imwm.analysis.video import (FrameSource, cartpole_frame, check_video_path, choose_frame_source,
                                  default_scale, default_video_suffix, observation_frame, render_frame,
                                  write_video)
-from imwm.errors import UserError
+from imwm.errors import UserError, is_integer
 from imwm.training.evaluate import evaluate
 
 __all__ = ["LoadedAgent", "load_agent", "play_episodes", "evaluate_run", "MODES"]
@@ -222,48 +222,17 @@ def evaluate_run(run_dir: str | os.PathLike, *, episodes: int = 10, mode: str = 
         "wandb_run"}`` (and ``"continue"`` with ``terminals``).
     """
     from imwm.envs import make_env
-    from imwm.training.config import check_device
 
     say = printer or (lambda _msg: None)
-    if int(episodes) != episodes or episodes < 1:
-        raise UserError(f"--episodes must be an integer >= 1, got {episodes}")
-    if mode not in MODES:
-        raise UserError(f"--mode must be one of {sorted(MODES)}, got {mode!r}")
-    if max_frames < 1:
-        raise UserError(f"--max-frames must be >= 1, got {max_frames}")
-    if scale is not None and scale < 1:
-        raise UserError(f"--scale must be >= 1, got {scale}")
-    if fps is not None and not fps > 0:
-        raise UserError(f"--fps must be > 0, got {fps}")
-    check_device(device, "--device")
-    if video and not isinstance(video, bool):
-        check_video_path(video)  # fail before playing
+    _check_eval_args(episodes=episodes, mode=mode, max_frames=max_frames, scale=scale, fps=fps, device=device,
+                     video=video)
     loaded = load_agent(run_dir, device=device)
     cfg = loaded.config
     seed = int(cfg.get("seed", 0)) + 10_000 if seed is None else int(seed)
     max_steps = int(max_steps or cfg.get("eval_max_steps") or 27_000)
-    env_cfg = dict(cfg["env"])
-
-    video_path: Path | None = None
-    source: FrameSource | None = None
-    note = ""
-    if video:
-        probe = make_env(**env_cfg, num_envs=1, seed=seed)
-        try:
-            obs_shape, _, obs_dtype = _env_shapes(probe)
-        finally:
-            probe.close()
-        source = choose_frame_source(env_cfg, obs_shape, obs_dtype)
-        note = source.reason
-        if source.kind is None:
-            source = None
-        else:
-            if source.env_kwargs:
-                env_cfg["kwargs"] = {**(env_cfg.get("kwargs") or {}), **source.env_kwargs}
-            video_path = (Path(video) if not isinstance(video, bool) else
-                          loaded.run_dir / "videos" / f"eval-{loaded.env_steps}-{mode}{default_video_suffix()}")
-        if note:
-            say(f"[imwm] video: {note}")
+    env_cfg, source, video_path, note = _film_setup(loaded, video, mode=mode, seed=seed)
+    if note:
+        say(f"[imwm] video: {note}")
 
     say(f"[imwm] {loaded.checkpoint} (env step {loaded.env_steps}): {episodes} episode(s), {mode} actions, "
         f"seed {seed}, at most {max_steps} steps each")
@@ -277,41 +246,16 @@ def evaluate_run(run_dir: str | os.PathLike, *, episodes: int = 10, mode: str = 
                             cause=cause_for(cfg["env"]))
     finally:
         env.close()
-    returns, lengths, truncated = out["returns"], out["lengths"], out["truncated"]
-    result: dict[str, Any] = {
-        "run_dir": str(loaded.run_dir), "checkpoint": str(loaded.checkpoint), "env_step": loaded.env_steps,
-        "mode": mode, "seed": seed, "episodes": episodes, "returns": returns.tolist(),
-        "lengths": lengths.tolist(), "truncated": int(truncated.sum()),
-        "return_mean": returns.mean().item(), "return_std": returns.std(unbiased=False).item(),
-        "length_mean": lengths.mean().item(), "ends": out["ends"], "video": None, "video_note": note,
-        "wandb_run": None,
-    }
+    result = _summary(loaded, out, mode=mode, seed=seed, episodes=episodes, note=note)
     say(f"[imwm] return {result['return_mean']:.2f} +- {result['return_std']:.2f} (mean +- std over "
-        f"{episodes} episode(s); min {returns.min().item():g}, max {returns.max().item():g}); "
+        f"{episodes} episode(s); min {min(result['returns']):g}, max {max(result['returns']):g}); "
         f"length {result['length_mean']:.1f}; {result['truncated']} truncated at {max_steps} steps; "
         f"ends {result['ends']}")
     if video_path is not None:
-        if not out["frames"]:
-            raise UserError("the filmed episode produced no frames")
-        fps = fps or source.fps
-        if scale is None:
-            scale = default_scale(out["frames"][0]) if source.kind == "observation" else 1
-        write_video(out["frames"], video_path, fps=fps, scale=scale)
-        result["video"] = str(video_path)
-        capped = " (capped by --max-frames)" if len(out["frames"]) >= max_frames else ""
-        say(f"[imwm] video of episode 1 (return {returns[0].item():g}): {video_path} "
-            f"({len(out['frames'])} frames{capped}, {fps:g} fps)")
+        result["video"] = _write_film(out["frames"], video_path, source, fps=fps, scale=scale,
+                                      max_frames=max_frames, first_return=result["returns"][0], say=say)
     if wandb:
-        if video_path is None:
-            say("[imwm] wandb: no video to log; logging the return statistics only")
-        from imwm.training.logging import log_video_to_run
-
-        stats = {"evaluate/return_mean": result["return_mean"], "evaluate/return_std": result["return_std"],
-                 "evaluate/length_mean": result["length_mean"]}
-        result["wandb_run"] = log_video_to_run(loaded.run_dir, cfg, video_path, step=loaded.env_steps,
-                                               run_id=loaded.run_id, name="evaluate/video", metrics=stats)
-        say(f"[imwm] wandb: logged to run {result['wandb_run']} under {loaded.run_dir / 'wandb'}"
-            if result["wandb_run"] else "[imwm] wandb: disabled (WANDB_MODE / logger.mode), nothing logged")
+        result["wandb_run"] = _log_to_wandb(loaded, result, video_path, say)
     if terminals:
         result["continue"] = continue_at_terminals(loaded)
         for name, group in result["continue"].items():
@@ -321,3 +265,83 @@ def evaluate_run(run_dir: str | os.PathLike, *, episodes: int = 10, mode: str = 
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _check_eval_args(*, episodes, mode, max_frames, scale, fps, device, video) -> None:
+    """One-line :class:`UserError` naming the first bad option, before anything is loaded or played."""
+    from imwm.training.config import check_device
+
+    if not is_integer(episodes, 1):
+        raise UserError(f"--episodes must be an integer >= 1, got {episodes}")
+    if mode not in MODES:
+        raise UserError(f"--mode must be one of {sorted(MODES)}, got {mode!r}")
+    if max_frames < 1:
+        raise UserError(f"--max-frames must be >= 1, got {max_frames}")
+    if scale is not None and scale < 1:
+        raise UserError(f"--scale must be >= 1, got {scale}")
+    if fps is not None and not fps > 0:
+        raise UserError(f"--fps must be > 0, got {fps}")
+    check_device(device, "--device")
+    if video and not isinstance(video, bool):
+        check_video_path(video)
+
+
+def _film_setup(loaded, video, *, mode: str, seed: int) -> tuple[dict, FrameSource | None, Path | None, str]:
+    """The env config to play with, the frame source and video path (None: no film), and why."""
+    from imwm.envs import make_env
+
+    env_cfg = dict(loaded.config["env"])
+    if not video:
+        return env_cfg, None, None, ""
+    probe = make_env(**env_cfg, num_envs=1, seed=seed)
+    try:
+        obs_shape, _, obs_dtype = _env_shapes(probe)
+    finally:
+        probe.close()
+    source = choose_frame_source(env_cfg, obs_shape, obs_dtype)
+    if source.kind is None:
+        return env_cfg, None, None, source.reason
+    if source.env_kwargs:  # e.g. rgb_array rendering
+        env_cfg["kwargs"] = {**(env_cfg.get("kwargs") or {}), **source.env_kwargs}
+    path = (Path(video) if not isinstance(video, bool) else
+            loaded.run_dir / "videos" / f"eval-{loaded.env_steps}-{mode}{default_video_suffix()}")
+    return env_cfg, source, path, source.reason
+
+
+def _summary(loaded, out: dict, *, mode: str, seed: int, episodes: int, note: str) -> dict[str, Any]:
+    returns, lengths = out["returns"], out["lengths"]
+    return {
+        "run_dir": str(loaded.run_dir), "checkpoint": str(loaded.checkpoint), "env_step": loaded.env_steps,
+        "mode": mode, "seed": seed, "episodes": episodes, "returns": returns.tolist(),
+        "lengths": lengths.tolist(), "truncated": int(out["truncated"].sum()),
+        "return_mean": returns.mean().item(), "return_std": returns.std(unbiased=False).item(),
+        "length_mean": lengths.mean().item(), "ends": out["ends"], "video": None, "video_note": note,
+        "wandb_run": None,
+    }
+
+
+def _write_film(frames: list, path: Path, source: FrameSource, *, fps, scale, max_frames: int,
+                first_return: float, say) -> str:
+    if not frames:
+        raise UserError("the filmed episode produced no frames")
+    fps = fps or source.fps
+    if scale is None:
+        scale = default_scale(frames[0]) if source.kind == "observation" else 1
+    write_video(frames, path, fps=fps, scale=scale)
+    capped = " (capped by --max-frames)" if len(frames) >= max_frames else ""
+    say(f"[imwm] video of episode 1 (return {first_return:g}): {path} ({len(frames)} frames{capped}, {fps:g} fps)")
+    return str(path)
+
+
+def _log_to_wandb(loaded, result: dict, video_path: Path | None, say) -> str | None:
+    """The video (if any) and the return statistics, into the run's own wandb run."""
+    from imwm.training.logging import log_video_to_run
+
+    if video_path is None:
+        say("[imwm] wandb: no video to log; logging the return statistics only")
+    stats = {f"evaluate/{k}": result[k] for k in ("return_mean", "return_std", "length_mean")}
+    run = log_video_to_run(loaded.run_dir, loaded.config, video_path, step=loaded.env_steps,
+                           run_id=loaded.run_id, name="evaluate/video", metrics=stats)
+    say(f"[imwm] wandb: logged to run {run} under {loaded.run_dir / 'wandb'}"
+        if run else "[imwm] wandb: disabled (WANDB_MODE / logger.mode), nothing logged")
+    return run
