@@ -7,7 +7,7 @@ import torch
 from imwm.errors import ConfigError
 from imwm.training.build_model import build_dynamics
 from imwm.training.vta_run import _optimizer
-from imwm.vta import VTADynamics, VTASequenceModel
+from imwm.vta import VTADynamics, VTAOriginal, VTASequenceModel
 from imwm.vta.frame_change import FrameChangeEncoder
 
 SIZES = dict(abs_belief_dim=8, obs_belief_dim=8, abs_stoch_dim=2, obs_stoch_dim=2, hidden=8, boundary_hidden=8)
@@ -64,6 +64,20 @@ def test_sequence_model_trains_the_view(grad):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
     assert VTASequenceModel(image_size=16, cnn_depth=2, embed_dim=8, **SIZES).frame_change is None
+
+
+@pytest.mark.parametrize("grad", ["straight_through", "local"])
+def test_original_variant_trains_the_view(grad):
+    torch.manual_seed(0)
+    model = VTAOriginal(image_size=16, cnn_depth=2, embed_dim=8, belief_dim=8, state_dim=2, hidden_dim=8,
+                        boundary_pixel_view=4, boundary_grad=grad, boundary_force_scale=0.0)
+    assert model.post_boundary.in_dim == 12 and model.frame_change.features == 4
+    model(torch.randint(0, 256, (3, 6, 3, 16, 16), dtype=torch.uint8))["loss"].backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.frame_change.parameters()) > 0
+    assert VTAOriginal(image_size=16, cnn_depth=2, embed_dim=8, belief_dim=8, state_dim=2,
+                       hidden_dim=8).frame_change is None
+    with pytest.raises(ValueError, match="boundary_pixel_view must be an integer >= 0"):
+        VTAOriginal(image_size=16, boundary_pixel_view=-2)
 
 
 def test_the_view_learns_at_the_detector_rate():

@@ -83,8 +83,8 @@ def _check_vta(dynamics_cfg: Mapping) -> None:
     with config_keys("dynamics"):
         check_boundary_option_values({k: v for k, v in dynamics_cfg.items() if k in BOUNDARY_OPTION_DEFAULTS})
     if dynamics_cfg.get("boundary_pixel_view", 0) != 0:  # the agent's world model has no frame-change encoder yet
-        raise ConfigError("dynamics.boundary_pixel_view", "must be 0 in the agent (only train_vta.py vta=dreamer "
-                          "gives the detector a frame-change view)", dynamics_cfg["boundary_pixel_view"])
+        raise ConfigError("dynamics.boundary_pixel_view", "must be 0 in the agent (only train_vta.py's models "
+                          "give the detector a frame-change view)", dynamics_cfg["boundary_pixel_view"])
 
 
 def _build_vta(dynamics_cfg: dict, *, action_dim: int, embed_dim: int):

@@ -6,7 +6,9 @@ change is small in pixels and does not matter much to the reconstruction (a colo
 small moving object), the embeddings may not separate it from motion, and the detector ranks
 changes at chance although the raw frame difference ranks them well. This encoder gives the
 detector a second input it trains itself (no reconstruction shapes it): a small strided CNN over
-the absolute frame difference, pooled over space.
+the absolute frame difference, pooled over space. Both variants take it
+(``boundary_pixel_view``: :class:`~imwm.vta.original.VTAOriginal` and
+:class:`~imwm.vta.sequence_model.VTASequenceModel`); the agent's world model does not feed it yet.
 
 On three frozen ``appearance`` models (trained 4,000 updates with the causal, locally trained,
 batch-normalised detector reading embedding differences) a fresh detector that also read 16 such

@@ -34,7 +34,9 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import Tensor, nn
 
+from imwm.errors import check_integer
 from imwm.vta.boundary import boundary_sample, log_density_concrete, rate_prior_kl, regularize_boundary
+from imwm.vta.frame_change import FrameChangeEncoder
 from imwm.vta.local_gradient import BOUNDARY_GRADS, add_local_gradient, check_boundary_grad
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
 from imwm.vta.options import BoundaryOptions
@@ -125,6 +127,9 @@ class VTAOriginal(BoundaryOptions):
         boundary_causal: the detector sees only ``embed[: t + 1]`` for step ``t`` (two steps back per
             block) instead of a window centred on ``t``, so its READ probability at ``t`` does not
             depend on frames after ``t`` (in eval mode: in training its BatchNorm mixes all steps).
+        boundary_pixel_view: the detector also reads that many features of the frame change
+            ``|x_t - x_{t-1}|`` from its own small CNN (:class:`~imwm.vta.frame_change.FrameChangeEncoder`);
+            0 (default): it reads ``embed`` only.
         boundary_grad: ``"straight_through"`` (the paper's): the cost's gradient reaches the
             detector through the sampled READ flags. ``"local"``: the flags carry no gradient;
             instead, in training mode with gradients enabled and no ``boundary`` forced, ``loss``
@@ -173,6 +178,7 @@ class VTAOriginal(BoundaryOptions):
         boundary_layers: int = 2,
         boundary_diff: bool = False,
         boundary_causal: bool = False,
+        boundary_pixel_view: int = 0,
         boundary_grad: str = "straight_through",
         obs_std: float = 1.0,
         obs_feedback: bool = True,
@@ -194,9 +200,11 @@ class VTAOriginal(BoundaryOptions):
         self.abs_post_fwd = nn.GRUCell(embed_dim, belief_dim)
         self.abs_post_bwd = nn.GRUCell(embed_dim, belief_dim)
         self.obs_post_fwd = nn.GRUCell(embed_dim, belief_dim)
+        view = check_integer("boundary_pixel_view", boundary_pixel_view, 0)
+        self.frame_change = FrameChangeEncoder(channels=channels, features=view) if view else None
         self.post_boundary = PostBoundaryDetector(
-            embed_dim, hidden_dim=hidden_dim, num_layers=boundary_layers, flavour="original", diff=boundary_diff,
-            causal=boundary_causal,
+            embed_dim + view, hidden_dim=hidden_dim, num_layers=boundary_layers, flavour="original",
+            diff=boundary_diff, causal=boundary_causal,
         )
         # generative model
         ld = dict(hidden_dim=hidden_dim, flavour="original")
@@ -243,7 +251,8 @@ class VTAOriginal(BoundaryOptions):
     def _posterior(self, frames: Tensor, forced: Tensor | None = None) -> dict:
         B, T = frames.shape[:2]
         embed = self.encoder(frames.flatten(0, 1)).view(B, T, -1)
-        post_logits = self.post_boundary(embed)
+        view = [] if self.frame_change is None else [self.frame_change(frames)]
+        post_logits = self.post_boundary(torch.cat([embed, *view], -1))
         boundary, log_sample = boundary_sample(post_logits, self.current_temp, sample=self.training)
         if self.boundary_grad == "local":  # the detector learns from local_boundary_loss instead
             boundary = boundary.detach()
