@@ -113,9 +113,11 @@ def log_video_to_run(run_dir: str | os.PathLike, config: Mapping[str, Any], vide
 
     Example:
         >>> import os, tempfile
-        >>> os.environ["WANDB_MODE"] = "disabled"  # offline writes files; disabled only checks the call
-        >>> log_video_to_run(tempfile.mkdtemp(), {"run_name": "r", "logger": {}}, None, step=300,
-        ...                  metrics={"eval/return": 12.0}) is None
+        >>> from unittest import mock
+        >>> with tempfile.TemporaryDirectory() as run, mock.patch.dict(os.environ, {"WANDB_MODE": "disabled"}):
+        ...     # offline writes files; disabled only checks the call
+        ...     log_video_to_run(run, {"run_name": "r", "logger": {}}, None, step=300,
+        ...                      metrics={"eval/return": 12.0}) is None
         True
     """
     logger_cfg = dict(config.get("logger") or {})
