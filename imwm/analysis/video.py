@@ -17,9 +17,11 @@ Example:
     >>> frames = [cartpole_frame(np.array([x, 0.0, 0.1, 0.0])) for x in (-1.0, 0.0, 1.0)]
     >>> frames[0].shape, frames[0].dtype
     ((400, 600, 3), dtype('uint8'))
-    >>> path = write_video(frames, os.path.join(tempfile.mkdtemp(), "cart.gif"), fps=10)
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_video(frames, os.path.join(tmp.name, "cart.gif"), fps=10)
     >>> path.suffix, path.stat().st_size > 0
     ('.gif', True)
+    >>> tmp.cleanup()
 """
 from __future__ import annotations
 

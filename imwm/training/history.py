@@ -50,11 +50,13 @@ def record_config(run_dir: str | os.PathLike, plain: dict, saved: dict | None, *
 
     Example:
         >>> import tempfile
-        >>> folder = Path(tempfile.mkdtemp())
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> folder = Path(tmp.name)
         >>> _ = record_config(folder, {"seed": 0}, None)
         >>> _ = record_config(folder, {"seed": 1}, {"seed": 0}, env_step=100)
         >>> sorted(p.name for p in folder.iterdir())
         ['config.changes-1.yaml', 'config.yaml']
+        >>> tmp.cleanup()
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

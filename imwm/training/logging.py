@@ -16,13 +16,15 @@ logged as media (:meth:`RunLogger.log_video`, :func:`log_video_to_run`).
 
 Example:
     >>> import tempfile
-    >>> log = RunLogger(tempfile.mkdtemp(), backend="none", project="imwm", mode="offline",
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> log = RunLogger(tmp.name, backend="none", project="imwm", mode="offline",
     ...                 run_name="demo", total_env_steps=100, progress=False)
     >>> log.log({"train/loss": 1.5}, 50)
     >>> log.log({"eval/return": 20.0}, 50)  # same step: same row
     >>> print(log.metrics_path.read_text().strip())
     env_step,eval/return,train/loss
     50,20.0,1.5
+    >>> log.close(); tmp.cleanup()
 """
 from __future__ import annotations
 
@@ -174,11 +176,13 @@ class RunLogger:
 
     Example:
         >>> import tempfile
-        >>> log = RunLogger(tempfile.mkdtemp(), backend="none", project="imwm", mode="offline",
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> log = RunLogger(tmp.name, backend="none", project="imwm", mode="offline",
         ...                 run_name="r", total_env_steps=100, progress=False)
         >>> log.log({"train/loss": 1.5, "eval/return": float("nan")}, 20)
         >>> log.metrics_path.read_text().splitlines()
         ['env_step,eval/return,train/loss', '20,nan,1.5']
+        >>> log.close(); tmp.cleanup()
     """
 
     def __init__(self, run_dir: str | os.PathLike, *, backend: str, project: str | None, mode: str,
