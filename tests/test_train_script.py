@@ -63,6 +63,9 @@ def test_debug_run_then_resume_continues_the_step_counter(tmp_path):
     forced = train(tmp_path, "total_env_steps=300", "agent.entropy_coef=1e-3", "resume=true")
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert "resumed" in forced.stdout and "nothing to train" in forced.stdout
+    # its summary reports the run's last evaluation, kept in the checkpoint (not NaN)
+    last = float([r for r in rows(run / "metrics.csv") if r.get("eval/return")][-1]["eval/return"])
+    assert f"last eval return: {last:.1f}" in forced.stdout
     record = (run / "config.changes-2.yaml").read_text()
     assert "agent.entropy_coef: 0.0003 -> 0.001" in record
     # ... and resume=false refuses any checkpoint.

@@ -201,6 +201,8 @@ class Trainer:
             self.intrinsic.load_optimizer_state_dict(saved["intrinsic_optimizer"])
         self.layout.load_state_dict(saved["layout"])
         self.counters.update(saved["counters"])
+        if saved.get("eval_return") is not None:  # absent from checkpoints written before it was kept
+            self.eval_return = float(saved["eval_return"])
         set_rng_state(saved["rng"])
         print(f"[imwm] resumed {path} at env step {self.counters['env_steps']}, "
               f"update {self.counters['updates']} (env episodes restart)")
@@ -327,6 +329,8 @@ class Trainer:
             "rng": rng_state(),
             "config": self.plain,
             "logger": {"run_id": self.log.run_id if self.log is not None else None},
+            # the summary line of a resumed run reports it; None (never NaN) before the first evaluation
+            "eval_return": self.eval_return if math.isfinite(self.eval_return) else None,
         }
         return self.store.save(state, self.buffer)
 
