@@ -27,7 +27,7 @@ def test_encoder_sees_only_the_change():
     assert differs == [False, False, False, False, True, False]
     with pytest.raises(ValueError, match=r"frames must be \[B, T, 3, H, W\]"):
         enc(torch.zeros(2, 6, 1, 16, 16))
-    with pytest.raises(ValueError, match="must be >= 1"):
+    with pytest.raises(ValueError, match="features must be an integer >= 1, got 0"):
         FrameChangeEncoder(channels=3, features=0)
 
 

@@ -155,7 +155,7 @@ def _check_section(name: str, node: Any, rules: Mapping) -> None:
         rule, minimum = rules[key]
         full = f"{name}.{key}"
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if rule == "int" and (not is_integer(value, minimum)):
+        if rule == "int" and not is_integer(value, minimum):
             raise ConfigError(full, f"must be an integer >= {minimum}", value)
         if rule == "positive" and not (number and math.isfinite(value) and value > 0):
             raise ConfigError(full, "must be a finite number > 0", value)

@@ -251,8 +251,8 @@ class VTAOriginal(BoundaryOptions):
     def _posterior(self, frames: Tensor, forced: Tensor | None = None) -> dict:
         B, T = frames.shape[:2]
         embed = self.encoder(frames.flatten(0, 1)).view(B, T, -1)
-        view = [] if self.frame_change is None else [self.frame_change(frames)]
-        post_logits = self.post_boundary(torch.cat([embed, *view], -1))
+        detector_in = embed if self.frame_change is None else torch.cat([embed, self.frame_change(frames)], -1)
+        post_logits = self.post_boundary(detector_in)
         boundary, log_sample = boundary_sample(post_logits, self.current_temp, sample=self.training)
         if self.boundary_grad == "local":  # the detector learns from local_boundary_loss instead
             boundary = boundary.detach()
