@@ -15,7 +15,7 @@ from tensordict import TensorDict
 
 from imwm.agent import Actor, Critic
 from imwm.configs import CONFIG_DIR
-from imwm.nn.optim import LaProp
+from imwm.nn.optim import LaProp, check_laprop_options
 from imwm.objectives import ReplayValueLoss, replay_lambda_return
 from imwm.training.build_model import build_agent
 from imwm.training.config import validate_config
@@ -333,3 +333,16 @@ def test_bad_recipe_keys_are_named(kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         tiny_agent(**kwargs)
 
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(betas=(1.0, 0.9)), "beta1 must be a number in"), (dict(betas=(0.9, -0.1)), "beta2 must be a number in"),
+    (dict(betas=(0.9,)), "betas must be two numbers"), (dict(agc=float("nan")), "agc must be a finite number"),
+    (dict(agc_pmin=0.0), "agc_pmin must be"), (dict(warmup=2.0), "warmup must be an integer"),
+])
+def test_one_check_of_the_laprop_options_names_the_key(kwargs, message):
+    options = dict(betas=(0.9, 0.999), agc=0.3, agc_pmin=1e-3, warmup=10) | kwargs
+    with pytest.raises(ValueError, match=f"^{message}"):
+        check_laprop_options(**options)
+    with pytest.raises(ValueError, match=f"^LaProp {message}"):  # the optimiser runs the same check
+        LaProp([torch.nn.Parameter(torch.zeros(1))], **options)

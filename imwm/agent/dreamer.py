@@ -40,6 +40,7 @@ from imwm.agent.imagine import imagine
 from imwm.agent.optimization import OPTIMIZERS, NonFiniteGuard, guarded_step, make_optimizer
 from imwm.agent.policy import DreamerPolicy
 from imwm.errors import check_integer
+from imwm.nn.optim import check_laprop_options
 from imwm.objectives.actor import ActorLoss
 from imwm.objectives.critic import CriticLoss
 from imwm.objectives.replay_value import ReplayValueLoss
@@ -59,14 +60,7 @@ def _check_recipe(*, horizon, grad_clips, optimizer, betas, agc, agc_pmin, warmu
             raise ValueError(f"{name}_grad_clip must be > 0 (.inf = no clipping), got {clip}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-    for name, beta in zip(("beta1", "beta2"), betas):
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {beta}")
-    if not (math.isfinite(agc) and agc >= 0):
-        raise ValueError(f"agc must be a finite number >= 0 (0 = off), got {agc}")
-    if not (math.isfinite(agc_pmin) and agc_pmin > 0):
-        raise ValueError(f"agc_pmin must be a finite number > 0, got {agc_pmin}")
-    check_integer("warmup", warmup, 0)
+    check_laprop_options(betas=betas, agc=agc, agc_pmin=agc_pmin, warmup=warmup)
     if optimizer == "adam":  # AGC and warm-up are parts of LaProp here, as in the 2024 code
         for name, value in (("agc", agc), ("warmup", warmup)):
             if value:

@@ -28,7 +28,34 @@ from torch import Tensor
 
 from imwm.errors import check_integer
 
-__all__ = ["LaProp"]
+__all__ = ["LaProp", "check_laprop_options"]
+
+
+def check_laprop_options(*, betas, agc: float, agc_pmin: float, warmup: int, prefix: str = "") -> None:
+    """One-line ``ValueError`` naming the first bad momentum, AGC or warm-up option.
+
+    The one check of these options: :class:`LaProp` runs it with ``prefix="LaProp "``, the agent
+    with no prefix, so that its message names the config key (``beta1``, ``agc``, ...) even where
+    LaProp is never built (``optimizer=adam`` takes the betas too).
+
+    Example:
+        >>> check_laprop_options(betas=(0.9, 0.999), agc=0.3, agc_pmin=1e-3, warmup=1000)
+        >>> check_laprop_options(betas=(0.9, 1.0), agc=0.3, agc_pmin=1e-3, warmup=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: beta2 must be a number in [0, 1), got 1.0
+    """
+    if len(betas) != 2:
+        raise ValueError(f"{prefix}betas must be two numbers (beta1, beta2), got {betas}")
+    for name, beta in zip(("beta1", "beta2"), betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"{prefix}{name} must be a number in [0, 1), got {beta}")
+    if not (math.isfinite(agc) and agc >= 0):
+        raise ValueError(f"{prefix}agc must be a finite number >= 0 (0 = off), got {agc}")
+    if not (math.isfinite(agc_pmin) and agc_pmin > 0):
+        # 0 would freeze every zero-initialised tensor: its AGC limit would be 0
+        raise ValueError(f"{prefix}agc_pmin must be a finite number > 0, got {agc_pmin}")
+    check_integer(f"{prefix}warmup", warmup, 0)
 
 
 class LaProp(torch.optim.Optimizer):
@@ -85,16 +112,9 @@ class LaProp(torch.optim.Optimizer):
     ) -> None:
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"LaProp lr must be a finite number > 0, got {lr}")
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"LaProp betas must be two numbers in [0, 1), got {betas}")
         if not (math.isfinite(eps) and eps > 0):
             raise ValueError(f"LaProp eps must be a finite number > 0, got {eps}")
-        if not (math.isfinite(agc) and agc >= 0):
-            raise ValueError(f"LaProp agc must be a finite number >= 0 (0 = off), got {agc}")
-        if not (math.isfinite(agc_pmin) and agc_pmin > 0):
-            # 0 would freeze every zero-initialised tensor: its AGC limit would be 0
-            raise ValueError(f"LaProp agc_pmin must be a finite number > 0, got {agc_pmin}")
-        check_integer("LaProp warmup", warmup, 0)
+        check_laprop_options(betas=betas, agc=agc, agc_pmin=agc_pmin, warmup=warmup, prefix="LaProp ")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, agc=agc, agc_pmin=agc_pmin, warmup=int(warmup))
         super().__init__(params, defaults)
 
