@@ -58,7 +58,7 @@ if __name__ == "__main__" and "GLIBC_TUNABLES" not in os.environ and "--no-reexe
 import torch  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 
-from imwm.agent.compile import COMPILE_SCOPES  # noqa: E402
+from imwm.agent.compile import COMPILE_SCOPES, parse_compile_mode  # noqa: E402
 
 OBS_SHAPE = (3, 64, 64)
 LAPTOP_OBS_SHAPE = (4,)  # preset=laptop trains on CartPole-v1
@@ -140,109 +140,138 @@ class ImwmUpdate:
 
 
 # ----------------------------------------------------------------------------- TorchRL
+def _torchrl_rssm(model: dict, action_dim: int, embed: int):
+    """The prior and posterior nets, and the rollout that runs them over a sequence."""
+    from tensordict.nn import TensorDictModule as Mod
+    from torchrl.modules import RSSMPosteriorV3, RSSMPriorV3, RSSMRolloutV3
+
+    deter, hidden = model["deter"], model["hidden"]
+    stoch, classes = model["stoch"], model["classes"]
+    prior_net = RSSMPriorV3(
+        action_shape=torch.Size([action_dim]), hidden_dim=hidden, rnn_hidden_dim=deter,
+        num_categoricals=stoch, num_classes=classes, action_dim=action_dim, unimix=0.01,
+        recurrent_model="block_gru", num_blocks=8, num_layers=1, prior_num_layers=2,
+    )
+    posterior_net = RSSMPosteriorV3(
+        hidden_dim=hidden, num_categoricals=stoch, num_classes=classes, rnn_hidden_dim=deter,
+        obs_embed_dim=embed, unimix=0.01, use_rms_norm=True, num_layers=1,
+    )
+    rollout = RSSMRolloutV3(
+        Mod(prior_net, in_keys=["state", "belief", "action"],
+            out_keys=[("next", "prior_logits"), ("next", "state"), ("next", "belief")]),
+        Mod(posterior_net, in_keys=[("next", "belief"), ("next", "encoded_latents")],
+            out_keys=[("next", "posterior_logits"), ("next", "state")]),
+        reset_key="is_init",
+    )
+    return prior_net, rollout
+
+
+def _torchrl_world_model(model: dict, action_dim: int):
+    """The world model, and the nets imagination shares with it: (prior, reward head, two-hot, continue head)."""
+    from tensordict.nn import TensorDictModule as Mod
+    from tensordict.nn import TensorDictSequential as Seq
+    from torchrl.modules import DreamerV3ImageDecoder, DreamerV3ImageEncoder, DreamerV3MLP, SymExpTwoHot
+
+    depth, units, layers = model["cnn_depth"], model["mlp_units"], model["mlp_layers"]
+    feat = model["stoch"] * model["classes"] + model["deter"]
+    mults = (1, 2, 4, 8)  # the paper's CNN channels: depth * (1, 2, 4, 8), as on our side
+    encoder = DreamerV3ImageEncoder(OBS_SHAPE[0], depth=depth, mults=mults, kernel_size=5)
+    prior_net, rollout = _torchrl_rssm(model, action_dim, encoder.output_features(OBS_SHAPE))
+    decoder = DreamerV3ImageDecoder(
+        in_features=feat, image_shape=OBS_SHAPE, depth=depth, mults=mults, kernel_size=5, num_blocks=8
+    )
+    reward_net = DreamerV3MLP(feat, 255, depth=layers, num_cells=units, outscale=0.0)
+    two_hot = SymExpTwoHot(255)
+    continue_net = DreamerV3MLP(feat, 1, depth=layers, num_cells=units)
+    world_model = Seq(
+        Mod(encoder, in_keys=[("next", "pixels")], out_keys=[("next", "encoded_latents")]),
+        rollout,
+        Mod(decoder, in_keys=[("next", "state"), ("next", "belief")], out_keys=[("next", "reco_pixels")]),
+        Mod(reward_net, in_keys=[("next", "belief"), ("next", "state")], out_keys=[("next", "reward_logits")]),
+        Mod(two_hot, in_keys=[("next", "reward_logits")], out_keys=[("next", "reward")]),
+        Mod(continue_net, in_keys=[("next", "belief"), ("next", "state")], out_keys=[("next", "continue_pred")]),
+    )
+    return world_model, (prior_net, reward_net, two_hot, continue_net)
+
+
+def _torchrl_behaviour(model: dict, action_dim: int):
+    """The actor and the two-hot critic, on the world model's features."""
+    from tensordict.nn import TensorDictModule as Mod
+    from tensordict.nn import TensorDictSequential as Seq
+    from torchrl.modules import DreamerV3DiscreteActor, DreamerV3MLP, SymExpTwoHot
+
+    units, layers = model["mlp_units"], model["mlp_layers"]
+    feat = model["stoch"] * model["classes"] + model["deter"]
+    actor = DreamerV3DiscreteActor(feat, action_dim, depth=layers, num_cells=units, unimix=0.01)
+    value = Seq(
+        Mod(DreamerV3MLP(feat, 255, depth=layers, num_cells=units, outscale=0.0),
+            in_keys=["belief", "state"], out_keys=["state_value_logits"]),
+        Mod(SymExpTwoHot(255), in_keys=["state_value_logits"], out_keys=["state_value"]),
+    )
+    return actor, value
+
+
+def _torchrl_imagination(model: dict, action_dim: int, prior_net, reward_net, two_hot, continue_net):
+    """The ``DreamerEnv`` the actor loss imagines in, and the continuation model it discounts with."""
+    from tensordict.nn import TensorDictModule as Mod
+    from tensordict.nn import TensorDictSequential as Seq
+    from torchrl.data import Composite, OneHot, Unbounded
+    from torchrl.envs.model_based.dreamer import DreamerEnv
+    from torchrl.modules import WorldModelWrapper
+
+    state_dim, deter = model["stoch"] * model["classes"], model["deter"]
+    imagination = WorldModelWrapper(
+        Seq(Mod(prior_net, in_keys=["state", "belief", "action"], out_keys=["_", "state", "belief"])),
+        Seq(
+            Mod(reward_net, in_keys=["belief", "state"], out_keys=["reward_logits"]),
+            Mod(two_hot, in_keys=["reward_logits"], out_keys=["reward"]),
+        ),
+    )
+    continuation = Seq(
+        Mod(continue_net, in_keys=["belief", "state"], out_keys=["continue_logits"]),
+        Mod(torch.nn.Sigmoid(), in_keys=["continue_logits"], out_keys=["continuation"]),
+    )
+    mb_env = DreamerEnv(world_model=imagination, prior_shape=torch.Size([state_dim]),
+                        belief_shape=torch.Size([deter]))
+    mb_env.action_spec = OneHot(action_dim)
+    mb_env.reward_spec = Unbounded(shape=(1,))
+    mb_env.state_spec = Composite(state=Unbounded(shape=(state_dim,)), belief=Unbounded(shape=(deter,)))
+    mb_env.observation_spec = mb_env.state_spec.clone()
+    return mb_env, continuation
+
+
+def _torchrl_losses(world_model, actor, value, mb_env, continuation, horizon: int):
+    """World-model, actor and value losses with DreamerV3's coefficients."""
+    from torchrl.objectives import DreamerV3ActorLoss, DreamerV3ModelLoss, DreamerV3ValueLoss
+    from torchrl.objectives.utils import ValueEstimators
+
+    model_loss = DreamerV3ModelLoss(
+        world_model, num_reward_bins=255, free_bits=1.0, kl_mode="separate", lambda_dynamic=0.5,
+        lambda_representation=0.1, unimix=0.01, lambda_continue=1.0, reco_symlog=False,
+    )
+    actor_loss = DreamerV3ActorLoss(
+        actor, value, mb_env, continuation_model=continuation, imagination_horizon=horizon,
+        use_reinforce=True,
+    )
+    actor_loss.make_value_estimator(ValueEstimators.TDLambda, gamma=0.997, lmbda=0.95)
+    value_loss = DreamerV3ValueLoss(value, value_loss="two_hot", actor_loss=actor_loss,
+                                    slow_critic_regularization=1.0)
+    return model_loss, actor_loss, value_loss
+
+
 class TorchRLUpdate:
     """The same update built from TorchRL 0.14.1's DreamerV3 modules and losses."""
 
     def __init__(self, model: dict, action_dim: int, batch: int, length: int, horizon: int, seed: int,
                  precision: str = "float32"):
-        from tensordict.nn import TensorDictModule as Mod
-        from tensordict.nn import TensorDictSequential as Seq
-        from torchrl.data import Composite, OneHot, Unbounded
-        from torchrl.envs.model_based.dreamer import DreamerEnv
-        from torchrl.modules import (
-            DreamerV3DiscreteActor,
-            DreamerV3ImageDecoder,
-            DreamerV3ImageEncoder,
-            DreamerV3MLP,
-            RSSMPosteriorV3,
-            RSSMPriorV3,
-            RSSMRolloutV3,
-            SymExpTwoHot,
-            WorldModelWrapper,
-        )
-        from torchrl.objectives import (
-            DreamerV3ActorLoss,
-            DreamerV3Loss,
-            DreamerV3ModelLoss,
-            DreamerV3ValueLoss,
-            SoftUpdate,
-        )
-        from torchrl.objectives.utils import ValueEstimators
+        from torchrl.objectives import DreamerV3Loss, SoftUpdate
 
+        # weights are drawn in construction order: reordering the builders below changes them
         torch.manual_seed(seed)
-        deter, hidden = model["deter"], model["hidden"]
-        stoch, classes = model["stoch"], model["classes"]
-        depth, units, layers = model["cnn_depth"], model["mlp_units"], model["mlp_layers"]
-        state_dim = stoch * classes
-        feat = state_dim + deter
-        mults = (1, 2, 4, 8)  # the paper's CNN channels: depth * (1, 2, 4, 8), as on our side
-        encoder = DreamerV3ImageEncoder(OBS_SHAPE[0], depth=depth, mults=mults, kernel_size=5)
-        embed = encoder.output_features(OBS_SHAPE)
-        prior_net = RSSMPriorV3(
-            action_shape=torch.Size([action_dim]), hidden_dim=hidden, rnn_hidden_dim=deter,
-            num_categoricals=stoch, num_classes=classes, action_dim=action_dim, unimix=0.01,
-            recurrent_model="block_gru", num_blocks=8, num_layers=1, prior_num_layers=2,
-        )
-        posterior_net = RSSMPosteriorV3(
-            hidden_dim=hidden, num_categoricals=stoch, num_classes=classes, rnn_hidden_dim=deter,
-            obs_embed_dim=embed, unimix=0.01, use_rms_norm=True, num_layers=1,
-        )
-        rollout = RSSMRolloutV3(
-            Mod(prior_net, in_keys=["state", "belief", "action"],
-                out_keys=[("next", "prior_logits"), ("next", "state"), ("next", "belief")]),
-            Mod(posterior_net, in_keys=[("next", "belief"), ("next", "encoded_latents")],
-                out_keys=[("next", "posterior_logits"), ("next", "state")]),
-            reset_key="is_init",
-        )
-        decoder = DreamerV3ImageDecoder(
-            in_features=feat, image_shape=OBS_SHAPE, depth=depth, mults=mults, kernel_size=5, num_blocks=8
-        )
-        reward_net = DreamerV3MLP(feat, 255, depth=layers, num_cells=units, outscale=0.0)
-        two_hot = SymExpTwoHot(255)
-        continue_net = DreamerV3MLP(feat, 1, depth=layers, num_cells=units)
-        world_model = Seq(
-            Mod(encoder, in_keys=[("next", "pixels")], out_keys=[("next", "encoded_latents")]),
-            rollout,
-            Mod(decoder, in_keys=[("next", "state"), ("next", "belief")], out_keys=[("next", "reco_pixels")]),
-            Mod(reward_net, in_keys=[("next", "belief"), ("next", "state")], out_keys=[("next", "reward_logits")]),
-            Mod(two_hot, in_keys=[("next", "reward_logits")], out_keys=[("next", "reward")]),
-            Mod(continue_net, in_keys=[("next", "belief"), ("next", "state")], out_keys=[("next", "continue_pred")]),
-        )
-        imagination = WorldModelWrapper(
-            Seq(Mod(prior_net, in_keys=["state", "belief", "action"], out_keys=["_", "state", "belief"])),
-            Seq(
-                Mod(reward_net, in_keys=["belief", "state"], out_keys=["reward_logits"]),
-                Mod(two_hot, in_keys=["reward_logits"], out_keys=["reward"]),
-            ),
-        )
-        continuation = Seq(
-            Mod(continue_net, in_keys=["belief", "state"], out_keys=["continue_logits"]),
-            Mod(torch.nn.Sigmoid(), in_keys=["continue_logits"], out_keys=["continuation"]),
-        )
-        actor = DreamerV3DiscreteActor(feat, action_dim, depth=layers, num_cells=units, unimix=0.01)
-        value = Seq(
-            Mod(DreamerV3MLP(feat, 255, depth=layers, num_cells=units, outscale=0.0),
-                in_keys=["belief", "state"], out_keys=["state_value_logits"]),
-            Mod(SymExpTwoHot(255), in_keys=["state_value_logits"], out_keys=["state_value"]),
-        )
-        mb_env = DreamerEnv(world_model=imagination, prior_shape=torch.Size([state_dim]),
-                            belief_shape=torch.Size([deter]))
-        mb_env.action_spec = OneHot(action_dim)
-        mb_env.reward_spec = Unbounded(shape=(1,))
-        mb_env.state_spec = Composite(state=Unbounded(shape=(state_dim,)), belief=Unbounded(shape=(deter,)))
-        mb_env.observation_spec = mb_env.state_spec.clone()
-
-        model_loss = DreamerV3ModelLoss(
-            world_model, num_reward_bins=255, free_bits=1.0, kl_mode="separate", lambda_dynamic=0.5,
-            lambda_representation=0.1, unimix=0.01, lambda_continue=1.0, reco_symlog=False,
-        )
-        actor_loss = DreamerV3ActorLoss(
-            actor, value, mb_env, continuation_model=continuation, imagination_horizon=horizon,
-            use_reinforce=True,
-        )
-        actor_loss.make_value_estimator(ValueEstimators.TDLambda, gamma=0.997, lmbda=0.95)
-        value_loss = DreamerV3ValueLoss(value, value_loss="two_hot", actor_loss=actor_loss,
-                                        slow_critic_regularization=1.0)
+        world_model, (prior_net, reward_net, two_hot, continue_net) = _torchrl_world_model(model, action_dim)
+        actor, value = _torchrl_behaviour(model, action_dim)
+        mb_env, continuation = _torchrl_imagination(model, action_dim, prior_net, reward_net, two_hot, continue_net)
+        model_loss, actor_loss, value_loss = _torchrl_losses(world_model, actor, value, mb_env, continuation, horizon)
         self.updater = SoftUpdate(value_loss, tau=0.02)
         self.loss = DreamerV3Loss(model_loss, actor_loss, value_loss, replay_value_loss_weight=0.0)
         value_params = list(value_loss.value_model_params.flatten_keys().values())
@@ -251,7 +280,8 @@ class TorchRLUpdate:
             (list(actor.parameters()), torch.optim.Adam(actor.parameters(), lr=3e-5, eps=1e-5), 100.0),
             (value_params, torch.optim.Adam(value_params, lr=3e-5, eps=1e-5), 100.0),
         ]
-        self.data = self._batch(batch, length, action_dim, state_dim, deter, seed)
+        state_dim = model["stoch"] * model["classes"]
+        self.data = self._batch(batch, length, action_dim, state_dim, model["deter"], seed)
         self._checked = False
         # the same autocast as imwm's agent.precision=bfloat16 (forward passes only)
         self.precision = precision
@@ -365,7 +395,7 @@ def dispatched_aten_ops(fn) -> int:
     return Count.n
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="S", choices=[*PRESET_SIZES, "1M", "XS", "S", "M"])
     parser.add_argument("--batch", type=int, default=16)
@@ -394,17 +424,12 @@ def main(argv=None) -> None:
     from imwm.training.config import check_device
 
     check_device(args.device, key="--device")  # no CUDA here: one line, not a traceback from deep in a model
-    torch.set_num_threads(args.threads)
-    from imwm.agent.compile import parse_compile_mode
+    return args
 
-    modes = [parse_compile_mode(m) for m in args.compile]
-    if not args.device.startswith("cuda"):  # CUDA kernels are profiled anyway
-        import torch._inductor.config as inductor_config
 
-        # generated CPU kernels announce themselves to the profiler (for --count-ops)
-        inductor_config.cpp.enable_kernel_profile = args.count_ops
-    laptop = args.size == "laptop"
-    obs_shape = LAPTOP_OBS_SHAPE if laptop else OBS_SHAPE
+def build_runners(args: argparse.Namespace, modes: list[str]) -> tuple[dict, dict]:
+    """One update callable per row, by row name, and the precision each row runs at."""
+    obs_shape = LAPTOP_OBS_SHAPE if args.size == "laptop" else OBS_SHAPE
     runners, precision_of = {}, {}
     show_precision = args.precision != ["float32"]  # row names carry it only when asked for
     for precision in args.precision:
@@ -422,43 +447,61 @@ def main(argv=None) -> None:
             name = "torchrl 0.14.1" + (f" ({precision})" if show_precision else "")
             runners[name] = TorchRLUpdate(model, args.actions, args.batch, args.length, args.horizon, args.seed, precision)
             precision_of[name] = precision
+    return runners, precision_of
 
+
+def warm_up(runners: dict, warmup: int) -> dict[str, float]:
+    """Run each update ``warmup`` times (compiled ones at least once); returns the compiled rows' seconds."""
     compile_s = {}
     for name, fn in runners.items():
         start = time.perf_counter()
-        for _ in range(max(args.warmup, 1 if "compile=" in name else 0)):
+        for _ in range(max(warmup, 1 if "compile=" in name else 0)):
             fn()
         if "compile=" in name and "compile=false" not in name:
             compile_s[name] = time.perf_counter() - start
             if not fn.agent.compiled:
                 print(f"warning: {name} fell back to eager", file=sys.stderr, flush=True)
         print(f"warmed up {name}", file=sys.stderr, flush=True)
+    return compile_s
+
+
+def count_all_ops(runners: dict) -> dict[str, dict]:
     ops = {}
-    if args.count_ops:
-        for name, fn in runners.items():
-            ops[name] = count_ops(fn)
-            if "compile=" not in name or "compile=false" in name:
-                ops[name]["dispatched"] = dispatched_aten_ops(fn)
+    for name, fn in runners.items():
+        ops[name] = count_ops(fn)
+        if "compile=" not in name or "compile=false" in name:
+            ops[name]["dispatched"] = dispatched_aten_ops(fn)
+    return ops
+
+
+def time_runners(runners: dict, repeats: int) -> dict[str, list[float]]:
     times = {name: [] for name in runners}
     names = list(runners)
-    for rep in range(args.repeats):
+    for rep in range(repeats):
         order = names if rep % 2 == 0 else names[::-1]  # alternate, so drift hits both sides
         for name in order:
             gc.collect()
             times[name].append(time_once(runners[name]))
-        print(f"repeat {rep + 1}/{args.repeats}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.0f} ms" for n in names),
+        print(f"repeat {rep + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.0f} ms" for n in names),
               file=sys.stderr, flush=True)
+    return times
 
+
+def print_report(args: argparse.Namespace, modes: list[str], precision_of: dict, times: dict, compile_s: dict,
+                 ops: dict) -> None:
+    """The settings line, the markdown table, and the command line that reproduces it."""
+    names = list(times)
     # each row against TorchRL's update at the same precision
     base = {precision_of[n]: statistics.median(times[n]) for n in names if n.startswith("torchrl")}
     print()
-    frames = "CartPole 4-dim vector observations" if laptop else "64x64x3 uint8 frames"
+    frames = "CartPole 4-dim vector observations" if args.size == "laptop" else "64x64x3 uint8 frames"
     print(f"One DreamerV3 update, size {args.size}, batch {args.batch}x{args.length}, {frames}, {args.device}, "
           f"{args.actions} actions, imagination {args.horizon} steps from {args.batch * args.length} states, "
           f"{args.threads} threads, torch {torch.__version__}, {args.repeats} timed repeats after {args.warmup} warm-up")
     print()
     eager = next((n for n in names if "compile=false" in n), None)
-    extra = ["compile s", "ratio vs eager"] if len(modes) > 1 or modes != ["false"] else []
+    compiled = len(modes) > 1 or modes != ["false"]
+    extra = ["compile s", "ratio vs eager"] if compiled else []
     if args.count_ops:
         extra += ["ATen ops dispatched", "top-level ATen calls", "kernels", "host syncs"]
     mixed = len(args.precision) > 1 and "float32" in base
@@ -472,7 +515,7 @@ def main(argv=None) -> None:
         ref = base.get(precision_of[name])
         ratio = f"{med / (ref * 1e3):.2f}x" if ref else "-"
         cells = [f"{med / (base['float32'] * 1e3):.2f}x"] if mixed else []
-        if len(modes) > 1 or modes != ["false"]:
+        if compiled:
             cells.append(f"{compile_s[name]:.1f}" if name in compile_s else "-")
             cells.append(f"{med / (statistics.median(times[eager]) * 1e3):.2f}x" if eager and name.startswith("imwm") else "-")
         if args.count_ops:
@@ -483,6 +526,22 @@ def main(argv=None) -> None:
     print()
     shown = [a for a in sys.argv[1:] if a != "--no-reexec"]
     print(f"command: GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')} python scripts/bench_update.py {' '.join(shown)}")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    modes = [parse_compile_mode(m) for m in args.compile]
+    if not args.device.startswith("cuda"):  # CUDA kernels are profiled anyway
+        import torch._inductor.config as inductor_config
+
+        # generated CPU kernels announce themselves to the profiler (for --count-ops)
+        inductor_config.cpp.enable_kernel_profile = args.count_ops
+    runners, precision_of = build_runners(args, modes)
+    compile_s = warm_up(runners, args.warmup)
+    ops = count_all_ops(runners) if args.count_ops else {}
+    times = time_runners(runners, args.repeats)
+    print_report(args, modes, precision_of, times, compile_s, ops)
 
 
 if __name__ == "__main__":
