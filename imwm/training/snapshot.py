@@ -127,67 +127,12 @@ def save_replay(buffer, directory: str | os.PathLike, *, tag: str) -> Path:
         raise TypeError(f"tag must be a str, got {type(tag).__name__}")
     _check_byte_order()
     directory = Path(directory)
-    if directory.exists() or directory.is_symlink():
-        if not directory.is_dir() or directory.is_symlink():
-            raise FileExistsError(f"cannot write a replay snapshot to {directory}: not a folder")
-        if any(directory.iterdir()):
-            raise FileExistsError(f"cannot write a replay snapshot into non-empty {directory}")
-    directory.mkdir(parents=True, exist_ok=True)
-
+    _create_empty_folder(directory)
     storage = buffer.storage
     _check_storage_kind(storage)
-    initialized = bool(storage.initialized) and storage._storage is not None
-    files: list[dict[str, Any]] = []
-    storage_entry: dict[str, Any] = {
-        "initialized": initialized,
-        "length": int(len(storage)),
-        "capacity": int(storage.max_size),
-        "ndim": int(getattr(storage, "ndim", 1)),
-        "batch_size": None,
-        "tensordicts": [],
-    }
-    if initialized:
-        td = storage._storage
-        if not is_tensor_collection(td):
-            raise TypeError(
-                f"save_replay needs a storage holding a TensorDict, got {type(td).__name__}"
-            )
-        storage_entry["batch_size"] = list(td.batch_size)
-        for key, value in td.items(include_nested=True):
-            if is_tensor_collection(value):
-                storage_entry["tensordicts"].append(
-                    {"key": list(_key_tuple(key)), "batch_size": list(value.batch_size)}
-                )
-        leaves = list(td.items(include_nested=True, leaves_only=True))
-        for i, (key, leaf) in enumerate(leaves):
-            key = _key_tuple(key)
-            if not isinstance(leaf, torch.Tensor) or is_tensor_collection(leaf):
-                raise TypeError(
-                    f"storage leaf {key} is a {type(leaf).__name__}, not a tensor; "
-                    f"save_replay only stores tensors"
-                )
-            dtype = str(leaf.dtype).removeprefix("torch.")
-            if dtype not in _DTYPES:
-                raise TypeError(f"storage leaf {key} has dtype {leaf.dtype}, not supported")
-            name = f"tensor{i:03d}-{_slug(key)}.bin"
-            size, digest = _write_file(directory / name, _tensor_chunks(leaf))
-            files.append({"name": name, "kind": "tensor", "key": list(key),
-                          "shape": list(leaf.shape), "dtype": dtype, "bytes": size,
-                          "sha256": digest})
-
-    states = {
-        "buffer": _buffer_state(buffer),
-        "writer": buffer.writer.state_dict(),
-        "sampler": buffer.sampler.state_dict(),
-    }
-    for kind, state in states.items():
-        payload = _weights_only_bytes(kind, _to_cpu(state))
-        name = _STATE_FILES[kind]
-        size, digest = _write_file(directory / name, [payload])
-        files.append({"name": name, "kind": kind, "key": None, "shape": None, "dtype": None,
-                      "bytes": size, "sha256": digest})
-
-    manifest = {
+    storage_entry, files = _save_storage(storage, directory)
+    files += _save_states(buffer, directory)
+    _write_manifest(directory, {
         "format": FORMAT,
         "version": VERSION,
         "tag": tag,
@@ -196,17 +141,22 @@ def save_replay(buffer, directory: str | os.PathLike, *, tag: str) -> Path:
         "writer_class": type(buffer.writer).__name__,
         "sampler_class": type(buffer.sampler).__name__,
         "files": files,
-    }
-    tmp = directory / (MANIFEST + ".tmp")
-    _write_file(tmp, [json.dumps(manifest, indent=1).encode("utf-8")])
-    os.replace(tmp, directory / MANIFEST)
-    _fsync_dir(directory)
+    })
     return directory
 
 
 def _check_byte_order() -> None:
     if sys.byteorder != "little":
         raise RuntimeError("replay snapshots store little-endian bytes; this host is big-endian")
+
+
+def _create_empty_folder(directory: Path) -> None:
+    if directory.exists() or directory.is_symlink():
+        if not directory.is_dir() or directory.is_symlink():
+            raise FileExistsError(f"cannot write a replay snapshot to {directory}: not a folder")
+        if any(directory.iterdir()):
+            raise FileExistsError(f"cannot write a replay snapshot into non-empty {directory}")
+    directory.mkdir(parents=True, exist_ok=True)
 
 
 def _check_storage_kind(storage) -> None:
@@ -217,6 +167,79 @@ def _check_storage_kind(storage) -> None:
             f"replay snapshots support TensorStorage / LazyTensorStorage, got "
             f"{type(storage).__name__}"
         )
+
+
+def _save_storage(storage, directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Writes one raw file per storage leaf; returns the manifest's storage entry and those
+    files' entries."""
+    initialized = bool(storage.initialized) and storage._storage is not None
+    storage_entry: dict[str, Any] = {
+        "initialized": initialized,
+        "length": int(len(storage)),
+        "capacity": int(storage.max_size),
+        "ndim": int(getattr(storage, "ndim", 1)),
+        "batch_size": None,
+        "tensordicts": [],
+    }
+    if not initialized:  # nothing written yet: no tensor files
+        return storage_entry, []
+    td = storage._storage
+    if not is_tensor_collection(td):
+        raise TypeError(
+            f"save_replay needs a storage holding a TensorDict, got {type(td).__name__}"
+        )
+    storage_entry["batch_size"] = list(td.batch_size)
+    # A nested TensorDict's batch size is not told by its leaves (an empty one has none).
+    storage_entry["tensordicts"] = [
+        {"key": list(_key_tuple(key)), "batch_size": list(value.batch_size)}
+        for key, value in td.items(include_nested=True) if is_tensor_collection(value)
+    ]
+    leaves = list(td.items(include_nested=True, leaves_only=True))
+    files = [_save_leaf(directory, i, _key_tuple(key), leaf)
+             for i, (key, leaf) in enumerate(leaves)]
+    return storage_entry, files
+
+
+def _save_leaf(directory: Path, index: int, key: tuple[str, ...], leaf) -> dict[str, Any]:
+    if not isinstance(leaf, torch.Tensor) or is_tensor_collection(leaf):
+        raise TypeError(
+            f"storage leaf {key} is a {type(leaf).__name__}, not a tensor; "
+            f"save_replay only stores tensors"
+        )
+    dtype = str(leaf.dtype).removeprefix("torch.")
+    if dtype not in _DTYPES:
+        raise TypeError(f"storage leaf {key} has dtype {leaf.dtype}, not supported")
+    name = f"tensor{index:03d}-{_slug(key)}.bin"
+    return _write_listed_file(directory, name, _tensor_chunks(leaf), kind="tensor",
+                              key=list(key), shape=list(leaf.shape), dtype=dtype)
+
+
+def _save_states(buffer, directory: Path) -> list[dict[str, Any]]:
+    """Writes the buffer, writer and sampler state files; returns their manifest entries."""
+    states = {
+        "buffer": _buffer_state(buffer),
+        "writer": buffer.writer.state_dict(),
+        "sampler": buffer.sampler.state_dict(),
+    }
+    return [_write_listed_file(directory, _STATE_FILES[kind],
+                               [_weights_only_bytes(kind, _to_cpu(state))], kind=kind)
+            for kind, state in states.items()]
+
+
+def _write_listed_file(directory: Path, name: str, chunks, *, kind: str, key=None, shape=None,
+                       dtype=None) -> dict[str, Any]:
+    """Writes the file ``name``; returns its manifest entry."""
+    size, digest = _write_file(directory / name, chunks)
+    return {"name": name, "kind": kind, "key": key, "shape": shape, "dtype": dtype,
+            "bytes": size, "sha256": digest}
+
+
+def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    # Written last and renamed into place: a folder with a manifest is a complete snapshot.
+    tmp = directory / (MANIFEST + ".tmp")
+    _write_file(tmp, [json.dumps(manifest, indent=1).encode("utf-8")])
+    os.replace(tmp, directory / MANIFEST)
+    _fsync_dir(directory)
 
 
 def _key_tuple(key) -> tuple[str, ...]:
@@ -381,25 +404,12 @@ def load_replay(buffer, directory: str | os.PathLike) -> str:
     manifest = _read_manifest(directory, manifest_path)
     entries = _check_manifest(manifest, manifest_path)
     storage_entry = manifest["storage"]
-
     storage = buffer.storage
     _check_storage_kind(storage)
-    if storage_entry["capacity"] != int(storage.max_size):
-        raise SnapshotError(manifest_path, f"snapshot capacity {storage_entry['capacity']}, "
-                                           f"this buffer's storage holds {storage.max_size}")
-    if storage_entry["ndim"] != int(getattr(storage, "ndim", 1)):
-        raise SnapshotError(manifest_path, f"snapshot storage ndim {storage_entry['ndim']}, "
-                                           f"this buffer's {getattr(storage, 'ndim', 1)}")
+    _check_storage_size(storage, storage_entry, manifest_path)
 
-    # cheap checks of every file first (existence, kind, size), then contents
-    for entry in entries:
-        _check_stat(directory / entry["name"], entry["bytes"])
-    states = {entry["kind"]: _read_state(directory / entry["name"], entry)
-              for entry in entries if entry["kind"] != "tensor"}
-    tensors = [(entry, _read_tensor(directory / entry["name"], entry))
-               for entry in entries if entry["kind"] == "tensor"]
+    states, tensors = _read_files(directory, entries)
     td = _assemble(storage_entry, tensors, manifest_path) if storage_entry["initialized"] else None
-
     _check_storage_fits(storage, td, manifest_path)
     generator = _generator(states["buffer"], directory / _STATE_FILES["buffer"])
 
@@ -408,35 +418,9 @@ def load_replay(buffer, directory: str | os.PathLike) -> str:
     # an older snapshot); the storage and the generator, which cannot fail now, go last.
     lock = getattr(buffer, "_replay_lock", None) or contextlib.nullcontext()
     with lock:
-        components = [("sampler", buffer.sampler), ("writer", buffer.writer)]
-        if states["buffer"].get("transform"):
-            components.append(("buffer", buffer.transform))
-        done = []
-        for kind, component in components:
-            previous = component.state_dict()
-            try:
-                component.load_state_dict(states[kind]["transform"] if kind == "buffer"
-                                          else states[kind])
-            except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
-                for component_done, state_done in [(component, previous)] + done[::-1]:
-                    with contextlib.suppress(Exception):
-                        component_done.load_state_dict(state_done)
-                what = "transform" if kind == "buffer" else kind
-                raise SnapshotError(
-                    directory / _STATE_FILES[kind],
-                    f"{what} state does not fit this buffer's {type(component).__name__} "
-                    f"({type(exc).__name__}: {exc})",
-                ) from exc
-            done.append((component, previous))
+        _load_states(buffer, states, directory)
         _install_storage(storage, storage_entry, td)
-        buffer_state = states["buffer"]
-        if "batch_size" in buffer_state:
-            buffer._batch_size = buffer_state["batch_size"]
-        if "consume_after_n_samples" in buffer_state and hasattr(buffer,
-                                                                 "_consume_after_n_samples"):
-            buffer._consume_after_n_samples = buffer_state["consume_after_n_samples"]
-        if generator is not None:
-            buffer.set_rng(generator)
+        _restore_buffer_settings(buffer, states["buffer"], generator)
     return manifest["tag"]
 
 
@@ -477,89 +461,142 @@ def _int_list(x) -> bool:
 
 def _check_manifest(manifest: dict, path: Path) -> list[dict]:
     """Validates the manifest's structure; returns its file entries."""
-    def bad(problem: str):
+    problem = (_header_problem(manifest)
+               or _storage_problem(manifest.get("storage"))
+               or _files_problem(manifest.get("files"), manifest["storage"]))
+    if problem:
         raise SnapshotError(path, problem)
+    return manifest["files"]
 
+
+# Each ``_..._problem`` below returns the first thing wrong with its part of the manifest, or
+# None; the checks run in order, so that each one can rely on the fields checked before it.
+def _header_problem(manifest: dict) -> str | None:
     if not isinstance(manifest.get("tag"), str):
-        bad("'tag' is not a string")
+        return "'tag' is not a string"
     if manifest.get("byte_order", "little") != "little":
-        bad(f"byte order {manifest.get('byte_order')!r}, expected 'little'")
-    st = manifest.get("storage")
+        return f"byte order {manifest.get('byte_order')!r}, expected 'little'"
+    return None
+
+
+def _storage_problem(st) -> str | None:
     if not isinstance(st, dict):
-        bad("'storage' is not an object")
+        return "'storage' is not an object"
     if not isinstance(st.get("initialized"), bool):
-        bad("'storage.initialized' is not a boolean")
+        return "'storage.initialized' is not a boolean"
     for field in ("length", "capacity", "ndim"):
         if not is_integer(st.get(field), 0):
-            bad(f"'storage.{field}' is not an integer >= 0")
+            return f"'storage.{field}' is not an integer >= 0"
     if st["length"] > st["capacity"]:
-        bad(f"storage length {st['length']} exceeds its capacity {st['capacity']}")
-    if st["initialized"]:
-        if not _int_list(st.get("batch_size")) or not st["batch_size"]:
-            bad("'storage.batch_size' is not a list of integers")
-        if st["batch_size"][0] != st["capacity"] and st["ndim"] == 1:
-            bad(f"storage batch size {st['batch_size']} does not start with its capacity")
-        tds = st.get("tensordicts")
-        if not isinstance(tds, list) or not all(
-                isinstance(t, dict) and _str_list(t.get("key")) and _int_list(t.get("batch_size"))
-                for t in tds):
-            bad("'storage.tensordicts' is not a list of {key, batch_size}")
-    elif st["length"]:
-        bad(f"storage length {st['length']} but the storage is not initialised")
+        return f"storage length {st['length']} exceeds its capacity {st['capacity']}"
+    if not st["initialized"]:
+        if st["length"]:
+            return f"storage length {st['length']} but the storage is not initialised"
+        return None
+    if not _int_list(st.get("batch_size")) or not st["batch_size"]:
+        return "'storage.batch_size' is not a list of integers"
+    if st["batch_size"][0] != st["capacity"] and st["ndim"] == 1:
+        return f"storage batch size {st['batch_size']} does not start with its capacity"
+    tds = st.get("tensordicts")
+    if not isinstance(tds, list) or not all(
+            isinstance(t, dict) and _str_list(t.get("key")) and _int_list(t.get("batch_size"))
+            for t in tds):
+        return "'storage.tensordicts' is not a list of {key, batch_size}"
+    return None
 
-    files = manifest.get("files")
+
+def _files_problem(files, st: dict) -> str | None:
     if not isinstance(files, list):
-        bad("'files' is not a list")
-    names, keys, kinds = set(), set(), []
+        return "'files' is not a list"
+    names, keys = set(), set()
     for i, entry in enumerate(files):
-        if not isinstance(entry, dict):
-            bad(f"files[{i}] is not an object")
-        name = entry.get("name")
-        if not isinstance(name, str) or not _NAME.match(name) or name.startswith(MANIFEST):
-            bad(f"files[{i}] has an unsafe or invalid name {name!r}")
-        if name in names:
-            bad(f"file {name} listed twice")
-        names.add(name)
-        if not is_integer(entry.get("bytes"), 0):
-            bad(f"file {name}: 'bytes' is not an integer >= 0")
-        if not isinstance(entry.get("sha256"), str) or not _SHA256.match(entry["sha256"]):
-            bad(f"file {name}: 'sha256' is not 64 lowercase hex digits")
-        kind = entry.get("kind")
-        kinds.append(kind)
-        if kind == "tensor":
-            if not st["initialized"]:
-                bad(f"file {name} is a storage tensor but the storage is not initialised")
-            key = entry.get("key")
-            if not _str_list(key) or not key:
-                bad(f"file {name}: 'key' is not a non-empty list of strings")
-            if tuple(key) in keys:
-                bad(f"storage key {key} listed twice")
-            keys.add(tuple(key))
-            if entry.get("dtype") not in _DTYPES:
-                bad(f"file {name}: dtype {entry.get('dtype')!r} is not allowed")
-            shape = entry.get("shape")
-            if not _int_list(shape) or not shape:
-                bad(f"file {name}: 'shape' is not a non-empty list of integers >= 0")
-            if shape[: len(st["batch_size"])] != st["batch_size"]:
-                bad(f"file {name}: shape {shape} does not start with the storage batch size "
-                    f"{st['batch_size']}")
-            itemsize = _DTYPES[entry["dtype"]].itemsize
-            if math.prod(shape) * itemsize != entry["bytes"]:
-                bad(f"file {name}: shape {shape} x {itemsize} bytes ({entry['dtype']}) is not "
-                    f"{entry['bytes']} bytes")
-        elif kind in _STATE_FILES:
-            if name != _STATE_FILES[kind]:
-                bad(f"file {name} has kind {kind!r}, which must be named {_STATE_FILES[kind]}")
-        else:
-            bad(f"file {name} has an unknown kind {kind!r}")
+        problem = _entry_problem(i, entry, names) or _kind_problem(entry, st, keys)
+        if problem:
+            return problem
+        names.add(entry["name"])
+        if entry["kind"] == "tensor":
+            keys.add(tuple(entry["key"]))
+    kinds = [entry["kind"] for entry in files]
     for kind in _STATE_FILES:
         if kinds.count(kind) != 1:
-            bad(f"lists {kinds.count(kind)} {kind} state files, expected 1")
-    return files
+            return f"lists {kinds.count(kind)} {kind} state files, expected 1"
+    return None
+
+
+def _entry_problem(i: int, entry, names: set[str]) -> str | None:
+    """What is wrong with the fields every file entry has; ``names``: those listed before."""
+    if not isinstance(entry, dict):
+        return f"files[{i}] is not an object"
+    name = entry.get("name")
+    if not isinstance(name, str) or not _NAME.match(name) or name.startswith(MANIFEST):
+        return f"files[{i}] has an unsafe or invalid name {name!r}"
+    if name in names:
+        return f"file {name} listed twice"
+    if not is_integer(entry.get("bytes"), 0):
+        return f"file {name}: 'bytes' is not an integer >= 0"
+    if not isinstance(entry.get("sha256"), str) or not _SHA256.match(entry["sha256"]):
+        return f"file {name}: 'sha256' is not 64 lowercase hex digits"
+    return None
+
+
+def _kind_problem(entry: dict, st: dict, keys: set[tuple[str, ...]]) -> str | None:
+    name, kind = entry["name"], entry.get("kind")
+    if kind == "tensor":
+        return _tensor_problem(entry, st, keys)
+    if kind not in _STATE_FILES:
+        return f"file {name} has an unknown kind {kind!r}"
+    if name != _STATE_FILES[kind]:
+        return f"file {name} has kind {kind!r}, which must be named {_STATE_FILES[kind]}"
+    return None
+
+
+def _tensor_problem(entry: dict, st: dict, keys: set[tuple[str, ...]]) -> str | None:
+    """What is wrong with a storage tensor's entry; ``keys``: the storage keys listed before."""
+    name, key = entry["name"], entry.get("key")
+    dtype, shape = entry.get("dtype"), entry.get("shape")
+    if not st["initialized"]:
+        return f"file {name} is a storage tensor but the storage is not initialised"
+    if not _str_list(key) or not key:
+        return f"file {name}: 'key' is not a non-empty list of strings"
+    if tuple(key) in keys:
+        return f"storage key {key} listed twice"
+    if dtype not in _DTYPES:
+        return f"file {name}: dtype {dtype!r} is not allowed"
+    if not _int_list(shape) or not shape:
+        return f"file {name}: 'shape' is not a non-empty list of integers >= 0"
+    if shape[: len(st["batch_size"])] != st["batch_size"]:
+        return (f"file {name}: shape {shape} does not start with the storage batch size "
+                f"{st['batch_size']}")
+    itemsize = _DTYPES[dtype].itemsize
+    if math.prod(shape) * itemsize != entry["bytes"]:
+        return (f"file {name}: shape {shape} x {itemsize} bytes ({dtype}) is not "
+                f"{entry['bytes']} bytes")
+    return None
 
 
 def _str_list(x) -> bool:
     return isinstance(x, list) and all(isinstance(v, str) for v in x)
+
+
+def _check_storage_size(storage, storage_entry: dict, manifest_path: Path) -> None:
+    if storage_entry["capacity"] != int(storage.max_size):
+        raise SnapshotError(manifest_path, f"snapshot capacity {storage_entry['capacity']}, "
+                                           f"this buffer's storage holds {storage.max_size}")
+    if storage_entry["ndim"] != int(getattr(storage, "ndim", 1)):
+        raise SnapshotError(manifest_path, f"snapshot storage ndim {storage_entry['ndim']}, "
+                                           f"this buffer's {getattr(storage, 'ndim', 1)}")
+
+
+def _read_files(directory: Path, entries: list[dict]) -> tuple[dict[str, dict], list]:
+    """The state files' dicts by kind, and (entry, tensor) pairs of the storage tensors."""
+    # A missing, linked or wrong-sized file anywhere is refused before any file is read in full.
+    for entry in entries:
+        _check_stat(directory / entry["name"], entry["bytes"])
+    states = {entry["kind"]: _read_state(directory / entry["name"], entry)
+              for entry in entries if entry["kind"] != "tensor"}
+    tensors = [(entry, _read_tensor(directory / entry["name"], entry))
+               for entry in entries if entry["kind"] == "tensor"]
+    return states, tensors
 
 
 def _check_stat(path: Path, expected: int) -> None:
@@ -670,6 +707,40 @@ def _install_storage(storage, storage_entry: dict, td: TensorDict | None) -> Non
     storage._len = int(storage_entry["length"])
     if hasattr(storage, "_bump_mutation_revision"):
         storage._bump_mutation_revision()
+
+
+def _load_states(buffer, states: dict[str, dict], directory: Path) -> None:
+    """Loads the sampler, writer and transform states; if one does not fit, puts back those
+    loaded before it and raises."""
+    components = [("sampler", "sampler", buffer.sampler, states["sampler"]),
+                  ("writer", "writer", buffer.writer, states["writer"])]
+    if states["buffer"].get("transform"):
+        components.append(("buffer", "transform", buffer.transform,
+                           states["buffer"]["transform"]))
+    done = []
+    for kind, what, component, state in components:
+        previous = component.state_dict()
+        try:
+            component.load_state_dict(state)
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
+            for component_done, state_done in [(component, previous)] + done[::-1]:
+                with contextlib.suppress(Exception):
+                    component_done.load_state_dict(state_done)
+            raise SnapshotError(
+                directory / _STATE_FILES[kind],
+                f"{what} state does not fit this buffer's {type(component).__name__} "
+                f"({type(exc).__name__}: {exc})",
+            ) from exc
+        done.append((component, previous))
+
+
+def _restore_buffer_settings(buffer, buffer_state: dict, generator) -> None:
+    if "batch_size" in buffer_state:
+        buffer._batch_size = buffer_state["batch_size"]
+    if "consume_after_n_samples" in buffer_state and hasattr(buffer, "_consume_after_n_samples"):
+        buffer._consume_after_n_samples = buffer_state["consume_after_n_samples"]
+    if generator is not None:
+        buffer.set_rng(generator)
 
 
 def _generator(state: dict, path: Path) -> torch.Generator | None:
