@@ -254,6 +254,14 @@ def test_bad_or_missing_manifest_and_old_format_are_refused(tmp_path):
     with pytest.raises(SnapshotError, match="not allowed"):
         load_replay(_build("uniform"), snap)
 
+    for field, value, expected in (("dtype", ["float32"], "not allowed"), ("dtype", {"a": 1}, "not allowed"),
+                                   ("kind", ["tensor"], "unknown kind")):
+        data = json.loads(good)  # unhashable values get the same one-line refusal, not a TypeError
+        data["files"][0][field] = value
+        manifest.write_text(json.dumps(data))
+        with pytest.raises(SnapshotError, match=expected):
+            load_replay(_build("uniform"), snap)
+
     data = json.loads(good)
     data["files"][0]["name"] = "../outside.bin"
     manifest.write_text(json.dumps(data))

@@ -543,7 +543,7 @@ def _kind_problem(entry: dict, st: dict, keys: set[tuple[str, ...]]) -> str | No
     name, kind = entry["name"], entry.get("kind")
     if kind == "tensor":
         return _tensor_problem(entry, st, keys)
-    if kind not in _STATE_FILES:
+    if not isinstance(kind, str) or kind not in _STATE_FILES:  # a list or object is not even hashable
         return f"file {name} has an unknown kind {kind!r}"
     if name != _STATE_FILES[kind]:
         return f"file {name} has kind {kind!r}, which must be named {_STATE_FILES[kind]}"
@@ -560,7 +560,7 @@ def _tensor_problem(entry: dict, st: dict, keys: set[tuple[str, ...]]) -> str | 
         return f"file {name}: 'key' is not a non-empty list of strings"
     if tuple(key) in keys:
         return f"storage key {key} listed twice"
-    if dtype not in _DTYPES:
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
         return f"file {name}: dtype {dtype!r} is not allowed"
     if not _int_list(shape) or not shape:
         return f"file {name}: 'shape' is not a non-empty list of integers >= 0"
