@@ -128,10 +128,12 @@ def test_bad_variant_and_missing_section(tmp_path):
 
 def test_each_variant_brings_its_training_budget_and_the_command_line_wins(tmp_path):
     # the original variant's defaults need 5,000 updates at 3e-3 (RESULTS.md), the dreamer variant's
-    # 4,000 at 3e-4; an override on the command line still decides
+    # 5,000 at 3e-4 with its detector options; an override on the command line still decides
     original, dreamer = _cfg(tmp_path), _cfg(tmp_path, "vta=dreamer")
     assert (original["train"]["updates"], original["train"]["lr"], original["vta"]["state_dim"]) == (5000, 3e-3, 32)
-    assert (dreamer["train"]["updates"], dreamer["train"]["lr"], dreamer["vta"]["boundary_scale"]) == (4000, 3e-4, 100.0)
+    assert (dreamer["train"]["updates"], dreamer["train"]["lr"], dreamer["vta"]["boundary_scale"]) == (5000, 3e-4, 100.0)
+    detector = {k: dreamer["vta"][k] for k in ("boundary_causal", "boundary_grad", "boundary_norm", "boundary_diff")}
+    assert detector == dict(boundary_causal=True, boundary_grad="local", boundary_norm="batch", boundary_diff=True)
     overridden = _cfg(tmp_path, "train.updates=7", "train.lr=0.01")["train"]
     assert (overridden["updates"], overridden["lr"]) == (7, 0.01)
     assert "train" not in original["vta"] and original["train"]["adam_eps"] == 1e-8
