@@ -173,6 +173,9 @@ class PostBoundaryDetector(nn.Module):
             raise ValueError(f"boundary_norm must be one of {list(DETECTOR_NORMS)}, got {norm!r}")
         if num_layers < 1:
             raise ValueError(f"post-boundary num_layers must be >= 1, got {num_layers!r}")
+        for name, flag in (("boundary_diff", diff), ("boundary_causal", causal)):
+            if not isinstance(flag, bool):  # a string such as "no" would read as true
+                raise ValueError(f"{name} must be true or false, got {flag!r}")
         self.flavour, self.in_dim, self.hidden_dim, self.num_layers = flavour, in_dim, hidden_dim, num_layers
         self.diff, self.causal = bool(diff), bool(causal)
         layers: list[nn.Module] = []
