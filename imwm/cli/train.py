@@ -28,6 +28,7 @@ import hydra
 from omegaconf import DictConfig
 
 import imwm.training.identity  # noqa: F401  (registers ${imwm.run_hash:}, used by run_name)
+from imwm.cli.overrides import check_command_line
 from imwm.configs import CONFIG_PATH
 from imwm.errors import UserError, debug_requested, format_user_error, user_errors
 
@@ -60,7 +61,10 @@ def main(cfg: DictConfig) -> dict:
 
 
 def cli() -> None:
-    """The ``imwm-train`` console script: Hydra parses ``sys.argv``."""
+    """The ``imwm-train`` console script: Hydra parses ``sys.argv`` (a command line it cannot
+    compose is refused first, in one line)."""
+    with user_errors():
+        check_command_line(sys.argv[1:], config_name="config")
     main()
 
 

@@ -10,9 +10,12 @@ A bad config value is reported as one line (``imwm: error: vta.boundary_temp: ..
 ``IMWM_DEBUG=1`` shows the full traceback instead.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from imwm.cli.overrides import check_command_line
 from imwm.configs import CONFIG_PATH
 from imwm.errors import user_errors
 from imwm.training.vta_run import train
@@ -25,7 +28,10 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    """The ``imwm-train-vta`` console script: Hydra parses ``sys.argv``."""
+    """The ``imwm-train-vta`` console script: Hydra parses ``sys.argv`` (a command line it cannot
+    compose is refused first, in one line)."""
+    with user_errors():
+        check_command_line(sys.argv[1:], config_name="train_vta")
     main()
 
 
