@@ -111,7 +111,6 @@ def save_replay(buffer, directory: str | os.PathLike, *, tag: str) -> Path:
         FileExistsError: ``directory`` exists and is not an empty folder.
         TypeError: the storage does not hold a TensorDict of tensors, or a state holds
             something ``torch.load(weights_only=True)`` could not read back.
-        ValueError: a floating-point leaf of the storage holds NaN or inf (nothing is written).
 
     Example:
         >>> import tempfile
@@ -128,10 +127,9 @@ def save_replay(buffer, directory: str | os.PathLike, *, tag: str) -> Path:
         raise TypeError(f"tag must be a str, got {type(tag).__name__}")
     _check_byte_order()
     directory = Path(directory)
+    _create_empty_folder(directory)
     storage = buffer.storage
     _check_storage_kind(storage)
-    _check_finite_storage(storage, directory)
-    _create_empty_folder(directory)
     storage_entry, files = _save_storage(storage, directory)
     files += _save_states(buffer, directory)
     _write_manifest(directory, {
@@ -169,24 +167,6 @@ def _check_storage_kind(storage) -> None:
             f"replay snapshots support TensorStorage / LazyTensorStorage, got "
             f"{type(storage).__name__}"
         )
-
-
-def _check_finite_storage(storage, directory: Path) -> None:
-    """Refuses a storage with a non-finite float in its written rows, naming the keys.
-
-    Only the recorded data is checked: the samplers' states may hold ``inf`` on purpose (a
-    priority of ``inf`` means "not scored yet, sample first").
-    """
-    td = storage._storage if storage.initialized else None
-    if not is_tensor_collection(td):
-        return
-    written = int(getattr(storage, "_len_along_dim0", len(storage)))  # rows past it hold whatever memory held
-    bad = [".".join(_key_tuple(key)) for key, leaf in td.items(include_nested=True, leaves_only=True)
-           if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()
-           and not bool(leaf[:written].isfinite().all())]
-    if bad:
-        raise ValueError(f"refusing to write {directory}: non-finite values in the replay storage "
-                         f"at {', '.join(bad[:4])}")
 
 
 def _save_storage(storage, directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
