@@ -126,6 +126,7 @@ VTA_CASES = [
     (["vta=dreamer", "vta.boundary_temp=-1.0"], "vta.boundary_temp", "(got -1.0)"),
     (["vta=dreamer", "vta.boundary_diff=maybe"], "vta.boundary_diff", "must be true or false (got 'maybe')"),
     (["vta.boundary_causal=1"], "vta.boundary_causal", "must be true or false (got 1)"),
+    (["vta.obs_feedback=no"], "vta.obs_feedback", "must be true or false (got 'no')"),
     (["vta.boundary_force_schedule=cosine"], "vta.boundary_force_schedule", "must be one of"),
     (["vta.boundary_force_schedule=linear"], "vta.boundary_force_decay_updates", "must be >= 1"),
     (["+vta.foo=1"], "vta.foo", "unknown config key"),

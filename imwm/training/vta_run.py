@@ -70,26 +70,19 @@ def _vta_class(variant: Any):
     raise ConfigError("vta.variant", f"must be one of {list(VARIANTS)}", variant)
 
 
-def _vta_params(cls) -> dict[str, inspect.Parameter]:
-    """Keyword arguments of a model class (and, for the dreamer variant, the VTADynamics arguments
-    it passes on), by name."""
-    from imwm.vta import VTADynamics
-
-    def named(fn) -> dict[str, inspect.Parameter]:
-        return {n: p for n, p in inspect.signature(fn).parameters.items()
-                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"}
-
-    params = named(cls.__init__)
-    if cls.__name__ == "VTASequenceModel":
-        params |= {n: p for n, p in named(VTADynamics.__init__).items() if n not in ("action_dim", "embed_dim")}
-    return params
-
-
 def _vta_keys(cls) -> set[str]:
-    """Config keys of ``vta`` for a model class: its keyword arguments plus the boundary options."""
-    from imwm.vta import BOUNDARY_OPTION_DEFAULTS
+    """Config keys of ``vta`` for a model class: its keyword arguments plus the boundary options
+    (and, for the dreamer variant, the VTADynamics arguments it passes on)."""
+    from imwm.vta import BOUNDARY_OPTION_DEFAULTS, VTADynamics
 
-    return set(_vta_params(cls)) | set(BOUNDARY_OPTION_DEFAULTS)
+    def named(fn) -> set[str]:
+        params = inspect.signature(fn).parameters
+        return {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {"self"}
+
+    keys = named(cls.__init__) | set(BOUNDARY_OPTION_DEFAULTS)
+    if cls.__name__ == "VTASequenceModel":
+        keys |= named(VTADynamics.__init__) - {"action_dim", "embed_dim"}
+    return keys
 
 
 def _check_vta_section(vta: Any) -> tuple[Any, dict]:
@@ -109,9 +102,6 @@ def _check_vta_section(vta: Any) -> tuple[Any, dict]:
     image_size = kwargs.get("image_size", 64)
     if not is_integer(image_size, 16) or image_size % 16:
         raise ConfigError("vta.image_size", "must be a multiple of 16 (set by data.image_size)", image_size)
-    for key, param in _vta_params(cls).items():  # a switch given "no" or 1 would otherwise read as set
-        if isinstance(param.default, bool) and key in kwargs and not isinstance(kwargs[key], bool):
-            raise ConfigError(f"vta.{key}", "must be true or false", kwargs[key])
     obs_std = kwargs.get("obs_std", 1.0)
     if not isinstance(obs_std, (int, float)) or isinstance(obs_std, bool) or not obs_std > 0:
         raise ConfigError("vta.obs_std", "must be a number > 0", obs_std)
@@ -387,13 +377,13 @@ def train(cfg: Any) -> Path:
     if tr["threads"] > 0:
         torch.set_num_threads(int(tr["threads"]))
     torch.manual_seed(int(cfg["seed"]))
-    run_dir = Path(cfg["run_dir"])
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    _write_config(run_dir, cfg)
-
+    # the model first: a value only its constructor can judge is refused before the run folder exists
     model = build_vta_model(cfg)
     opt = _optimizer(model, lr=float(tr["lr"]), eps=float(tr["adam_eps"]),
                      boundary_lr_scale=float(tr.get("boundary_lr_scale", 1.0)))
+    run_dir = Path(cfg["run_dir"])
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    _write_config(run_dir, cfg)
     ckpt_path = run_dir / "checkpoints" / "latest.pt"
     resumable = ckpt_path.exists() or ckpt_path.with_name("previous.pt").exists()
     start, spent_cpu = _restore(run_dir, model, opt) if cfg.get("resume", True) and resumable else (0, 0.0)

@@ -189,6 +189,8 @@ class VTAOriginal(BoundaryOptions):
             raise ValueError(f"image_size must be a multiple of 16, got {image_size!r}")
         if obs_std <= 0:
             raise ValueError(f"obs_std must be > 0, got {obs_std!r}")
+        if not isinstance(obs_feedback, bool):
+            raise ValueError(f"obs_feedback must be true or false, got {obs_feedback!r}")
         self._init_boundary_options(**boundary_options)
         self.image_size, self.channels, self.obs_std = image_size, channels, float(obs_std)
         self.belief_dim, self.state_dim = belief_dim, state_dim
