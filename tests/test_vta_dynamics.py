@@ -270,3 +270,28 @@ def test_segment_posterior_online_step_and_bad_value():
     assert post["abs_mean"].shape == (2, 4) and torch.isfinite(post["abs_mean"]).all()
     with pytest.raises(ValueError, match="segment_posterior"):
         small(segment_posterior="yes")
+
+
+def _obs_means(vta, embed):
+    torch.manual_seed(0)
+    post, _ = vta.eval().observe(embed, torch.zeros(1, 8, 3), torch.zeros(1, 8, 1, dtype=torch.bool))
+    return post["obs_mean"][0]
+
+
+@pytest.mark.parametrize("obs_reset", [True, False])
+def test_obs_reset_decides_whether_the_observation_level_crosses_a_read(obs_reset):
+    torch.manual_seed(0)
+    vta = small(obs_reset=obs_reset)
+    vta.post_boundary = FixedBoundary([1, 0, 0, 1, 0, 0, 0, 0])  # READ at 3
+    embed = torch.randn(1, 8, 6)
+    earlier = embed.clone()
+    earlier[:, 1] += 1.0  # before the READ; z of the second segment does not read step 1
+    base, moved = _obs_means(vta, embed), _obs_means(vta, earlier)
+    assert not torch.allclose(moved[2], base[2])  # same segment: the observation level carries it
+    # across the READ only the observation level can carry step 1 (z is fixed from embed_3)
+    assert torch.allclose(moved[3:], base[3:]) == obs_reset
+
+
+def test_obs_reset_bad_value():
+    with pytest.raises(ValueError, match="obs_reset"):
+        small(obs_reset="no")

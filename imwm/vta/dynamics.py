@@ -10,7 +10,8 @@ Per step ``t`` (``m_t`` READ means a segment starts at ``t``; ``a`` is the actio
                ~ p(m | feat_{t-1}, a)     regularised likewise                  [prior]
     abstract   h^z_t = READ ? GRU_z([z_{t-1}, a], h^z_{t-1}) : h^z_{t-1}
                z_t   = READ ? sample q(z | h^z_t, embed_t) : z_{t-1}            (prior p(z | h^z_t))
-    observation  h^s_t = GRU_s([COPY * s_{t-1}, a, h^z_t, z_t], COPY * h^s_{t-1})   (reset at READ)
+    observation  h^s_t = GRU_s([C * s_{t-1}, a, h^z_t, z_t], C * h^s_{t-1})   (C = COPY: reset at READ;
+                                                                            C = 1 with obs_reset=False)
                s_t   ~ q(s | h^s_t, embed_t)                                   (prior p(s | h^s_t))
     seg_len_t = READ ? 1 : seg_len_{t-1} + 1,   seg_num_t = seg_num_{t-1} + READ
 
@@ -96,6 +97,13 @@ class VTADynamics(BoundaryOptions):
             of ``embed_t`` alone. Only a READ at a change then lets ``z`` describe the segment ahead,
             which is what makes a READ there worth more than elsewhere. Online (:meth:`obs_step`)
             the segment seen so far is the current frame, so the summary reads ``embed_t`` alone.
+        obs_reset: ``True`` (VTA): a READ restarts the observation level (its belief and latent
+            zeroed), so whatever persists across the boundary (an object's position, its colour)
+            has to be encoded again through ``z``; a READ then pays only where most of the state
+            changes at once (a scene cut, a new object). ``False``: the observation level runs on
+            across READs and reads the new ``z``; a READ replaces only the segment's abstract
+            latent, so it can pay where one attribute changes and the rest persists (a colour,
+            a direction).
         boundary_grad: ``"straight_through"``: the cost's gradient reaches the posterior detector
             through the sampled READ flags. ``"local"``: the flags carry no gradient into the
             states; the owner of the whole cost adds
@@ -140,6 +148,7 @@ class VTADynamics(BoundaryOptions):
         boundary_pixel_view: int = 0,
         boundary_norm: str = "layer",
         segment_posterior: bool = False,
+        obs_reset: bool = True,
         boundary_grad: str = "straight_through",
         **boundary_options,
     ):
@@ -148,6 +157,9 @@ class VTADynamics(BoundaryOptions):
         if not isinstance(segment_posterior, bool):
             raise ValueError(f"segment_posterior must be true or false, got {segment_posterior!r}")
         self.segment_posterior = segment_posterior
+        if not isinstance(obs_reset, bool):
+            raise ValueError(f"obs_reset must be true or false, got {obs_reset!r}")
+        self.obs_reset = obs_reset
         self.action_dim = check_integer("action_dim", action_dim)
         self.embed_dim = check_integer("embed_dim", embed_dim)
         self.abs_belief_dim = check_integer("abs_belief_dim", abs_belief_dim)
@@ -260,6 +272,7 @@ class VTADynamics(BoundaryOptions):
         ``abs_embed`` (default ``embed``) is what the abstract posterior reads.
         """
         copy = 1.0 - read
+        carry = copy if self.obs_reset else 1.0  # what of the observation level survives the step
         abs_belief = self.abs_gru(torch.cat([prev["abs_stoch"], a], -1), prev["abs_belief"])
         abs_belief = read * abs_belief + copy * prev["abs_belief"]
         if embed is None:
@@ -269,8 +282,8 @@ class VTADynamics(BoundaryOptions):
         abs_mean = read * mean + copy * prev["abs_mean"]
         abs_std = read * std + copy * prev["abs_std"]
         abs_stoch = read * (mean + std * abs_noise) + copy * prev["abs_stoch"]
-        obs_in = torch.cat([copy * prev["obs_stoch"], a, abs_belief, abs_stoch], -1)
-        obs_belief = self.obs_gru(obs_in, copy * prev["obs_belief"])
+        obs_in = torch.cat([carry * prev["obs_stoch"], a, abs_belief, abs_stoch], -1)
+        obs_belief = self.obs_gru(obs_in, carry * prev["obs_belief"])
         if embed is None:
             obs_mean, obs_std = self.prior_obs.mean_std(obs_belief)
         else:
