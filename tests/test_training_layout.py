@@ -148,3 +148,23 @@ def test_layout_on_real_collector_output():
     collector.shutdown()
     ids = torch.cat(ids_seen)
     assert ids.unique().numel() == layout.next_traj_id
+
+
+@pytest.mark.parametrize("key", [("next", "reward"), ("next", "observation"), "observation", "action"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_value_is_refused_naming_key_and_env(key, bad):
+    from imwm.errors import UserError, format_user_error  # noqa: PLC0415
+    from imwm.training.layout import NonFiniteRecordError  # noqa: PLC0415
+
+    layout = DreamerRecordLayout(num_envs=2)
+    batch = make_batch(obs=[[0, 1], [5, 6]], next_obs=[[1, 2], [6, 7]], is_init=[[1, 0], [1, 0]],
+                       reward=[[0, 1], [0, 1]], terminated=[[0, 0], [0, 0]], truncated=[[0, 0], [0, 0]])
+    batch.get(key)[1, 1].view(-1)[0] = bad
+    with pytest.raises(NonFiniteRecordError) as err:
+        layout(batch)
+    assert isinstance(err.value, UserError)
+    line = format_user_error(err.value)
+    assert "\n" not in line and f"env 1 returned a NaN or infinity in {key!r}" in line
+    assert layout.next_traj_id == 0  # nothing converted: the batch left no trace
+    batch.get(key)[1, 1].view(-1)[0] = 0.0
+    assert layout(batch)["traj_ids"].tolist() == [0, 0, 0, 1, 1, 1]

@@ -74,7 +74,7 @@ def _assert_same_storage(a, b, rows=None):
         ta, tb = ta[rows], tb[rows]
     keys = set(ta.keys(include_nested=True, leaves_only=True))
     assert keys == set(tb.keys(include_nested=True, leaves_only=True))
-    for key in keys:  # bit for bit, unwritten rows included
+    for key in keys:  # bit for bit (rows never written are saved as zeros)
         x, y = ta[key], tb[key]
         assert x.dtype == y.dtype and x.shape == y.shape, key
         assert torch.equal(x.contiguous().view(-1).view(torch.uint8),
@@ -118,6 +118,40 @@ def test_empty_buffer_round_trip(tmp_path, kind):
     rows = rb.extend(new.clone())
     assert torch.equal(rows, fresh.extend(new.clone()))
     _assert_same_storage(rb, fresh, rows)  # fresh allocations: only written rows are defined
+
+
+@pytest.mark.parametrize("kind", ("uniform", "uniform_streams"))
+def test_rows_never_written_are_saved_as_zeros_and_written_ones_must_be_finite(tmp_path, kind):
+    rb = _build(kind)
+    rb.extend(_records(0, n=5))  # 10 of 80 rows: a prefix, or a few rows of each of two rings
+    written = torch.zeros(CAP, dtype=torch.bool)
+    for a, b in (rb.writer.written_rows() if kind == "uniform_streams" else [(0, 10)]):
+        written[a:b] = True
+    assert int(written.sum()) == 10
+    reward = rb.storage._storage["reward"]
+    reward[~written] = float("nan")  # what an uninitialised allocation may hold
+    save_replay(rb, tmp_path / "replay", tag="t")
+    fresh = _build(kind, seed=1)
+    load_replay(fresh, tmp_path / "replay")
+    got = fresh.storage._storage
+    assert torch.equal(got["reward"][written], reward[written])
+    assert (got["reward"][~written] == 0).all() and (got["observation"][~written] == 0).all()
+    if kind == "uniform_streams":
+        assert fresh.writer.written_rows() == rb.writer.written_rows()
+
+    reward[written.nonzero()[3]] = float("inf")
+    with pytest.raises(ValueError, match=r"replay leaf \('reward',\) holds a NaN or infinity"):
+        save_replay(rb, tmp_path / "bad", tag="t")
+    assert not (tmp_path / "bad" / "manifest.json").exists()
+
+
+def test_stream_rings_count_as_full_in_a_state_saved_without_their_fill():
+    rb = _build("uniform_streams")
+    rb.extend(_records(0, n=5))
+    state = rb.writer.state_dict()
+    del state["streams"]["filled"]
+    rb.writer.load_state_dict(state)
+    assert rb.writer.written_rows() == [(0, 40), (40, 80)]
 
 
 def test_load_into_a_used_buffer_and_into_a_plain_uniform_one(tmp_path):

@@ -295,3 +295,38 @@ def test_obs_reset_decides_whether_the_observation_level_crosses_a_read(obs_rese
 def test_obs_reset_bad_value():
     with pytest.raises(ValueError, match="obs_reset"):
         small(obs_reset="no")
+
+
+def _detector_inputs(vta, embed, keep_graph=False):
+    seen = []
+    hook = vta.post_boundary.register_forward_hook(
+        lambda m, args, out: seen.append(args[0] if keep_graph else args[0].detach()))
+    vta.observe(embed, torch.zeros(*embed.shape[:2], 3), torch.zeros(*embed.shape[:2], 1, dtype=torch.bool))
+    hook.remove()
+    return seen[0]
+
+
+def test_boundary_surprise_is_a_causal_gradient_free_input_of_the_detector():
+    torch.manual_seed(0)
+    vta = small(boundary_surprise=True, boundary_causal=True)
+    assert vta.post_boundary.in_dim == 6 + 1
+    embed = torch.randn(2, 8, 6, requires_grad=True)
+    x = _detector_inputs(vta, embed)
+    surprise = x[..., -1]
+    assert x.shape == (2, 8, 7) and torch.equal(x[..., :6], embed.detach())
+    assert (surprise >= 0).all() and torch.isfinite(surprise).all()
+    assert surprise.std() > 0  # it varies over steps: the KL of real posteriors against priors
+    later = embed.detach().clone()
+    later[:, 5] += 3.0
+    moved = _detector_inputs(vta, later)[..., -1]
+    assert torch.equal(moved[:, :5], surprise[:, :5]) and not torch.allclose(moved[:, 5], surprise[:, 5])
+    # the detector's own weights do not enter it, and the training loss gets no gradient through it
+    with torch.no_grad():
+        for p in vta.post_boundary.parameters():
+            p.add_(1.0)
+    assert torch.equal(_detector_inputs(vta, embed)[..., -1], surprise)
+    x = _detector_inputs(vta, embed, keep_graph=True)
+    (grad,) = torch.autograd.grad(x.sum(), embed)
+    assert torch.equal(grad, torch.ones_like(grad))  # the embedding channels only: nothing through the surprise
+    with pytest.raises(ValueError, match="boundary_surprise"):
+        small(boundary_surprise=1)

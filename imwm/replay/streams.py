@@ -73,6 +73,7 @@ class StreamWriter(TensorDictRoundRobinWriter):
         self._offsets = [0] * e          # next write offset inside each ring
         self._open = [-1] * e            # trajectory currently written to each stream (-1: free)
         self._last_write = [-1] * e      # write count at the stream's last write (LRU)
+        self._filled: list[int | None] = [0] * e  # rows of each ring written so far (None: unknown)
 
     def _ring_size(self, data) -> int:
         capacity = self._storage._max_size_along_dim0(batched_data=data)
@@ -132,6 +133,7 @@ class StreamWriter(TensorDictRoundRobinWriter):
             self._open[s] = traj
             index[a:b] = s * size + (self._offsets[s] + torch.arange(b - a)) % size
             self._offsets[s] = (self._offsets[s] + b - a) % size
+            self._filled[s] = size if self._filled[s] is None else min(size, self._filled[s] + b - a)
             self._last_write[s] = self._write_count + b
             if last is not None and bool(last[b - 1]):
                 self._open[s] = -1  # the episode ended: the stream is free
@@ -152,13 +154,34 @@ class StreamWriter(TensorDictRoundRobinWriter):
     def add(self, data) -> int:
         return int(self.extend(data.unsqueeze(0))[0])
 
+    def written_rows(self) -> list[tuple[int, int]]:
+        """Storage rows that hold records, as ``[start, end)`` ranges (one per ring).
+
+        Rings fill from their start, so each ring's written rows are one range; the rest of the
+        storage is whatever the allocation left there. A ring of a state saved before this record
+        was kept counts as full.
+
+        Example:
+            >>> from tensordict import TensorDict
+            >>> from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+            >>> rb = TensorDictReplayBuffer(storage=LazyTensorStorage(8), writer=StreamWriter(2))
+            >>> _ = rb.extend(TensorDict({"traj_ids": torch.tensor([0, 0, 0, 1])}, [4]))
+            >>> rb.writer.written_rows()
+            [(0, 3), (4, 5)]
+        """
+        if not self._storage.initialized:
+            return []
+        size = self._storage._max_size_along_dim0() // self.num_streams
+        return [(s * size, s * size + (size if f is None else f)) for s, f in enumerate(self._filled)]
+
     def write_at(self, index, data):
         raise RuntimeError("StreamWriter decides where records go; write_at is not supported")
 
     # ------------------------------------------------------------------ state
     def _stream_state(self) -> dict[str, Any]:
         return {"num_streams": self.num_streams, "offsets": list(self._offsets),
-                "open": list(self._open), "last_write": list(self._last_write)}
+                "open": list(self._open), "last_write": list(self._last_write),
+                "filled": [-1 if f is None else f for f in self._filled]}
 
     def _load_stream_state(self, state: dict[str, Any]) -> None:
         if int(state["num_streams"]) != self.num_streams:
@@ -168,6 +191,8 @@ class StreamWriter(TensorDictRoundRobinWriter):
         self._offsets = [int(x) for x in state["offsets"]]
         self._open = [int(x) for x in state["open"]]
         self._last_write = [int(x) for x in state["last_write"]]
+        filled = state.get("filled", [-1] * self.num_streams)  # absent from older states: unknown
+        self._filled = [None if int(x) < 0 else int(x) for x in filled]
 
     def state_dict(self) -> dict[str, Any]:
         out = super().state_dict()

@@ -25,9 +25,27 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-__all__ = ["DreamerRecordLayout", "finished_episodes"]
+from imwm.errors import UserError
+
+__all__ = ["DreamerRecordLayout", "NonFiniteRecordError", "finished_episodes"]
 
 RECORD_KEYS = ("observation", "action", "reward", "is_first", "is_terminal", "is_last", "traj_ids")
+
+
+class NonFiniteRecordError(UserError, ValueError):
+    """A collector batch holds a NaN or an infinity where a replay record takes its values.
+
+    Example:
+        >>> batch = TensorDict({"observation": torch.zeros(1, 2, 3), "action": torch.zeros(1, 2, 2),
+        ...     "is_init": torch.tensor([[[True], [False]]]),
+        ...     "next": {"observation": torch.zeros(1, 2, 3), "reward": torch.tensor([[[0.0], [float("nan")]]]),
+        ...              "terminated": torch.zeros(1, 2, 1, dtype=torch.bool),
+        ...              "done": torch.zeros(1, 2, 1, dtype=torch.bool)}}, [1, 2])
+        >>> DreamerRecordLayout(num_envs=1)(batch)
+        Traceback (most recent call last):
+        ...
+        imwm.training.layout.NonFiniteRecordError: env 0 returned a NaN or infinity in ('next', 'reward'); nothing of this batch was stored in the replay (check the env and its transforms)
+    """
 
 
 class DreamerRecordLayout:
@@ -113,6 +131,7 @@ class DreamerRecordLayout:
             if key not in batch.keys(True):
                 raise KeyError(f"collector batch lacks key {key!r} (needed for replay records)")
         n_env, steps = batch.shape
+        self._check_finite(batch, first_env)
         obs = batch.get(self.observation_key)
         next_obs = batch.get(("next", self.observation_key))
         action = batch.get("action").float()
@@ -163,6 +182,20 @@ class DreamerRecordLayout:
         for row in range(n_env):
             self._last_obs[first_env + row] = next_obs[row, -1].clone()
         return TensorDict(records, batch_size=[records["traj_ids"].shape[0]])
+
+    def _check_finite(self, batch: TensorDictBase, first_env: int) -> None:
+        """Refuses the batch before anything is converted: a replay never holds a non-finite record."""
+        for key in (self.observation_key, "action", ("next", self.observation_key), ("next", "reward")):
+            value = batch.get(key)
+            if not value.is_floating_point():
+                continue  # integer frames and flags hold no NaN
+            finite = torch.isfinite(value).reshape(batch.shape[0], -1).all(1)
+            if not bool(finite.all()):
+                envs = (torch.nonzero(~finite).flatten() + first_env).tolist()
+                raise NonFiniteRecordError(
+                    f"env{'s' if len(envs) > 1 else ''} {', '.join(map(str, envs))} returned a NaN or infinity in "
+                    f"{key!r}; nothing of this batch was stored in the replay (check the env and its transforms)"
+                )
 
     def _check_continuity(self, obs: torch.Tensor, starts: torch.Tensor, first_env: int) -> None:
         """Every env that carries its episode into this batch must start where its last batch ended."""

@@ -94,7 +94,8 @@ def save_replay(buffer, directory: str | os.PathLike, *, tag: str) -> Path:
 
     Saves the storage (every leaf as raw bytes), its length, the writer, the sampler and the
     buffer's own generator, then ``manifest.json`` last (atomically, fsynced). Every file is
-    fsynced. Temporary names and rotation are the caller's business.
+    fsynced. Temporary names and rotation are the caller's business. Rows that hold no record
+    (the storage is allocated uninitialised) are saved as zeros; rows that do must be finite.
 
     Args:
         buffer: a TorchRL replay buffer over a ``LazyTensorStorage`` / ``TensorStorage``
@@ -111,6 +112,8 @@ def save_replay(buffer, directory: str | os.PathLike, *, tag: str) -> Path:
         FileExistsError: ``directory`` exists and is not an empty folder.
         TypeError: the storage does not hold a TensorDict of tensors, or a state holds
             something ``torch.load(weights_only=True)`` could not read back.
+        ValueError: a written row of a floating-point leaf holds a NaN or an infinity (nothing is
+            saved; the folder may hold partial files and no manifest).
 
     Example:
         >>> import tempfile
@@ -130,7 +133,7 @@ def save_replay(buffer, directory: str | os.PathLike, *, tag: str) -> Path:
     _create_empty_folder(directory)
     storage = buffer.storage
     _check_storage_kind(storage)
-    storage_entry, files = _save_storage(storage, directory)
+    storage_entry, files = _save_storage(storage, directory, _written_rows(buffer, storage))
     files += _save_states(buffer, directory)
     _write_manifest(directory, {
         "format": FORMAT,
@@ -169,9 +172,23 @@ def _check_storage_kind(storage) -> None:
         )
 
 
-def _save_storage(storage, directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Writes one raw file per storage leaf; returns the manifest's storage entry and those
-    files' entries."""
+def _written_rows(buffer, storage) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges of storage rows (along dim 0) that hold records.
+
+    A :class:`~imwm.replay.StreamWriter` fills rings, not a prefix, and knows which rows it wrote;
+    other writers fill rows ``0 .. len - 1`` first.
+    """
+    if not storage.initialized:
+        return []
+    ranges = getattr(buffer.writer, "written_rows", None)
+    if ranges is not None:
+        return ranges()
+    return [(0, int(storage._len_along_dim0))]
+
+
+def _save_storage(storage, directory: Path, rows: list[tuple[int, int]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Writes one raw file per storage leaf (zeros outside ``rows``); returns the manifest's
+    storage entry and those files' entries."""
     initialized = bool(storage.initialized) and storage._storage is not None
     storage_entry: dict[str, Any] = {
         "initialized": initialized,
@@ -195,12 +212,12 @@ def _save_storage(storage, directory: Path) -> tuple[dict[str, Any], list[dict[s
         for key, value in td.items(include_nested=True) if is_tensor_collection(value)
     ]
     leaves = list(td.items(include_nested=True, leaves_only=True))
-    files = [_save_leaf(directory, i, _key_tuple(key), leaf)
+    files = [_save_leaf(directory, i, _key_tuple(key), leaf, rows)
              for i, (key, leaf) in enumerate(leaves)]
     return storage_entry, files
 
 
-def _save_leaf(directory: Path, index: int, key: tuple[str, ...], leaf) -> dict[str, Any]:
+def _save_leaf(directory: Path, index: int, key: tuple[str, ...], leaf, rows: list[tuple[int, int]]) -> dict[str, Any]:
     if not isinstance(leaf, torch.Tensor) or is_tensor_collection(leaf):
         raise TypeError(
             f"storage leaf {key} is a {type(leaf).__name__}, not a tensor; "
@@ -209,8 +226,13 @@ def _save_leaf(directory: Path, index: int, key: tuple[str, ...], leaf) -> dict[
     dtype = str(leaf.dtype).removeprefix("torch.")
     if dtype not in _DTYPES:
         raise TypeError(f"storage leaf {key} has dtype {leaf.dtype}, not supported")
+    if leaf.is_floating_point():
+        bad = [(a, b) for a, b in rows if not bool(torch.isfinite(leaf[a:b]).all())]
+        if bad:
+            raise ValueError(f"replay leaf {key} holds a NaN or infinity in rows {bad[0][0]}..{bad[0][1] - 1}; "
+                             "a replay snapshot is never saved with non-finite records")
     name = f"tensor{index:03d}-{_slug(key)}.bin"
-    return _write_listed_file(directory, name, _tensor_chunks(leaf), kind="tensor",
+    return _write_listed_file(directory, name, _row_chunks(leaf, rows), kind="tensor",
                               key=list(key), shape=list(leaf.shape), dtype=dtype)
 
 
@@ -249,6 +271,22 @@ def _key_tuple(key) -> tuple[str, ...]:
 def _slug(key: tuple[str, ...]) -> str:
     text = re.sub(r"[^A-Za-z0-9_]+", "_", ".".join(key)).strip("_")
     return (text or "leaf")[:80]
+
+
+def _row_chunks(tensor: torch.Tensor, rows: list[tuple[int, int]]):
+    """The bytes of ``tensor``'s rows in ``rows`` and zeros for every other row, in row order."""
+    row_bytes = tensor[:1].numel() * tensor.element_size()
+    start = 0
+    for a, b in sorted(rows) + [(tensor.shape[0], tensor.shape[0])]:
+        yield from _zero_chunks((a - start) * row_bytes)
+        yield from _tensor_chunks(tensor[a:b])
+        start = b
+
+
+def _zero_chunks(n: int):
+    zeros = bytes(min(n, _CHUNK))
+    for start in range(0, n, _CHUNK):
+        yield memoryview(zeros)[:min(_CHUNK, n - start)]
 
 
 def _tensor_chunks(tensor: torch.Tensor):

@@ -89,6 +89,13 @@ class VTADynamics(BoundaryOptions):
             ``pixel_view`` ``[B, T, boundary_pixel_view]`` (its
             :class:`~imwm.vta.frame_change.FrameChangeEncoder` features); the detector reads
             ``cat(embed, pixel_view)``. 0 (default): the detector reads ``embed`` only.
+        boundary_surprise: the detector also reads, per step, how surprising the frame is to the
+            observation level when no segment starts: ``log(1 + KL(q(s_t) || p(s_t)))`` from a
+            gradient-free pass of the same sequence with every step COPY (except the forced
+            first READ). A change of appearance or of motion is a step whose frame the running
+            segment did not predict (event segmentation by prediction error, Zacks et al. 2007),
+            which neither the embedding nor the frame difference shows directly. Costs one
+            more (forward-only) unroll of the sequence per :meth:`observe`.
         boundary_norm: ``"layer"`` or ``"batch"``, the normalisation of the detector's blocks
             (:class:`~imwm.vta.layers.PostBoundaryDetector`; batch norm removes the per-channel
             offsets that left layer-normed detectors nearly constant).
@@ -146,6 +153,7 @@ class VTADynamics(BoundaryOptions):
         boundary_diff: bool = False,
         boundary_causal: bool = False,
         boundary_pixel_view: int = 0,
+        boundary_surprise: bool = False,
         boundary_norm: str = "layer",
         segment_posterior: bool = False,
         obs_reset: bool = True,
@@ -182,8 +190,11 @@ class VTADynamics(BoundaryOptions):
         self.register_buffer("_schedule", torch.tensor([self.current_temp, self.current_force_scale]),
                              persistent=False)
         self.boundary_pixel_view = check_integer("boundary_pixel_view", boundary_pixel_view, 0)
+        if not isinstance(boundary_surprise, bool):
+            raise ValueError(f"boundary_surprise must be true or false, got {boundary_surprise!r}")
+        self.boundary_surprise = boundary_surprise
         self.post_boundary = PostBoundaryDetector(
-            embed_dim + boundary_pixel_view, hidden_dim=check_integer("boundary_hidden", boundary_hidden),
+            embed_dim + boundary_pixel_view + int(boundary_surprise), hidden_dim=check_integer("boundary_hidden", boundary_hidden),
             num_layers=check_integer("boundary_layers", boundary_layers), flavour="dreamer", diff=boundary_diff,
             causal=boundary_causal, norm=boundary_norm,
         )
@@ -295,16 +306,48 @@ class VTADynamics(BoundaryOptions):
             seg_len=seg_len, seg_num=seg_num,
         )
 
-    def _detector_input(self, embed: Tensor, pixel_view: Tensor | None) -> Tensor:
+    def _detector_input(self, embed: Tensor, pixel_view: Tensor | None, surprise: Tensor | None) -> Tensor:
+        parts = [embed] if surprise is None else [embed, surprise]
         if self.boundary_pixel_view == 0:
             if pixel_view is not None:
                 raise ValueError("pixel_view was given but boundary_pixel_view is 0: the detector has no input for it")
-            return embed
+            return torch.cat(parts, -1)
         if pixel_view is None:
             raise ValueError(f"boundary_pixel_view is {self.boundary_pixel_view}: observe() needs pixel_view "
                              f"[B, T, {self.boundary_pixel_view}] (a FrameChangeEncoder's features)")
         self._check("pixel_view", pixel_view, (*embed.shape[:2], self.boundary_pixel_view))
-        return torch.cat([embed, pixel_view.to(embed.dtype)], -1)
+        return torch.cat([*parts, pixel_view.to(embed.dtype)], -1)
+
+    @torch.no_grad()
+    def _surprise(self, embed: Tensor, action: Tensor, keep: Tensor, state: TensorDict, reset_steps: list | None) -> Tensor:
+        """``log(1 + KL(q(s_t) || p(s_t)))`` ``[B, T, 1]`` of an all-COPY pass (``boundary_surprise``)."""
+        B, T = embed.shape[:2]
+        copy = torch.zeros(B, T, 1, device=embed.device, dtype=embed.dtype)
+        no_logits = torch.zeros(B, T, 2, device=embed.device, dtype=embed.dtype)
+        reads, logits = self._posterior_boundaries(no_logits, None, state, keep, reset_steps, copy)
+        zeros = lambda n: torch.zeros(B, T, n, device=embed.device, dtype=embed.dtype)  # noqa: E731
+        _, outs = self._unroll(embed, action, keep, state, reset_steps, reads, logits, embed,
+                               zeros(self.abs_stoch_dim), zeros(self.obs_stoch_dim))
+        q_mean, q_std = (torch.stack([o[k] for o in outs], 1) for k in ("obs_mean", "obs_std"))
+        p_mean, p_std = self.prior_obs.mean_std(torch.stack([o["obs_belief"] for o in outs], 1))
+        return torch.log1p(_gauss_kl(q_mean, q_std, p_mean, p_std)).unsqueeze(-1)
+
+    def _unroll(self, embed: Tensor, action: Tensor, keep: Tensor, state: TensorDict, reset_steps: list | None,
+                reads: list, logits: list, abs_embed: Tensor, abs_noise: Tensor,
+                obs_noise: Tensor) -> tuple[list, list]:
+        """The posterior state recursion given the READ flags: the states before and after each step."""
+        prev = {k: state[k] for k in VTA_STATE_KEYS}
+        prevs, outs = [], []
+        for t in range(embed.shape[1]):
+            if reset_steps is None or reset_steps[t]:
+                prev = self._reset(prev, keep[:, t])
+            prevs.append(prev)
+            out = self._step(prev, action[:, t], reads[t], embed[:, t], abs_noise[:, t], obs_noise[:, t],
+                             abs_embed[:, t])
+            out.update(boundary=reads[t], boundary_logit=logits[t])
+            outs.append(out)
+            prev = out
+        return prevs, outs
 
     def _prior_boundary_logits(self, prev: TensorDict | dict, action: Tensor) -> Tensor:
         feat = torch.cat([prev["abs_belief"], prev["abs_stoch"], prev["obs_belief"], prev["obs_stoch"], action], -1)
@@ -372,28 +415,20 @@ class VTADynamics(BoundaryOptions):
         keep = (~is_first.bool()).to(embed.dtype)
         action = action * keep
 
-        post_logits_all = self.post_boundary(self._detector_input(embed, pixel_view))  # one pass for the sequence
+        # eager: one host read, and only steps with an episode start pay for the reset; a compiled
+        # graph cannot read the host, and there the reset fuses into the step for free
+        reset_steps = None if torch.compiler.is_compiling() else is_first.bool().any(0)[:, 0].tolist()
+        surprise = self._surprise(embed, action, keep, state, reset_steps) if self.boundary_surprise else None
+        post_logits_all = self.post_boundary(self._detector_input(embed, pixel_view, surprise))  # one pass
         gumbel = self._gumbel((B, T, 2), embed)
         abs_noise = torch.randn(B, T, self.abs_stoch_dim, device=embed.device, dtype=embed.dtype)
         obs_noise = torch.randn(B, T, self.obs_stoch_dim, device=embed.device, dtype=embed.dtype)
 
-        # eager: one host read, and only steps with an episode start pay for the reset; a compiled
-        # graph cannot read the host, and there the reset fuses into the step for free
-        reset_steps = None if torch.compiler.is_compiling() else is_first.bool().any(0)[:, 0].tolist()
         reads, logits = self._posterior_boundaries(post_logits_all, gumbel, state, keep, reset_steps, boundary)
         abs_embed = self._segment_summary(embed, reads) if self.segment_posterior else embed
 
-        prev = {k: state[k] for k in VTA_STATE_KEYS}
-        prevs, outs = [], []
-        for t in range(T):
-            if reset_steps is None or reset_steps[t]:
-                prev = self._reset(prev, keep[:, t])
-            prevs.append(prev)
-            out = self._step(prev, action[:, t], reads[t], embed[:, t], abs_noise[:, t], obs_noise[:, t],
-                             abs_embed[:, t])
-            out.update(boundary=reads[t], boundary_logit=logits[t])
-            outs.append(out)
-            prev = out
+        prevs, outs = self._unroll(embed, action, keep, state, reset_steps, reads, logits, abs_embed, abs_noise,
+                                   obs_noise)
 
         post = {key: torch.stack([o[key] for o in outs], 1) for key in VTA_STATE_KEYS}
         posterior = self._state((B, T), **post)
