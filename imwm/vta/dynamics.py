@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from imwm.errors import check_integer
 from imwm.vta.boundary import boundary_push, rate_prior_kl, regularize_boundary
-from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
+from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector, gaussian_kl
 from imwm.vta.local_gradient import check_boundary_grad
 from imwm.vta.options import BoundaryOptions
 
@@ -59,11 +59,6 @@ VTA_STATE_KEYS = (
     "boundary", "boundary_logit", "seg_len", "seg_num",
 )
 _FORCED_READ_LOGIT = 10.0  # logits stored where READ is forced (first step): both KLs vanish there
-
-
-def _gauss_kl(mq: Tensor, sq: Tensor, mp: Tensor, sp: Tensor) -> Tensor:
-    ratio = (sq / sp).pow(2)
-    return 0.5 * (ratio + ((mq - mp) / sp).pow(2) - 1.0 - ratio.log()).sum(-1)
 
 
 def _cat_kl(lq: Tensor, lp: Tensor) -> Tensor:
@@ -330,7 +325,7 @@ class VTADynamics(BoundaryOptions):
                                zeros(self.abs_stoch_dim), zeros(self.obs_stoch_dim))
         q_mean, q_std = (torch.stack([o[k] for o in outs], 1) for k in ("obs_mean", "obs_std"))
         p_mean, p_std = self.prior_obs.mean_std(torch.stack([o["obs_belief"] for o in outs], 1))
-        return torch.log1p(_gauss_kl(q_mean, q_std, p_mean, p_std)).unsqueeze(-1)
+        return torch.log1p(gaussian_kl(q_mean, q_std, p_mean, p_std)).unsqueeze(-1)
 
     def _unroll(self, embed: Tensor, action: Tensor, keep: Tensor, state: TensorDict, reset_steps: list | None,
                 reads: list, logits: list, abs_embed: Tensor, abs_noise: Tensor,
@@ -531,8 +526,8 @@ class VTADynamics(BoundaryOptions):
             rep = kl_fn(qa, qb, pa.detach(), pb.detach())
             return dyn, rep
 
-        dyn_z, rep_z = balanced(_gauss_kl, q["abs_mean"], q["abs_std"], p["abs_mean"], p["abs_std"])
-        dyn_s, rep_s = balanced(_gauss_kl, q["obs_mean"], q["obs_std"], p["obs_mean"], p["obs_std"])
+        dyn_z, rep_z = balanced(gaussian_kl, q["abs_mean"], q["abs_std"], p["abs_mean"], p["abs_std"])
+        dyn_s, rep_s = balanced(gaussian_kl, q["obs_mean"], q["obs_std"], p["obs_mean"], p["obs_std"])
         dyn_m = _cat_kl(q["boundary_logit"].detach(), p["boundary_logit"])
         rep_m = _cat_kl(q["boundary_logit"], p["boundary_logit"].detach())
         kl_state = (

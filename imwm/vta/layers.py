@@ -23,7 +23,10 @@ from imwm.nn.norm import ChannelLayerNorm
 
 FLAVOURS = ("original", "dreamer")
 
-__all__ = ["FLAVOURS", "DETECTOR_NORMS", "LatentDistribution", "PriorBoundaryDetector", "PostBoundaryDetector", "ChannelLayerNorm"]
+__all__ = [
+    "FLAVOURS", "DETECTOR_NORMS", "LatentDistribution", "PriorBoundaryDetector", "PostBoundaryDetector",
+    "ChannelLayerNorm", "gaussian_kl",
+]
 
 
 def _check_flavour(flavour: str) -> None:
@@ -34,6 +37,23 @@ def _check_flavour(flavour: str) -> None:
 def _check_last_dim(x: Tensor, size: int, name: str) -> None:
     if x.shape[-1] != size:
         raise ValueError(f"{name} must have last dim {size}, got shape {tuple(x.shape)}")
+
+
+def gaussian_kl(mean_q: Tensor, std_q: Tensor, mean_p: Tensor, std_p: Tensor) -> Tensor:
+    """``KL(N(mean_q, std_q) || N(mean_p, std_p))`` summed over the last dim (diagonal Gaussians).
+
+    Example:
+        >>> zero, one = torch.zeros(2), torch.ones(2)
+        >>> gaussian_kl(zero, one, zero, one).item()
+        0.0
+        >>> gaussian_kl(one, one, zero, one).item()  # 0.5 per dim for a unit shift of the mean
+        1.0
+        >>> round(gaussian_kl(zero, 2 * one, zero, one).item(), 4)  # 2 * 0.5 (4 - 1 - log 4)
+        1.6137
+    """
+    var_ratio = (std_q / std_p).pow(2)
+    t1 = ((mean_q - mean_p) / std_p).pow(2)
+    return 0.5 * (var_ratio + t1 - 1.0 - var_ratio.log()).sum(-1)
 
 
 class LatentDistribution(nn.Module):

@@ -38,27 +38,10 @@ from imwm.errors import check_integer
 from imwm.vta.boundary import boundary_sample, log_density_concrete, rate_prior_kl, regularize_boundary
 from imwm.vta.frame_change import FrameChangeEncoder
 from imwm.vta.local_gradient import BOUNDARY_GRADS, add_local_gradient, check_boundary_grad
-from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector
+from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector, gaussian_kl
 from imwm.vta.options import BoundaryOptions
 
 __all__ = ["VTAOriginal", "ConvEncoder", "ConvDecoder", "gaussian_kl", "BOUNDARY_GRADS"]
-
-
-def gaussian_kl(mean_q: Tensor, std_q: Tensor, mean_p: Tensor, std_p: Tensor) -> Tensor:
-    """``KL(N(mean_q, std_q) || N(mean_p, std_p))`` summed over the last dim (diagonal Gaussians).
-
-    Example:
-        >>> zero, one = torch.zeros(2), torch.ones(2)
-        >>> gaussian_kl(zero, one, zero, one).item()
-        0.0
-        >>> gaussian_kl(one, one, zero, one).item()  # 0.5 per dim for a unit shift of the mean
-        1.0
-        >>> round(gaussian_kl(zero, 2 * one, zero, one).item(), 4)  # 2 * 0.5 (4 - 1 - log 4)
-        1.6137
-    """
-    var_ratio = (std_q / std_p).pow(2)
-    t1 = ((mean_q - mean_p) / std_p).pow(2)
-    return 0.5 * (var_ratio + t1 - 1.0 - var_ratio.log()).sum(-1)
 
 
 class ConvEncoder(nn.Module):
