@@ -330,3 +330,18 @@ def test_boundary_surprise_is_a_causal_gradient_free_input_of_the_detector():
     assert torch.equal(grad, torch.ones_like(grad))  # the embedding channels only: nothing through the surprise
     with pytest.raises(ValueError, match="boundary_surprise"):
         small(boundary_surprise=1)
+
+
+def test_obs_kl_scale_weights_only_the_observation_latent_terms():
+    torch.manual_seed(0)
+    vta = small()
+    post, prior = vta.observe(torch.randn(2, 6, 6), torch.zeros(2, 6, 3), torch.zeros(2, 6, 1, dtype=torch.bool))
+    kw = dict(free_bits=0.0, dyn_scale=0.5, rep_scale=0.1)
+    _, base = vta.kl_loss(post, prior, **kw)
+    vta.obs_kl_scale = 3.0
+    _, scaled = vta.kl_loss(post, prior, **kw)
+    read = post["boundary"][..., 0]
+    z_part = read * 0.6 * base["kl_abs"]  # both halves of a KL equal its value
+    assert torch.allclose(scaled["kl_state"] - z_part, 3.0 * (base["kl_state"] - z_part), atol=1e-5)
+    with pytest.raises(ValueError, match="obs_kl_scale"):
+        small(obs_kl_scale=0)

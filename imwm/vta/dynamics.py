@@ -106,6 +106,11 @@ class VTADynamics(BoundaryOptions):
             across READs and reads the new ``z``; a READ replaces only the segment's abstract
             latent, so it can pay where one attribute changes and the rest persists (a colour,
             a direction).
+        obs_kl_scale: multiplies the observation latent's KL terms (``s``) in :meth:`kl_loss`, against
+            1 for the abstract latent's (``z``). Above 1, information costs more in ``s`` than in
+            ``z``: what persists through a segment (a colour, a direction of motion) is cheaper
+            carried by ``z`` and renewed by a READ where it changes than corrected step by step
+            in ``s`` after a COPY.
         boundary_grad: ``"straight_through"``: the cost's gradient reaches the posterior detector
             through the sampled READ flags. ``"local"``: the flags carry no gradient into the
             states; the owner of the whole cost adds
@@ -152,6 +157,7 @@ class VTADynamics(BoundaryOptions):
         boundary_norm: str = "layer",
         segment_posterior: bool = False,
         obs_reset: bool = True,
+        obs_kl_scale: float = 1.0,
         boundary_grad: str = "straight_through",
         **boundary_options,
     ):
@@ -163,6 +169,9 @@ class VTADynamics(BoundaryOptions):
         if not isinstance(obs_reset, bool):
             raise ValueError(f"obs_reset must be true or false, got {obs_reset!r}")
         self.obs_reset = obs_reset
+        if isinstance(obs_kl_scale, bool) or not isinstance(obs_kl_scale, (int, float)) or not obs_kl_scale > 0:
+            raise ValueError(f"obs_kl_scale must be a number > 0, got {obs_kl_scale!r}")
+        self.obs_kl_scale = float(obs_kl_scale)
         self.action_dim = check_integer("action_dim", action_dim)
         self.embed_dim = check_integer("embed_dim", embed_dim)
         self.abs_belief_dim = check_integer("abs_belief_dim", abs_belief_dim)
@@ -497,7 +506,7 @@ class VTADynamics(BoundaryOptions):
         """Boundary-weighted KL balancing with free bits, per step ``[B, T]``.
 
         ``loss = READ * [dyn_scale * max(fb, KL_z(sg q || p)) + rep_scale * max(fb, KL_z(q || sg p))]
-        + dyn_scale * max(fb, KL_s(sg q || p)) + rep_scale * max(fb, KL_s(q || sg p))
+        + obs_kl_scale * [dyn_scale * max(fb, KL_s(sg q || p)) + rep_scale * max(fb, KL_s(q || sg p))]
         + dyn_scale * KL_m(sg q || p) + rep_scale * KL_m(q || sg p)
         + boundary_scale * KL(Bern(mean_t q_t(READ)) || Bern(boundary_rate))``
 
@@ -532,7 +541,7 @@ class VTADynamics(BoundaryOptions):
         rep_m = _cat_kl(q["boundary_logit"], p["boundary_logit"].detach())
         kl_state = (
             read * (dyn_scale * dyn_z.clamp_min(free_bits) + rep_scale * rep_z.clamp_min(free_bits))
-            + dyn_scale * dyn_s.clamp_min(free_bits) + rep_scale * rep_s.clamp_min(free_bits)
+            + self.obs_kl_scale * (dyn_scale * dyn_s.clamp_min(free_bits) + rep_scale * rep_s.clamp_min(free_bits))
         )
         loss = kl_state + dyn_scale * dyn_m + rep_scale * rep_m
         read_prob = torch.softmax(q["boundary_logit"], -1)[..., 0]
