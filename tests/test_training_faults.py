@@ -340,3 +340,26 @@ def test_a_nan_behaviour_loss_skips_only_actor_and_critic():
     assert metrics["nonfinite_skipped"] == 1 and "world_model_loss" in metrics
     for k, v in agent.actor.state_dict().items():
         assert torch.equal(v, actor_before[k])
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_nonfinite_replay_records_are_never_written_and_the_last_generation_survives(tmp_path, streams):
+    # a NaN reward in a written record: the store refuses the generation naming the leaf, writes no
+    # replay folder, and the previous snapshot and checkpoint stay the ones a restore finds
+    def make():
+        return build_replay(capacity=200, batch_size=2, batch_length=4, num_streams=streams, seed=0)
+
+    rb, first = make(), records(20)
+    rows = rb.extend(first.clone())
+    store = RunCheckpoint(tmp_path / "run", required=("agent", "counters"))
+    store.save(state(20, 1.0), rb)
+    bad = records(20, start_traj=4)
+    bad["reward"][3] = float("nan")
+    rb.extend(bad)
+    with pytest.raises(CheckpointError, match=r"replay leaf \('reward',\) holds a NaN or infinity in rows"):
+        store.save(state(40, 2.0), rb)
+    assert not store.replay_tmp.exists()
+    restored = make()
+    path, saved = RunCheckpoint(tmp_path / "run").restore(restored)
+    assert saved["counters"]["env_steps"] == 20
+    assert torch.equal(restored.storage._storage["reward"][rows], first["reward"])

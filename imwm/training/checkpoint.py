@@ -276,7 +276,8 @@ class RunCheckpoint:
         """Writes a new generation: replay snapshot and checkpoint, published by renames.
 
         Raises:
-            CheckpointError: non-finite values in ``state`` (nothing is written) or a failed write.
+            CheckpointError: non-finite values in ``state`` or in the replay's written records
+                (nothing is written) or a failed write.
         """
         from imwm.training.snapshot import save_replay
 
@@ -291,6 +292,8 @@ class RunCheckpoint:
         except OSError as err:  # a full disk, a read-only folder: the last generation stays
             shutil.rmtree(self.replay_tmp, ignore_errors=True)
             raise CheckpointError(f"cannot write {self.replay_tmp}: {_one_line(err)}") from err
+        except ValueError as err:  # non-finite replay records, refused before anything was written
+            raise CheckpointError(str(err)) from err
         tmp = _write_tmp(self.latest, state)
         # Publish. Each generation is found by its tag, so any prefix of these renames leaves
         # one matching pair among latest/previous and replay/replay.previous.

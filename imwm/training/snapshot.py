@@ -113,7 +113,7 @@ def save_replay(buffer, directory: str | os.PathLike, *, tag: str) -> Path:
         TypeError: the storage does not hold a TensorDict of tensors, or a state holds
             something ``torch.load(weights_only=True)`` could not read back.
         ValueError: a written row of a floating-point leaf holds a NaN or an infinity (nothing is
-            saved; the folder may hold partial files and no manifest).
+            written).
 
     Example:
         >>> import tempfile
@@ -130,10 +130,12 @@ def save_replay(buffer, directory: str | os.PathLike, *, tag: str) -> Path:
         raise TypeError(f"tag must be a str, got {type(tag).__name__}")
     _check_byte_order()
     directory = Path(directory)
-    _create_empty_folder(directory)
     storage = buffer.storage
     _check_storage_kind(storage)
-    storage_entry, files = _save_storage(storage, directory, _written_rows(buffer, storage))
+    rows = _written_rows(buffer, storage)
+    _check_finite_rows(storage, rows)  # before the folder exists: a refused snapshot leaves nothing
+    _create_empty_folder(directory)
+    storage_entry, files = _save_storage(storage, directory, rows)
     files += _save_states(buffer, directory)
     _write_manifest(directory, {
         "format": FORMAT,
@@ -186,6 +188,20 @@ def _written_rows(buffer, storage) -> list[tuple[int, int]]:
     return [(0, int(storage._len_along_dim0))]
 
 
+def _check_finite_rows(storage, rows: list[tuple[int, int]]) -> None:
+    """A ``ValueError`` naming the first floating-point leaf with a NaN or infinity in ``rows``."""
+    td = storage._storage if storage.initialized else None
+    if not is_tensor_collection(td):
+        return  # nothing written yet, or a storage _save_storage refuses with its own error
+    for key, leaf in td.items(include_nested=True, leaves_only=True):
+        if not (isinstance(leaf, torch.Tensor) and leaf.is_floating_point()):
+            continue
+        for a, b in rows:
+            if not bool(torch.isfinite(leaf[a:b]).all()):
+                raise ValueError(f"replay leaf {_key_tuple(key)} holds a NaN or infinity in rows {a}..{b - 1}; "
+                                 "a replay snapshot is never saved with non-finite records")
+
+
 def _save_storage(storage, directory: Path, rows: list[tuple[int, int]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Writes one raw file per storage leaf (zeros outside ``rows``); returns the manifest's
     storage entry and those files' entries."""
@@ -226,11 +242,6 @@ def _save_leaf(directory: Path, index: int, key: tuple[str, ...], leaf, rows: li
     dtype = str(leaf.dtype).removeprefix("torch.")
     if dtype not in _DTYPES:
         raise TypeError(f"storage leaf {key} has dtype {leaf.dtype}, not supported")
-    if leaf.is_floating_point():
-        bad = [(a, b) for a, b in rows if not bool(torch.isfinite(leaf[a:b]).all())]
-        if bad:
-            raise ValueError(f"replay leaf {key} holds a NaN or infinity in rows {bad[0][0]}..{bad[0][1] - 1}; "
-                             "a replay snapshot is never saved with non-finite records")
     name = f"tensor{index:03d}-{_slug(key)}.bin"
     return _write_listed_file(directory, name, _row_chunks(leaf, rows), kind="tensor",
                               key=list(key), shape=list(leaf.shape), dtype=dtype)
