@@ -185,6 +185,25 @@ def check_integer(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is a ``bool``, or a one-line ``ValueError`` naming ``name``.
+
+    A switch given as a string or a number (``"no"``, ``1``) would otherwise read as true or false
+    by Python's rules, not by what was meant.
+
+    Example:
+        >>> check_bool("obs_reset", False)
+        False
+        >>> check_bool("obs_reset", "no")
+        Traceback (most recent call last):
+        ...
+        ValueError: obs_reset must be true or false, got 'no'
+    """
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def debug_requested() -> bool:
     """Whether ``IMWM_DEBUG`` or ``HYDRA_FULL_ERROR`` asks for full tracebacks.
 

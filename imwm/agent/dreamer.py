@@ -39,7 +39,7 @@ from imwm.agent.compile import (COMPILE_SCOPES, SCOPE_PHASES, SCOPE_STEPS, Compi
 from imwm.agent.imagine import imagine
 from imwm.agent.optimization import OPTIMIZERS, NonFiniteGuard, guarded_step, make_optimizer
 from imwm.agent.policy import DreamerPolicy
-from imwm.errors import check_integer
+from imwm.errors import check_bool, check_integer
 from imwm.nn.optim import check_laprop_options
 from imwm.objectives.actor import ActorLoss
 from imwm.objectives.critic import CriticLoss
@@ -73,8 +73,7 @@ def _check_recipe(*, horizon, grad_clips, optimizer, betas, agc, agc_pmin, warmu
 
 def _check_contdisc(world_model: nn.Module, world_model_loss: nn.Module, *, contdisc: bool, gamma: float) -> None:
     """The loss must be built on ``world_model``, with the continue target ``contdisc`` needs."""
-    if not isinstance(contdisc, bool):
-        raise ValueError(f"contdisc must be true or false, got {contdisc!r}")
+    check_bool("contdisc", contdisc)
     target = getattr(world_model_loss, "continue_discount", 1.0)
     if target != (gamma if contdisc else 1.0):
         raise ValueError(

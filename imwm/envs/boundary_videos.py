@@ -31,6 +31,7 @@ from tensordict import TensorDict
 
 from imwm.envs.shape_videos import (DISTRACTOR_GREY, PALETTE, bounce, check_video_args, different, paint, render,
                                     segments, shape_masks, split_id, square_masks, velocity)
+from imwm.errors import check_bool
 
 __all__ = ["KINDS", "BACKGROUNDS", "generate_boundary_video"]
 
@@ -148,8 +149,7 @@ def generate_boundary_video(
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     size_range = check_video_args(num_sequences, seq_len, image_size, min_seg_len, max_seg_len, start_index,
                                   object_size)
-    if not isinstance(distractor, bool):
-        raise ValueError(f"distractor must be true or false, got {distractor!r}")
+    check_bool("distractor", distractor)
     stream = (seed, split_id(split), KINDS[kind])
     return render(num_sequences, seq_len, image_size, stream, start_index,
                   lambda rng: _one_sequence(rng, kind, seq_len, image_size, min_seg_len, max_seg_len,

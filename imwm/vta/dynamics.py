@@ -45,7 +45,7 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor, nn
 
-from imwm.errors import check_integer
+from imwm.errors import check_bool, check_integer
 from imwm.vta.boundary import boundary_push, rate_prior_kl, regularize_boundary
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector, gaussian_kl
 from imwm.vta.local_gradient import check_boundary_grad
@@ -163,12 +163,8 @@ class VTADynamics(BoundaryOptions):
     ):
         super().__init__()
         self.boundary_grad = check_boundary_grad(boundary_grad)
-        if not isinstance(segment_posterior, bool):
-            raise ValueError(f"segment_posterior must be true or false, got {segment_posterior!r}")
-        self.segment_posterior = segment_posterior
-        if not isinstance(obs_reset, bool):
-            raise ValueError(f"obs_reset must be true or false, got {obs_reset!r}")
-        self.obs_reset = obs_reset
+        self.segment_posterior = check_bool("segment_posterior", segment_posterior)
+        self.obs_reset = check_bool("obs_reset", obs_reset)
         if isinstance(obs_kl_scale, bool) or not isinstance(obs_kl_scale, (int, float)) or not obs_kl_scale > 0:
             raise ValueError(f"obs_kl_scale must be a number > 0, got {obs_kl_scale!r}")
         self.obs_kl_scale = float(obs_kl_scale)
@@ -194,11 +190,10 @@ class VTADynamics(BoundaryOptions):
         self.register_buffer("_schedule", torch.tensor([self.current_temp, self.current_force_scale]),
                              persistent=False)
         self.boundary_pixel_view = check_integer("boundary_pixel_view", boundary_pixel_view, 0)
-        if not isinstance(boundary_surprise, bool):
-            raise ValueError(f"boundary_surprise must be true or false, got {boundary_surprise!r}")
-        self.boundary_surprise = boundary_surprise
+        self.boundary_surprise = check_bool("boundary_surprise", boundary_surprise)
         self.post_boundary = PostBoundaryDetector(
-            embed_dim + boundary_pixel_view + int(boundary_surprise), hidden_dim=check_integer("boundary_hidden", boundary_hidden),
+            embed_dim + boundary_pixel_view + int(boundary_surprise),
+            hidden_dim=check_integer("boundary_hidden", boundary_hidden),
             num_layers=check_integer("boundary_layers", boundary_layers), flavour="dreamer", diff=boundary_diff,
             causal=boundary_causal, norm=boundary_norm,
         )
@@ -323,7 +318,8 @@ class VTADynamics(BoundaryOptions):
         return torch.cat([*parts, pixel_view.to(embed.dtype)], -1)
 
     @torch.no_grad()
-    def _surprise(self, embed: Tensor, action: Tensor, keep: Tensor, state: TensorDict, reset_steps: list | None) -> Tensor:
+    def _surprise(self, embed: Tensor, action: Tensor, keep: Tensor, state: TensorDict,
+                  reset_steps: list | None) -> Tensor:
         """``log(1 + KL(q(s_t) || p(s_t)))`` ``[B, T, 1]`` of an all-COPY pass (``boundary_surprise``)."""
         B, T = embed.shape[:2]
         copy = torch.zeros(B, T, 1, device=embed.device, dtype=embed.dtype)
@@ -541,7 +537,8 @@ class VTADynamics(BoundaryOptions):
         rep_m = _cat_kl(q["boundary_logit"], p["boundary_logit"].detach())
         kl_state = (
             read * (dyn_scale * dyn_z.clamp_min(free_bits) + rep_scale * rep_z.clamp_min(free_bits))
-            + self.obs_kl_scale * (dyn_scale * dyn_s.clamp_min(free_bits) + rep_scale * rep_s.clamp_min(free_bits))
+            + self.obs_kl_scale
+            * (dyn_scale * dyn_s.clamp_min(free_bits) + rep_scale * rep_s.clamp_min(free_bits))
         )
         loss = kl_state + dyn_scale * dyn_m + rep_scale * rep_m
         read_prob = torch.softmax(q["boundary_logit"], -1)[..., 0]

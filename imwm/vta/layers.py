@@ -19,6 +19,7 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 from torch.distributions import Normal
 
+from imwm.errors import check_bool
 from imwm.nn.norm import ChannelLayerNorm
 
 FLAVOURS = ("original", "dreamer")
@@ -193,9 +194,8 @@ class PostBoundaryDetector(nn.Module):
             raise ValueError(f"boundary_norm must be one of {list(DETECTOR_NORMS)}, got {norm!r}")
         if num_layers < 1:
             raise ValueError(f"post-boundary num_layers must be >= 1, got {num_layers!r}")
-        for name, flag in (("boundary_diff", diff), ("boundary_causal", causal)):
-            if not isinstance(flag, bool):  # a string such as "no" would read as true
-                raise ValueError(f"{name} must be true or false, got {flag!r}")
+        check_bool("boundary_diff", diff)
+        check_bool("boundary_causal", causal)
         self.flavour, self.in_dim, self.hidden_dim, self.num_layers = flavour, in_dim, hidden_dim, num_layers
         self.diff, self.causal = bool(diff), bool(causal)
         layers: list[nn.Module] = []

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import Tensor, nn
 
-from imwm.errors import check_integer
+from imwm.errors import check_bool, check_integer
 from imwm.vta.boundary import boundary_sample, log_density_concrete, rate_prior_kl, regularize_boundary
 from imwm.vta.frame_change import FrameChangeEncoder
 from imwm.vta.local_gradient import BOUNDARY_GRADS, add_local_gradient, check_boundary_grad
@@ -172,8 +172,7 @@ class VTAOriginal(BoundaryOptions):
             raise ValueError(f"image_size must be a multiple of 16, got {image_size!r}")
         if obs_std <= 0:
             raise ValueError(f"obs_std must be > 0, got {obs_std!r}")
-        if not isinstance(obs_feedback, bool):
-            raise ValueError(f"obs_feedback must be true or false, got {obs_feedback!r}")
+        check_bool("obs_feedback", obs_feedback)
         self._init_boundary_options(**boundary_options)
         self.image_size, self.channels, self.obs_std = image_size, channels, float(obs_std)
         self.belief_dim, self.state_dim = belief_dim, state_dim
