@@ -8,6 +8,7 @@ from torch import nn
 
 from imwm.dynamics.base import Dynamics, check_dynamics
 from imwm.vta import VTA_STATE_KEYS, VTADynamics
+from imwm.vta.boundary import READ_INDEX
 
 SMALL = dict(action_dim=3, embed_dim=6, abs_belief_dim=10, obs_belief_dim=12, abs_stoch_dim=4, obs_stoch_dim=5,
              hidden=8, boundary_hidden=8)
@@ -330,6 +331,37 @@ def test_boundary_surprise_is_a_causal_gradient_free_input_of_the_detector():
     assert torch.equal(grad, torch.ones_like(grad))  # the embedding channels only: nothing through the surprise
     with pytest.raises(ValueError, match="boundary_surprise"):
         small(boundary_surprise=1)
+
+
+def test_boundary_surprise_skip_moves_the_read_log_odds_by_gain_times_the_normalised_surprise():
+    torch.manual_seed(0)
+    plain = small(boundary_surprise=True, boundary_causal=True)
+    torch.manual_seed(0)
+    skip = small(boundary_surprise=True, boundary_causal=True, boundary_surprise_skip=True)
+    assert float(skip.surprise_gain.detach()) == 0.0
+    embed, action = torch.randn(3, 8, 6), torch.zeros(3, 8, 3)
+    first = torch.zeros(3, 8, 1, dtype=torch.bool)
+    surprise = _detector_inputs(plain, embed)[..., -1]  # [B, T]
+
+    def logits(vta):
+        torch.manual_seed(1)
+        post, _ = vta.observe(embed, action, first)
+        return post["boundary_logit"]
+
+    assert torch.equal(logits(skip), logits(plain))  # a zero gain is the plain detector
+    with torch.no_grad():
+        skip.surprise_gain.fill_(0.2)  # stored /10: a gain of 2 on the normalised surprise
+    moved, base = logits(skip), logits(plain)
+    later = surprise[:, 1:]
+    norm = (later - later.mean()) / torch.sqrt(later.var(unbiased=False) + 1e-5)
+    log_odds = lambda lg: lg[..., READ_INDEX] - lg[..., 1 - READ_INDEX]  # noqa: E731
+    torch.testing.assert_close(log_odds(moved)[:, 1:] - log_odds(base)[:, 1:], 2.0 * norm, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(moved[:, 0], base[:, 0])  # the forced first READ is untouched
+    post, _ = skip.observe(embed, action, first)
+    (grad,) = torch.autograd.grad(torch.sigmoid(log_odds(post["boundary_logit"])).sum(), skip.surprise_gain)
+    assert grad.abs() > 0
+    with pytest.raises(ValueError, match="boundary_surprise_skip=True needs boundary_surprise=True"):
+        small(boundary_surprise_skip=True)
 
 
 def test_obs_kl_scale_weights_only_the_observation_latent_terms():

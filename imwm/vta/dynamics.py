@@ -44,9 +44,10 @@ from collections.abc import Sequence
 import torch
 from tensordict import TensorDict
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from imwm.errors import check_bool, check_integer
-from imwm.vta.boundary import boundary_push, rate_prior_kl, regularize_boundary
+from imwm.vta.boundary import READ_INDEX, boundary_push, rate_prior_kl, regularize_boundary
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector, gaussian_kl
 from imwm.vta.local_gradient import check_boundary_grad
 from imwm.vta.options import BoundaryOptions
@@ -59,6 +60,9 @@ VTA_STATE_KEYS = (
     "boundary", "boundary_logit", "seg_len", "seg_num",
 )
 _FORCED_READ_LOGIT = 10.0  # logits stored where READ is forced (first step): both KLs vanish there
+# the surprise skip's gain is stored divided by this: Adam moves a scalar by about the learning rate per
+# update, and a gain of a few units should be reachable in a few hundred updates, not thousands
+_SURPRISE_GAIN_STEP = 10.0
 
 
 def _cat_kl(lq: Tensor, lp: Tensor) -> Tensor:
@@ -91,6 +95,12 @@ class VTADynamics(BoundaryOptions):
             segment did not predict (event segmentation by prediction error, Zacks et al. 2007),
             which neither the embedding nor the frame difference shows directly. Costs one
             more (forward-only) unroll of the sequence per :meth:`observe`.
+        boundary_surprise_skip: with ``boundary_surprise``, the READ log-odds also get
+            ``g * norm(surprise_t)`` directly, beside the detector's own reading of it: ``norm`` a
+            batch norm without affine terms over the steps ``t >= 1``, ``g`` one learned gain that
+            starts at 0. A single weight gathers the boundary gradient of every step, where the
+            detector's first layer spreads it over all its inputs; its sign says whether the
+            objective pays for READs where the segment's prediction fails.
         boundary_norm: ``"layer"`` or ``"batch"``, the normalisation of the detector's blocks
             (:class:`~imwm.vta.layers.PostBoundaryDetector`; batch norm removes the per-channel
             offsets that left layer-normed detectors nearly constant).
@@ -154,6 +164,7 @@ class VTADynamics(BoundaryOptions):
         boundary_causal: bool = False,
         boundary_pixel_view: int = 0,
         boundary_surprise: bool = False,
+        boundary_surprise_skip: bool = False,
         boundary_norm: str = "layer",
         segment_posterior: bool = False,
         obs_reset: bool = True,
@@ -191,6 +202,13 @@ class VTADynamics(BoundaryOptions):
                              persistent=False)
         self.boundary_pixel_view = check_integer("boundary_pixel_view", boundary_pixel_view, 0)
         self.boundary_surprise = check_bool("boundary_surprise", boundary_surprise)
+        self.boundary_surprise_skip = check_bool("boundary_surprise_skip", boundary_surprise_skip)
+        if self.boundary_surprise_skip and not self.boundary_surprise:
+            raise ValueError("boundary_surprise_skip=True needs boundary_surprise=True (the skip reads that surprise)")
+        if self.boundary_surprise_skip:
+            self.register_buffer("_read_column", torch.eye(2)[READ_INDEX], persistent=False)
+            self.surprise_norm = nn.BatchNorm1d(1, affine=False)
+            self.surprise_gain = nn.Parameter(torch.zeros(()))
         self.post_boundary = PostBoundaryDetector(
             embed_dim + boundary_pixel_view + int(boundary_surprise),
             hidden_dim=check_integer("boundary_hidden", boundary_hidden),
@@ -332,6 +350,13 @@ class VTADynamics(BoundaryOptions):
         p_mean, p_std = self.prior_obs.mean_std(torch.stack([o["obs_belief"] for o in outs], 1))
         return torch.log1p(gaussian_kl(q_mean, q_std, p_mean, p_std)).unsqueeze(-1)
 
+    def _surprise_skip(self, surprise: Tensor) -> Tensor:
+        """``[B, T, 2]`` logit offsets: ``g * norm(surprise_t)`` on READ for ``t >= 1``, nothing elsewhere."""
+        B, T = surprise.shape[:2]
+        z = self.surprise_norm(surprise[:, 1:].reshape(-1, 1)).reshape(B, T - 1, 1)
+        read = _SURPRISE_GAIN_STEP * self.surprise_gain * F.pad(z, (0, 0, 1, 0))
+        return read * self._read_column  # [B, T, 1] * [2] -> only the READ logit moves
+
     def _unroll(self, embed: Tensor, action: Tensor, keep: Tensor, state: TensorDict, reset_steps: list | None,
                 reads: list, logits: list, abs_embed: Tensor, abs_noise: Tensor,
                 obs_noise: Tensor) -> tuple[list, list]:
@@ -420,6 +445,8 @@ class VTADynamics(BoundaryOptions):
         reset_steps = None if torch.compiler.is_compiling() else is_first.bool().any(0)[:, 0].tolist()
         surprise = self._surprise(embed, action, keep, state, reset_steps) if self.boundary_surprise else None
         post_logits_all = self.post_boundary(self._detector_input(embed, pixel_view, surprise))  # one pass
+        if self.boundary_surprise_skip:
+            post_logits_all = post_logits_all + self._surprise_skip(surprise)
         gumbel = self._gumbel((B, T, 2), embed)
         abs_noise = torch.randn(B, T, self.abs_stoch_dim, device=embed.device, dtype=embed.dtype)
         obs_noise = torch.randn(B, T, self.obs_stoch_dim, device=embed.device, dtype=embed.dtype)
