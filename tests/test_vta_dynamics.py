@@ -364,6 +364,33 @@ def test_boundary_surprise_skip_moves_the_read_log_odds_by_gain_times_the_normal
         small(boundary_surprise_skip=True)
 
 
+def test_without_the_conv_detector_the_read_log_odds_are_gain_times_surprise_plus_bias():
+    torch.manual_seed(0)
+    vta = small(boundary_surprise=True, boundary_surprise_skip=True, boundary_conv=False, max_seg_len=100,
+                max_seg_num=100)  # no segment-length push on top of the log-odds
+    assert vta.post_boundary is None
+    embed = torch.randn(3, 8, 6)
+    surprise = _surprise_of(vta, embed)
+    with torch.no_grad():
+        vta.surprise_gain.fill_(0.3)
+        vta.surprise_bias.fill_(-0.1)  # both stored /10
+    post, _ = vta.observe(embed, torch.zeros(3, 8, 3), torch.zeros(3, 8, 1, dtype=torch.bool))
+    logit = post["boundary_logit"]
+    later = surprise[:, 1:]
+    norm = (later - later.mean()) / torch.sqrt(later.var(unbiased=False) + 1e-5)
+    torch.testing.assert_close(logit[:, 1:, READ_INDEX] - logit[:, 1:, 1 - READ_INDEX], 3.0 * norm - 1.0,
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="boundary_conv=False needs boundary_surprise_skip=True"):
+        small(boundary_surprise=True, boundary_conv=False)
+
+
+def _surprise_of(vta, embed):
+    with torch.no_grad():
+        B, T = embed.shape[:2]
+        # as observe() without episode starts: every step kept, no reset
+        return vta._surprise(embed, torch.zeros(B, T, 3), torch.ones(B, T, 1), vta.initial(B), [False] * T)[..., 0]
+
+
 def test_obs_kl_scale_weights_only_the_observation_latent_terms():
     torch.manual_seed(0)
     vta = small()

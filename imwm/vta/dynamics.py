@@ -101,6 +101,12 @@ class VTADynamics(BoundaryOptions):
             starts at 0. A single weight gathers the boundary gradient of every step, where the
             detector's first layer spreads it over all its inputs; its sign says whether the
             objective pays for READs where the segment's prediction fails.
+        boundary_conv: ``False`` (with ``boundary_surprise_skip``): no convolutional detector; the
+            READ log-odds are ``g * norm(surprise_t) + b``, two learned numbers (``b`` also from 0):
+            a segment starts where the running segment's prediction fails by more than a learned
+            threshold. Two weights learn from the boundary gradient with little noise where a
+            detector over the embeddings can learn to fire on whatever else the noisy cost
+            differences reward.
         boundary_norm: ``"layer"`` or ``"batch"``, the normalisation of the detector's blocks
             (:class:`~imwm.vta.layers.PostBoundaryDetector`; batch norm removes the per-channel
             offsets that left layer-normed detectors nearly constant).
@@ -165,6 +171,7 @@ class VTADynamics(BoundaryOptions):
         boundary_pixel_view: int = 0,
         boundary_surprise: bool = False,
         boundary_surprise_skip: bool = False,
+        boundary_conv: bool = True,
         boundary_norm: str = "layer",
         segment_posterior: bool = False,
         obs_reset: bool = True,
@@ -209,7 +216,11 @@ class VTADynamics(BoundaryOptions):
             self.register_buffer("_read_column", torch.eye(2)[READ_INDEX], persistent=False)
             self.surprise_norm = nn.BatchNorm1d(1, affine=False)
             self.surprise_gain = nn.Parameter(torch.zeros(()))
-        self.post_boundary = PostBoundaryDetector(
+        self.boundary_conv = check_bool("boundary_conv", boundary_conv)
+        if not self.boundary_conv and not self.boundary_surprise_skip:
+            raise ValueError("boundary_conv=False needs boundary_surprise_skip=True (the skip is then the detector)")
+        self.surprise_bias = None if self.boundary_conv else nn.Parameter(torch.zeros(()))
+        self.post_boundary = None if not self.boundary_conv else PostBoundaryDetector(
             embed_dim + boundary_pixel_view + int(boundary_surprise),
             hidden_dim=check_integer("boundary_hidden", boundary_hidden),
             num_layers=check_integer("boundary_layers", boundary_layers), flavour="dreamer", diff=boundary_diff,
@@ -355,6 +366,8 @@ class VTADynamics(BoundaryOptions):
         B, T = surprise.shape[:2]
         z = self.surprise_norm(surprise[:, 1:].reshape(-1, 1)).reshape(B, T - 1, 1)
         read = _SURPRISE_GAIN_STEP * self.surprise_gain * F.pad(z, (0, 0, 1, 0))
+        if self.surprise_bias is not None:
+            read = read + _SURPRISE_GAIN_STEP * self.surprise_bias
         return read * self._read_column  # [B, T, 1] * [2] -> only the READ logit moves
 
     def _unroll(self, embed: Tensor, action: Tensor, keep: Tensor, state: TensorDict, reset_steps: list | None,
@@ -444,9 +457,11 @@ class VTADynamics(BoundaryOptions):
         # graph cannot read the host, and there the reset fuses into the step for free
         reset_steps = None if torch.compiler.is_compiling() else is_first.bool().any(0)[:, 0].tolist()
         surprise = self._surprise(embed, action, keep, state, reset_steps) if self.boundary_surprise else None
-        post_logits_all = self.post_boundary(self._detector_input(embed, pixel_view, surprise))  # one pass
+        if self.boundary_conv:
+            post_logits_all = self.post_boundary(self._detector_input(embed, pixel_view, surprise))  # one pass
         if self.boundary_surprise_skip:
-            post_logits_all = post_logits_all + self._surprise_skip(surprise)
+            skip = self._surprise_skip(surprise)
+            post_logits_all = post_logits_all + skip if self.boundary_conv else skip
         gumbel = self._gumbel((B, T, 2), embed)
         abs_noise = torch.randn(B, T, self.abs_stoch_dim, device=embed.device, dtype=embed.dtype)
         obs_noise = torch.randn(B, T, self.obs_stoch_dim, device=embed.device, dtype=embed.dtype)
