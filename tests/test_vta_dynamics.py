@@ -380,6 +380,8 @@ def test_without_the_conv_detector_the_read_log_odds_are_gain_times_surprise_plu
     norm = (later - later.mean()) / torch.sqrt(later.var(unbiased=False) + 1e-5)
     torch.testing.assert_close(logit[:, 1:, READ_INDEX] - logit[:, 1:, 1 - READ_INDEX], 3.0 * norm - 1.0,
                                atol=1e-4, rtol=1e-4)
+    first = torch.zeros(3, 8, 1, dtype=torch.bool)
+    torch.testing.assert_close(vta.detector_logits(embed, torch.zeros(3, 8, 3), first)[:, 1:], logit[:, 1:])
     with pytest.raises(ValueError, match="boundary_conv=False needs boundary_surprise_skip=True"):
         small(boundary_surprise=True, boundary_conv=False)
 

@@ -209,7 +209,7 @@ def boundary_trace(world_model, episode: Mapping[str, np.ndarray]) -> dict:
     is_first[:, 0] = True
     posterior, prior = dynamics.observe(embed, action, is_first)
     _, metrics = dynamics.kl_loss(posterior, prior, free_bits=0.0, dyn_scale=1.0, rep_scale=1.0)
-    detector = torch.softmax(dynamics.post_boundary(embed), -1)[..., 0]
+    detector = torch.softmax(dynamics.detector_logits(embed, action, is_first), -1)[..., 0]
     frames = episode["observation"]
     trace = {
         "frames": frames,

@@ -361,6 +361,25 @@ class VTADynamics(BoundaryOptions):
         p_mean, p_std = self.prior_obs.mean_std(torch.stack([o["obs_belief"] for o in outs], 1))
         return torch.log1p(gaussian_kl(q_mean, q_std, p_mean, p_std)).unsqueeze(-1)
 
+    def _detector_logits(self, embed: Tensor, action: Tensor, keep: Tensor, state: TensorDict,
+                         reset_steps: list | None, pixel_view: Tensor | None) -> Tensor:
+        """The posterior detector's ``[B, T, 2]`` logits, before forcing and the segment limits."""
+        surprise = self._surprise(embed, action, keep, state, reset_steps) if self.boundary_surprise else None
+        skip = self._surprise_skip(surprise) if self.boundary_surprise_skip else 0.0
+        if not self.boundary_conv:
+            return skip
+        return self.post_boundary(self._detector_input(embed, pixel_view, surprise)) + skip
+
+    def detector_logits(self, embed: Tensor, action: Tensor, is_first: Tensor,
+                        pixel_view: Tensor | None = None) -> Tensor:
+        """READ/COPY logits ``[B, T, 2]`` of the posterior detector from a fresh state, as
+        :meth:`observe` computes them before forcing (what an analysis of the detector reads)."""
+        B, T = embed.shape[:2]
+        self._check("is_first", is_first, (B, T, 1))
+        keep = (~is_first.bool()).to(embed.dtype)
+        return self._detector_logits(embed, action * keep, keep, self.initial(B),
+                                     is_first.bool().any(0)[:, 0].tolist(), pixel_view)
+
     def _surprise_skip(self, surprise: Tensor) -> Tensor:
         """``[B, T, 2]`` logit offsets: ``g * norm(surprise_t)`` on READ for ``t >= 1``, nothing elsewhere."""
         B, T = surprise.shape[:2]
@@ -456,12 +475,7 @@ class VTADynamics(BoundaryOptions):
         # eager: one host read, and only steps with an episode start pay for the reset; a compiled
         # graph cannot read the host, and there the reset fuses into the step for free
         reset_steps = None if torch.compiler.is_compiling() else is_first.bool().any(0)[:, 0].tolist()
-        surprise = self._surprise(embed, action, keep, state, reset_steps) if self.boundary_surprise else None
-        if self.boundary_conv:
-            post_logits_all = self.post_boundary(self._detector_input(embed, pixel_view, surprise))  # one pass
-        if self.boundary_surprise_skip:
-            skip = self._surprise_skip(surprise)
-            post_logits_all = post_logits_all + skip if self.boundary_conv else skip
+        post_logits_all = self._detector_logits(embed, action, keep, state, reset_steps, pixel_view)  # one pass
         gumbel = self._gumbel((B, T, 2), embed)
         abs_noise = torch.randn(B, T, self.abs_stoch_dim, device=embed.device, dtype=embed.dtype)
         obs_noise = torch.randn(B, T, self.obs_stoch_dim, device=embed.device, dtype=embed.dtype)
