@@ -106,7 +106,9 @@ class VTADynamics(BoundaryOptions):
             a segment starts where the running segment's prediction fails by more than a learned
             threshold. Two weights learn from the boundary gradient with little noise where a
             detector over the embeddings can learn to fire on whatever else the noisy cost
-            differences reward.
+            differences reward. With ``obs_kl_scale=10`` it ranks the turns of the ``dynamics``
+            videos at AUC 0.80-0.81 after 3,000 updates on 3 of 3 seeds, where the conv detector
+            with the skip reached 0.64-0.71 (RESULTS.md).
         boundary_norm: ``"layer"`` or ``"batch"``, the normalisation of the detector's blocks
             (:class:`~imwm.vta.layers.PostBoundaryDetector`; batch norm removes the per-channel
             offsets that left layer-normed detectors nearly constant).
