@@ -352,8 +352,7 @@ def test_boundary_surprise_skip_moves_the_read_log_odds_by_gain_times_the_normal
     with torch.no_grad():
         skip.surprise_gain.fill_(0.2)  # stored /10: a gain of 2 on the normalised surprise
     moved, base = logits(skip), logits(plain)
-    later = surprise[:, 1:]
-    norm = (later - later.mean()) / torch.sqrt(later.var(unbiased=False) + 1e-5)
+    norm = _batch_normed(surprise[:, 1:])
     log_odds = lambda lg: lg[..., READ_INDEX] - lg[..., 1 - READ_INDEX]  # noqa: E731
     torch.testing.assert_close(log_odds(moved)[:, 1:] - log_odds(base)[:, 1:], 2.0 * norm, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(moved[:, 0], base[:, 0])  # the forced first READ is untouched
@@ -376,14 +375,18 @@ def test_without_the_conv_detector_the_read_log_odds_are_gain_times_surprise_plu
         vta.surprise_bias.fill_(-0.1)  # both stored /10
     post, _ = vta.observe(embed, torch.zeros(3, 8, 3), torch.zeros(3, 8, 1, dtype=torch.bool))
     logit = post["boundary_logit"]
-    later = surprise[:, 1:]
-    norm = (later - later.mean()) / torch.sqrt(later.var(unbiased=False) + 1e-5)
+    norm = _batch_normed(surprise[:, 1:])
     torch.testing.assert_close(logit[:, 1:, READ_INDEX] - logit[:, 1:, 1 - READ_INDEX], 3.0 * norm - 1.0,
                                atol=1e-4, rtol=1e-4)
     first = torch.zeros(3, 8, 1, dtype=torch.bool)
     torch.testing.assert_close(vta.detector_logits(embed, torch.zeros(3, 8, 3), first)[:, 1:], logit[:, 1:])
     with pytest.raises(ValueError, match="boundary_conv=False needs boundary_surprise_skip=True"):
         small(boundary_surprise=True, boundary_conv=False)
+
+
+def _batch_normed(x):
+    """What a BatchNorm1d without affine terms makes of ``x`` in training mode (biased variance, eps 1e-5)."""
+    return (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-5)
 
 
 def _surprise_of(vta, embed):

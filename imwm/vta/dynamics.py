@@ -378,12 +378,22 @@ class VTADynamics(BoundaryOptions):
         :meth:`observe` computes them before forcing (what an analysis of the detector reads)."""
         B, T = embed.shape[:2]
         self._check("is_first", is_first, (B, T, 1))
-        keep = (~is_first.bool()).to(embed.dtype)
-        return self._detector_logits(embed, action * keep, keep, self.initial(B),
-                                     is_first.bool().any(0)[:, 0].tolist(), pixel_view)
+        keep, reset_steps = self._episode_starts(is_first, embed.dtype)
+        return self._detector_logits(embed, action * keep, keep, self.initial(B), reset_steps, pixel_view)
+
+    @staticmethod
+    def _episode_starts(is_first: Tensor, dtype: torch.dtype) -> tuple[Tensor, list | None]:
+        """``keep`` (0.0 where an episode starts) ``[B, T, 1]`` and the steps where any sequence starts one."""
+        keep = (~is_first.bool()).to(dtype)
+        # eager: one host read, and only steps with an episode start pay for the reset; a compiled
+        # graph cannot read the host, and there the reset fuses into the step for free
+        reset_steps = None if torch.compiler.is_compiling() else is_first.bool().any(0)[:, 0].tolist()
+        return keep, reset_steps
 
     def _surprise_skip(self, surprise: Tensor) -> Tensor:
-        """``[B, T, 2]`` logit offsets: ``g * norm(surprise_t)`` on READ for ``t >= 1``, nothing elsewhere."""
+        """``[B, T, 2]`` logit offsets on READ only: ``g * norm(surprise_t)`` for ``t >= 1`` (the first step's
+        surprise, against a fresh state, is left out of ``norm`` and gets no term), plus ``b`` at every
+        step when there is no conv detector."""
         B, T = surprise.shape[:2]
         z = self.surprise_norm(surprise[:, 1:].reshape(-1, 1)).reshape(B, T - 1, 1)
         read = _SURPRISE_GAIN_STEP * self.surprise_gain * F.pad(z, (0, 0, 1, 0))
@@ -471,12 +481,8 @@ class VTADynamics(BoundaryOptions):
             self._check("boundary", boundary, (B, T, 1))
         if state is None:
             state = self.initial(B)
-        keep = (~is_first.bool()).to(embed.dtype)
+        keep, reset_steps = self._episode_starts(is_first, embed.dtype)
         action = action * keep
-
-        # eager: one host read, and only steps with an episode start pay for the reset; a compiled
-        # graph cannot read the host, and there the reset fuses into the step for free
-        reset_steps = None if torch.compiler.is_compiling() else is_first.bool().any(0)[:, 0].tolist()
         post_logits_all = self._detector_logits(embed, action, keep, state, reset_steps, pixel_view)  # one pass
         gumbel = self._gumbel((B, T, 2), embed)
         abs_noise = torch.randn(B, T, self.abs_stoch_dim, device=embed.device, dtype=embed.dtype)
