@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from imwm.dynamics.base import Dynamics, check_dynamics
@@ -384,16 +385,64 @@ def test_without_the_conv_detector_the_read_log_odds_are_gain_times_surprise_plu
         small(boundary_surprise=True, boundary_conv=False)
 
 
+def test_surprise_window_adds_learned_gains_on_earlier_steps_cut_at_episode_starts():
+    torch.manual_seed(0)
+    opts = dict(boundary_surprise=True, boundary_surprise_skip=True, boundary_conv=False, max_seg_len=100,
+                max_seg_num=100)
+    vta = small(boundary_surprise_window=3, **opts)
+    assert vta.surprise_history_gain.shape == (2,) and not vta.surprise_history_gain.detach().any()
+    embed, action = torch.randn(3, 8, 6), torch.zeros(3, 8, 3)
+    first = torch.zeros(3, 8, 1, dtype=torch.bool)
+    read_log_odds = lambda lg: lg[..., READ_INDEX] - lg[..., 1 - READ_INDEX]  # noqa: E731
+    with torch.no_grad():
+        vta.surprise_gain.fill_(0.2)
+        vta.surprise_bias.fill_(-0.1)
+    torch.manual_seed(1)
+    flat = read_log_odds(vta.detector_logits(embed, action, first))
+    torch.manual_seed(0)
+    single = small(boundary_surprise_window=1, **opts)
+    single.load_state_dict({k: v for k, v in vta.state_dict().items() if k != "surprise_history_gain"})
+    torch.testing.assert_close(flat, read_log_odds(single.detector_logits(embed, action, first)))  # zero gains
+    with torch.no_grad():
+        vta.surprise_history_gain.copy_(torch.tensor([-0.15, 0.05]))  # stored /10: -1.5 on t-1, 0.5 on t-2
+    z = F.pad(_batch_normed(_surprise_of(vta, embed)[:, 1:]), (1, 0))  # [B, T], 0 at the first step
+    want = 2.0 * z - 1.0
+    want[:, 1:] += -1.5 * z[:, :-1]
+    want[:, 2:] += 0.5 * z[:, :-2]
+    torch.testing.assert_close(read_log_odds(vta.detector_logits(embed, action, first))[:, 1:], want[:, 1:],
+                               atol=1e-4, rtol=1e-4)
+    # an episode that starts at step 4: steps 4 and 5 read nothing from before it
+    first[:, 4] = True
+    cut = read_log_odds(vta.detector_logits(embed, action, first))
+    keep = torch.ones(8)
+    keep[4] = 0.0
+    z = F.pad(_batch_normed(_surprise_of(vta, embed, keep)[:, 1:]), (1, 0))
+    want = 2.0 * z - 1.0
+    want[:, 1:] += -1.5 * z[:, :-1] * keep[1:]
+    want[:, 2:] += 0.5 * z[:, :-2] * keep[1:-1] * keep[2:]
+    torch.testing.assert_close(cut[:, [1, 2, 3, 5, 6, 7]], want[:, [1, 2, 3, 5, 6, 7]], atol=1e-4, rtol=1e-4)
+    post, _ = vta.observe(embed, action, first)
+    (grad,) = torch.autograd.grad(torch.sigmoid(read_log_odds(post["boundary_logit"])).sum(),
+                                  vta.surprise_history_gain)
+    assert (grad.abs() > 0).all()
+    with pytest.raises(ValueError, match="boundary_surprise_window > 1 needs boundary_surprise_skip=True"):
+        small(boundary_surprise=True, boundary_surprise_window=2)
+    with pytest.raises(ValueError, match="boundary_surprise_window"):
+        small(boundary_surprise_window=0, **opts)
+
+
 def _batch_normed(x):
     """What a BatchNorm1d without affine terms makes of ``x`` in training mode (biased variance, eps 1e-5)."""
     return (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-5)
 
 
-def _surprise_of(vta, embed):
+def _surprise_of(vta, embed, keep=None):
+    """The all-COPY surprise ``[B, T]`` as observe() computes it; ``keep`` ``[T]`` (0 where an episode starts)."""
     with torch.no_grad():
         B, T = embed.shape[:2]
-        # as observe() without episode starts: every step kept, no reset
-        return vta._surprise(embed, torch.zeros(B, T, 3), torch.ones(B, T, 1), vta.initial(B), [False] * T)[..., 0]
+        keep = torch.ones(T) if keep is None else keep
+        k = keep.view(1, T, 1).expand(B, T, 1)
+        return vta._surprise(embed, torch.zeros(B, T, 3), k, vta.initial(B), (keep == 0).tolist())[..., 0]
 
 
 def test_obs_kl_scale_weights_only_the_observation_latent_terms():

@@ -109,6 +109,13 @@ class VTADynamics(BoundaryOptions):
             differences reward. With ``obs_kl_scale=10`` it ranks the turns of the ``dynamics``
             videos at AUC 0.80-0.81 after 3,000 updates on 3 of 3 seeds, where the conv detector
             with the skip reached 0.64-0.71 (RESULTS.md).
+        boundary_surprise_window: with ``boundary_surprise_skip``, how many steps of surprise the
+            skip reads: ``sum_k g_k * norm(surprise_{t-k})`` for ``k < window`` (``g_0`` is the gain
+            above, the others learned from 0; a step before an episode start counts as 0). The
+            surprise of a pass without READs stays high for a step after a change, since the running
+            segment takes in the new frame gradually, and one gain on ``surprise_t`` fires there
+            too; a negative ``g_1`` lets the skip fire on the rise of the surprise instead.
+            1 (default): ``surprise_t`` alone.
         boundary_norm: ``"layer"`` or ``"batch"``, the normalisation of the detector's blocks
             (:class:`~imwm.vta.layers.PostBoundaryDetector`; batch norm removes the per-channel
             offsets that left layer-normed detectors nearly constant).
@@ -173,6 +180,7 @@ class VTADynamics(BoundaryOptions):
         boundary_pixel_view: int = 0,
         boundary_surprise: bool = False,
         boundary_surprise_skip: bool = False,
+        boundary_surprise_window: int = 1,
         boundary_conv: bool = True,
         boundary_norm: str = "layer",
         segment_posterior: bool = False,
@@ -218,6 +226,11 @@ class VTADynamics(BoundaryOptions):
             self.register_buffer("_read_column", torch.eye(2)[READ_INDEX], persistent=False)
             self.surprise_norm = nn.BatchNorm1d(1, affine=False)
             self.surprise_gain = nn.Parameter(torch.zeros(()))
+        self.boundary_surprise_window = check_integer("boundary_surprise_window", boundary_surprise_window)
+        if self.boundary_surprise_window > 1 and not self.boundary_surprise_skip:
+            raise ValueError("boundary_surprise_window > 1 needs boundary_surprise_skip=True (the window is the skip's)")
+        self.surprise_history_gain = None if self.boundary_surprise_window == 1 else nn.Parameter(
+            torch.zeros(self.boundary_surprise_window - 1))
         self.boundary_conv = check_bool("boundary_conv", boundary_conv)
         if not self.boundary_conv and not self.boundary_surprise_skip:
             raise ValueError("boundary_conv=False needs boundary_surprise_skip=True (the skip is then the detector)")
@@ -367,7 +380,7 @@ class VTADynamics(BoundaryOptions):
                          reset_steps: list | None, pixel_view: Tensor | None) -> Tensor:
         """The posterior detector's ``[B, T, 2]`` logits, before forcing and the segment limits."""
         surprise = self._surprise(embed, action, keep, state, reset_steps) if self.boundary_surprise else None
-        skip = self._surprise_skip(surprise) if self.boundary_surprise_skip else 0.0
+        skip = self._surprise_skip(surprise, keep) if self.boundary_surprise_skip else 0.0
         if not self.boundary_conv:
             return skip
         return self.post_boundary(self._detector_input(embed, pixel_view, surprise)) + skip
@@ -390,13 +403,18 @@ class VTADynamics(BoundaryOptions):
         reset_steps = None if torch.compiler.is_compiling() else is_first.bool().any(0)[:, 0].tolist()
         return keep, reset_steps
 
-    def _surprise_skip(self, surprise: Tensor) -> Tensor:
-        """``[B, T, 2]`` logit offsets on READ only: ``g * norm(surprise_t)`` for ``t >= 1`` (the first step's
-        surprise, against a fresh state, is left out of ``norm`` and gets no term), plus ``b`` at every
-        step when there is no conv detector."""
+    def _surprise_skip(self, surprise: Tensor, keep: Tensor) -> Tensor:
+        """``[B, T, 2]`` logit offsets on READ only: ``sum_k g_k * norm(surprise_{t-k})`` over the window,
+        where the first step's surprise (against a fresh state) is left out of ``norm`` and counts as 0,
+        as does every step before an episode start (``keep == 0``); plus ``b`` at every step when there
+        is no conv detector."""
         B, T = surprise.shape[:2]
         z = self.surprise_norm(surprise[:, 1:].reshape(-1, 1)).reshape(B, T - 1, 1)
-        read = _SURPRISE_GAIN_STEP * self.surprise_gain * F.pad(z, (0, 0, 1, 0))
+        z = F.pad(z, (0, 0, 1, 0))
+        read = _SURPRISE_GAIN_STEP * self.surprise_gain * z
+        for k in range(1, self.boundary_surprise_window):
+            z = F.pad(z[:, :-1], (0, 0, 1, 0)) * keep  # z_{t-k}, cut where an episode starts in (t-k, t]
+            read = read + _SURPRISE_GAIN_STEP * self.surprise_history_gain[k - 1] * z
         if self.surprise_bias is not None:
             read = read + _SURPRISE_GAIN_STEP * self.surprise_bias
         return read * self._read_column  # [B, T, 1] * [2] -> only the READ logit moves
