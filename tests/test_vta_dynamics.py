@@ -31,6 +31,15 @@ class FixedBoundary(nn.Module):
         return torch.stack([read, torch.zeros_like(read)], -1)
 
 
+class AlwaysRead(nn.Module):
+    """Stands in for the prior detector: READ logit +20 at every step."""
+
+    def forward(self, feat):
+        read = torch.full_like(feat[..., 0], 20.0)
+        return torch.stack([read, torch.zeros_like(read)], -1) if READ_INDEX == 0 else torch.stack(
+            [torch.zeros_like(read), read], -1)
+
+
 def test_protocol_and_default_state_shapes():
     vta = VTADynamics(action_dim=4, embed_dim=16)
     check_dynamics(vta)
@@ -100,6 +109,39 @@ def test_first_step_and_is_first_force_read():
     assert post["boundary"][0, :, 0].tolist() == [1, 0, 0, 1, 0, 0]
     assert post["seg_num"][0, :, 0].tolist() == [1, 1, 1, 1, 1, 1]
     assert post["seg_len"][0, :, 0].tolist() == [1, 2, 3, 1, 2, 3]
+
+
+def test_min_seg_len_keeps_reads_off_a_segment_shorter_than_it():
+    torch.manual_seed(0)
+    vta = small(min_seg_len=2).eval()
+    vta.post_boundary = FixedBoundary([0, 1, 0, 1, 1, 0, 1, 1, 1])
+    embed, action = torch.randn(2, 9, 6), torch.zeros(2, 9, 3)
+    post, prior = vta.observe(embed, action, torch.zeros(2, 9, 1, dtype=torch.bool))
+    # step 0 is forced READ, so 1 is blocked; 3 READs, 4 blocked; 6 READs, 7 blocked, 8 READs
+    assert post["boundary"][0, :, 0].tolist() == [1, 0, 0, 1, 0, 0, 1, 0, 1]
+    assert post["seg_len"][0, :, 0].tolist() == [1, 2, 3, 1, 2, 3, 1, 2, 1]
+    blocked = [1, 4, 7]
+    copy_logits = torch.tensor([-10.0, 10.0]) if READ_INDEX == 0 else torch.tensor([10.0, -10.0])
+    assert torch.equal(post["boundary_logit"][:, blocked], copy_logits.expand(2, 3, 2))
+    assert torch.equal(prior["boundary_logit"][:, blocked], post["boundary_logit"][:, blocked])
+    _, metrics = vta.kl_loss(post, prior, free_bits=0.0, dyn_scale=0.5, rep_scale=0.1)
+    assert torch.equal(metrics["boundary_kl"][:, blocked], torch.zeros(2, 3))
+    # boundaries given from outside obey it too, and 1 leaves them as they are
+    given = torch.tensor([1.0, 1, 0, 1, 1, 1, 0, 0, 1]).view(1, 9, 1).expand(2, 9, 1)
+    post, _ = vta.observe(embed, action, torch.zeros(2, 9, 1, dtype=torch.bool), boundary=given)
+    assert post["boundary"][0, :, 0].tolist() == [1, 0, 0, 1, 0, 1, 0, 0, 1]
+    free = small().eval()
+    post, _ = free.observe(embed, action, torch.zeros(2, 9, 1, dtype=torch.bool), boundary=given)
+    assert post["boundary"][0, :, 0].tolist() == given[0, :, 0].tolist()
+    # the prior detector in imagination: a READ always opens a segment of at least 2 steps
+    state, reads = vta.initial(64), []
+    vta.prior_boundary = AlwaysRead()
+    for _ in range(6):
+        state = vta.img_step(state, torch.zeros(64, 3))
+        reads.append(state["boundary"][:, 0])
+    assert torch.stack(reads, 1)[0].tolist() == [1, 0, 1, 0, 1, 0]
+    with pytest.raises(ValueError, match="min_seg_len"):
+        small(min_seg_len=0)
 
 
 def test_max_seg_len_forcing_and_zero_force():

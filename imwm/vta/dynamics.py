@@ -144,6 +144,11 @@ class VTADynamics(BoundaryOptions):
             whole world-model objective as the cost; there the update runs eagerly). The cost difference is
             the exact derivative only with ``boundary_force_scale=0``: forcing makes a step's
             posterior depend on the flags before it, which the flip holds fixed.
+        min_seg_len: no READ, posterior or prior, while the running segment is shorter than this
+            many steps (the step is COPY and both detectors' logits there are fixed, so neither
+            boundary KL nor the detector's gradient counts it). A detector that reads how surprised
+            the running segment is fires on the step after a change as well, when the new frame
+            still surprises it; 2 keeps those READs off. 1 (default): no constraint.
         **boundary options**: ``max_seg_len``, ``max_seg_num``, ``boundary_temp``, ``boundary_temp_min``,
             ``boundary_temp_anneal_rate``, ``boundary_force_scale``, ``boundary_force_schedule``,
             ``boundary_force_start``, ``boundary_force_decay_updates``, ``boundary_rate``,
@@ -187,6 +192,7 @@ class VTADynamics(BoundaryOptions):
         obs_reset: bool = True,
         obs_kl_scale: float = 1.0,
         boundary_grad: str = "straight_through",
+        min_seg_len: int = 1,
         **boundary_options,
     ):
         super().__init__()
@@ -207,12 +213,14 @@ class VTADynamics(BoundaryOptions):
             raise ValueError(f"min_std must be > 0, got {min_std!r}")
         self._init_boundary_options(**boundary_options)
         self.min_std = float(min_std)
+        self.min_seg_len = check_integer("min_seg_len", min_seg_len)
         self.feat_dim = abs_belief_dim + abs_stoch_dim + obs_belief_dim + obs_stoch_dim
         ld = dict(hidden_dim=hidden, flavour="dreamer", min_std=min_std)
 
         self.register_buffer(
             "_forced_logits", torch.tensor([_FORCED_READ_LOGIT, -_FORCED_READ_LOGIT]), persistent=False
         )
+        self.register_buffer("_blocked_logits", -self._forced_logits, persistent=False)  # COPY, fixed
         # (temperature, force scale) of the current update as a tensor: a compiled step reads them
         # from here, so a schedule that changes them every update does not retrace the graph
         self.register_buffer("_schedule", torch.tensor([self.current_temp, self.current_force_scale]),
@@ -260,8 +268,9 @@ class VTADynamics(BoundaryOptions):
         super().set_progress(update)
         self._schedule.copy_(torch.tensor([self.current_temp, self.current_force_scale]))
 
-    def _sample_boundary(self, logits: Tensor, forced: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Straight-through READ flag ``[.., 1]`` and the stored logits; ``forced`` -> READ."""
+    def _sample_boundary(self, logits: Tensor, forced: Tensor, noise: Tensor | None,
+                         blocked: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Straight-through READ flag ``[.., 1]`` and the stored logits; ``forced`` -> READ, ``blocked`` -> COPY."""
         temp = self._schedule[0] if torch.compiler.is_compiling() else self.current_temp
         if noise is None:  # eval: the mode
             soft = torch.softmax(logits / temp, -1)
@@ -270,7 +279,17 @@ class VTADynamics(BoundaryOptions):
         hard = (soft[..., :1] >= soft[..., 1:]).to(soft.dtype)
         read = hard + (soft[..., :1] - soft[..., :1].detach())  # exactly 0/1 forward
         read = torch.where(forced, 1.0, read)
-        return read, torch.where(forced, self._forced_logits.to(logits.dtype), logits)
+        logits = torch.where(forced, self._forced_logits.to(logits.dtype), logits)
+        if blocked is not None:
+            read = torch.where(blocked, 0.0, read)
+            logits = torch.where(blocked, self._blocked_logits.to(logits.dtype), logits)
+        return read, logits
+
+    def _blocked(self, seg_len: Tensor, seg_num: Tensor) -> Tensor | None:
+        """Where a READ is not allowed (a running segment shorter than ``min_seg_len``); None without the limit."""
+        if self.min_seg_len == 1:
+            return None
+        return (seg_num >= 0.5) & (seg_len < self.min_seg_len)
 
     def _gumbel(self, shape, ref: Tensor) -> Tensor | None:
         if not self.training:
@@ -452,11 +471,12 @@ class VTADynamics(BoundaryOptions):
         for t in range(logits_all.shape[1]):
             if reset_steps is None or reset_steps[t]:
                 seg_len, seg_num = seg_len * keep[:, t], seg_num * keep[:, t]
-            forced = seg_num < 0.5
+            forced, blocked = seg_num < 0.5, self._blocked(seg_len, seg_num)
             lg = self._regularize(logits_all[:, t], seg_len, seg_num)
-            read, lg = self._sample_boundary(lg, forced, None if gumbel is None else gumbel[:, t])
+            read, lg = self._sample_boundary(lg, forced, None if gumbel is None else gumbel[:, t], blocked)
             if boundary is not None:
                 read = torch.where(forced, 1.0, boundary[:, t].to(read.dtype))
+                read = read if blocked is None else torch.where(blocked, 0.0, read)
             elif self.boundary_grad == "local":  # the detector learns from local_boundary_loss instead
                 read = read.detach()
             seg_len, seg_num = self._advance_segment(seg_len, seg_num, read)
@@ -517,8 +537,10 @@ class VTADynamics(BoundaryOptions):
         # priors, batched over [B, T]
         before = {key: torch.stack([p[key] for p in prevs], 1) for key in VTA_STATE_KEYS}
         prior_logits = self._prior_boundary_logits(before, action)
-        forced = before["seg_num"] < 0.5
-        prior_logits = torch.where(forced, post["boundary_logit"].detach(), prior_logits)
+        fixed = before["seg_num"] < 0.5  # forced READ, or blocked READ: the posterior's fixed logits
+        blocked = self._blocked(before["seg_len"], before["seg_num"])
+        fixed = fixed if blocked is None else fixed | blocked
+        prior_logits = torch.where(fixed, post["boundary_logit"].detach(), prior_logits)
         abs_mean, abs_std = self.prior_abs.mean_std(post["abs_belief"])
         obs_mean, obs_std = self.prior_obs.mean_std(post["obs_belief"])
         prior = self._state(
@@ -544,7 +566,8 @@ class VTADynamics(BoundaryOptions):
         action = action * k
         forced = prev["seg_num"] < 0.5
         logits = self._prior_boundary_logits(prev, action)
-        read, logits = self._sample_boundary(logits, forced, self._gumbel((B, 2), embed))
+        read, logits = self._sample_boundary(logits, forced, self._gumbel((B, 2), embed),
+                                             self._blocked(prev["seg_len"], prev["seg_num"]))
         noise = lambda n: torch.randn(B, n, device=embed.device, dtype=embed.dtype)  # noqa: E731
         abs_embed = self.segment_gru(embed) if self.segment_posterior else None  # a segment of one frame
         out = self._step(prev, action, read, embed, noise(self.abs_stoch_dim), noise(self.obs_stoch_dim), abs_embed)
@@ -570,7 +593,8 @@ class VTADynamics(BoundaryOptions):
         n = a.shape[0]
         forced = prev["seg_num"] < 0.5
         logits = self._prior_boundary_logits(prev, a)
-        read, logits = self._sample_boundary(logits, forced, self._gumbel((n, 2), a))
+        read, logits = self._sample_boundary(logits, forced, self._gumbel((n, 2), a),
+                                             self._blocked(prev["seg_len"], prev["seg_num"]))
         out = self._step(prev, a, read, None,
                          torch.randn(n, self.abs_stoch_dim, dtype=a.dtype, device=a.device),
                          torch.randn(n, self.obs_stoch_dim, dtype=a.dtype, device=a.device))
