@@ -108,7 +108,7 @@ class VTADynamics(BoundaryOptions):
             detector over the embeddings can learn to fire on whatever else the noisy cost
             differences reward. With ``obs_kl_scale=10`` it ranks the turns of the ``dynamics``
             videos at AUC 0.80-0.81 after 3,000 updates on 3 of 3 seeds, where the conv detector
-            with the skip reached 0.64-0.71 (RESULTS.md).
+            with the skip reached 0.64-0.71; with ``boundary_surprise_window=2`` 0.81-0.83 (RESULTS.md).
         boundary_surprise_window: with ``boundary_surprise_skip``, how many steps of surprise the
             skip reads: ``sum_k g_k * norm(surprise_{t-k})`` for ``k < window`` (``g_0`` is the gain
             above, the others learned from 0; a step before an episode start counts as 0). The
