@@ -268,9 +268,9 @@ class VTADynamics(BoundaryOptions):
         super().set_progress(update)
         self._schedule.copy_(torch.tensor([self.current_temp, self.current_force_scale]))
 
-    def _sample_boundary(self, logits: Tensor, forced: Tensor, noise: Tensor | None,
-                         blocked: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Straight-through READ flag ``[.., 1]`` and the stored logits; ``forced`` -> READ, ``blocked`` -> COPY."""
+    def _sample_boundary(self, logits: Tensor, limits: tuple[Tensor, Tensor | None],
+                         noise: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Straight-through READ flag ``[.., 1]`` and the stored logits, within ``limits`` (:meth:`_limits`)."""
         temp = self._schedule[0] if torch.compiler.is_compiling() else self.current_temp
         if noise is None:  # eval: the mode
             soft = torch.softmax(logits / temp, -1)
@@ -278,18 +278,26 @@ class VTADynamics(BoundaryOptions):
             soft = torch.softmax((logits + noise) / temp, -1)
         hard = (soft[..., :1] >= soft[..., 1:]).to(soft.dtype)
         read = hard + (soft[..., :1] - soft[..., :1].detach())  # exactly 0/1 forward
-        read = torch.where(forced, 1.0, read)
+        forced, blocked = limits
         logits = torch.where(forced, self._forced_logits.to(logits.dtype), logits)
         if blocked is not None:
-            read = torch.where(blocked, 0.0, read)
             logits = torch.where(blocked, self._blocked_logits.to(logits.dtype), logits)
-        return read, logits
+        return self._within_limits(read, limits), logits
 
-    def _blocked(self, seg_len: Tensor, seg_num: Tensor) -> Tensor | None:
-        """Where a READ is not allowed (a running segment shorter than ``min_seg_len``); None without the limit."""
+    def _limits(self, seg_len: Tensor, seg_num: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Where READ is forced (no segment yet) and where it is blocked (a running segment shorter than
+        ``min_seg_len``; None without that limit)."""
+        forced = seg_num < 0.5
         if self.min_seg_len == 1:
-            return None
-        return (seg_num >= 0.5) & (seg_len < self.min_seg_len)
+            return forced, None
+        return forced, ~forced & (seg_len < self.min_seg_len)
+
+    @staticmethod
+    def _within_limits(read: Tensor, limits: tuple[Tensor, Tensor | None]) -> Tensor:
+        """READ flags with the forced steps READ and the blocked steps COPY."""
+        forced, blocked = limits
+        read = torch.where(forced, 1.0, read)
+        return read if blocked is None else torch.where(blocked, 0.0, read)
 
     def _gumbel(self, shape, ref: Tensor) -> Tensor | None:
         if not self.training:
@@ -471,12 +479,11 @@ class VTADynamics(BoundaryOptions):
         for t in range(logits_all.shape[1]):
             if reset_steps is None or reset_steps[t]:
                 seg_len, seg_num = seg_len * keep[:, t], seg_num * keep[:, t]
-            forced, blocked = seg_num < 0.5, self._blocked(seg_len, seg_num)
+            limits = self._limits(seg_len, seg_num)
             lg = self._regularize(logits_all[:, t], seg_len, seg_num)
-            read, lg = self._sample_boundary(lg, forced, None if gumbel is None else gumbel[:, t], blocked)
+            read, lg = self._sample_boundary(lg, limits, None if gumbel is None else gumbel[:, t])
             if boundary is not None:
-                read = torch.where(forced, 1.0, boundary[:, t].to(read.dtype))
-                read = read if blocked is None else torch.where(blocked, 0.0, read)
+                read = self._within_limits(boundary[:, t].to(read.dtype), limits)
             elif self.boundary_grad == "local":  # the detector learns from local_boundary_loss instead
                 read = read.detach()
             seg_len, seg_num = self._advance_segment(seg_len, seg_num, read)
@@ -537,9 +544,8 @@ class VTADynamics(BoundaryOptions):
         # priors, batched over [B, T]
         before = {key: torch.stack([p[key] for p in prevs], 1) for key in VTA_STATE_KEYS}
         prior_logits = self._prior_boundary_logits(before, action)
-        fixed = before["seg_num"] < 0.5  # forced READ, or blocked READ: the posterior's fixed logits
-        blocked = self._blocked(before["seg_len"], before["seg_num"])
-        fixed = fixed if blocked is None else fixed | blocked
+        forced, blocked = self._limits(before["seg_len"], before["seg_num"])
+        fixed = forced if blocked is None else forced | blocked  # where the posterior's logits are fixed
         prior_logits = torch.where(fixed, post["boundary_logit"].detach(), prior_logits)
         abs_mean, abs_std = self.prior_abs.mean_std(post["abs_belief"])
         obs_mean, obs_std = self.prior_obs.mean_std(post["obs_belief"])
@@ -564,10 +570,9 @@ class VTADynamics(BoundaryOptions):
         k = (~is_first.bool()).to(embed.dtype)
         prev = self._reset({key: state[key] for key in VTA_STATE_KEYS}, k)
         action = action * k
-        forced = prev["seg_num"] < 0.5
         logits = self._prior_boundary_logits(prev, action)
-        read, logits = self._sample_boundary(logits, forced, self._gumbel((B, 2), embed),
-                                             self._blocked(prev["seg_len"], prev["seg_num"]))
+        read, logits = self._sample_boundary(logits, self._limits(prev["seg_len"], prev["seg_num"]),
+                                             self._gumbel((B, 2), embed))
         noise = lambda n: torch.randn(B, n, device=embed.device, dtype=embed.dtype)  # noqa: E731
         abs_embed = self.segment_gru(embed) if self.segment_posterior else None  # a segment of one frame
         out = self._step(prev, action, read, embed, noise(self.abs_stoch_dim), noise(self.obs_stoch_dim), abs_embed)
@@ -591,10 +596,9 @@ class VTADynamics(BoundaryOptions):
         prev = {key: state[key].reshape(-1, state[key].shape[-1]) for key in VTA_STATE_KEYS}
         a = action.reshape(-1, self.action_dim)
         n = a.shape[0]
-        forced = prev["seg_num"] < 0.5
         logits = self._prior_boundary_logits(prev, a)
-        read, logits = self._sample_boundary(logits, forced, self._gumbel((n, 2), a),
-                                             self._blocked(prev["seg_len"], prev["seg_num"]))
+        read, logits = self._sample_boundary(logits, self._limits(prev["seg_len"], prev["seg_num"]),
+                                             self._gumbel((n, 2), a))
         out = self._step(prev, a, read, None,
                          torch.randn(n, self.abs_stoch_dim, dtype=a.dtype, device=a.device),
                          torch.randn(n, self.obs_stoch_dim, dtype=a.dtype, device=a.device))
