@@ -10,6 +10,7 @@ from torch import nn
 from imwm.dynamics.base import Dynamics, check_dynamics
 from imwm.vta import VTA_STATE_KEYS, VTADynamics
 from imwm.vta.boundary import READ_INDEX
+from imwm.vta.layers import gaussian_kl
 
 SMALL = dict(action_dim=3, embed_dim=6, abs_belief_dim=10, obs_belief_dim=12, abs_stoch_dim=4, obs_stoch_dim=5,
              hidden=8, boundary_hidden=8)
@@ -427,22 +428,33 @@ def test_without_the_conv_detector_the_read_log_odds_are_gain_times_surprise_plu
         small(boundary_surprise=True, boundary_conv=False)
 
 
-def test_surprise_window_adds_learned_gains_on_earlier_steps_cut_at_episode_starts():
+# the surprise-only detector with no segment-length push on top of its log-odds
+SURPRISE_ONLY = dict(boundary_surprise=True, boundary_surprise_skip=True, boundary_conv=False, max_seg_len=100,
+                     max_seg_num=100)
+
+
+def _read_log_odds(logits):
+    return logits[..., READ_INDEX] - logits[..., 1 - READ_INDEX]
+
+
+def _surprise_only(**kw):
+    """A seeded surprise-only detector with gain 2 and threshold 1 (both stored /10)."""
     torch.manual_seed(0)
-    opts = dict(boundary_surprise=True, boundary_surprise_skip=True, boundary_conv=False, max_seg_len=100,
-                max_seg_num=100)
-    vta = small(boundary_surprise_window=3, **opts)
-    assert vta.surprise_history_gain.shape == (2,) and not vta.surprise_history_gain.detach().any()
-    embed, action = torch.randn(3, 8, 6), torch.zeros(3, 8, 3)
-    first = torch.zeros(3, 8, 1, dtype=torch.bool)
-    read_log_odds = lambda lg: lg[..., READ_INDEX] - lg[..., 1 - READ_INDEX]  # noqa: E731
+    vta = small(**SURPRISE_ONLY, **kw)
     with torch.no_grad():
         vta.surprise_gain.fill_(0.2)
         vta.surprise_bias.fill_(-0.1)
-    torch.manual_seed(1)
+    return vta
+
+
+def test_surprise_window_adds_learned_gains_on_earlier_steps_cut_at_episode_starts():
+    vta = _surprise_only(boundary_surprise_window=3)
+    assert vta.surprise_history_gain.shape == (2,) and not vta.surprise_history_gain.detach().any()
+    embed, action = torch.randn(3, 8, 6), torch.zeros(3, 8, 3)
+    first = torch.zeros(3, 8, 1, dtype=torch.bool)
+    read_log_odds = _read_log_odds
     flat = read_log_odds(vta.detector_logits(embed, action, first))
-    torch.manual_seed(0)
-    single = small(boundary_surprise_window=1, **opts)
+    single = _surprise_only()
     single.load_state_dict({k: v for k, v in vta.state_dict().items() if k != "surprise_history_gain"})
     torch.testing.assert_close(flat, read_log_odds(single.detector_logits(embed, action, first)))  # zero gains
     with torch.no_grad():
@@ -470,7 +482,45 @@ def test_surprise_window_adds_learned_gains_on_earlier_steps_cut_at_episode_star
     with pytest.raises(ValueError, match="boundary_surprise_window > 1 needs boundary_surprise_skip=True"):
         small(boundary_surprise=True, boundary_surprise_window=2)
     with pytest.raises(ValueError, match="boundary_surprise_window"):
-        small(boundary_surprise_window=0, **opts)
+        small(boundary_surprise_window=0, **SURPRISE_ONLY)
+
+
+
+def test_abstract_step_adds_a_learned_gain_on_how_far_z_would_move_between_frames():
+    vta = _surprise_only(boundary_surprise_abstract=True)
+    assert float(vta.abstract_gain.detach()) == 0.0
+    embed, action = torch.randn(3, 8, 6), torch.zeros(3, 8, 3)
+    first = torch.zeros(3, 8, 1, dtype=torch.bool)
+    read_log_odds = _read_log_odds
+    plain = _surprise_only()
+    plain.load_state_dict({k: v for k, v in vta.state_dict().items() if "abstract" not in k})
+    torch.testing.assert_close(read_log_odds(vta.detector_logits(embed, action, first)),
+                               read_log_odds(plain.detector_logits(embed, action, first)))  # zero gain
+    with torch.no_grad():
+        vta.abstract_gain.fill_(-0.3)  # stored /10
+        # the step by hand: the all-COPY pass holds the abstract belief of its first READ
+        belief = vta.initial(3)["abs_belief"]
+        belief = vta.abs_gru(torch.cat([torch.zeros(3, vta.abs_stoch_dim), action[:, 0]], -1), belief)
+        m, s = vta.post_abs.mean_std(torch.cat([belief.unsqueeze(1).expand(3, 8, -1), embed], -1))
+        step = torch.log1p(gaussian_kl(m[:, 1:], s[:, 1:], m[:, :-1], s[:, :-1]))
+    z = _batch_normed(_surprise_of(vta, embed)[:, 1:])
+    want = 2.0 * z - 1.0 - 3.0 * _batch_normed(step)
+    torch.testing.assert_close(read_log_odds(vta.detector_logits(embed, action, first))[:, 1:], want,
+                               atol=1e-4, rtol=1e-4)
+    first[:, 4] = True  # a new episode at step 4: its step reads nothing from the one before
+    keep = torch.ones(8)
+    keep[4] = 0.0
+    B, k = 3, keep.view(1, 8, 1).expand(3, 8, 1)
+    with torch.no_grad():
+        both = vta._surprise(embed, action, k, vta.initial(B), (keep == 0).tolist())
+    assert both.shape == (3, 8, 2) and (both[:, [0, 4], 1] == 0).all() and (both[:, [1, 2, 3, 5], 1] > 0).all()
+    post, _ = vta.observe(embed, action, first)
+    (grad,) = torch.autograd.grad(torch.sigmoid(read_log_odds(post["boundary_logit"])).sum(), vta.abstract_gain)
+    assert grad.abs() > 0
+    conv = small(boundary_surprise=True, boundary_surprise_skip=True, boundary_surprise_abstract=True)
+    conv.observe(embed, action, first)  # the conv detector reads the step as one more input channel
+    with pytest.raises(ValueError, match="boundary_surprise_abstract=True needs boundary_surprise_skip=True"):
+        small(boundary_surprise=True, boundary_surprise_abstract=True)
 
 
 def _batch_normed(x):
