@@ -34,6 +34,8 @@ def _cfg(tmp_path, *overrides):
     ("original", ["vta.belief_dim=16", "vta.state_dim=4", "vta.hidden_dim=16"]),
     ("dreamer", ["vta.abs_belief_dim=16", "vta.obs_belief_dim=16", "vta.abs_stoch_dim=4", "vta.obs_stoch_dim=4",
                  "vta.hidden=16", "vta.boundary_hidden=8"]),
+    ("surprise", ["vta.abs_belief_dim=16", "vta.obs_belief_dim=16", "vta.abs_stoch_dim=4", "vta.obs_stoch_dim=4",
+                  "vta.hidden=16"]),
 ])
 def test_run_folder_and_exact_restore(tmp_path, variant, sizes):
     cfg = _cfg(tmp_path, f"vta={variant}", *sizes, "vta.max_seg_len=7", "vta.boundary_force_scale=0.0",
@@ -48,6 +50,9 @@ def test_run_folder_and_exact_restore(tmp_path, variant, sizes):
     opts = model.boundary_options()
     assert opts["max_seg_len"] == 7 and opts["boundary_force_scale"] == 0.0 and opts["boundary_temp"] == 2.0
     assert int(model.progress if variant == "original" else model.dynamics.progress) == 1
+    if variant == "surprise":  # the dreamer variant with the surprise-only detector
+        assert model.dynamics.post_boundary is None and model.dynamics.min_seg_len == 2
+        assert model.dynamics.surprise_history_gain.shape == (1,) and saved["name"] == "vta_surprise_moving_shapes"
     assert saved == cfg
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [r["update"] for r in rows] == ["1", "2"] and rows[1]["eval_f1"] != ""

@@ -4,6 +4,7 @@
 
     imwm-train-vta                                        # original VTA
     imwm-train-vta vta=dreamer                            # DreamerV3-integrated VTA
+    imwm-train-vta vta=surprise data=dynamics             # the same, READs where its prediction fails
     imwm-train-vta vta.boundary_force_scale=0.0 train.updates=600 name=orig_f0
 
 A bad config value is reported as one line (``imwm: error: vta.boundary_temp: ...``, exit status 2);
