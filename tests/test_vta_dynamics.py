@@ -452,22 +452,21 @@ def test_surprise_window_adds_learned_gains_on_earlier_steps_cut_at_episode_star
     assert vta.surprise_history_gain.shape == (2,) and not vta.surprise_history_gain.detach().any()
     embed, action = torch.randn(3, 8, 6), torch.zeros(3, 8, 3)
     first = torch.zeros(3, 8, 1, dtype=torch.bool)
-    read_log_odds = _read_log_odds
-    flat = read_log_odds(vta.detector_logits(embed, action, first))
+    flat = _read_log_odds(vta.detector_logits(embed, action, first))
     single = _surprise_only()
     single.load_state_dict({k: v for k, v in vta.state_dict().items() if k != "surprise_history_gain"})
-    torch.testing.assert_close(flat, read_log_odds(single.detector_logits(embed, action, first)))  # zero gains
+    torch.testing.assert_close(flat, _read_log_odds(single.detector_logits(embed, action, first)))  # zero gains
     with torch.no_grad():
         vta.surprise_history_gain.copy_(torch.tensor([-0.15, 0.05]))  # stored /10: -1.5 on t-1, 0.5 on t-2
     z = F.pad(_batch_normed(_surprise_of(vta, embed)[:, 1:]), (1, 0))  # [B, T], 0 at the first step
     want = 2.0 * z - 1.0
     want[:, 1:] += -1.5 * z[:, :-1]
     want[:, 2:] += 0.5 * z[:, :-2]
-    torch.testing.assert_close(read_log_odds(vta.detector_logits(embed, action, first))[:, 1:], want[:, 1:],
+    torch.testing.assert_close(_read_log_odds(vta.detector_logits(embed, action, first))[:, 1:], want[:, 1:],
                                atol=1e-4, rtol=1e-4)
     # an episode that starts at step 4: steps 4 and 5 read nothing from before it
     first[:, 4] = True
-    cut = read_log_odds(vta.detector_logits(embed, action, first))
+    cut = _read_log_odds(vta.detector_logits(embed, action, first))
     keep = torch.ones(8)
     keep[4] = 0.0
     z = F.pad(_batch_normed(_surprise_of(vta, embed, keep)[:, 1:]), (1, 0))
@@ -476,7 +475,7 @@ def test_surprise_window_adds_learned_gains_on_earlier_steps_cut_at_episode_star
     want[:, 2:] += 0.5 * z[:, :-2] * keep[1:-1] * keep[2:]
     torch.testing.assert_close(cut[:, [1, 2, 3, 5, 6, 7]], want[:, [1, 2, 3, 5, 6, 7]], atol=1e-4, rtol=1e-4)
     post, _ = vta.observe(embed, action, first)
-    (grad,) = torch.autograd.grad(torch.sigmoid(read_log_odds(post["boundary_logit"])).sum(),
+    (grad,) = torch.autograd.grad(torch.sigmoid(_read_log_odds(post["boundary_logit"])).sum(),
                                   vta.surprise_history_gain)
     assert (grad.abs() > 0).all()
     with pytest.raises(ValueError, match="boundary_surprise_window > 1 needs boundary_surprise_skip=True"):
@@ -485,17 +484,15 @@ def test_surprise_window_adds_learned_gains_on_earlier_steps_cut_at_episode_star
         small(boundary_surprise_window=0, **SURPRISE_ONLY)
 
 
-
 def test_abstract_step_adds_a_learned_gain_on_how_far_z_would_move_between_frames():
     vta = _surprise_only(boundary_surprise_abstract=True)
     assert float(vta.abstract_gain.detach()) == 0.0
     embed, action = torch.randn(3, 8, 6), torch.zeros(3, 8, 3)
     first = torch.zeros(3, 8, 1, dtype=torch.bool)
-    read_log_odds = _read_log_odds
     plain = _surprise_only()
     plain.load_state_dict({k: v for k, v in vta.state_dict().items() if "abstract" not in k})
-    torch.testing.assert_close(read_log_odds(vta.detector_logits(embed, action, first)),
-                               read_log_odds(plain.detector_logits(embed, action, first)))  # zero gain
+    torch.testing.assert_close(_read_log_odds(vta.detector_logits(embed, action, first)),
+                               _read_log_odds(plain.detector_logits(embed, action, first)))  # zero gain
     with torch.no_grad():
         vta.abstract_gain.fill_(-0.3)  # stored /10
         # the step by hand: the all-COPY pass holds the abstract belief of its first READ
@@ -505,17 +502,15 @@ def test_abstract_step_adds_a_learned_gain_on_how_far_z_would_move_between_frame
         step = torch.log1p(gaussian_kl(m[:, 1:], s[:, 1:], m[:, :-1], s[:, :-1]))
     z = _batch_normed(_surprise_of(vta, embed)[:, 1:])
     want = 2.0 * z - 1.0 - 3.0 * _batch_normed(step)
-    torch.testing.assert_close(read_log_odds(vta.detector_logits(embed, action, first))[:, 1:], want,
+    torch.testing.assert_close(_read_log_odds(vta.detector_logits(embed, action, first))[:, 1:], want,
                                atol=1e-4, rtol=1e-4)
     first[:, 4] = True  # a new episode at step 4: its step reads nothing from the one before
     keep = torch.ones(8)
     keep[4] = 0.0
-    B, k = 3, keep.view(1, 8, 1).expand(3, 8, 1)
-    with torch.no_grad():
-        both = vta._surprise(embed, action, k, vta.initial(B), (keep == 0).tolist())
-    assert both.shape == (3, 8, 2) and (both[:, [0, 4], 1] == 0).all() and (both[:, [1, 2, 3, 5], 1] > 0).all()
+    step = _surprise_of(vta, embed, keep, channel=1)
+    assert step.shape == (3, 8) and (step[:, [0, 4]] == 0).all() and (step[:, [1, 2, 3, 5]] > 0).all()
     post, _ = vta.observe(embed, action, first)
-    (grad,) = torch.autograd.grad(torch.sigmoid(read_log_odds(post["boundary_logit"])).sum(), vta.abstract_gain)
+    (grad,) = torch.autograd.grad(torch.sigmoid(_read_log_odds(post["boundary_logit"])).sum(), vta.abstract_gain)
     assert grad.abs() > 0
     conv = small(boundary_surprise=True, boundary_surprise_skip=True, boundary_surprise_abstract=True)
     conv.observe(embed, action, first)  # the conv detector reads the step as one more input channel
@@ -528,13 +523,14 @@ def _batch_normed(x):
     return (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-5)
 
 
-def _surprise_of(vta, embed, keep=None):
-    """The all-COPY surprise ``[B, T]`` as observe() computes it; ``keep`` ``[T]`` (0 where an episode starts)."""
+def _surprise_of(vta, embed, keep=None, channel=0):
+    """The all-COPY surprise ``[B, T]`` as observe() computes it (``channel=1``: the abstract step);
+    ``keep`` ``[T]`` (0 where an episode starts)."""
     with torch.no_grad():
         B, T = embed.shape[:2]
         keep = torch.ones(T) if keep is None else keep
         k = keep.view(1, T, 1).expand(B, T, 1)
-        return vta._surprise(embed, torch.zeros(B, T, 3), k, vta.initial(B), (keep == 0).tolist())[..., 0]
+        return vta._surprise(embed, torch.zeros(B, T, 3), k, vta.initial(B), (keep == 0).tolist())[..., channel]
 
 
 def test_obs_kl_scale_weights_only_the_observation_latent_terms():

@@ -65,6 +65,12 @@ _FORCED_READ_LOGIT = 10.0  # logits stored where READ is forced (first step): bo
 _SURPRISE_GAIN_STEP = 10.0
 
 
+def _normed_after_first(norm: nn.BatchNorm1d, x: Tensor) -> Tensor:
+    """``norm`` over the steps ``t >= 1`` of ``x [B, T, 1]`` (the first is read against a fresh state), 0 at ``t = 0``."""
+    B, T = x.shape[:2]
+    return F.pad(norm(x[:, 1:].reshape(-1, 1)).reshape(B, T - 1, 1), (0, 0, 1, 0))
+
+
 def _cat_kl(lq: Tensor, lp: Tensor) -> Tensor:
     lq, lp = torch.log_softmax(lq, -1), torch.log_softmax(lp, -1)
     return (lq.exp() * (lq - lp)).sum(-1)
@@ -460,15 +466,13 @@ class VTADynamics(BoundaryOptions):
         where the first step's surprise (against a fresh state) is left out of ``norm`` and counts as 0,
         as does every step before an episode start (``keep == 0``); plus ``b`` at every step when there
         is no conv detector."""
-        B, T = surprise.shape[:2]
-        z = self.surprise_norm(surprise[:, 1:, :1].reshape(-1, 1)).reshape(B, T - 1, 1)
-        z = F.pad(z, (0, 0, 1, 0))
+        z = _normed_after_first(self.surprise_norm, surprise[..., :1])
         read = _SURPRISE_GAIN_STEP * self.surprise_gain * z
         for k in range(1, self.boundary_surprise_window):
             z = F.pad(z[:, :-1], (0, 0, 1, 0)) * keep  # z_{t-k}, cut where an episode starts in (t-k, t]
             read = read + _SURPRISE_GAIN_STEP * self.surprise_history_gain[k - 1] * z
         if self.boundary_surprise_abstract:
-            za = F.pad(self.abstract_norm(surprise[:, 1:, 1:2].reshape(-1, 1)).reshape(B, T - 1, 1), (0, 0, 1, 0))
+            za = _normed_after_first(self.abstract_norm, surprise[..., 1:2])
             read = read + _SURPRISE_GAIN_STEP * self.abstract_gain * za
         if self.surprise_bias is not None:
             read = read + _SURPRISE_GAIN_STEP * self.surprise_bias
