@@ -12,6 +12,7 @@ from imwm.analysis.boundary_truth import (
     frame_difference_baseline_prf,
     periodic_baseline_prf,
     random_baseline_prf,
+    reads_at_events,
 )
 
 
@@ -168,3 +169,27 @@ def test_read_offsets_count_each_read_once_against_its_nearest_change():
     assert read_offsets(_flags(12, [6]), _flags(12, [5, 7])) == {"early": 0, "on": 0, "late": 1, "farther": 0}
     with pytest.raises(ValueError, match="same shape"):
         read_offsets(_flags(20, [1]), _flags(10, [1]))
+
+
+def test_reads_at_events_hand_computed():
+    true, events = _flags(20, [5, 14]), _flags(20, [10])
+    # off the changes (±1): every step but 4-6 and 13-15, 14 steps; near the event: 9-11, 3 of them
+    pred = _flags(20, [5, 9, 11, 17, 19])  # 5 is on a change; 9 and 11 flank the event; 17, 19 are elsewhere
+    r = reads_at_events(pred, true, events)
+    assert (r["off_reads"], r["at_event"]) == (4, 2)
+    assert r["share"] == pytest.approx(0.5) and r["chance"] == pytest.approx(3 / 14)
+    assert r["lift"] == pytest.approx(0.5 / (3 / 14))
+    exact = reads_at_events(pred, true, events, tolerance=0)  # off: all but 5 and 14; near: 10 only
+    assert (exact["off_reads"], exact["at_event"], exact["chance"]) == (4, 0, pytest.approx(1 / 18))
+    none = reads_at_events(_flags(20, [5]), true, events)
+    assert none["off_reads"] == 0 and math.isnan(none["share"]) and math.isnan(none["lift"])
+    with pytest.raises(ValueError, match="same shape"):
+        reads_at_events(pred, true, _flags(19, [3]))
+
+
+def test_reads_at_events_random_reads_have_lift_one():
+    rng = np.random.default_rng(0)
+    true, events, pred = (rng.random((400, 30)) < p for p in (0.1, 0.15, 0.2))
+    r = reads_at_events(pred, true, events)
+    assert r["off_reads"] > 1000 and r["lift"] == pytest.approx(1.0, abs=0.05)
+    assert reads_at_events(pred | events, true, events)["lift"] > 1.5  # READs added on the events

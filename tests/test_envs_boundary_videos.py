@@ -42,7 +42,7 @@ def _centroids(td, size):
     return torch.stack([(actor * xx).sum((-1, -2)) / n, (actor * yy).sum((-1, -2)) / n], -1)  # [N, T, 2]
 
 
-def test_dynamics_displacement_changes_exactly_at_boundaries_except_bounces():
+def test_dynamics_displacement_changes_exactly_at_boundaries_and_recorded_bounces():
     # 128 px frames: motion is 4.5-7.7 px/frame, rasterisation moves a centroid by at most ~1.4 px
     size = 128
     td = generate_boundary_video(N, T, kind="dynamics", image_size=size, seed=3, object_size=(0.09, 0.14))
@@ -50,18 +50,29 @@ def test_dynamics_displacement_changes_exactly_at_boundaries_except_bounces():
     disp = c[:, 1:] - c[:, :-1]  # disp[:, t-1] = motion into frame t
     jump = (disp[:, 1:] - disp[:, :-1]).norm(dim=-1)  # change of motion at frames 2..T-1
     tb = td["true_boundary"][:, 2:, 0]
-    # near a wall (within the radius plus one step of motion) a bounce may change the motion too
-    margin = (0.14 + 0.06) * size + 1
-    near = ((c < margin) | (c > size - 1 - margin)).any(-1)
-    near = near[:, 1:-1] | near[:, 2:] | near[:, :-2]
-    checked = ~near
-    assert tb[checked].sum() >= 20 and (~tb[checked]).sum() >= 200
+    # a bounce at frame t reflects part of the move into t and all of the move into t + 1
+    b = td["actor_bounce"][..., 0]
+    bounced = b[:, 2:] | b[:, 1:-1]
+    assert bounced.sum() >= 40
+    checked = ~bounced
+    assert tb[checked].sum() >= 40 and (~tb[checked]).sum() >= 400
     assert (jump[checked & tb] > 3.5).all()  # a turn of >= 60 degrees at >= 4.5 px/frame
-    assert (jump[checked & ~tb] < 1.5).all()  # otherwise only rasterisation jitter
+    assert (jump[checked & ~tb] < 1.5).all()  # otherwise only rasterisation jitter: no bounce went unrecorded
+    assert (jump[b[:, 2:] & ~tb] > 1.5).float().mean() > 0.8  # and the recorded ones turn the motion
+    assert not b[:, 0].any()
     # the looks never change: one actor colour per sequence
     px, code = _pixels(td)
     colour = torch.where(_actor_mask(px), code, -1).flatten(2).max(-1).values
     assert (colour == colour[:, :1]).all()
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_bounces_are_recorded_for_drawn_objects_only(kind):
+    with_d = generate_boundary_video(N, T, kind=kind, image_size=S, seed=5)
+    without = generate_boundary_video(N, T, kind=kind, image_size=S, seed=5, distractor=False)
+    assert with_d["distractor_bounce"].any() and not without["distractor_bounce"].any()
+    assert torch.equal(with_d["actor_bounce"], without["actor_bounce"])  # the distractor does not move the actor
+    assert 0.02 < with_d["actor_bounce"].float().mean() < 0.3
 
 
 def test_scene_cut_background_changes_exactly_at_boundaries():
@@ -80,7 +91,7 @@ def test_deterministic_disjoint_splits_and_fast(kind):
     held = generate_boundary_video(3, 20, split="heldout", **kw)
     assert not any(torch.equal(a["observation"][i], held["observation"][j]) for i in range(3) for j in range(3))
     assert torch.equal(generate_boundary_video(2, 20, start_index=1, **kw)["observation"], a["observation"][1:])
-    assert set(a.keys()) == {"observation", "true_boundary", "is_first", "action"}
+    assert set(a.keys()) == {"observation", "true_boundary", "is_first", "action", "actor_bounce", "distractor_bounce"}
     t0 = time.process_time()
     generate_boundary_video(20, 32, kind=kind, image_size=S)
     assert (time.process_time() - t0) / 20 < 0.02  # a few ms per sequence

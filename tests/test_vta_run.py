@@ -73,8 +73,11 @@ def test_run_folder_and_exact_restore(tmp_path, variant, sizes):
     assert ev["model"]["n_true"] == int(data["true_boundary"][:, 1:].sum())
     assert ev["exact"]["model"]["tolerance"] == 0 and ev["exact"]["model"]["n_pred"] == ev["model"]["n_pred"]
     assert sum(ev["read_offsets"].values()) == ev["model"]["n_pred"]
+    assert set(ev["reads_at_bounces"]) == {"actor_bounce", "distractor_bounce"}
+    assert ev["reads_at_bounces"]["actor_bounce"]["off_reads"] == ev["read_offsets"]["farther"]
     table = format_eval_table(ev, name="x")
     assert "exact step (no tolerance)" in table and "READs against the nearest change" in table
+    assert "next to a bounce of the distractor" in table
     assert "std of its log-odds" in table
     logodds = torch.logit(a["read_prob"][:, 1:].double(), eps=1e-12)
     assert ev["read_logodds_std"] == pytest.approx(float(logodds.std()))

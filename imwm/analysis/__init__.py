@@ -23,6 +23,7 @@ from imwm.analysis.boundary_truth import (
     periodic_baseline_prf,
     random_baseline_prf,
     read_offsets,
+    reads_at_events,
 )
 from imwm.analysis.events import (
     build_events,
@@ -85,4 +86,5 @@ __all__ = [
     "held_boundary_costs",
     "random_baseline_prf",
     "read_offsets",
+    "reads_at_events",
 ]

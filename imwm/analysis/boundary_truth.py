@@ -35,7 +35,7 @@ from imwm.analysis._arrays import as_flags
 from imwm.errors import check_integer
 
 __all__ = ["boundary_prf", "random_baseline_prf", "periodic_baseline_prf", "frame_difference_baseline_prf",
-           "compare_with_truth", "evenly_spaced", "read_offsets"]
+           "compare_with_truth", "evenly_spaced", "read_offsets", "reads_at_events"]
 
 
 def evenly_spaced(length: int, count: int) -> np.ndarray:
@@ -317,3 +317,47 @@ def read_offsets(pred: Any, true: Any) -> dict[str, int]:
             nearest = offset[np.argmin(np.abs(offset) * 2 + (offset > 0))]  # ties go to the earlier change
             counts[names.get(int(nearest), "farther")] += 1
     return counts
+
+
+def _near(flags: np.ndarray, tolerance: int) -> np.ndarray:
+    """``[N, T]``: True where a flag of the same row lies within ``±tolerance`` steps."""
+    near = flags.copy()
+    for k in range(1, tolerance + 1):
+        near[:, k:] |= flags[:, :-k]
+        near[:, :-k] |= flags[:, k:]
+    return near
+
+
+def reads_at_events(pred: Any, true: Any, events: Any, tolerance: int = 1) -> dict[str, Any]:
+    """Whether the READs away from every true change sit at other known events (e.g. wall bounces).
+
+    A READ is *off the changes* when no true change lies within ``±tolerance`` steps of it. Of
+    those, ``at_event`` lie within ``±tolerance`` of an event; ``chance`` is the same share over
+    every step off the changes, so ``lift = share / chance`` is 1 for READs placed there at random.
+
+    Returns:
+        dict with ``off_reads``, ``at_event``, ``share`` (``at_event / off_reads``; NaN without such
+        READs), ``chance`` and ``lift``.
+
+    Example:
+        >>> true = np.array([[0, 0, 0, 1, 0, 0, 0, 0, 0]], dtype=bool)
+        >>> bounce = np.array([[0, 0, 0, 0, 0, 0, 1, 0, 0]], dtype=bool)
+        >>> pred = np.array([[0, 0, 0, 1, 0, 0, 0, 1, 1]], dtype=bool)   # 3 is on the change; 7 is next to the bounce
+        >>> r = reads_at_events(pred, true, bounce)
+        >>> r["off_reads"], r["at_event"], r["chance"], r["lift"]   # 3 of the 6 steps off the change are near it
+        (2, 1, 0.5, 1.0)
+    """
+    tolerance = _check_tolerance(tolerance)
+    pred_a, true_a, event_a = (np.atleast_2d(as_flags(x, name, ndim=(1, 2)))
+                               for x, name in ((pred, "pred"), (true, "true"), (events, "events")))
+    if not pred_a.shape == true_a.shape == event_a.shape:
+        raise ValueError(f"pred, true and events must have the same shape, got {pred_a.shape}, "
+                         f"{true_a.shape} and {event_a.shape}")
+    off = ~_near(true_a, tolerance)
+    near_event = _near(event_a, tolerance)
+    off_reads = int((pred_a & off).sum())
+    at_event = int((pred_a & off & near_event).sum())
+    share = at_event / off_reads if off_reads else float("nan")
+    chance = float(near_event[off].mean()) if off.any() else float("nan")
+    lift = share / chance if chance > 0 else float("nan")
+    return {"off_reads": off_reads, "at_event": at_event, "share": share, "chance": chance, "lift": lift}

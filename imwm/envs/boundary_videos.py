@@ -18,8 +18,9 @@ as a fraction of the frame side (``(0.09, 0.14)`` small, ``(0.2, 0.28)`` large).
 
 Ground truth and records are exactly those of Moving Shapes: ``true_boundary[t]`` is True where
 frame ``t`` starts a segment (frame 0 always does; evaluate on ``t >= 1``); a ``TensorDict``
-``[N, T]`` with ``observation`` ``[3, S, S]`` uint8, ``true_boundary`` / ``is_first`` ``[1]`` bool and
-``action`` ``[1]`` zeros. Sequence ``i`` of a split is drawn from
+``[N, T]`` with ``observation`` ``[3, S, S]`` uint8, ``true_boundary`` / ``is_first`` ``[1]`` bool,
+``action`` ``[1]`` zeros and ``actor_bounce`` / ``distractor_bounce`` ``[1]`` bool (wall bounces; none
+for a distractor that is not drawn). Sequence ``i`` of a split is drawn from
 ``numpy.random.default_rng([seed, split_id, kind_id, start_index + i])``, so every kind, split and
 sub-range is reproducible on its own and the train and held-out splits never overlap.
 """
@@ -87,6 +88,7 @@ def _one_sequence(rng: np.random.Generator, kind: str, seq_len: int, size: int, 
     d_pos = rng.uniform(lo_d, hi_d, size=2)
     d_vel = _velocity(rng, rng.uniform(0, 2 * np.pi), size)
     track = np.empty((seq_len, 4), np.float32)  # actor x, y; distractor x, y
+    bounces = np.zeros((seq_len, 2), dtype=bool)  # actor, distractor (none recorded when it is not drawn)
     for t in range(seq_len):
         if t > 0 and boundary[t]:
             if kind == "dynamics":  # turn by 60-180 degrees either way and draw a new speed
@@ -98,8 +100,7 @@ def _one_sequence(rng: np.random.Generator, kind: str, seq_len: int, size: int, 
                 d_pos = rng.uniform(lo_d, hi_d, size=2)
                 d_vel = _velocity(rng, rng.uniform(0, 2 * np.pi), size)
         if t > 0 and not (kind == "scene_cut" and boundary[t]):
-            bounce(pos, vel, lo_a, hi_a)
-            bounce(d_pos, d_vel, lo_d, hi_d)
+            bounces[t] = bounce(pos, vel, lo_a, hi_a), bounce(d_pos, d_vel, lo_d, hi_d) and distractor
         track[t] = (*pos, *d_pos)
 
     frames = _background(scenes[seg_id], patterns[seg_id], size)
@@ -108,7 +109,7 @@ def _one_sequence(rng: np.random.Generator, kind: str, seq_len: int, size: int, 
     colour = PALETTE[colours[seg_id]].astype(np.int64)[:, None, None, :]
     shaded = np.where(_texture_mask(textures[seg_id], size)[..., None], colour, colour // 2).astype(np.uint8)
     paint(frames, shape_masks(np.full(seq_len, shape), track[:, 0], track[:, 1], radius, size), shaded)
-    return frames.transpose(0, 3, 1, 2), boundary
+    return frames.transpose(0, 3, 1, 2), boundary, bounces
 
 
 def generate_boundary_video(

@@ -23,6 +23,7 @@ Records are a ``TensorDict`` with batch ``[N, T]``:
 | ``true_boundary`` | ``[1]`` | bool |
 | ``is_first`` | ``[1]`` | bool (True at t=0) |
 | ``action`` | ``[1]`` | float zeros (video: no actions; lets Dynamics modules consume it) |
+| ``actor_bounce``, ``distractor_bounce`` | ``[1]`` | bool (the object reflected off a wall at ``t``: not a boundary) |
 """
 
 from __future__ import annotations
@@ -57,13 +58,13 @@ def _one_sequence(rng: np.random.Generator, seq_len: int, size: int, lo: int, hi
     d_pos = rng.uniform(d_half, size - 1 - d_half, size=2)
     d_vel = velocity(rng.uniform(0, 2 * np.pi), 2.0 * scale)
     dxs, dys = np.empty(seq_len, np.float32), np.empty(seq_len, np.float32)
+    bounces = np.zeros((seq_len, 2), dtype=bool)  # actor, distractor
     for t in range(seq_len):
         if boundary[t]:
             k = seg_id[t]
             vel = velocity(angles[k], speeds[k])
         if t > 0:
-            bounce(pos, vel, radius, size - 1 - radius)
-            bounce(d_pos, d_vel, d_half, size - 1 - d_half)
+            bounces[t] = bounce(pos, vel, radius, size - 1 - radius), bounce(d_pos, d_vel, d_half, size - 1 - d_half)
         cx[t], cy[t] = pos
         dxs[t], dys[t] = d_pos
 
@@ -71,7 +72,7 @@ def _one_sequence(rng: np.random.Generator, seq_len: int, size: int, lo: int, hi
     frames[square_masks(dxs, dys, d_half, size)] = DISTRACTOR_GREY
     colour = PALETTE[colours[seg_id]][:, None, None, :]  # [T, 1, 1, 3]
     paint(frames, shape_masks(shapes[seg_id], cx, cy, radius, size), colour)
-    return frames.transpose(0, 3, 1, 2), boundary
+    return frames.transpose(0, 3, 1, 2), boundary, bounces
 
 
 def generate_moving_shapes(

@@ -157,20 +157,25 @@ def velocity(angle: float, speed: float) -> np.ndarray:
     return np.array([np.cos(angle), np.sin(angle)]) * speed
 
 
-def bounce(pos: np.ndarray, vel: np.ndarray, low: float, high: float) -> None:
-    """One step of motion with reflection off [low, high], in place.
+def bounce(pos: np.ndarray, vel: np.ndarray, low: float, high: float) -> bool:
+    """One step of motion with reflection off [low, high], in place; True when it reflected.
 
     Example:
         >>> pos, vel = np.array([8.0, 5.0]), np.array([3.0, -1.0])
         >>> bounce(pos, vel, 0.0, 10.0)  # x = 11 passes 10 by 1: reflected to 9, its velocity flips
+        True
         >>> pos.tolist(), vel.tolist()
         ([9.0, 4.0], [-3.0, -1.0])
+        >>> bounce(pos, vel, 0.0, 10.0)  # 6, 3: inside, no reflection
+        False
     """
     pos += vel
     over, under = pos > high, pos < low
     pos[over] = 2 * high - pos[over]
     pos[under] = 2 * low - pos[under]
-    vel[over | under] *= -1
+    hit = over | under
+    vel[hit] *= -1
+    return bool(hit.any())
 
 
 def _offsets(cx: np.ndarray, cy: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +236,7 @@ def paint(frames: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> None:
 
 
 def render(num_sequences: int, seq_len: int, size: int, stream: Sequence[int], start_index: int,
-           one_sequence: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]) -> TensorDict:
+           one_sequence: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray, np.ndarray]]) -> TensorDict:
     """Draws ``num_sequences`` sequences, each from its own generator, and returns their records.
 
     Args:
@@ -239,11 +244,14 @@ def render(num_sequences: int, seq_len: int, size: int, stream: Sequence[int], s
         stream: the seed prefix of the dataset (seed, split id, ...); sequence ``i`` is drawn
             from ``default_rng([*stream, start_index + i])``, so any sub-range regenerates alone.
         start_index: index of the first sequence.
-        one_sequence: ``rng -> (frames [T, 3, S, S] uint8, boundary [T] bool)``.
+        one_sequence: ``rng -> (frames [T, 3, S, S] uint8, boundary [T] bool, bounces [T, 2] bool)``,
+            ``bounces`` the steps where the actor (column 0) or the distractor (column 1) reflects
+            off a wall.
 
     Example:
-        >>> def grey_clip(rng):  # one random grey level, a boundary at t = 0 and t = 2
-        ...     return np.full((3, 3, 16, 16), rng.integers(256), np.uint8), np.array([True, False, True])
+        >>> def grey_clip(rng):  # one random grey level, a boundary at t = 0 and t = 2, no bounce
+        ...     frames = np.full((3, 3, 16, 16), rng.integers(256), np.uint8)
+        ...     return frames, np.array([True, False, True]), np.zeros((3, 2), bool)
         >>> td = render(2, 3, 16, (0, 0), 0, grey_clip)
         >>> td.batch_size, td["true_boundary"][0, :, 0].tolist()
         (torch.Size([2, 3]), [True, False, True])
@@ -252,26 +260,33 @@ def render(num_sequences: int, seq_len: int, size: int, stream: Sequence[int], s
     """
     frames = np.empty((num_sequences, seq_len, 3, size, size), dtype=np.uint8)
     bounds = np.empty((num_sequences, seq_len), dtype=bool)
+    bounces = np.empty((num_sequences, seq_len, 2), dtype=bool)
     for i in range(num_sequences):
         rng = np.random.default_rng([*stream, start_index + i])
-        frames[i], bounds[i] = one_sequence(rng)
-    return records(frames, bounds)
+        frames[i], bounds[i], bounces[i] = one_sequence(rng)
+    return records(frames, bounds, bounces)
 
 
-def records(frames: np.ndarray, bounds: np.ndarray) -> TensorDict:
-    """The ``[N, T]`` TensorDict of a video batch: ``frames [N, T, 3, S, S]``, ``bounds [N, T]``.
+def records(frames: np.ndarray, bounds: np.ndarray, bounces: np.ndarray) -> TensorDict:
+    """The ``[N, T]`` TensorDict of a video batch: ``frames [N, T, 3, S, S]``, ``bounds [N, T]``,
+    ``bounces [N, T, 2]`` (actor, distractor).
 
-    Keys: ``observation``, ``true_boundary`` and ``is_first`` (``[1]`` bool, True at ``t = 0``) and
-    ``action`` (``[1]`` float zeros: videos have no actions, but Dynamics modules consume one).
+    Keys: ``observation``, ``true_boundary`` and ``is_first`` (``[1]`` bool, True at ``t = 0``),
+    ``action`` (``[1]`` float zeros: videos have no actions, but Dynamics modules consume one), and
+    ``actor_bounce`` / ``distractor_bounce`` (``[1]`` bool: the object reflected off a wall at that
+    step; ordinary motion, not a boundary, kept so that READs off the changes can be checked
+    against it).
 
     Example:
-        >>> td = records(np.zeros((2, 3, 3, 4, 4), np.uint8), np.array([[1, 0, 1], [1, 1, 0]], bool))
+        >>> bounces = np.zeros((2, 3, 2), bool); bounces[0, 1, 0] = True
+        >>> td = records(np.zeros((2, 3, 3, 4, 4), np.uint8), np.array([[1, 0, 1], [1, 1, 0]], bool), bounces)
         >>> td["observation"].shape, td["true_boundary"].shape
         (torch.Size([2, 3, 3, 4, 4]), torch.Size([2, 3, 1]))
-        >>> td["is_first"][..., 0].tolist()
-        [[True, False, False], [True, False, False]]
+        >>> td["is_first"][..., 0].tolist(), td["actor_bounce"][0, :, 0].tolist()
+        ([[True, False, False], [True, False, False]], [False, True, False])
     """
     num_sequences, seq_len = bounds.shape
+    assert bounces.shape == (num_sequences, seq_len, 2), f"bounces must be [N, T, 2], got {bounces.shape}"
     is_first = np.zeros((num_sequences, seq_len, 1), dtype=bool)
     is_first[:, 0] = True
     return TensorDict(
@@ -280,6 +295,8 @@ def records(frames: np.ndarray, bounds: np.ndarray) -> TensorDict:
             "true_boundary": torch.from_numpy(bounds).unsqueeze(-1),
             "is_first": torch.from_numpy(is_first),
             "action": torch.zeros(num_sequences, seq_len, 1),
+            "actor_bounce": torch.from_numpy(bounces[..., :1].copy()),
+            "distractor_bounce": torch.from_numpy(bounces[..., 1:].copy()),
         },
         batch_size=[num_sequences, seq_len],
     )

@@ -47,6 +47,8 @@ __all__ = ["build_vta_model", "load_vta_run", "evaluate_boundaries", "heldout_da
            "read_logodds_std", "train", "validate_vta_config", "VARIANTS"]
 
 VARIANTS = ("original", "dreamer")
+#: per-step flags of the shape videos (``imwm.envs.shape_videos.records``) that mark wall bounces
+BOUNCE_KEYS = ("actor_bounce", "distractor_bounce")
 METRIC_COLUMNS = (
     "update", "wall_s", "cpu_s", "loss", "obs_cost", "kl_abs", "kl_obs", "kl_mask", "boundary_kl",
     "read_rate", "temp", "force_scale", "eval_precision", "eval_recall", "eval_f1", "eval_read_rate",
@@ -267,9 +269,12 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
     frames at all: the standard deviation of ``log q / (1 - q)`` over the held-out steps; a
     detector that gives every step nearly the same probability has an AUC near 0.5 for that
     reason, not because it ranks the wrong steps), ``exact`` (model, random and frame-difference PRF with
-    no tolerance) and ``read_offsets`` (:func:`imwm.analysis.read_offsets`).
+    no tolerance), ``read_offsets`` (:func:`imwm.analysis.read_offsets`) and, where the data records
+    wall bounces, ``reads_at_bounces``: for the actor's and the distractor's bounces, how many READs
+    away from every change sit next to one, against chance (:func:`imwm.analysis.reads_at_events`;
+    a bounce turns the motion too, but it is ordinary motion, not a segment change).
     """
-    from imwm.analysis.boundary_truth import compare_with_truth, read_offsets
+    from imwm.analysis.boundary_truth import compare_with_truth, read_offsets, reads_at_events
     from imwm.analysis.events import frame_delta
     from imwm.analysis.metrics import roc_auc
 
@@ -286,6 +291,8 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
         # a ±1-step F1 hides READs a step early; these do not
         "exact": {k: exact[k] for k in ("model", "random", "frame_difference")},
         "read_offsets": read_offsets(pred, true),
+        **({"reads_at_bounces": {key: reads_at_events(pred, true, data[key][:, 1:, 0].numpy()) for key in BOUNCE_KEYS}}
+           if all(key in data.keys() for key in BOUNCE_KEYS) else {}),
     }
 
 
@@ -451,6 +458,9 @@ def format_eval_table(ev: dict, *, name: str) -> str:
         lines.append(f"exact step (no tolerance): F1 {f1['model']:.3f}, random {f1['random']:.3f}, "
                      f"frame difference {f1['frame_difference']:.3f}")
         lines.append("READs against the nearest change: " + ", ".join(f"{k} {v}" for k, v in ev["read_offsets"].items()))
+    for key, r in ev.get("reads_at_bounces", {}).items():
+        lines.append(f"READs off the changes next to a bounce of the {key.split('_')[0]}: {r['at_event']} of {r['off_reads']} "
+                     f"({r['share']:.2f}; chance {r['chance']:.2f}, lift {r['lift']:.2f})")
     return "\n".join(lines)
 
 
