@@ -51,7 +51,7 @@ def test_run_folder_and_exact_restore(tmp_path, variant, sizes):
     assert opts["max_seg_len"] == 7 and opts["boundary_force_scale"] == 0.0 and opts["boundary_temp"] == 2.0
     assert int(model.progress if variant == "original" else model.dynamics.progress) == 1
     if variant == "surprise":  # the dreamer variant with the surprise-only detector
-        assert model.dynamics.post_boundary is None and model.dynamics.min_seg_len == 2
+        assert model.dynamics.post_boundary is None and model.dynamics.min_seg_len == 3
         assert model.dynamics.surprise_history_gain.shape == (1,) and saved["name"] == "vta_surprise_moving_shapes"
     assert saved == cfg
     rows = list(csv.DictReader(open(run / "metrics.csv")))
