@@ -283,7 +283,7 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
     true = data["true_boundary"][:, 1:, 0].numpy()
     delta = np.stack([frame_delta(seq) for seq in data["observation"].numpy()])[:, 1:]
     exact = compare_with_truth(pred, true, delta, tolerance=0, draws=draws, seed=seed)
-    return {
+    out = {
         **compare_with_truth(pred, true, delta, tolerance=1, draws=draws, seed=seed),
         # threshold-free: does q(READ) rank the true change steps above the others? (0.5 = no signal)
         "auc_read_prob": float(roc_auc(predicted["read_prob"][:, 1:].numpy().ravel(), true.ravel())),
@@ -291,9 +291,10 @@ def evaluate_boundaries(model: torch.nn.Module, data, *, draws: int = 200, seed:
         # a ±1-step F1 hides READs a step early; these do not
         "exact": {k: exact[k] for k in ("model", "random", "frame_difference")},
         "read_offsets": read_offsets(pred, true),
-        **({"reads_at_bounces": {key: reads_at_events(pred, true, data[key][:, 1:, 0].numpy()) for key in BOUNCE_KEYS}}
-           if all(key in data.keys() for key in BOUNCE_KEYS) else {}),
     }
+    if all(key in data.keys() for key in BOUNCE_KEYS):  # only the shape videos record wall bounces
+        out["reads_at_bounces"] = {key: reads_at_events(pred, true, data[key][:, 1:, 0].numpy()) for key in BOUNCE_KEYS}
+    return out
 
 
 def _optimizer(model: torch.nn.Module, *, lr: float, eps: float, boundary_lr_scale: float) -> torch.optim.Adam:
