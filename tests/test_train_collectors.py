@@ -119,9 +119,10 @@ def test_async_workers_lose_no_batch_behind_a_slow_learner():
     assert sorted(last) == [0, 1]
 
 
-def forced_policy_share(plain: dict, batches: int = 5) -> dict[int, float]:
+def forced_policy_share(plain: dict, after: int = 3, most: int = 40) -> dict[int, float]:
     """Share of action 0 in each env's last batch, after the actor was forced to action 0 from
-    the second batch on and the weights were pushed after every batch."""
+    the second batch on, the weights were pushed after every batch, and every env delivered
+    ``after`` batches since the first push (at most ``most`` batches in all)."""
     from imwm.training.build_model import build_agent
 
     env = worker_env(plain["env"], first=0, num_envs=plain["num_envs"], seed=0)
@@ -131,22 +132,26 @@ def forced_policy_share(plain: dict, batches: int = 5) -> dict[int, float]:
     collector = make_collector(plain, env=env, env_seed=0,
                                policy=lambda n: agent.policy(n, action_dtype=env.action_spec.dtype))
     last: dict[int, float] = {}
+    since_push: dict[int, int] = {}
     try:
         for i, batch in enumerate(collector):
             rows, first = batch_envs(batch)
             for row in range(rows.shape[0]):
                 last[first + row] = rows[row]["action"][..., 0].float().mean().item()
+                if i > 0:
+                    since_push[first + row] = since_push.get(first + row, 0) + 1
             if i == 0:
                 out = agent.actor.net.net[-1]
                 with torch.no_grad():  # a policy that always pushes left
                     out.weight.zero_()
                     out.bias.copy_(torch.tensor([50.0, -50.0]))
             collector.update_policy_weights_()
-            if i == batches:
+            if (len(since_push) == plain["num_envs"] and min(since_push.values()) >= after) or i == most:
                 break
     finally:
         collector.shutdown()
         env.close()
+    assert len(since_push) == plain["num_envs"] and min(since_push.values()) >= after, since_push
     return last
 
 
@@ -155,9 +160,11 @@ def test_pushed_weights_reach_every_worker(collector):
     plain = validate_config(compose_config(["preset=debug", f"collector={collector}", *WORKERS]))
     shares = forced_policy_share(plain)
     assert sorted(shares) == [0, 1]  # both workers' envs delivered batches
-    # a batch may have been collected before the push; the last ones are after it. Each env's
-    # last batch is 10 steps of a policy that picks action 0 with p = 1 - e^-100, so every step is
-    # action 0; an unpushed policy (p ~ 0.5) passes this for both workers with ~1e-6.
+    # an async worker may hold one finished batch from before the push and be halfway through the
+    # next when it lands (shared-memory weights change mid-batch), so each env's third batch after
+    # the push is the first surely collected after it. That batch is 10 steps of a policy that picks
+    # action 0 with p = 1 - e^-100, so every step is action 0; an unpushed policy (p ~ 0.5) passes
+    # this for both workers with ~1e-6.
     assert min(shares.values()) == 1.0, shares
 
 
