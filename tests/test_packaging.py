@@ -29,6 +29,7 @@ SCRIPTS = {
     "imwm-vta-viz": "imwm.cli.vta_boundary_viz:cli",
     "imwm-vta-eval": "imwm.cli.vta_boundary_eval:cli",
     "imwm-vta-detector": "imwm.cli.vta_detector_only:cli",
+    "imwm-vta-reads": "imwm.cli.vta_read_placement:cli",
 }
 
 

@@ -85,14 +85,3 @@ def test_the_script_trains_a_detector_in_a_train_vta_run(tmp_path):
     assert "update 2: AUC" in out.stdout and "command: python scripts/vta_detector_only.py" in out.stdout
     assert (run / "checkpoints" / "latest.pt").read_bytes() == before  # the run folder is only read
 
-
-def test_a_missing_run_folder_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
-    from imwm.cli.vta_detector_only import cli
-
-    monkeypatch.delenv("IMWM_DEBUG", raising=False)
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    monkeypatch.setattr("sys.argv", ["imwm-vta-detector", "--run", str(tmp_path / "nowhere")])
-    with pytest.raises(SystemExit) as exit_:
-        cli()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.count("\n") == 1 and str(tmp_path / "nowhere") in err

@@ -2,6 +2,8 @@
 
 - ``boundary_truth``: precision / recall / F1 against known segment changes, with random,
   evenly spaced and frame-difference baselines of the same boundary count.
+- ``read_placement``: READs by offset from the nearest change, a trained model re-evaluated with
+  other minimum segment lengths, and its all-COPY surprise by steps since a change.
 - ``read_effect``: the exact change of VTA's cost from one READ at each step, the other
   boundaries held (does the objective reward a READ at the true changes?), and the cost of
   whole boundary sets forced (none, the truth, shifted, random, all).
@@ -24,6 +26,14 @@ from imwm.analysis.boundary_truth import (
     random_baseline_prf,
     read_offsets,
     reads_at_events,
+)
+from imwm.analysis.read_placement import (
+    copy_surprise_by_steps,
+    mean_by_steps_since_change,
+    min_seg_len_sweep,
+    read_offset_counts,
+    reads_by_steps_since_change,
+    steps_since_change,
 )
 from imwm.analysis.events import (
     build_events,
@@ -87,4 +97,10 @@ __all__ = [
     "random_baseline_prf",
     "read_offsets",
     "reads_at_events",
+    "read_offset_counts",
+    "steps_since_change",
+    "reads_by_steps_since_change",
+    "mean_by_steps_since_change",
+    "min_seg_len_sweep",
+    "copy_surprise_by_steps",
 ]

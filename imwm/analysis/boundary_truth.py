@@ -301,21 +301,12 @@ def read_offsets(pred: Any, true: Any) -> dict[str, int]:
         >>> read_offsets(pred, true)
         {'early': 1, 'on': 1, 'late': 1, 'farther': 0}
     """
-    pred_a = np.atleast_2d(as_flags(pred, "pred", ndim=(1, 2)))
-    true_a = np.atleast_2d(as_flags(true, "true", ndim=(1, 2)))
-    if pred_a.shape != true_a.shape:
-        raise ValueError(f"pred and true must have the same shape, got {pred_a.shape} and {true_a.shape}")
+    from imwm.analysis.read_placement import nearest_change_offsets
+
     counts = {"early": 0, "on": 0, "late": 0, "farther": 0}
-    names = {1: "early", 0: "on", -1: "late"}
-    for p, t in zip(pred_a, true_a):
-        changes = np.flatnonzero(t)
-        for step in np.flatnonzero(p):
-            if changes.size == 0:
-                counts["farther"] += 1
-                continue
-            offset = changes - step
-            nearest = offset[np.argmin(np.abs(offset) * 2 + (offset > 0))]  # ties go to the earlier change
-            counts[names.get(int(nearest), "farther")] += 1
+    names = {-1: "early", 0: "on", 1: "late"}
+    for offset in nearest_change_offsets(pred, true, skip_first=False):
+        counts[names.get(offset, "farther")] += 1
     return counts
 
 

@@ -15,12 +15,12 @@ the run folder is written.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 
 import torch
 
+from imwm.cli import save_json
 from imwm.errors import run_main
 
 #: How the printed ``command:`` line starts by default (:func:`cli`: ``imwm-vta-detector``).
@@ -67,10 +67,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> dict:
     command = prog + " " + " ".join(shlex.quote(a) for a in argv)
     print(f"command: {command}\nCPU time: {curve[-1]['cpu_s']:.0f} s")
     result = {"run": args.run, "checkpoint": args.checkpoint, "options": options, "curve": curve, "command": command}
-    if args.out_json:
-        with open(args.out_json, "w") as fh:
-            json.dump(result, fh, indent=2)
-        print(f"wrote {args.out_json}")
+    save_json(result, args.out_json)
     return result
 
 

@@ -447,10 +447,20 @@ class VTADynamics(BoundaryOptions):
                         pixel_view: Tensor | None = None) -> Tensor:
         """READ/COPY logits ``[B, T, 2]`` of the posterior detector from a fresh state, as
         :meth:`observe` computes them before forcing (what an analysis of the detector reads)."""
+        return self._detector_logits(*self._fresh_pass(embed, action, is_first), pixel_view)
+
+    def copy_surprise(self, embed: Tensor, action: Tensor, is_first: Tensor) -> Tensor:
+        """The surprise ``log(1 + KL(q(s_t) || p(s_t)))`` ``[B, T, 1]`` of an all-COPY pass from a fresh
+        state (``[B, T, 2]`` with ``boundary_surprise_abstract``): what the ``boundary_surprise``
+        detector reads, for any trained model (an analysis asks how it behaves after a change)."""
+        return self._surprise(*self._fresh_pass(embed, action, is_first))
+
+    def _fresh_pass(self, embed: Tensor, action: Tensor, is_first: Tensor) -> tuple:
+        """``(embed, action, keep, state, reset_steps)`` for a pass over ``embed`` from a fresh state."""
         B, T = embed.shape[:2]
         self._check("is_first", is_first, (B, T, 1))
         keep, reset_steps = self._episode_starts(is_first, embed.dtype)
-        return self._detector_logits(embed, action * keep, keep, self.initial(B), reset_steps, pixel_view)
+        return embed, action * keep, keep, self.initial(B), reset_steps
 
     @staticmethod
     def _episode_starts(is_first: Tensor, dtype: torch.dtype) -> tuple[Tensor, list | None]:

@@ -127,6 +127,16 @@ class VTASequenceModel(nn.Module):
     def boundary_options(self) -> dict:
         return self.dynamics.boundary_options()
 
+    def inputs(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """What the dynamics observe for ``obs`` ``[B, T, C, H, W]``: the frames in model units, their
+        embeddings ``[B, T, embed_dim]``, zero actions ``[B, T, 1]`` and ``is_first`` (frame 0 only)."""
+        B, T = obs.shape[:2]
+        x = obs.float() / 255.0 - 0.5 if obs.dtype == torch.uint8 else obs.float()
+        embed = self.encoder(x.flatten(0, 1)).view(B, T, -1)
+        is_first = torch.zeros(B, T, 1, dtype=torch.bool, device=obs.device)
+        is_first[:, 0] = True
+        return x, embed, embed.new_zeros(B, T, 1), is_first
+
     def forward(self, obs: Tensor, boundary: Tensor | None = None) -> TensorDict:
         want = (self.channels, self.image_size, self.image_size)
         if obs.dim() != 5 or tuple(obs.shape[2:]) != want:
@@ -134,11 +144,7 @@ class VTASequenceModel(nn.Module):
         B, T = obs.shape[:2]
         if boundary is not None and tuple(boundary.shape) != (B, T, 1):
             raise ValueError(f"boundary must be [B, T, 1] READ flags, got shape {tuple(boundary.shape)}")
-        x = obs.float() / 255.0 - 0.5 if obs.dtype == torch.uint8 else obs.float()
-        embed = self.encoder(x.flatten(0, 1)).view(B, T, -1)
-        action = embed.new_zeros(B, T, 1)
-        is_first = torch.zeros(B, T, 1, dtype=torch.bool, device=obs.device)
-        is_first[:, 0] = True
+        x, embed, action, is_first = self.inputs(obs)
         post, prior = self.dynamics.observe(
             embed, action, is_first, boundary=None if boundary is None else boundary.to(embed.dtype),
             pixel_view=None if self.frame_change is None else self.frame_change(x),

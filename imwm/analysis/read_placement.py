@@ -1,0 +1,163 @@
+"""Where a VTA model's READs sit around the true changes, and what a minimum segment length does to them.
+
+Three questions a ±1-step F1 does not answer, asked of a trained ``train_vta.py`` model on its
+held-out sequences (frame 0 counts as a segment start, as the data marks it, but a READ there is
+not counted: every sequence READs its first frame):
+
+- **offsets**: each READ's signed distance ``t - c`` to the nearest true change ``c`` (the earlier
+  one on a tie), and the steps since the last change before it, so READs two steps late are told
+  apart from READs two steps early (:func:`read_offset_counts`, :func:`reads_by_steps_since_change`);
+- **minimum segment length**: the same trained model re-evaluated with its dynamics' ``min_seg_len``
+  set to other values (no READ while the running segment is shorter), F1 against the random
+  baseline with as many READs (:func:`min_seg_len_sweep`);
+- **surprise after a change**: the mean all-COPY surprise (what ``vta.boundary_surprise`` reads) by
+  steps since the last change, which shows how long a change stays surprising to a model that
+  does not READ (:func:`copy_surprise_by_steps`).
+
+Example:
+    >>> true = np.array([[1, 0, 0, 1, 0, 0, 0, 0]], dtype=bool)
+    >>> pred = np.array([[1, 0, 0, 1, 0, 1, 0, 0]], dtype=bool)
+    >>> read_offset_counts(pred, true)   # frame 0's READ is not counted; 5 is two steps after 3
+    {0: 1, 2: 1}
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from imwm.analysis._arrays import as_flags, to_numpy
+
+__all__ = ["nearest_change_offsets", "read_offset_counts", "steps_since_change", "reads_by_steps_since_change", "mean_by_steps_since_change",
+           "min_seg_len_sweep", "copy_surprise_by_steps"]
+
+#: ``steps_since_change`` where no change lies at or before the step.
+NO_CHANGE_YET = -1
+
+
+def _pair(pred: Any, true: Any) -> tuple[np.ndarray, np.ndarray]:
+    pred_a = np.atleast_2d(as_flags(pred, "pred", ndim=(1, 2)))
+    true_a = np.atleast_2d(as_flags(true, "true", ndim=(1, 2)))
+    if pred_a.shape != true_a.shape:
+        raise ValueError(f"pred and true must have the same shape, got {pred_a.shape} and {true_a.shape}")
+    return pred_a, true_a
+
+
+def nearest_change_offsets(pred: Any, true: Any, *, skip_first: bool = True) -> list[int | None]:
+    """``t - c`` for every READ ``t`` (row-major), ``c`` its row's nearest true change (the earlier on a
+    tie); None where the row has no change. ``skip_first`` leaves out READs at step 0."""
+    pred_a, true_a = _pair(pred, true)
+    offsets: list[int | None] = []
+    for p, t in zip(pred_a, true_a):
+        changes = np.flatnonzero(t)
+        for step in np.flatnonzero(p):
+            if skip_first and step == 0:
+                continue
+            if changes.size == 0:
+                offsets.append(None)
+                continue
+            delta = step - changes
+            offsets.append(int(delta[np.argmin(np.abs(delta) * 2 + (delta < 0))]))  # ties go to the earlier change
+    return offsets
+
+
+def read_offset_counts(pred: Any, true: Any) -> dict[int, int]:
+    """READs after step 0 counted by their offset ``t - c`` from the nearest true change (rows without a
+    change are left out), sorted by offset: ``{0: on the change, 2: two steps after, -1: one before}``."""
+    counts = Counter(o for o in nearest_change_offsets(pred, true) if o is not None)
+    return dict(sorted(counts.items()))
+
+
+def steps_since_change(true: Any) -> np.ndarray:
+    """``[N, T]`` steps since the last true change at or before each step (0 on a change), and
+    ``NO_CHANGE_YET`` (-1) before a row's first change.
+
+    Example:
+        >>> steps_since_change(np.array([0, 1, 0, 0, 1, 0], dtype=bool))
+        array([[-1,  0,  1,  2,  0,  1]])
+    """
+    true_a = np.atleast_2d(as_flags(true, "true", ndim=(1, 2)))
+    since = np.full(true_a.shape, NO_CHANGE_YET, dtype=np.int64)
+    for t in range(true_a.shape[1]):
+        carried = np.where(since[:, t - 1] >= 0, since[:, t - 1] + 1, NO_CHANGE_YET) if t else NO_CHANGE_YET
+        since[:, t] = np.where(true_a[:, t], 0, carried)
+    return since
+
+
+def reads_by_steps_since_change(pred: Any, true: Any) -> dict[int, int]:
+    """READs after step 0 counted by steps since the last true change (``NO_CHANGE_YET`` before any)."""
+    pred_a, true_a = _pair(pred, true)
+    since = steps_since_change(true_a)[:, 1:][pred_a[:, 1:]]
+    return dict(sorted(Counter(int(s) for s in since).items()))
+
+
+def mean_by_steps_since_change(values: Any, true: Any, *, most: int = 8) -> dict[int, float]:
+    """Mean of ``values`` ``[N, T]`` over steps after step 0 by steps since the last true change,
+    ``0 .. most`` (NaN where no step has that many).
+
+    Example:
+        >>> true = np.array([[1, 0, 0, 1, 0]], dtype=bool)
+        >>> mean_by_steps_since_change(np.array([[9.0, 1.0, 2.0, 5.0, 3.0]]), true, most=2)
+        {0: 5.0, 1: 2.0, 2: 2.0}
+    """
+    true_a = np.atleast_2d(as_flags(true, "true", ndim=(1, 2)))
+    values_a = np.atleast_2d(to_numpy(values, "values")).astype(np.float64)
+    if values_a.shape != true_a.shape:
+        raise ValueError(f"values and true must have the same shape, got {values_a.shape} and {true_a.shape}")
+    since, vals = steps_since_change(true_a)[:, 1:], values_a[:, 1:]
+    return {k: float(vals[since == k].mean()) if (since == k).any() else float("nan") for k in range(most + 1)}
+
+
+def _dynamics_with_min_seg_len(model: torch.nn.Module) -> torch.nn.Module:
+    dynamics = getattr(model, "dynamics", None)
+    if dynamics is None or not hasattr(dynamics, "min_seg_len"):
+        raise ValueError(f"{type(model).__name__} has no dynamics.min_seg_len: the minimum segment length is an "
+                         f"option of the dreamer variant (vta=dreamer or vta=surprise)")
+    return dynamics
+
+
+def min_seg_len_sweep(model: torch.nn.Module, data, lengths: Iterable[int], *, draws: int = 50,
+                      seed: int = 0) -> list[dict[str, Any]]:
+    """The trained ``model`` evaluated on ``data`` with each minimum segment length in ``lengths``
+    (its own value is restored afterwards): READ count, precision, recall and F1 (±1 step, steps
+    after 0) and the F1 of as many READs placed at random per sequence."""
+    from imwm.analysis.boundary_truth import boundary_prf, random_baseline_prf
+    from imwm.errors import check_integer
+    from imwm.training.vta_run import predict_boundaries
+
+    dynamics = _dynamics_with_min_seg_len(model)
+    own, rows = dynamics.min_seg_len, []
+    true = data["true_boundary"][:, 1:, 0].numpy()
+    try:
+        for length in lengths:
+            dynamics.min_seg_len = check_integer("min_seg_len", length, 1)
+            pred = predict_boundaries(model, data)["boundary"][:, 1:].numpy()
+            prf = boundary_prf(pred, true)
+            random_f1 = random_baseline_prf(true, pred.sum(1), draws=draws, seed=seed)["f1"]
+            rows.append({"min_seg_len": length, "reads": int(pred.sum()), "precision": prf["precision"],
+                         "recall": prf["recall"], "f1": prf["f1"], "random_f1": random_f1,
+                         "ratio": prf["f1"] / random_f1 if random_f1 > 0 else float("nan")})
+    finally:
+        dynamics.min_seg_len = own
+    return rows
+
+
+@torch.no_grad()
+def copy_surprise_by_steps(model: torch.nn.Module, data, *, most: int = 8, batch_size: int = 32) -> dict[int, float]:
+    """Mean all-COPY surprise (the first channel of ``dynamics.copy_surprise``) on ``data`` by steps
+    since the last true change, ``0 .. most``."""
+    dynamics = _dynamics_with_min_seg_len(model)
+    obs = data["observation"]
+    was_training = model.training
+    model.eval()
+    try:
+        parts = []
+        for i in range(0, len(obs), batch_size):
+            _, embed, action, is_first = model.inputs(obs[i : i + batch_size])
+            parts.append(dynamics.copy_surprise(embed, action, is_first)[..., 0])
+    finally:
+        model.train(was_training)
+    return mean_by_steps_since_change(torch.cat(parts).numpy(), data["true_boundary"][..., 0].numpy(), most=most)
