@@ -4,7 +4,9 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from imwm.analysis.restore import restore_run
@@ -153,6 +155,34 @@ def test_atari_vta_run_eval_on_fresh_episodes(atari_vta_run, tmp_path, capsys):
     # forcing at seg_len >= 4 with an overwhelming scale: at least one READ in every 4 steps
     m = out["pooled"]["delta_p90"]
     assert m["n_boundaries"] >= m["n_steps"] // 4
+
+
+def test_eval_in_training_windows_traces_each_window_from_a_fresh_state(atari_vta_run, tmp_path):
+    from imwm.analysis.rollout import boundary_trace, episode_windows, play_episode, rollout_agent
+    from imwm.analysis.restore import restore_run
+    from imwm.envs import make_env
+
+    ev = load_script("vta_boundary_eval")
+    whole = ev.main(["--run", atari_vta_run, "--episodes", "1", "--max_steps", "21", "--permutations", "5",
+                     "--out_json", str(tmp_path / "whole.json")])
+    parts = ev.main(["--run", atari_vta_run, "--episodes", "1", "--max_steps", "21", "--permutations", "5",
+                     "--window", "8", "--out_json", str(tmp_path / "parts.json")])
+    n = whole["episode_lengths"][0]
+    assert parts["window"] == 8 and parts["episode_lengths"] == [8] * (n // 8) + ([n % 8] if n % 8 >= 2 else [])
+    # every window's first step is left out, as an episode's is: 1 step per window fewer to score
+    assert parts["pooled"]["reward"]["n_steps"] == n - len(parts["episode_lengths"]) - (1 if n % 8 == 1 else 0)
+    # a window's trace is the trace of that slice alone: its state starts fresh
+    restored = restore_run(atari_vta_run, [])
+    env = make_env(**restored.config["env"], num_envs=1, seed=0)
+    torch.manual_seed(0)
+    episode = play_episode(env, policy=restored.model.policy(1), max_steps=21)
+    env.close()
+    second = episode_windows(episode, 8)[1]
+    torch.manual_seed(0)
+    traced = rollout_agent(restored.model, restored.config, episodes=1, max_steps=21, window=8)[1]
+    assert np.allclose(traced["read_prob"], boundary_trace(restored.model.world_model, second)["read_prob"])
+    with pytest.raises(ValueError, match="window must be an integer >= 2"):
+        episode_windows(episode, 1)
 
 
 def test_atari_vta_run_viz(atari_vta_run, tmp_path):

@@ -46,7 +46,7 @@ def boundary_options(restored: RestoredRun) -> dict:
 
 
 def collect_traces(restored: RestoredRun, *, episodes: int, seed: int = 0, seq_len: int | None = None,
-                   max_steps: int = 1000, policy: str = "agent") -> list[dict]:
+                   max_steps: int = 1000, policy: str = "agent", window: int | None = None) -> list[dict]:
     """Roll the restored model over ``episodes`` fresh episodes (Atari) or held-out sequences.
 
     Args:
@@ -57,9 +57,14 @@ def collect_traces(restored: RestoredRun, *, episodes: int, seed: int = 0, seq_l
         seq_len: held-out sequence length (Moving Shapes; default: the run's training length).
         max_steps: cap on agent steps per Atari episode.
         policy: ``"agent"`` (the trained actor acts) or ``"random"`` (Atari).
+        window: agent runs: trace each episode in windows of this many steps, each from a fresh
+            state, as the world model is trained (one trace per window).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if window is not None and restored.kind != "agent":
+        raise ValueError("--window is for train.py runs (dynamics=vta): a train_vta.py run is already "
+                         "evaluated on sequences as long as it was trained on")
     if restored.kind == "vta_run":
         data = heldout_moving_shapes(restored.config["data"], episodes, seq_len=seq_len)
         return rollout_vta_sequences(restored.model, data["observation"], true_boundary=data["true_boundary"])
@@ -67,7 +72,7 @@ def collect_traces(restored: RestoredRun, *, episodes: int, seed: int = 0, seq_l
         from imwm.analysis.rollout import rollout_agent
 
         return rollout_agent(restored.model, restored.config, episodes=episodes, seed=seed,
-                             max_steps=max_steps, policy=policy)
+                             max_steps=max_steps, policy=policy, window=window)
     raise ValueError(f"unknown run kind {restored.kind!r}")
 
 

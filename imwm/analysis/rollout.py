@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from imwm.analysis.events import frame_delta as compute_frame_delta
+from imwm.errors import check_integer
 
 __all__ = ["rollout_vta_sequences", "heldout_moving_shapes", "trace_slice", "play_episode",
-           "boundary_trace", "rollout_agent"]
+           "boundary_trace", "episode_windows", "rollout_agent"]
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -229,13 +230,31 @@ def boundary_trace(world_model, episode: Mapping[str, np.ndarray]) -> dict:
     return trace
 
 
+def episode_windows(episode: Mapping[str, np.ndarray], window: int) -> list[dict]:
+    """A recorded episode cut into consecutive windows of ``window`` steps (the last one shorter);
+    a last window of a single step is dropped (with its forced first READ left out, nothing remains).
+
+    Example:
+        >>> ep = {"observation": np.arange(10), "reward": np.arange(10) * 2, "task": "catch"}
+        >>> [w["observation"].tolist() for w in episode_windows(ep, 4)], episode_windows(ep, 4)[2]["task"]
+        ([[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]], 'catch')
+    """
+    window = check_integer("window", window, 2)
+    length = len(episode["observation"])
+    per_step = {k for k, v in episode.items() if isinstance(v, np.ndarray) and v.ndim > 0 and v.shape[0] == length}
+    return [{k: (v[s : s + window] if k in per_step else v) for k, v in episode.items()}
+            for s in range(0, length, window) if length - s >= 2]
+
+
 @torch.no_grad()
 def rollout_agent(agent, config: Mapping[str, Any], *, episodes: int, seed: int = 0, max_steps: int = 1000,
-                  policy: str = "agent") -> list[dict]:
+                  policy: str = "agent", window: int | None = None) -> list[dict]:
     """Fresh episodes of the run's env, played by the trained actor (or randomly), then traced.
 
     Episode ``i`` uses a new env seeded ``seed + i`` (never the training seeds' stream). The
     actor samples its actions (as when collecting data); ``policy="random"`` acts uniformly.
+    With ``window``, each episode is traced in windows of that many steps, each from a fresh
+    state, as the world model trains on ``replay.batch_length`` windows (one trace per window).
     """
     from imwm.envs import make_env
 
@@ -254,7 +273,8 @@ def rollout_agent(agent, config: Mapping[str, Any], *, episodes: int, seed: int 
                 episode = play_episode(env, policy=actor, max_steps=max_steps)
             finally:
                 env.close()
-            traces.append(boundary_trace(agent.world_model, episode))
+            parts = [episode] if window is None else episode_windows(episode, window)
+            traces.extend(boundary_trace(agent.world_model, part) for part in parts)
     finally:
         agent.train(was_training)
     return traces

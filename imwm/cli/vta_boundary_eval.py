@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--permutations", type=int, default=200, help="random placements for the p-value")
     p.add_argument("--out_json", default=None, help="write the full result here (default: <run>/boundary_eval.json)")
     p.add_argument("--tolerance", type=int, default=1, help="±steps for matching true changes")
+    p.add_argument("--window", type=int, default=None,
+                   help="train.py runs: trace each episode in windows of N steps from a fresh state, as the "
+                        "world model trains (e.g. replay.batch_length); each window's forced first READ is left out")
     p.add_argument("--event_window", type=int, default=0,
                    help="also count the N steps after each event as the event (a segment starting after a reward)")
     return p
@@ -66,15 +69,16 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> dict:
     if opts:
         print("boundary options in the restored model: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
     traces = collect_traces(restored, episodes=args.episodes, seed=args.seed, seq_len=args.seq_len,
-                            max_steps=args.max_steps, policy=args.policy)
+                            max_steps=args.max_steps, policy=args.policy, window=args.window)
     result = evaluate_traces(traces, percentiles=args.delta_percentile, permutations=args.permutations,
                              seed=args.seed, tolerance=args.tolerance, event_window=args.event_window)
     command = prog + " " + " ".join(shlex.quote(a) for a in argv)
-    print(format_report(result, title=f"{args.run} ({restored.kind}, {len(traces)} episodes)"))
+    parts = f"{len(traces)} episodes" if args.window is None else f"{args.episodes} episodes in {len(traces)} windows"
+    print(format_report(result, title=f"{args.run} ({restored.kind}, {parts})"))
     print(f"\ncommand: {command}\ntime: {time.time() - t0:.1f} s")
     result.update(run=args.run, kind=restored.kind, command=command, boundary_options=opts,
                   overrides=[{"key": k, "saved": old, "used": new} for k, old, new in restored.changes],
-                  episode_lengths=[len(t["boundary"]) for t in traces],
+                  episode_lengths=[len(t["boundary"]) for t in traces], window=args.window,
                   checkpoint_counters=restored.checkpoint.get("counters"))
     out = args.out_json or os.path.join(args.run, "boundary_eval.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
