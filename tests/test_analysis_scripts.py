@@ -159,7 +159,6 @@ def test_atari_vta_run_eval_on_fresh_episodes(atari_vta_run, tmp_path, capsys):
 
 def test_eval_in_training_windows_traces_each_window_from_a_fresh_state(atari_vta_run, tmp_path):
     from imwm.analysis.rollout import boundary_trace, episode_windows, play_episode, rollout_agent
-    from imwm.analysis.restore import restore_run
     from imwm.envs import make_env
 
     ev = load_script("vta_boundary_eval")

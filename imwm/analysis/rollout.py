@@ -119,14 +119,19 @@ def trace_slice(trace: Mapping[str, Any], start: int, stop: int | None = None) -
         >>> part["boundary"].tolist(), part["read_prob"].tolist(), part["events"], part["auc"]
         ([0, 0], [0.10000000149011612, 0.20000000298023224], [['reward'], []], 0.75)
     """
-    length = len(trace["boundary"])
+    return _slice_steps(trace, len(trace["boundary"]), start, stop)
+
+
+def _slice_steps(record: Mapping[str, Any], length: int, start: int, stop: int | None) -> dict:
+    """``record`` with every per-step entry (an array or tensor whose first dim, or a list or tuple
+    whose length, is ``length``) cut to ``[start, stop)``; other entries kept."""
 
     def per_step(v: Any) -> bool:
         if isinstance(v, (np.ndarray, torch.Tensor)):
             return v.ndim > 0 and v.shape[0] == length
         return isinstance(v, (list, tuple)) and len(v) == length
 
-    return {k: (v[start:stop] if per_step(v) else v) for k, v in trace.items()}
+    return {k: (v[start:stop] if per_step(v) else v) for k, v in record.items()}
 
 
 @torch.no_grad()
@@ -241,9 +246,7 @@ def episode_windows(episode: Mapping[str, np.ndarray], window: int) -> list[dict
     """
     window = check_integer("window", window, 2)
     length = len(episode["observation"])
-    per_step = {k for k, v in episode.items() if isinstance(v, np.ndarray) and v.ndim > 0 and v.shape[0] == length}
-    return [{k: (v[s : s + window] if k in per_step else v) for k, v in episode.items()}
-            for s in range(0, length, window) if length - s >= 2]
+    return [_slice_steps(episode, length, s, s + window) for s in range(0, length, window) if length - s >= 2]
 
 
 @torch.no_grad()
