@@ -395,6 +395,45 @@ def dispatched_aten_ops(fn) -> int:
     return Count.n
 
 
+def update_flops(fn) -> int:
+    """Multiply-add FLOPs of one eager call of ``fn``: every matmul and convolution, forward and backward.
+
+    Counted per dispatched ATen op with torch's own formulas (``torch.utils.flop_counter``);
+    ``FlopCounterMode`` itself is not used because its module tracker cannot walk TorchRL's
+    TensorDict modules. Elementwise work is not counted: it is a small share at these sizes.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_map
+    from torch.utils.flop_counter import flop_registry
+
+    shape = lambda x: x.shape if isinstance(x, torch.Tensor) else x  # noqa: E731
+
+    class Count(TorchDispatchMode):
+        flops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                Count.flops += formula(*tree_map(shape, args), **tree_map(shape, kwargs or {}),
+                                       out_val=tree_map(shape, out))
+            return out
+
+    with Count():
+        fn()
+    return Count.flops
+
+
+def gemm_rate(device: str, repeats: int = 10) -> float:
+    """FLOP/s of one large float32 matmul ([4096, 1536] x [1536, 512], the shape of a size-S head's first
+    layer) on ``device`` with the current threads: the best rate the update's GEMMs can expect here."""
+    a = torch.randn(4096, 1536, device=device)
+    b = torch.randn(1536, 512, device=device)
+    a @ b
+    seconds = statistics.median(time_once(lambda: a @ b) for _ in range(repeats))
+    return 2 * 4096 * 1536 * 512 / seconds
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="S", choices=[*PRESET_SIZES, "1M", "XS", "S", "M"])
@@ -412,6 +451,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compile-scope", nargs="*", default=["phase"], choices=COMPILE_SCOPES,
                         help="agent.compile_scope values to time for each compiled mode")
     parser.add_argument("--count-ops", action="store_true", help="add ops dispatched / kernels per update")
+    parser.add_argument("--count-flops", action="store_true",
+                        help="add matmul/conv GFLOP per update (eager rows), the rate achieved, and the time those "
+                             "FLOPs need at this machine's large-GEMM rate (a floor for any implementation)")
     parser.add_argument("--precision", nargs="*", default=["float32"], choices=["float32", "bfloat16"],
                         help="agent.precision values to time (TorchRL's update runs under the same autocast)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -465,13 +507,26 @@ def warm_up(runners: dict, warmup: int) -> dict[str, float]:
     return compile_s
 
 
+def is_eager(name: str) -> bool:
+    return "compile=" not in name or "compile=false" in name
+
+
 def count_all_ops(runners: dict) -> dict[str, dict]:
     ops = {}
     for name, fn in runners.items():
         ops[name] = count_ops(fn)
-        if "compile=" not in name or "compile=false" in name:
+        if is_eager(name):
             ops[name]["dispatched"] = dispatched_aten_ops(fn)
     return ops
+
+
+def count_all_flops(runners: dict, device: str) -> dict:
+    """GFLOP per update of each eager row (compiled rows do the same arithmetic), and the GEMM rate."""
+    flops = {name: update_flops(fn) / 1e9 for name, fn in runners.items() if is_eager(name)}
+    for name in runners:  # a compiled row does its eager twin's arithmetic
+        twin = next((n for n in flops if n.split(",")[0] == name.split(",")[0]), None)
+        flops.setdefault(name, flops.get(twin))
+    return {"gflop": flops, "rate": gemm_rate(device) / 1e9}
 
 
 def time_runners(runners: dict, repeats: int) -> dict[str, list[float]]:
@@ -488,7 +543,7 @@ def time_runners(runners: dict, repeats: int) -> dict[str, list[float]]:
 
 
 def print_report(args: argparse.Namespace, modes: list[str], precision_of: dict, times: dict, compile_s: dict,
-                 ops: dict) -> None:
+                 ops: dict, flops: dict | None = None) -> None:
     """The settings line, the markdown table, and the command line that reproduces it."""
     names = list(times)
     # each row against TorchRL's update at the same precision
@@ -504,6 +559,8 @@ def print_report(args: argparse.Namespace, modes: list[str], precision_of: dict,
     extra = ["compile s", "ratio vs eager"] if compiled else []
     if args.count_ops:
         extra += ["ATen ops dispatched", "top-level ATen calls", "kernels", "host syncs"]
+    if flops:
+        extra += ["GFLOP", "GFLOP/s", "floor ms", "floor vs torchrl"]
     mixed = len(args.precision) > 1 and "float32" in base
     if mixed:  # also every row against TorchRL's float32 update
         extra.insert(0, "ratio vs torchrl float32")
@@ -521,11 +578,25 @@ def print_report(args: argparse.Namespace, modes: list[str], precision_of: dict,
         if args.count_ops:
             cells += [str(ops[name].get("dispatched", "-")), str(ops[name]["aten"]), str(ops[name]["kernels"]),
                       str(ops[name]["syncs"])]
+        if flops:
+            cells += flop_cells(flops["gflop"].get(name), med, flops["rate"], ref)
         print(f"| {name} | {med:.0f} | {min(times[name]) * 1e3:.0f} | {max(times[name]) * 1e3:.0f} | {ratio} |"
               + "".join(f" {c} |" for c in cells))
+    if flops:
+        print(f"\nfloor ms: the row's matmul/conv GFLOP at this machine's large-GEMM rate, "
+              f"{flops['rate']:.0f} GFLOP/s ([4096, 1536] x [1536, 512], float32, {args.threads} threads)")
     print()
     shown = [a for a in sys.argv[1:] if a != "--no-reexec"]
     print(f"command: GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')} python scripts/bench_update.py {' '.join(shown)}")
+
+
+def flop_cells(gflop: float | None, med_ms: float, rate: float, ref_s: float | None) -> list[str]:
+    """GFLOP, the rate achieved, and the floor (ms, and against TorchRL's median) for one row."""
+    if gflop is None:
+        return ["-"] * 4
+    floor_ms = gflop / rate * 1e3
+    return [f"{gflop:.4g}", f"{gflop / med_ms * 1e3:.3g}", f"{floor_ms:.1f}",
+            f"{floor_ms / (ref_s * 1e3):.2f}x" if ref_s else "-"]
 
 
 def main(argv=None) -> None:
@@ -540,8 +611,9 @@ def main(argv=None) -> None:
     runners, precision_of = build_runners(args, modes)
     compile_s = warm_up(runners, args.warmup)
     ops = count_all_ops(runners) if args.count_ops else {}
+    flops = count_all_flops(runners, args.device) if args.count_flops else None
     times = time_runners(runners, args.repeats)
-    print_report(args, modes, precision_of, times, compile_s, ops)
+    print_report(args, modes, precision_of, times, compile_s, ops, flops)
 
 
 if __name__ == "__main__":

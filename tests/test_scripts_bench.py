@@ -131,6 +131,38 @@ def test_bench_update_precisions_pair_each_with_torchrl_at_the_same_precision(tm
         assert num(rows["imwm (rssm, bfloat16)"][column]) == pytest.approx(expected, rel=0.05, abs=0.02), column
 
 
+def test_update_flops_counts_matmuls_forward_and_backward_by_hand():
+    bench_update = load_script("bench_update")
+    import torch
+
+    layer = torch.nn.Linear(3, 5)
+    x = torch.randn(4, 3)  # no gradient to the input: the backward is the weight's matmul only
+
+    def step():
+        layer(x).sum().backward()
+
+    # forward addmm 2*4*3*5 = 120, weight gradient mm 2*5*4*3 = 120; the elementwise ops cost nothing here
+    assert bench_update.update_flops(step) == 240
+    x.requires_grad_(True)  # now the input's gradient too: another 2*4*5*3
+    assert bench_update.update_flops(step) == 360
+    assert bench_update.gemm_rate("cpu", repeats=2) > 1e8  # any CPU multiplies faster than 0.1 GFLOP/s
+
+
+def test_bench_update_count_flops_adds_the_floor_against_torchrl(tmp_path):
+    out = ok(bench(tmp_path, "bench_update.py", "--size", "XS", "--batch", "1", "--length", "3", "--horizon", "1",
+                   "--actions", "2", "--repeats", "1", "--warmup", "0", "--threads", "1", "--count-flops"))
+    header, rows = table(out, "implementation")
+    assert header[-4:] == ["GFLOP", "GFLOP/s", "floor ms", "floor vs torchrl"]
+    rows = keyed(rows, "implementation")
+    assert list(rows) == ["imwm (rssm)", "torchrl 0.14.1"]
+    torchrl_ms = num(rows["torchrl 0.14.1"]["median ms"])
+    for row in rows.values():
+        gflop, floor_ms = num(row["GFLOP"]), num(row["floor ms"])
+        assert gflop > 0 and num(row["GFLOP/s"]) > 0
+        assert num(row["floor vs torchrl"]) == pytest.approx(floor_ms / torchrl_ms, abs=0.01 + 0.05 / torchrl_ms)
+    assert "large-GEMM rate" in out and "GFLOP/s ([4096, 1536] x [1536, 512], float32, 1 threads)" in out
+
+
 # ----------------------------------------------------------------------------- bench_env.py
 def test_bench_env_rows_for_raw_vector_and_gym_backends(tmp_path):
     out = ok(bench(tmp_path, "bench_env.py", "--game", "pong", "--steps", "64", "--repeats", "1",

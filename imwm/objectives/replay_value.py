@@ -130,7 +130,7 @@ class ReplayValueLoss(LossModule):
         keys = self.tensor_keys
         if td.batch_dims != 2 or td.batch_size[1] < 2:
             raise ValueError(f"ReplayValueLoss expects a replay batch [B, T >= 2], got {tuple(td.batch_size)}")
-        feat = self._get(td, keys.feat)[:, :-1].detach()
+        feat = self._get(td, keys.feat)[:, :-1].detach().contiguous()  # one GEMM per layer, not a batched one
         is_last = self._get(td, keys.is_last)
         with torch.no_grad():
             returns = replay_lambda_return(
