@@ -382,7 +382,7 @@ def test_boundary_surprise_skip_moves_the_read_log_odds_by_gain_times_the_normal
     plain = small(boundary_surprise=True, boundary_causal=True)
     torch.manual_seed(0)
     skip = small(boundary_surprise=True, boundary_causal=True, boundary_surprise_skip=True)
-    assert float(skip.surprise_gain.detach()) == 0.0
+    assert float(skip.surprise_skip.gain.detach()) == 0.0
     embed, action = torch.randn(3, 8, 6), torch.zeros(3, 8, 3)
     first = torch.zeros(3, 8, 1, dtype=torch.bool)
     surprise = _detector_inputs(plain, embed)[..., -1]  # [B, T]
@@ -394,14 +394,14 @@ def test_boundary_surprise_skip_moves_the_read_log_odds_by_gain_times_the_normal
 
     assert torch.equal(logits(skip), logits(plain))  # a zero gain is the plain detector
     with torch.no_grad():
-        skip.surprise_gain.fill_(0.2)  # stored /10: a gain of 2 on the normalised surprise
+        skip.surprise_skip.gain.fill_(0.2)  # stored /10: a gain of 2 on the normalised surprise
     moved, base = logits(skip), logits(plain)
     norm = _batch_normed(surprise[:, 1:])
     log_odds = lambda lg: lg[..., READ_INDEX] - lg[..., 1 - READ_INDEX]  # noqa: E731
     torch.testing.assert_close(log_odds(moved)[:, 1:] - log_odds(base)[:, 1:], 2.0 * norm, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(moved[:, 0], base[:, 0])  # the forced first READ is untouched
     post, _ = skip.observe(embed, action, first)
-    (grad,) = torch.autograd.grad(torch.sigmoid(log_odds(post["boundary_logit"])).sum(), skip.surprise_gain)
+    (grad,) = torch.autograd.grad(torch.sigmoid(log_odds(post["boundary_logit"])).sum(), skip.surprise_skip.gain)
     assert grad.abs() > 0
     with pytest.raises(ValueError, match="boundary_surprise_skip=True needs boundary_surprise=True"):
         small(boundary_surprise_skip=True)
@@ -415,8 +415,8 @@ def test_without_the_conv_detector_the_read_log_odds_are_gain_times_surprise_plu
     embed = torch.randn(3, 8, 6)
     surprise = _surprise_of(vta, embed)
     with torch.no_grad():
-        vta.surprise_gain.fill_(0.3)
-        vta.surprise_bias.fill_(-0.1)  # both stored /10
+        vta.surprise_skip.gain.fill_(0.3)
+        vta.surprise_skip.bias.fill_(-0.1)  # both stored /10
     post, _ = vta.observe(embed, torch.zeros(3, 8, 3), torch.zeros(3, 8, 1, dtype=torch.bool))
     logit = post["boundary_logit"]
     norm = _batch_normed(surprise[:, 1:])
@@ -442,22 +442,22 @@ def _surprise_only(**kw):
     torch.manual_seed(0)
     vta = small(**SURPRISE_ONLY, **kw)
     with torch.no_grad():
-        vta.surprise_gain.fill_(0.2)
-        vta.surprise_bias.fill_(-0.1)
+        vta.surprise_skip.gain.fill_(0.2)
+        vta.surprise_skip.bias.fill_(-0.1)
     return vta
 
 
 def test_surprise_window_adds_learned_gains_on_earlier_steps_cut_at_episode_starts():
     vta = _surprise_only(boundary_surprise_window=3)
-    assert vta.surprise_history_gain.shape == (2,) and not vta.surprise_history_gain.detach().any()
+    assert vta.surprise_skip.history_gain.shape == (2,) and not vta.surprise_skip.history_gain.detach().any()
     embed, action = torch.randn(3, 8, 6), torch.zeros(3, 8, 3)
     first = torch.zeros(3, 8, 1, dtype=torch.bool)
     flat = _read_log_odds(vta.detector_logits(embed, action, first))
     single = _surprise_only()
-    single.load_state_dict({k: v for k, v in vta.state_dict().items() if k != "surprise_history_gain"})
+    single.load_state_dict({k: v for k, v in vta.state_dict().items() if k != "surprise_skip.history_gain"})
     torch.testing.assert_close(flat, _read_log_odds(single.detector_logits(embed, action, first)))  # zero gains
     with torch.no_grad():
-        vta.surprise_history_gain.copy_(torch.tensor([-0.15, 0.05]))  # stored /10: -1.5 on t-1, 0.5 on t-2
+        vta.surprise_skip.history_gain.copy_(torch.tensor([-0.15, 0.05]))  # stored /10: -1.5 on t-1, 0.5 on t-2
     z = F.pad(_batch_normed(_surprise_of(vta, embed)[:, 1:]), (1, 0))  # [B, T], 0 at the first step
     want = 2.0 * z - 1.0
     want[:, 1:] += -1.5 * z[:, :-1]
@@ -476,7 +476,7 @@ def test_surprise_window_adds_learned_gains_on_earlier_steps_cut_at_episode_star
     torch.testing.assert_close(cut[:, [1, 2, 3, 5, 6, 7]], want[:, [1, 2, 3, 5, 6, 7]], atol=1e-4, rtol=1e-4)
     post, _ = vta.observe(embed, action, first)
     (grad,) = torch.autograd.grad(torch.sigmoid(_read_log_odds(post["boundary_logit"])).sum(),
-                                  vta.surprise_history_gain)
+                                  vta.surprise_skip.history_gain)
     assert (grad.abs() > 0).all()
     with pytest.raises(ValueError, match="boundary_surprise_window > 1 needs boundary_surprise_skip=True"):
         small(boundary_surprise=True, boundary_surprise_window=2)
@@ -484,9 +484,40 @@ def test_surprise_window_adds_learned_gains_on_earlier_steps_cut_at_episode_star
         small(boundary_surprise_window=0, **SURPRISE_ONLY)
 
 
+def test_a_checkpoint_from_before_the_skip_was_its_own_module_still_loads():
+    from imwm.vta.surprise_skip import LEGACY_KEYS
+
+    vta = _surprise_only(boundary_surprise_window=2, boundary_surprise_abstract=True)
+    with torch.no_grad():
+        vta.surprise_skip.history_gain.fill_(-0.1)
+        vta.surprise_skip.abstract_gain.fill_(0.05)
+    embed, action = torch.randn(3, 8, 6), torch.zeros(3, 8, 3)
+    first = torch.zeros(3, 8, 1, dtype=torch.bool)
+    vta.observe(embed, action, first)  # batch-norm statistics to carry over as well
+    # the names these weights had when they were attributes of VTADynamics itself
+    new_to_old = {new: old for old, new in LEGACY_KEYS.items()}
+    old_state = {}
+    for key, value in vta.state_dict().items():
+        name = key.removeprefix("surprise_skip.")
+        head = next((n for n in new_to_old if name == n or (n.endswith(".") and name.startswith(n))), None)
+        old_state[key if key == name else new_to_old[head] + name[len(head):]] = value
+    assert {"surprise_gain", "surprise_history_gain", "surprise_bias", "abstract_gain",
+            "surprise_norm.running_mean", "abstract_norm.running_var"} <= set(old_state)
+    fresh = small(**SURPRISE_ONLY, boundary_surprise_window=2, boundary_surprise_abstract=True)
+    fresh.load_state_dict(old_state)  # strict: every key found a home
+    for key, value in vta.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    vta.eval(), fresh.eval()
+    torch.testing.assert_close(fresh.detector_logits(embed, action, first), vta.detector_logits(embed, action, first))
+    # an optimiser state saved then lists the parameters in the same order as now
+    names = [n for n, _ in vta.named_parameters()]
+    assert names.index("surprise_skip.gain") < names.index("surprise_skip.history_gain") \
+        < names.index("surprise_skip.abstract_gain") < names.index("surprise_skip.bias") < names.index("prior_boundary.net.0.weight")
+
+
 def test_abstract_step_adds_a_learned_gain_on_how_far_z_would_move_between_frames():
     vta = _surprise_only(boundary_surprise_abstract=True)
-    assert float(vta.abstract_gain.detach()) == 0.0
+    assert float(vta.surprise_skip.abstract_gain.detach()) == 0.0
     embed, action = torch.randn(3, 8, 6), torch.zeros(3, 8, 3)
     first = torch.zeros(3, 8, 1, dtype=torch.bool)
     plain = _surprise_only()
@@ -494,7 +525,7 @@ def test_abstract_step_adds_a_learned_gain_on_how_far_z_would_move_between_frame
     torch.testing.assert_close(_read_log_odds(vta.detector_logits(embed, action, first)),
                                _read_log_odds(plain.detector_logits(embed, action, first)))  # zero gain
     with torch.no_grad():
-        vta.abstract_gain.fill_(-0.3)  # stored /10
+        vta.surprise_skip.abstract_gain.fill_(-0.3)  # stored /10
         # the step by hand: the all-COPY pass holds the abstract belief of its first READ
         belief = vta.initial(3)["abs_belief"]
         belief = vta.abs_gru(torch.cat([torch.zeros(3, vta.abs_stoch_dim), action[:, 0]], -1), belief)
@@ -510,7 +541,7 @@ def test_abstract_step_adds_a_learned_gain_on_how_far_z_would_move_between_frame
     step = _surprise_of(vta, embed, keep, channel=1)
     assert step.shape == (3, 8) and (step[:, [0, 4]] == 0).all() and (step[:, [1, 2, 3, 5]] > 0).all()
     post, _ = vta.observe(embed, action, first)
-    (grad,) = torch.autograd.grad(torch.sigmoid(_read_log_odds(post["boundary_logit"])).sum(), vta.abstract_gain)
+    (grad,) = torch.autograd.grad(torch.sigmoid(_read_log_odds(post["boundary_logit"])).sum(), vta.surprise_skip.abstract_gain)
     assert grad.abs() > 0
     conv = small(boundary_surprise=True, boundary_surprise_skip=True, boundary_surprise_abstract=True)
     conv.observe(embed, action, first)  # the conv detector reads the step as one more input channel

@@ -52,7 +52,7 @@ def test_run_folder_and_exact_restore(tmp_path, variant, sizes):
     assert int(model.progress if variant == "original" else model.dynamics.progress) == 1
     if variant == "surprise":  # the dreamer variant with the surprise-only detector
         assert model.dynamics.post_boundary is None and model.dynamics.min_seg_len == 3
-        assert model.dynamics.surprise_history_gain.shape == (1,) and saved["name"] == "vta_surprise_moving_shapes"
+        assert model.dynamics.surprise_skip.history_gain.shape == (1,) and saved["name"] == "vta_surprise_moving_shapes"
     assert saved == cfg
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [r["update"] for r in rows] == ["1", "2"] and rows[1]["eval_f1"] != ""

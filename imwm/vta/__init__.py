@@ -8,6 +8,7 @@
   :func:`temperature_at`;
 - layers (``flavour="original"`` or ``"dreamer"``): :class:`LatentDistribution`,
   :class:`PriorBoundaryDetector`, :class:`PostBoundaryDetector`;
+- :class:`SurpriseSkip`: READ log-odds read from the running segment's surprise (a few learned weights);
 - :class:`VTADynamics`: the DreamerV3-integrated dynamics (Dynamics protocol);
 - :class:`VTAOriginal`: the original model with its CNN encoder/decoder and bidirectional posterior;
 - :func:`local_boundary_loss`: a boundary gradient from real READ/COPY cost differences.
@@ -32,6 +33,7 @@ from imwm.vta.local_gradient import local_boundary_loss, sequence_cost
 from imwm.vta.options import BOUNDARY_OPTION_DEFAULTS
 from imwm.vta.original import VTAOriginal
 from imwm.vta.sequence_model import VTASequenceModel
+from imwm.vta.surprise_skip import SurpriseSkip
 
 __all__ = [
     "READ_INDEX",
@@ -50,6 +52,7 @@ __all__ = [
     "sequence_cost",
     "PriorBoundaryDetector",
     "PostBoundaryDetector",
+    "SurpriseSkip",
     "VTADynamics",
     "VTA_STATE_KEYS",
     "VTAOriginal",

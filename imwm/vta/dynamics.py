@@ -51,6 +51,7 @@ from imwm.vta.boundary import READ_INDEX, boundary_push, rate_prior_kl, regulari
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector, gaussian_kl
 from imwm.vta.local_gradient import check_boundary_grad
 from imwm.vta.options import BoundaryOptions
+from imwm.vta.surprise_skip import LEGACY_KEYS, SurpriseSkip
 
 __all__ = ["VTADynamics", "VTA_STATE_KEYS"]
 
@@ -60,20 +61,20 @@ VTA_STATE_KEYS = (
     "boundary", "boundary_logit", "seg_len", "seg_num",
 )
 _FORCED_READ_LOGIT = 10.0  # logits stored where READ is forced (first step): both KLs vanish there
-# the surprise skip's gain is stored divided by this: Adam moves a scalar by about the learning rate per
-# update, and a gain of a few units should be reachable in a few hundred updates, not thousands
-_SURPRISE_GAIN_STEP = 10.0
-
-
-def _normed_after_first(norm: nn.BatchNorm1d, x: Tensor) -> Tensor:
-    """``norm`` over the steps ``t >= 1`` of ``x [B, T, 1]`` (the first is read against a fresh state), 0 at ``t = 0``."""
-    B, T = x.shape[:2]
-    return F.pad(norm(x[:, 1:].reshape(-1, 1)).reshape(B, T - 1, 1), (0, 0, 1, 0))
 
 
 def _cat_kl(lq: Tensor, lp: Tensor) -> Tensor:
     lq, lp = torch.log_softmax(lq, -1), torch.log_softmax(lp, -1)
     return (lq.exp() * (lq - lp)).sum(-1)
+
+
+def _rename_legacy_skip_keys(state_dict: dict, prefix: str, *args) -> None:
+    """Load a checkpoint saved when the skip's weights were attributes of ``VTADynamics`` itself."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        name = key[len(prefix):]
+        old = next((o for o in LEGACY_KEYS if name == o or (o.endswith(".") and name.startswith(o))), None)
+        if old is not None:
+            state_dict[f"{prefix}surprise_skip.{LEGACY_KEYS[old]}{name[len(old):]}"] = state_dict.pop(key)
 
 
 class VTADynamics(BoundaryOptions):
@@ -106,7 +107,8 @@ class VTADynamics(BoundaryOptions):
             batch norm without affine terms over the steps ``t >= 1``, ``g`` one learned gain that
             starts at 0. A single weight gathers the boundary gradient of every step, where the
             detector's first layer spreads it over all its inputs; its sign says whether the
-            objective pays for READs where the segment's prediction fails.
+            objective pays for READs where the segment's prediction fails
+            (:class:`~imwm.vta.surprise_skip.SurpriseSkip`, the attribute ``surprise_skip``).
         boundary_conv: ``False`` (with ``boundary_surprise_skip``): no convolutional detector; the
             READ log-odds are ``g * norm(surprise_t) + b``, two learned numbers (``b`` also from 0):
             a segment starts where the running segment's prediction fails by more than a learned
@@ -247,25 +249,21 @@ class VTADynamics(BoundaryOptions):
         self.boundary_surprise_skip = check_bool("boundary_surprise_skip", boundary_surprise_skip)
         if self.boundary_surprise_skip and not self.boundary_surprise:
             raise ValueError("boundary_surprise_skip=True needs boundary_surprise=True (the skip reads that surprise)")
-        if self.boundary_surprise_skip:
-            self.register_buffer("_read_column", torch.eye(2)[READ_INDEX], persistent=False)
-            self.surprise_norm = nn.BatchNorm1d(1, affine=False)
-            self.surprise_gain = nn.Parameter(torch.zeros(()))
         self.boundary_surprise_window = check_integer("boundary_surprise_window", boundary_surprise_window)
         if self.boundary_surprise_window > 1 and not self.boundary_surprise_skip:
             raise ValueError("boundary_surprise_window > 1 needs boundary_surprise_skip=True (the window is the skip's)")
-        self.surprise_history_gain = None if self.boundary_surprise_window == 1 else nn.Parameter(
-            torch.zeros(self.boundary_surprise_window - 1))
         self.boundary_surprise_abstract = check_bool("boundary_surprise_abstract", boundary_surprise_abstract)
         if self.boundary_surprise_abstract and not self.boundary_surprise_skip:
             raise ValueError("boundary_surprise_abstract=True needs boundary_surprise_skip=True (the skip reads it)")
-        if self.boundary_surprise_abstract:
-            self.abstract_norm = nn.BatchNorm1d(1, affine=False)
-            self.abstract_gain = nn.Parameter(torch.zeros(()))
         self.boundary_conv = check_bool("boundary_conv", boundary_conv)
         if not self.boundary_conv and not self.boundary_surprise_skip:
             raise ValueError("boundary_conv=False needs boundary_surprise_skip=True (the skip is then the detector)")
-        self.surprise_bias = None if self.boundary_conv else nn.Parameter(torch.zeros(()))
+        self.surprise_skip = None if not self.boundary_surprise_skip else SurpriseSkip(
+            window=self.boundary_surprise_window, abstract=self.boundary_surprise_abstract,
+            threshold=not self.boundary_conv)
+        if self.surprise_skip is not None:
+            self.register_buffer("_read_column", torch.eye(2)[READ_INDEX], persistent=False)
+            self._register_load_state_dict_pre_hook(_rename_legacy_skip_keys)
         self.post_boundary = None if not self.boundary_conv else PostBoundaryDetector(
             embed_dim + boundary_pixel_view + int(boundary_surprise) + int(self.boundary_surprise_abstract),
             hidden_dim=check_integer("boundary_hidden", boundary_hidden),
@@ -438,7 +436,8 @@ class VTADynamics(BoundaryOptions):
                          reset_steps: list | None, pixel_view: Tensor | None) -> Tensor:
         """The posterior detector's ``[B, T, 2]`` logits, before forcing and the segment limits."""
         surprise = self._surprise(embed, action, keep, state, reset_steps) if self.boundary_surprise else None
-        skip = self._surprise_skip(surprise, keep) if self.boundary_surprise_skip else 0.0
+        # [B, T, 1] * [2]: the skip moves the READ logit only
+        skip = self.surprise_skip(surprise, keep) * self._read_column if self.surprise_skip is not None else 0.0
         if not self.boundary_conv:
             return skip
         return self.post_boundary(self._detector_input(embed, pixel_view, surprise)) + skip
@@ -470,23 +469,6 @@ class VTADynamics(BoundaryOptions):
         # graph cannot read the host, and there the reset fuses into the step for free
         reset_steps = None if torch.compiler.is_compiling() else is_first.bool().any(0)[:, 0].tolist()
         return keep, reset_steps
-
-    def _surprise_skip(self, surprise: Tensor, keep: Tensor) -> Tensor:
-        """``[B, T, 2]`` logit offsets on READ only: ``sum_k g_k * norm(surprise_{t-k})`` over the window,
-        where the first step's surprise (against a fresh state) is left out of ``norm`` and counts as 0,
-        as does every step before an episode start (``keep == 0``); plus ``b`` at every step when there
-        is no conv detector."""
-        z = _normed_after_first(self.surprise_norm, surprise[..., :1])
-        read = _SURPRISE_GAIN_STEP * self.surprise_gain * z
-        for k in range(1, self.boundary_surprise_window):
-            z = F.pad(z[:, :-1], (0, 0, 1, 0)) * keep  # z_{t-k}, cut where an episode starts in (t-k, t]
-            read = read + _SURPRISE_GAIN_STEP * self.surprise_history_gain[k - 1] * z
-        if self.boundary_surprise_abstract:
-            za = _normed_after_first(self.abstract_norm, surprise[..., 1:2])
-            read = read + _SURPRISE_GAIN_STEP * self.abstract_gain * za
-        if self.surprise_bias is not None:
-            read = read + _SURPRISE_GAIN_STEP * self.surprise_bias
-        return read * self._read_column  # [B, T, 1] * [2] -> only the READ logit moves
 
     def _unroll(self, embed: Tensor, action: Tensor, keep: Tensor, state: TensorDict, reset_steps: list | None,
                 reads: list, logits: list, abs_embed: Tensor, abs_noise: Tensor,
