@@ -1,5 +1,5 @@
-"""READ placement around true changes: offsets, steps since a change, a minimum-segment-length sweep
-and the all-COPY surprise profile (hand-computed values), and the script on real run folders."""
+"""READ placement around true changes: offsets, steps since a change, a minimum-segment-length sweep,
+the all-COPY surprise profile and its ceiling (hand-computed values), and the script on real run folders."""
 
 import json
 
@@ -10,7 +10,8 @@ import torch
 from imwm.analysis.boundary_truth import read_offsets
 from imwm.analysis.read_placement import (NO_CHANGE_YET, copy_surprise_by_steps, mean_by_steps_since_change,
                                           min_seg_len_sweep, nearest_change_offsets, read_offset_counts,
-                                          reads_by_steps_since_change, steps_since_change)
+                                          reads_by_steps_since_change, spaced_top_k, steps_since_change,
+                                          surprise_ceiling)
 from imwm.vta.sequence_model import VTASequenceModel
 
 TRUE = np.array([[1, 0, 0, 1, 0, 0, 0, 1, 0, 0],
@@ -93,6 +94,32 @@ def test_copy_surprise_is_the_detector_s_input_and_is_profiled_by_steps():
     assert profile[0] == pytest.approx(s[:, [4, 9]].mean(), rel=1e-5)
 
 
+def test_spaced_top_k_takes_the_highest_steps_at_least_gap_apart_by_hand():
+    score = [0.5, 0.9, 0.85, 0.1, 0.8, 0.2, 0.7]
+    assert np.flatnonzero(spaced_top_k(score, 3, gap=1)).tolist() == [1, 2, 4]
+    assert np.flatnonzero(spaced_top_k(score, 3, gap=2)).tolist() == [1, 4, 6]  # 0.85 and 0.5 sit next to 0.9
+    assert np.flatnonzero(spaced_top_k(score, 3, gap=3)).tolist() == [1, 4]  # no third step is 3 from both
+    assert not spaced_top_k(score, 0, gap=1).any()
+    with pytest.raises(ValueError, match="gap"):
+        spaced_top_k(score, 1, gap=0)
+    with pytest.raises(ValueError, match=r"score must be \[T\]"):
+        spaced_top_k(np.zeros((2, 3)), 1, gap=1)
+
+
+def test_surprise_ceiling_reads_at_the_true_count_of_the_most_surprising_steps():
+    model, data = _model(), _data()
+    rows = surprise_ceiling(model, data, [1, 3], draws=5, batch_size=4)
+    assert [r["gap"] for r in rows] == [1, 3]
+    assert rows[0]["reads"] == 6 * 2  # two changes after step 0 in each of the six sequences
+    s = model.dynamics.copy_surprise(*model.inputs(data["observation"])[1:])[:, 1:, 0].numpy()
+    pred = np.stack([spaced_top_k(row, 2, 3) for row in s])
+    from imwm.analysis.boundary_truth import boundary_prf
+
+    assert rows[1]["f1"] == pytest.approx(boundary_prf(pred, data["true_boundary"][:, 1:, 0].numpy())["f1"])
+    for r in rows:
+        assert 0.0 <= r["f1"] <= 1.0 and r["ratio"] == pytest.approx(r["f1"] / r["random_f1"])
+
+
 def test_the_script_reads_both_variants_run_folders(tmp_path):
     from script_runner import run_script
     from test_vta_run import _cfg
@@ -105,12 +132,13 @@ def test_the_script_reads_both_variants_run_folders(tmp_path):
                           "vta.hidden_dim=16", "train.updates=2"))
     before = (dreamer / "checkpoints" / "latest.pt").read_bytes()
     out = run_script(tmp_path, "vta_read_placement.py", "--run", str(dreamer), str(original), "--min_seg_len", "2", "3",
-                     "--most", "3", "--draws", "5", "--out_json", str(tmp_path / "reads.json"))
+                     "--most", "3", "--draws", "5", "--gap", "2", "--out_json", str(tmp_path / "reads.json"))
     assert out.returncode == 0, out.stderr[-3000:]
     saved = json.loads((tmp_path / "reads.json").read_text())
     first, second = saved["runs"]
     assert first["trained_min_seg_len"] == 3 and [r["min_seg_len"] for r in first["min_seg_len"]] == [2, 3]
     assert list(first["copy_surprise"]) == ["0", "1", "2", "3"] and "min_seg_len" not in second
+    assert [r["gap"] for r in first["surprise_ceiling"]] == [2] and "surprise ceiling, gap 2:" in out.stdout
     assert "min_seg_len 3 (trained):" in out.stdout and "has no minimum segment length" in out.stdout
     assert "command: python scripts/vta_read_placement.py" in out.stdout
     assert (dreamer / "checkpoints" / "latest.pt").read_bytes() == before  # the run folder is only read

@@ -12,7 +12,11 @@ not counted: every sequence READs its first frame):
   baseline with as many READs (:func:`min_seg_len_sweep`);
 - **surprise after a change**: the mean all-COPY surprise (what ``vta.boundary_surprise`` reads) by
   steps since the last change, which shows how long a change stays surprising to a model that
-  does not READ (:func:`copy_surprise_by_steps`).
+  does not READ (:func:`copy_surprise_by_steps`);
+- **the surprise's ceiling**: the F1 of READs at each sequence's ``k`` most surprising steps, ``k``
+  its true number of changes and the READs at least ``gap`` steps apart: what a detector that
+  reads only this surprise could reach if it knew how many changes there are
+  (:func:`surprise_ceiling`, :func:`spaced_top_k`).
 
 Example:
     >>> true = np.array([[1, 0, 0, 1, 0, 0, 0, 0]], dtype=bool)
@@ -32,7 +36,7 @@ import torch
 from imwm.analysis._arrays import as_flags, to_numpy
 
 __all__ = ["nearest_change_offsets", "read_offset_counts", "steps_since_change", "reads_by_steps_since_change", "mean_by_steps_since_change",
-           "min_seg_len_sweep", "copy_surprise_by_steps"]
+           "min_seg_len_sweep", "copy_surprise_by_steps", "spaced_top_k", "surprise_ceiling"]
 
 #: ``steps_since_change`` where no change lies at or before the step.
 NO_CHANGE_YET = -1
@@ -146,9 +150,8 @@ def min_seg_len_sweep(model: torch.nn.Module, data, lengths: Iterable[int], *, d
 
 
 @torch.no_grad()
-def copy_surprise_by_steps(model: torch.nn.Module, data, *, most: int = 8, batch_size: int = 32) -> dict[int, float]:
-    """Mean all-COPY surprise (the first channel of ``dynamics.copy_surprise``) on ``data`` by steps
-    since the last true change, ``0 .. most``."""
+def _copy_surprise(model: torch.nn.Module, data, batch_size: int) -> np.ndarray:
+    """The all-COPY surprise (the first channel of ``dynamics.copy_surprise``) of ``data``, ``[N, T]``."""
     dynamics = _dynamics_with_min_seg_len(model)
     obs = data["observation"]
     was_training = model.training
@@ -160,4 +163,56 @@ def copy_surprise_by_steps(model: torch.nn.Module, data, *, most: int = 8, batch
             parts.append(dynamics.copy_surprise(embed, action, is_first)[..., 0])
     finally:
         model.train(was_training)
-    return mean_by_steps_since_change(torch.cat(parts).numpy(), data["true_boundary"][..., 0].numpy(), most=most)
+    return torch.cat(parts).numpy()
+
+
+def copy_surprise_by_steps(model: torch.nn.Module, data, *, most: int = 8, batch_size: int = 32) -> dict[int, float]:
+    """Mean all-COPY surprise on ``data`` by steps since the last true change, ``0 .. most``."""
+    return mean_by_steps_since_change(_copy_surprise(model, data, batch_size), data["true_boundary"][..., 0].numpy(),
+                                      most=most)
+
+
+def spaced_top_k(score: Any, k: int, gap: int) -> np.ndarray:
+    """``[T]`` flags at the ``k`` highest entries of ``score [T]``, taken greedily from the highest, each
+    at least ``gap`` steps from those already taken (fewer than ``k`` where the spacing leaves no room).
+
+    Example:
+        >>> spaced_top_k([0.1, 0.9, 0.8, 0.2, 0.7, 0.3], 2, gap=2).astype(int)  # 0.8 sits next to 0.9
+        array([0, 1, 0, 0, 1, 0])
+    """
+    from imwm.errors import check_integer
+
+    score = np.asarray(score, dtype=float)
+    if score.ndim != 1:
+        raise ValueError(f"score must be [T], got shape {score.shape}")
+    k, gap = check_integer("k", k, 0), check_integer("gap", gap, 1)
+    taken: list[int] = []
+    for t in np.argsort(-score, kind="stable"):
+        if len(taken) == k:
+            break
+        if all(abs(int(t) - c) >= gap for c in taken):
+            taken.append(int(t))
+    flags = np.zeros(score.shape, dtype=bool)
+    flags[taken] = True
+    return flags
+
+
+def _ceiling_row(score: np.ndarray, true: np.ndarray, gap: int, draws: int, seed: int) -> dict[str, Any]:
+    from imwm.analysis.boundary_truth import boundary_prf, random_baseline_prf
+
+    pred = np.stack([spaced_top_k(s, int(k), gap) for s, k in zip(score, true.sum(1))])
+    prf = boundary_prf(pred, true)
+    random_f1 = random_baseline_prf(true, pred.sum(1), draws=draws, seed=seed)["f1"]
+    return {"gap": gap, "reads": int(pred.sum()), "f1": prf["f1"], "random_f1": random_f1,
+            "ratio": prf["f1"] / random_f1 if random_f1 > 0 else float("nan")}
+
+
+def surprise_ceiling(model: torch.nn.Module, data, gaps: Iterable[int] = (1, 2, 3), *, draws: int = 50,
+                     seed: int = 0, batch_size: int = 32) -> list[dict[str, Any]]:
+    """F1 (±1 step, steps after 0) of READs at each sequence's most surprising steps, as many as its true
+    changes and at least ``gap`` apart (:func:`spaced_top_k` on the all-COPY surprise), with the F1 of as
+    many random READs, one row per gap: an upper bound for a detector that reads this surprise alone
+    and thresholds it at the true rate."""
+    score = _copy_surprise(model, data, batch_size)[:, 1:]
+    true = data["true_boundary"][:, 1:, 0].numpy().astype(bool)
+    return [_ceiling_row(score, true, gap, draws, seed) for gap in gaps]

@@ -6,8 +6,9 @@ For each ``train_vta.py`` run folder given, on its held-out sequences
 (:mod:`imwm.analysis.read_placement`): the READs after frame 0 counted by their offset ``t - c``
 from the nearest true change and by steps since the last change; for the dreamer variant, the
 model re-evaluated with each ``--min_seg_len`` (F1 ±1 step against random READs of the same
-count) and its all-COPY surprise by steps since the last change. Nothing in a run folder is
-written; ``--out_json`` keeps every number.
+count), its all-COPY surprise by steps since the last change, and that surprise's ceiling: the
+F1 of READs at each sequence's most surprising steps, as many as it has changes, at least each
+``--gap`` apart. Nothing in a run folder is written; ``--out_json`` keeps every number.
 
     imwm-vta-reads --run runs/vc/ms3_moving_shapes_s0 runs/vc/ms3_dynamics_s0 --min_seg_len 2 3 4
 """
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min_seg_len", type=int, nargs="*", default=[2, 3, 4],
                    help="minimum segment lengths to re-evaluate the dreamer variant with (none: skip)")
     p.add_argument("--most", type=int, default=8, help="steps since a change shown for the surprise")
+    p.add_argument("--gap", type=int, nargs="*", default=[1, 2, 3],
+                   help="spacings of the surprise's ceiling (READs at least this many steps apart; none: skip)")
     p.add_argument("--draws", type=int, default=50, help="random-baseline draws per re-evaluation")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out_json", default=None, help="write every number here")
@@ -55,7 +58,7 @@ def _off_change_peak(offsets: dict[int, int]) -> str:
 def place(run: str, args: argparse.Namespace) -> dict:
     """Every number for one run folder, printed as it is computed."""
     from imwm.analysis.read_placement import (copy_surprise_by_steps, min_seg_len_sweep, read_offset_counts,
-                                              reads_by_steps_since_change)
+                                              reads_by_steps_since_change, surprise_ceiling)
     from imwm.training.vta_run import heldout_data, load_vta_run, predict_boundaries
 
     model, cfg = load_vta_run(run, checkpoint=args.checkpoint)
@@ -78,6 +81,10 @@ def place(run: str, args: argparse.Namespace) -> dict:
     out["copy_surprise"] = copy_surprise_by_steps(model, data, most=args.most)
     print("  all-COPY surprise by steps since the last change: "
           + " ".join(f"{k}:{v:.2f}" for k, v in out["copy_surprise"].items()))
+    out["surprise_ceiling"] = surprise_ceiling(model, data, args.gap, draws=args.draws)
+    for r in out["surprise_ceiling"]:
+        print(f"  surprise ceiling, gap {r['gap']}: {r['reads']} READs at the most surprising steps, F1 {r['f1']:.3f}, "
+              f"random {r['random_f1']:.3f}, {r['ratio']:.2f}x")
     return out
 
 
