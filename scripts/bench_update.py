@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import re
 import statistics
 import sys
 import time
@@ -452,8 +453,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="agent.compile_scope values to time for each compiled mode")
     parser.add_argument("--count-ops", action="store_true", help="add ops dispatched / kernels per update")
     parser.add_argument("--count-flops", action="store_true",
-                        help="add matmul/conv GFLOP per update (eager rows), the rate achieved, and the time those "
-                             "FLOPs need at this machine's large-GEMM rate (a floor for any implementation)")
+                        help="add matmul/conv GFLOP per update (counted on eager rows; a compiled row shows its "
+                             "compile=false twin's), the rate achieved, and the time those FLOPs need at this "
+                             "machine's large-GEMM rate (a floor for any implementation)")
     parser.add_argument("--precision", nargs="*", default=["float32"], choices=["float32", "bfloat16"],
                         help="agent.precision values to time (TorchRL's update runs under the same autocast)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -520,12 +522,16 @@ def count_all_ops(runners: dict) -> dict[str, dict]:
     return ops
 
 
+def eager_twin(name: str) -> str:
+    """The row name of the eager update that a compiled row compiles: ``compile=false``, no scope."""
+    return re.sub(r", scope=[^,)]+", "", re.sub(r"compile=[^,)]+", "compile=false", name))
+
+
 def count_all_flops(runners: dict, device: str) -> dict:
     """GFLOP per update of each eager row (compiled rows do the same arithmetic), and the GEMM rate."""
     flops = {name: update_flops(fn) / 1e9 for name, fn in runners.items() if is_eager(name)}
-    for name in runners:  # a compiled row does its eager twin's arithmetic
-        twin = next((n for n in flops if n.split(",")[0] == name.split(",")[0]), None)
-        flops.setdefault(name, flops.get(twin))
+    for name in runners:  # a compiled row does the arithmetic of its eager twin
+        flops.setdefault(name, flops.get(eager_twin(name)))
     return {"gflop": flops, "rate": gemm_rate(device) / 1e9}
 
 

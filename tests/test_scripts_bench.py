@@ -146,6 +146,10 @@ def test_update_flops_counts_matmuls_forward_and_backward_by_hand():
     x.requires_grad_(True)  # now the input's gradient too: another 2*4*5*3
     assert bench_update.update_flops(step) == 360
     assert bench_update.gemm_rate("cpu", repeats=2) > 1e8  # any CPU multiplies faster than 0.1 GFLOP/s
+    # a compiled row's FLOPs are read from the row of the same update run eagerly
+    assert bench_update.eager_twin("imwm (rssm, compile=max-autotune, scope=step)") == "imwm (rssm, compile=false)"
+    assert bench_update.eager_twin("imwm (vta:boundary_grad=local, compile=default, bfloat16)") \
+        == "imwm (vta:boundary_grad=local, compile=false, bfloat16)"
 
 
 def test_bench_update_count_flops_adds_the_floor_against_torchrl(tmp_path):
