@@ -6,7 +6,11 @@ least one kernel launch. ``torch.compile`` (TorchDynamo + Inductor) traces a who
 the world model's encode / observe loop / heads / losses, or the imagination loop with the
 actor, critic and replay-value losses — into one graph (``fullgraph=True``: a graph break is an
 error here, not a silent split), and AOTAutograd compiles its backward as a second program.
-The recurrent loops are unrolled at trace time (their lengths are static per batch shape).
+The recurrent loops are unrolled at trace time (their lengths are static per batch shape). A
+``torch._higher_order_ops.scan`` would compile one step instead of ``T``, but under Inductor with
+autograd torch 2.13 refuses a recurrence whose carry comes out of ``tanh`` / ``sigmoid`` (a GRU's)
+with "scan might be aliasing the input or the output!" (pytorch/pytorch#195977; measured on a
+``GRUCell`` loop here), so the unrolled loop is the one that compiles.
 
 Modes (``agent.compile``):
 
