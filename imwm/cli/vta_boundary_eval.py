@@ -32,7 +32,8 @@ import sys
 import time
 
 from imwm.analysis.report import boundary_options, collect_traces, evaluate_traces, format_report, to_json
-from imwm.analysis.restore import parse_script_args, restore_run, run_parser
+from imwm.analysis.restore import restore_run
+from imwm.analysis.script_args import parse_script_args, run_parser
 from imwm.errors import run_main
 
 #: How :func:`main`'s printed ``command:`` line starts by default (:func:`cli`: ``imwm-vta-eval``).

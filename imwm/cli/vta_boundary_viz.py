@@ -34,7 +34,8 @@ from pathlib import Path
 
 from imwm.analysis.figures import WINDOWS, plot_all, skipped_figures
 from imwm.analysis.report import boundary_options, collect_traces
-from imwm.analysis.restore import parse_script_args, restore_run, run_parser
+from imwm.analysis.restore import restore_run
+from imwm.analysis.script_args import parse_script_args, run_parser
 from imwm.errors import run_main
 
 #: How :func:`main`'s printed ``command:`` line starts by default (:func:`cli`: ``imwm-vta-viz``).
