@@ -68,7 +68,7 @@ def _cat_kl(lq: Tensor, lp: Tensor) -> Tensor:
     return (lq.exp() * (lq - lp)).sum(-1)
 
 
-def _rename_legacy_skip_keys(state_dict: dict, prefix: str, *args) -> None:
+def _rename_legacy_skip_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
     """Load a checkpoint saved when the skip's weights were attributes of ``VTADynamics`` itself."""
     for key in [k for k in state_dict if k.startswith(prefix)]:
         name = key[len(prefix):]
@@ -263,7 +263,7 @@ class VTADynamics(BoundaryOptions):
             threshold=not self.boundary_conv)
         if self.surprise_skip is not None:
             self.register_buffer("_read_column", torch.eye(2)[READ_INDEX], persistent=False)
-            self._register_load_state_dict_pre_hook(_rename_legacy_skip_keys)
+            self.register_load_state_dict_pre_hook(_rename_legacy_skip_keys)
         self.post_boundary = None if not self.boundary_conv else PostBoundaryDetector(
             embed_dim + boundary_pixel_view + int(boundary_surprise) + int(self.boundary_surprise_abstract),
             hidden_dim=check_integer("boundary_hidden", boundary_hidden),
