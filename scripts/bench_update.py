@@ -380,26 +380,11 @@ def count_ops(fn) -> dict[str, int]:
     return counts
 
 
-def dispatched_aten_ops(fn) -> int:
-    """Every ATen op that reaches the dispatcher's Python mode during one call of ``fn`` (eager)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+def dispatched(fn) -> tuple[int, int]:
+    """``(ops, flops)`` of one eager call of ``fn``: every ATen op that reaches the dispatcher's Python
+    mode, and the multiply-add FLOPs of its matmuls and convolutions, forward and backward.
 
-    class Count(TorchDispatchMode):
-        n = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Count.n += 1
-            return func(*args, **(kwargs or {}))
-
-    with Count():
-        fn()
-    return Count.n
-
-
-def update_flops(fn) -> int:
-    """Multiply-add FLOPs of one eager call of ``fn``: every matmul and convolution, forward and backward.
-
-    Counted per dispatched ATen op with torch's own formulas (``torch.utils.flop_counter``);
+    FLOPs come from torch's own formulas (``torch.utils.flop_counter``), applied per dispatched op;
     ``FlopCounterMode`` itself is not used because its module tracker cannot walk TorchRL's
     TensorDict modules. Elementwise work is not counted: it is a small share at these sizes.
     """
@@ -410,10 +395,11 @@ def update_flops(fn) -> int:
     shape = lambda x: x.shape if isinstance(x, torch.Tensor) else x  # noqa: E731
 
     class Count(TorchDispatchMode):
-        flops = 0
+        ops = flops = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
+            Count.ops += 1
             formula = flop_registry.get(func._overloadpacket)
             if formula is not None:
                 Count.flops += formula(*tree_map(shape, args), **tree_map(shape, kwargs or {}),
@@ -422,7 +408,17 @@ def update_flops(fn) -> int:
 
     with Count():
         fn()
-    return Count.flops
+    return Count.ops, Count.flops
+
+
+def dispatched_aten_ops(fn) -> int:
+    """Every ATen op that reaches the dispatcher's Python mode during one call of ``fn`` (eager)."""
+    return dispatched(fn)[0]
+
+
+def update_flops(fn) -> int:
+    """Multiply-add FLOPs of one eager call of ``fn``: every matmul and convolution (:func:`dispatched`)."""
+    return dispatched(fn)[1]
 
 
 def gemm_rate(device: str, repeats: int = 10) -> float:
