@@ -16,7 +16,7 @@ not counted: every sequence READs its first frame):
 - **the surprise's ceiling**: the F1 of READs at each sequence's ``k`` most surprising steps, ``k``
   its true number of changes and the READs at least ``gap`` steps apart: what a detector that
   reads only this surprise could reach if it knew how many changes there are
-  (:func:`surprise_ceiling`, :func:`spaced_top_k`).
+  (:func:`surprise_ceiling`, :func:`ceiling_rows`, :func:`spaced_top_k`).
 
 Example:
     >>> true = np.array([[1, 0, 0, 1, 0, 0, 0, 0]], dtype=bool)
@@ -36,7 +36,8 @@ import torch
 from imwm.analysis._arrays import as_flags, to_numpy
 
 __all__ = ["nearest_change_offsets", "read_offset_counts", "steps_since_change", "reads_by_steps_since_change", "mean_by_steps_since_change",
-           "min_seg_len_sweep", "copy_surprise_by_steps", "spaced_top_k", "surprise_ceiling"]
+           "min_seg_len_sweep", "copy_surprise", "copy_surprise_by_steps", "spaced_top_k", "ceiling_rows",
+           "surprise_ceiling"]
 
 #: ``steps_since_change`` where no change lies at or before the step.
 NO_CHANGE_YET = -1
@@ -150,8 +151,9 @@ def min_seg_len_sweep(model: torch.nn.Module, data, lengths: Iterable[int], *, d
 
 
 @torch.no_grad()
-def _copy_surprise(model: torch.nn.Module, data, batch_size: int) -> np.ndarray:
-    """The all-COPY surprise (the first channel of ``dynamics.copy_surprise``) of ``data``, ``[N, T]``."""
+def copy_surprise(model: torch.nn.Module, data, *, batch_size: int = 32) -> np.ndarray:
+    """The all-COPY surprise (the first channel of ``dynamics.copy_surprise``) of ``data``, ``[N, T]``:
+    one gradient-free pass of the model over every held-out sequence."""
     dynamics = _dynamics_with_min_seg_len(model)
     obs = data["observation"]
     was_training = model.training
@@ -168,8 +170,8 @@ def _copy_surprise(model: torch.nn.Module, data, batch_size: int) -> np.ndarray:
 
 def copy_surprise_by_steps(model: torch.nn.Module, data, *, most: int = 8, batch_size: int = 32) -> dict[int, float]:
     """Mean all-COPY surprise on ``data`` by steps since the last true change, ``0 .. most``."""
-    return mean_by_steps_since_change(_copy_surprise(model, data, batch_size), data["true_boundary"][..., 0].numpy(),
-                                      most=most)
+    return mean_by_steps_since_change(copy_surprise(model, data, batch_size=batch_size),
+                                      data["true_boundary"][..., 0].numpy(), most=most)
 
 
 def spaced_top_k(score: Any, k: int, gap: int) -> np.ndarray:
@@ -197,22 +199,30 @@ def spaced_top_k(score: Any, k: int, gap: int) -> np.ndarray:
     return flags
 
 
-def _ceiling_row(score: np.ndarray, true: np.ndarray, gap: int, draws: int, seed: int) -> dict[str, Any]:
+def ceiling_rows(surprise: Any, true: Any, gaps: Iterable[int] = (1, 2, 3), *, draws: int = 50,
+                 seed: int = 0) -> list[dict[str, Any]]:
+    """One row per gap from a computed surprise ``[N, T]`` and the true changes ``[N, T]`` (step 0 left
+    out of both): READs at each sequence's most surprising steps, as many as its true changes and at
+    least ``gap`` apart (:func:`spaced_top_k`), their F1 (±1 step) and the F1 of as many random READs."""
     from imwm.analysis.boundary_truth import boundary_prf, random_baseline_prf
 
-    pred = np.stack([spaced_top_k(s, int(k), gap) for s, k in zip(score, true.sum(1))])
-    prf = boundary_prf(pred, true)
-    random_f1 = random_baseline_prf(true, pred.sum(1), draws=draws, seed=seed)["f1"]
-    return {"gap": gap, "reads": int(pred.sum()), "f1": prf["f1"], "random_f1": random_f1,
-            "ratio": prf["f1"] / random_f1 if random_f1 > 0 else float("nan")}
+    score, flags = to_numpy(surprise, "surprise"), as_flags(true, "true", ndim=(2,))
+    if score.shape != flags.shape:
+        raise ValueError(f"surprise and true must both be [N, T], got {score.shape} and {flags.shape}")
+    score, flags = score[:, 1:], flags[:, 1:]
+    rows = []
+    for gap in gaps:
+        pred = np.stack([spaced_top_k(s, int(k), gap) for s, k in zip(score, flags.sum(1))])
+        f1 = boundary_prf(pred, flags)["f1"]
+        random_f1 = random_baseline_prf(flags, pred.sum(1), draws=draws, seed=seed)["f1"]
+        rows.append({"gap": gap, "reads": int(pred.sum()), "f1": f1, "random_f1": random_f1,
+                     "ratio": f1 / random_f1 if random_f1 > 0 else float("nan")})
+    return rows
 
 
 def surprise_ceiling(model: torch.nn.Module, data, gaps: Iterable[int] = (1, 2, 3), *, draws: int = 50,
                      seed: int = 0, batch_size: int = 32) -> list[dict[str, Any]]:
-    """F1 (±1 step, steps after 0) of READs at each sequence's most surprising steps, as many as its true
-    changes and at least ``gap`` apart (:func:`spaced_top_k` on the all-COPY surprise), with the F1 of as
-    many random READs, one row per gap: an upper bound for a detector that reads this surprise alone
-    and thresholds it at the true rate."""
-    score = _copy_surprise(model, data, batch_size)[:, 1:]
-    true = data["true_boundary"][:, 1:, 0].numpy().astype(bool)
-    return [_ceiling_row(score, true, gap, draws, seed) for gap in gaps]
+    """:func:`ceiling_rows` of the model's all-COPY surprise on ``data``: an upper bound for a detector
+    that reads this surprise alone and thresholds it at the true rate."""
+    return ceiling_rows(copy_surprise(model, data, batch_size=batch_size), data["true_boundary"][..., 0].numpy(),
+                        gaps, draws=draws, seed=seed)

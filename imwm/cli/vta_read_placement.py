@@ -57,8 +57,8 @@ def _off_change_peak(offsets: dict[int, int]) -> str:
 
 def place(run: str, args: argparse.Namespace) -> dict:
     """Every number for one run folder, printed as it is computed."""
-    from imwm.analysis.read_placement import (copy_surprise_by_steps, min_seg_len_sweep, read_offset_counts,
-                                              reads_by_steps_since_change, surprise_ceiling)
+    from imwm.analysis.read_placement import (ceiling_rows, copy_surprise, mean_by_steps_since_change,
+                                              min_seg_len_sweep, read_offset_counts, reads_by_steps_since_change)
     from imwm.training.vta_run import heldout_data, load_vta_run, predict_boundaries
 
     model, cfg = load_vta_run(run, checkpoint=args.checkpoint)
@@ -78,10 +78,11 @@ def place(run: str, args: argparse.Namespace) -> dict:
         print(f"  min_seg_len {r['min_seg_len']}{' (trained)' if r['min_seg_len'] == own else ''}: "
               f"{r['reads']} READs, precision {r['precision']:.3f}, recall {r['recall']:.3f}, F1 {r['f1']:.3f}, "
               f"random {r['random_f1']:.3f}, {r['ratio']:.2f}x")
-    out["copy_surprise"] = copy_surprise_by_steps(model, data, most=args.most)
+    surprise = copy_surprise(model, data)  # one pass serves the profile and the ceiling
+    out["copy_surprise"] = mean_by_steps_since_change(surprise, true, most=args.most)
     print("  all-COPY surprise by steps since the last change: "
           + " ".join(f"{k}:{v:.2f}" for k, v in out["copy_surprise"].items()))
-    out["surprise_ceiling"] = surprise_ceiling(model, data, args.gap, draws=args.draws)
+    out["surprise_ceiling"] = ceiling_rows(surprise, true, args.gap, draws=args.draws)
     for r in out["surprise_ceiling"]:
         print(f"  surprise ceiling, gap {r['gap']}: {r['reads']} READs at the most surprising steps, F1 {r['f1']:.3f}, "
               f"random {r['random_f1']:.3f}, {r['ratio']:.2f}x")
