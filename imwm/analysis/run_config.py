@@ -50,7 +50,6 @@ def load_run_config(run_dir: str) -> dict:
         return check_resolved(yaml.safe_load(fh), path, "; the trainer must save OmegaConf.to_container(cfg, resolve=True)")
 
 
-
 def config_leaves(tree: Mapping, prefix: str = "") -> dict[str, Any]:
     """Every leaf of a nested mapping by its dotted key.
 

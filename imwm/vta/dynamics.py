@@ -51,7 +51,7 @@ from imwm.vta.boundary import READ_INDEX, boundary_push, rate_prior_kl, regulari
 from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector, gaussian_kl
 from imwm.vta.local_gradient import check_boundary_grad
 from imwm.vta.options import BoundaryOptions
-from imwm.vta.surprise_skip import LEGACY_KEYS, SurpriseSkip
+from imwm.vta.surprise_skip import SurpriseSkip, rename_legacy_keys
 
 __all__ = ["VTADynamics", "VTA_STATE_KEYS"]
 
@@ -66,15 +66,6 @@ _FORCED_READ_LOGIT = 10.0  # logits stored where READ is forced (first step): bo
 def _cat_kl(lq: Tensor, lp: Tensor) -> Tensor:
     lq, lp = torch.log_softmax(lq, -1), torch.log_softmax(lp, -1)
     return (lq.exp() * (lq - lp)).sum(-1)
-
-
-def _rename_legacy_skip_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    """Load a checkpoint saved when the skip's weights were attributes of ``VTADynamics`` itself."""
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        name = key[len(prefix):]
-        old = next((o for o in LEGACY_KEYS if name == o or (o.endswith(".") and name.startswith(o))), None)
-        if old is not None:
-            state_dict[f"{prefix}surprise_skip.{LEGACY_KEYS[old]}{name[len(old):]}"] = state_dict.pop(key)
 
 
 class VTADynamics(BoundaryOptions):
@@ -263,7 +254,7 @@ class VTADynamics(BoundaryOptions):
             threshold=not self.boundary_conv)
         if self.surprise_skip is not None:
             self.register_buffer("_read_column", torch.eye(2)[READ_INDEX], persistent=False)
-            self.register_load_state_dict_pre_hook(_rename_legacy_skip_keys)
+            self.register_load_state_dict_pre_hook(rename_legacy_keys)
         self.post_boundary = None if not self.boundary_conv else PostBoundaryDetector(
             embed_dim + boundary_pixel_view + int(boundary_surprise) + int(self.boundary_surprise_abstract),
             hidden_dim=check_integer("boundary_hidden", boundary_hidden),

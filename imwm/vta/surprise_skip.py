@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from imwm.errors import check_bool, check_integer
 
-__all__ = ["SurpriseSkip", "GAIN_STEP", "LEGACY_KEYS"]
+__all__ = ["SurpriseSkip", "GAIN_STEP", "LEGACY_KEYS", "rename_legacy_keys"]
 
 #: The weights are stored divided by this: Adam moves a scalar by about the learning rate per update,
 #: and a gain of a few units should be reachable in a few hundred updates, not thousands.
@@ -39,6 +39,16 @@ GAIN_STEP = 10.0
 #: State-dict names these weights had as attributes of ``VTADynamics`` itself -> names under the skip.
 LEGACY_KEYS = {"surprise_norm.": "norm.", "surprise_gain": "gain", "surprise_history_gain": "history_gain",
                "abstract_norm.": "abstract_norm.", "abstract_gain": "abstract_gain", "surprise_bias": "bias"}
+
+
+def rename_legacy_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """A ``load_state_dict`` pre-hook for the skip's owner (``module``, at ``prefix``): renames the
+    weights of a checkpoint saved when they were the owner's own attributes (:data:`LEGACY_KEYS`)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        name = key[len(prefix):]
+        old = next((o for o in LEGACY_KEYS if name == o or (o.endswith(".") and name.startswith(o))), None)
+        if old is not None:
+            state_dict[f"{prefix}surprise_skip.{LEGACY_KEYS[old]}{name[len(old):]}"] = state_dict.pop(key)
 
 
 def _normed_after_first(norm: nn.BatchNorm1d, x: Tensor) -> Tensor:
