@@ -1,4 +1,4 @@
-"""End-to-end smoke runs of the five benchmark scripts through their real entry points, tiny sizes.
+"""End-to-end smoke runs of the benchmark scripts through their real entry points, tiny sizes.
 
 Each test runs ``scripts/bench_*.py`` as a subprocess (cwd a temporary folder, one thread, no
 wandb, no progress bars), then parses the markdown table it prints: every expected row and column
@@ -426,3 +426,28 @@ def test_bench_collector_runs_sync_and_async_side_by_side(tmp_path):
         for share in ("waiting for data", "learner busy", "pushing weights"):
             assert 0 <= num(row[share].rstrip("%")) <= 100
     assert num(rows["sync"]["pushing weights"].rstrip("%")) == 0  # its policy acts in this process
+
+
+# ----------------------------------------------------------------------------- bench_update_history.py
+def test_bench_update_history_times_each_variant_in_its_own_worktree(tmp_path):
+    out = ok(bench(tmp_path, "bench_update_history.py", "--variants", "HEAD:agent.compile=false",
+                   "HEAD:agent.compile=false,agent=default", "--threads", "1", "--repeats", "2", "--warmup", "1"))
+    header, rows = table(out, "variant")
+    assert header == ["variant", "commit", "threads", "median ms", "min ms", "CPU ms", "warm-up s",
+                      "speed-up vs first row"]
+    assert [r["variant"] for r in rows] == ["`HEAD:agent.compile=false`", "`HEAD:agent.compile=false,agent=default`"]
+    base = num(rows[0]["median ms"])
+    for r in rows:
+        assert 0 < num(r["min ms"]) <= num(r["median ms"]) and num(r["CPU ms"]) > 0
+        assert num(r["speed-up vs first row"]) == pytest.approx(base / num(r["median ms"]), abs=0.01)
+    assert rows[0]["speed-up vs first row"] == "1.00x"
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=Path(__file__).parents[1], capture_output=True,
+                               text=True).stdout
+    assert "imwm_hist_" not in worktrees  # every temporary checkout is removed again
+
+
+def test_bench_update_history_names_a_missing_commit_in_one_line(tmp_path):
+    proc = bench(tmp_path, "bench_update_history.py", "--variants", "no-such-commit")
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
+        f"bench_update_history.py: --variants names 'no-such-commit', which is no commit of "
+        f"{Path(__file__).resolve().parents[1]}"]

@@ -132,13 +132,14 @@ def test_the_script_reads_both_variants_run_folders(tmp_path):
                           "vta.hidden_dim=16", "train.updates=2"))
     before = (dreamer / "checkpoints" / "latest.pt").read_bytes()
     out = run_script(tmp_path, "vta_read_placement.py", "--run", str(dreamer), str(original), "--min_seg_len", "2", "3",
-                     "--most", "3", "--draws", "5", "--gap", "2", "--out_json", str(tmp_path / "reads.json"))
+                     "--most", "3", "--draws", "5", "--gap", "2", "--measures", "--out_json", str(tmp_path / "reads.json"))
     assert out.returncode == 0, out.stderr[-3000:]
     saved = json.loads((tmp_path / "reads.json").read_text())
     first, second = saved["runs"]
     assert first["trained_min_seg_len"] == 3 and [r["min_seg_len"] for r in first["min_seg_len"]] == [2, 3]
     assert list(first["copy_surprise"]) == ["0", "1", "2", "3"] and "min_seg_len" not in second
     assert [r["gap"] for r in first["surprise_ceiling"]] == [2] and "surprise ceiling, gap 2:" in out.stdout
+    assert [r["measure"] for r in first["measures"]][:2] == ["kl", "shift"] and "measure pixels: AUC" in out.stdout
     assert "min_seg_len 3 (trained):" in out.stdout and "has no minimum segment length" in out.stdout
     assert "command: python scripts/vta_read_placement.py" in out.stdout
     assert (dreamer / "checkpoints" / "latest.pt").read_bytes() == before  # the run folder is only read

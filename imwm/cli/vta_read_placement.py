@@ -8,7 +8,9 @@ from the nearest true change and by steps since the last change; for the dreamer
 model re-evaluated with each ``--min_seg_len`` (F1 ±1 step against random READs of the same
 count), its all-COPY surprise by steps since the last change, and that surprise's ceiling: the
 F1 of READs at each sequence's most surprising steps, as many as it has changes, at least each
-``--gap`` apart. Nothing in a run folder is written; ``--out_json`` keeps every number.
+``--gap`` apart; with ``--measures``, the AUC and ceiling of every measure of that surprise in
+:mod:`imwm.analysis.surprise_measures` (the KL's shift and spread parts, decoded frames). Nothing
+in a run folder is written; ``--out_json`` keeps every number.
 
     imwm-vta-reads --run runs/vc/ms3_moving_shapes_s0 runs/vc/ms3_dynamics_s0 --min_seg_len 2 3 4
 """
@@ -37,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--most", type=int, default=8, help="steps since a change shown for the surprise")
     p.add_argument("--gap", type=int, nargs="*", default=[1, 2, 3],
                    help="spacings of the surprise's ceiling (READs at least this many steps apart; none: skip)")
+    p.add_argument("--measures", action="store_true",
+                   help="also score the all-COPY pass with every surprise measure (AUC and ceiling at each --gap)")
     p.add_argument("--draws", type=int, default=50, help="random-baseline draws per re-evaluation")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out_json", default=None, help="write every number here")
@@ -86,7 +90,20 @@ def place(run: str, args: argparse.Namespace) -> dict:
     for r in out["surprise_ceiling"]:
         print(f"  surprise ceiling, gap {r['gap']}: {r['reads']} READs at the most surprising steps, F1 {r['f1']:.3f}, "
               f"random {r['random_f1']:.3f}, {r['ratio']:.2f}x")
+    if args.measures:
+        out["measures"] = _measures(model, data, true, args)
     return out
+
+
+def _measures(model, data, true, args: argparse.Namespace) -> list[dict]:
+    """AUC and ceiling of every surprise measure (:mod:`imwm.analysis.surprise_measures`), printed."""
+    from imwm.analysis.surprise_measures import measure_rows, surprise_measures
+
+    rows = measure_rows(surprise_measures(model, data), true, args.gap or [3], draws=args.draws)
+    for r in rows:
+        ceiling = ", ".join(f"gap {c['gap']} F1 {c['f1']:.3f} ({c['ratio']:.2f}x)" for c in r["ceiling"])
+        print(f"  measure {r['measure']}: AUC {r['auc']:.3f}, ceiling {ceiling}")
+    return rows
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> dict:

@@ -137,6 +137,12 @@ class VTASequenceModel(nn.Module):
         is_first[:, 0] = True
         return x, embed, embed.new_zeros(B, T, 1), is_first
 
+    def decode(self, feat: Tensor) -> Tensor:
+        """Mean frames ``[B, T, C, H, W]`` (model units, ``x / 255 - 0.5``) of features ``[B, T, feat_dim]``."""
+        B, T = feat.shape[:2]
+        h = self.decoder_in(feat.flatten(0, 1)).view(B * T, self._cin, self._base, self._base)
+        return self.decoder(h).view(B, T, self.channels, self.image_size, self.image_size)
+
     def forward(self, obs: Tensor, boundary: Tensor | None = None) -> TensorDict:
         want = (self.channels, self.image_size, self.image_size)
         if obs.dim() != 5 or tuple(obs.shape[2:]) != want:
@@ -149,9 +155,7 @@ class VTASequenceModel(nn.Module):
             embed, action, is_first, boundary=None if boundary is None else boundary.to(embed.dtype),
             pixel_view=None if self.frame_change is None else self.frame_change(x),
         )
-        feat = self.dynamics.get_feat(post)
-        h = self.decoder_in(feat.flatten(0, 1)).view(B * T, self._cin, self._base, self._base)
-        recon = self.decoder(h).view_as(x)
+        recon = self.decode(self.dynamics.get_feat(post))
         obs_cost = 0.5 * ((recon - x) / self.obs_std).pow(2).flatten(2).sum(-1)
         kl, m = self.dynamics.kl_loss(
             post, prior, free_bits=self.free_bits, dyn_scale=self.dyn_scale, rep_scale=self.rep_scale
