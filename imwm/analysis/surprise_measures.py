@@ -39,6 +39,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from imwm.vta.layers import gaussian_kl_parts
+
 __all__ = ["MEASURES", "latent_measures", "surprise_measures", "measure_rows"]
 
 #: every measure :func:`surprise_measures` returns, in table order
@@ -50,9 +52,7 @@ def latent_measures(latents: Any) -> dict[str, torch.Tensor]:
     result (the module docstring gives each formula)."""
     q_mean, q_std, p_mean, p_std = (latents[k] for k in ("post_mean", "post_std", "prior_mean", "prior_std"))
     assert q_mean.shape == p_mean.shape == q_std.shape == p_std.shape, "posterior and prior must have one shape"
-    shift = 0.5 * ((q_mean - p_mean) / p_std).pow(2).sum(-1)
-    ratio = (q_std / p_std).pow(2)
-    spread = 0.5 * (ratio - 1.0 - ratio.log()).sum(-1)
+    shift, spread = gaussian_kl_parts(q_mean, q_std, p_mean, p_std)
     return {"kl": torch.log1p(shift + spread), "shift": torch.log1p(shift), "spread": torch.log1p(spread),
             "distance": torch.log1p((q_mean - p_mean).pow(2).sum(-1))}
 

@@ -26,7 +26,7 @@ FLAVOURS = ("original", "dreamer")
 
 __all__ = [
     "FLAVOURS", "DETECTOR_NORMS", "LatentDistribution", "PriorBoundaryDetector", "PostBoundaryDetector",
-    "ChannelLayerNorm", "gaussian_kl",
+    "ChannelLayerNorm", "gaussian_kl", "gaussian_kl_parts",
 ]
 
 
@@ -52,9 +52,23 @@ def gaussian_kl(mean_q: Tensor, std_q: Tensor, mean_p: Tensor, std_p: Tensor) ->
         >>> round(gaussian_kl(zero, 2 * one, zero, one).item(), 4)  # 2 * 0.5 (4 - 1 - log 4)
         1.6137
     """
+    shift, spread = gaussian_kl_parts(mean_q, std_q, mean_p, std_p)
+    return shift + spread
+
+
+def gaussian_kl_parts(mean_q: Tensor, std_q: Tensor, mean_p: Tensor, std_p: Tensor) -> tuple[Tensor, Tensor]:
+    """The two parts of :func:`gaussian_kl`, each summed over the last dim: ``shift``
+    ``0.5 * sum ((mean_q - mean_p) / std_p)^2`` (the means differ) and ``spread``
+    ``0.5 * sum (r - 1 - log r)``, ``r = (std_q / std_p)^2`` (the widths differ).
+
+    Example:
+        >>> zero, one = torch.zeros(2), torch.ones(2)
+        >>> [round(x.item(), 4) for x in gaussian_kl_parts(one, 2 * one, zero, one)]
+        [1.0, 1.6137]
+    """
     var_ratio = (std_q / std_p).pow(2)
-    t1 = ((mean_q - mean_p) / std_p).pow(2)
-    return 0.5 * (var_ratio + t1 - 1.0 - var_ratio.log()).sum(-1)
+    shift = 0.5 * ((mean_q - mean_p) / std_p).pow(2).sum(-1)
+    return shift, 0.5 * (var_ratio - 1.0 - var_ratio.log()).sum(-1)
 
 
 class LatentDistribution(nn.Module):
