@@ -577,3 +577,19 @@ def test_obs_kl_scale_weights_only_the_observation_latent_terms():
     assert torch.allclose(scaled["kl_state"] - z_part, 3.0 * (base["kl_state"] - z_part), atol=1e-5)
     with pytest.raises(ValueError, match="obs_kl_scale"):
         small(obs_kl_scale=0)
+
+
+def test_surprise_measure_shift_reads_the_kl_mean_term_only():
+    vta = _surprise_only()
+    shift = _surprise_only(boundary_surprise_measure="shift")
+    shift.load_state_dict(vta.state_dict())
+    embed, action = torch.randn(3, 8, 6), torch.zeros(3, 8, 3)
+    first = torch.zeros(3, 8, 1, dtype=torch.bool)
+    lat = vta.copy_latents(embed, action, first)
+    mean_term = 0.5 * ((lat["post_mean"] - lat["prior_mean"]) / lat["prior_std"]).pow(2).sum(-1)
+    whole = gaussian_kl(lat["post_mean"], lat["post_std"], lat["prior_mean"], lat["prior_std"])
+    torch.testing.assert_close(shift.copy_surprise(embed, action, first)[..., 0], torch.log1p(mean_term))
+    torch.testing.assert_close(vta.copy_surprise(embed, action, first)[..., 0], torch.log1p(whole))
+    assert (mean_term < whole).all()  # the width term is positive wherever the widths differ
+    with pytest.raises(ValueError, match="boundary_surprise_measure must be one of"):
+        small(boundary_surprise_measure="pixels", **SURPRISE_ONLY)

@@ -48,7 +48,8 @@ from torch.nn import functional as F
 
 from imwm.errors import check_bool, check_integer
 from imwm.vta.boundary import READ_INDEX, boundary_push, rate_prior_kl, regularize_boundary
-from imwm.vta.layers import LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector, gaussian_kl
+from imwm.vta.layers import (LatentDistribution, PostBoundaryDetector, PriorBoundaryDetector, gaussian_kl,
+                             gaussian_kl_parts)
 from imwm.vta.local_gradient import check_boundary_grad
 from imwm.vta.options import BoundaryOptions
 from imwm.vta.surprise_skip import SurpriseSkip, rename_legacy_keys
@@ -60,6 +61,8 @@ VTA_STATE_KEYS = (
     "obs_belief", "obs_stoch", "obs_mean", "obs_std",
     "boundary", "boundary_logit", "seg_len", "seg_num",
 )
+#: ``boundary_surprise_measure`` values: the whole KL, or its mean term alone
+SURPRISE_MEASURES = ("kl", "shift")
 _FORCED_READ_LOGIT = 10.0  # logits stored where READ is forced (first step): both KLs vanish there
 
 
@@ -93,6 +96,13 @@ class VTADynamics(BoundaryOptions):
             segment did not predict (event segmentation by prediction error, Zacks et al. 2007),
             which neither the embedding nor the frame difference shows directly. Costs one
             more (forward-only) unroll of the sequence per :meth:`observe`.
+        boundary_surprise_measure: which part of that KL the surprise is: ``"kl"`` (default) the
+            whole KL; ``"shift"`` only its mean term ``0.5 * sum ((mu_q - mu_p) / sigma_p)^2``
+            (:func:`~imwm.vta.layers.gaussian_kl_parts`), leaving out how the posterior's width
+            differs from the prior's, which does not mark the changes: on trained ``vta=surprise``
+            models that width part ranked the true changes below chance (AUC 0.46-0.47), and the
+            READs at the most surprising steps found more changes by the mean term alone than by the
+            whole KL (RESULTS.md, "VTA: which part of the surprise marks the changes").
         boundary_surprise_skip: with ``boundary_surprise``, the READ log-odds also get
             ``g * norm(surprise_t)`` directly, beside the detector's own reading of it: ``norm`` a
             batch norm without affine terms over the steps ``t >= 1``, ``g`` one learned gain that
@@ -193,6 +203,7 @@ class VTADynamics(BoundaryOptions):
         boundary_causal: bool = False,
         boundary_pixel_view: int = 0,
         boundary_surprise: bool = False,
+        boundary_surprise_measure: str = "kl",
         boundary_surprise_skip: bool = False,
         boundary_surprise_window: int = 1,
         boundary_surprise_abstract: bool = False,
@@ -237,6 +248,10 @@ class VTADynamics(BoundaryOptions):
                              persistent=False)
         self.boundary_pixel_view = check_integer("boundary_pixel_view", boundary_pixel_view, 0)
         self.boundary_surprise = check_bool("boundary_surprise", boundary_surprise)
+        if boundary_surprise_measure not in SURPRISE_MEASURES:
+            raise ValueError(f"boundary_surprise_measure must be one of {SURPRISE_MEASURES}, "
+                             f"got {boundary_surprise_measure!r}")
+        self.boundary_surprise_measure = boundary_surprise_measure
         self.boundary_surprise_skip = check_bool("boundary_surprise_skip", boundary_surprise_skip)
         if self.boundary_surprise_skip and not self.boundary_surprise:
             raise ValueError("boundary_surprise_skip=True needs boundary_surprise=True (the skip reads that surprise)")
@@ -408,7 +423,9 @@ class VTADynamics(BoundaryOptions):
         outs = self._copy_pass(embed, action, keep, state, reset_steps)
         q_mean, q_std = (torch.stack([o[k] for o in outs], 1) for k in ("obs_mean", "obs_std"))
         p_mean, p_std = self.prior_obs.mean_std(torch.stack([o["obs_belief"] for o in outs], 1))
-        surprise = torch.log1p(gaussian_kl(q_mean, q_std, p_mean, p_std)).unsqueeze(-1)
+        shift, spread = gaussian_kl_parts(q_mean, q_std, p_mean, p_std)
+        measured = shift if self.boundary_surprise_measure == "shift" else shift + spread
+        surprise = torch.log1p(measured).unsqueeze(-1)
         if not self.boundary_surprise_abstract:
             return surprise
         belief = torch.stack([o["abs_belief"] for o in outs], 1)[:, 1:]
