@@ -50,18 +50,21 @@ def load_run_config(run_dir: str) -> dict:
         return check_resolved(yaml.safe_load(fh), path, "; the trainer must save OmegaConf.to_container(cfg, resolve=True)")
 
 
-def config_leaves(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-    """Every leaf of a nested mapping by its dotted key.
+def config_leaves(tree: Mapping, prefix: str = "", *, keep_empty: bool = False) -> dict[str, Any]:
+    """Every leaf of a nested mapping by its dotted key; with ``keep_empty`` an empty mapping is a leaf
+    too (so that ``{"a": {}}`` and ``{}`` stay apart), otherwise it contributes nothing.
 
     Example:
-        >>> config_leaves({"a": {"b": 1, "c": {"d": 2}}, "e": 3})
+        >>> config_leaves({"a": {"b": 1, "c": {"d": 2}}, "e": 3, "f": {}})
         {'a.b': 1, 'a.c.d': 2, 'e': 3}
+        >>> config_leaves({"a": {"b": 1}, "f": {}}, keep_empty=True)
+        {'a.b': 1, 'f': {}}
     """
     out: dict[str, Any] = {}
     for key, value in tree.items():
         full = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(config_leaves(value, full + "."))
+        if isinstance(value, Mapping) and (value or not keep_empty):
+            out.update(config_leaves(value, full + ".", keep_empty=keep_empty))
         else:
             out[full] = value
     return out

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from imwm.analysis.run_config import config_leaves
 from imwm.errors import UserError
 
 __all__ = ["RunCurve", "find_runs", "load_run", "readable_name", "group_runs"]
@@ -192,15 +193,6 @@ def readable_name(name: str) -> str:
     return _HASH_SUFFIX.sub("", _SEED_IN_NAME.sub("", name))
 
 
-def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, Mapping) and tree:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_leaves(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
 def _identity_leaves(cfg: Mapping, *, drop_task: bool = False) -> dict[str, Any]:
     """The config leaves that define a run, without ``seed`` (and ``env.task``)."""
     from imwm.training.identity import identity_config
@@ -209,7 +201,7 @@ def _identity_leaves(cfg: Mapping, *, drop_task: bool = False) -> dict[str, Any]
     ident.pop("seed", None)
     if drop_task and isinstance(ident.get("env"), dict):
         ident["env"].pop("task", None)
-    return _leaves(ident)
+    return config_leaves(ident, keep_empty=True)
 
 
 def _canonical(leaves: Mapping[str, Any]) -> str:
