@@ -100,9 +100,11 @@ class VTADynamics(BoundaryOptions):
             whole KL; ``"shift"`` only its mean term ``0.5 * sum ((mu_q - mu_p) / sigma_p)^2``
             (:func:`~imwm.vta.layers.gaussian_kl_parts`), leaving out how the posterior's width
             differs from the prior's, which does not mark the changes: on trained ``vta=surprise``
-            models that width part ranked the true changes below chance (AUC 0.46-0.47), and the
+            models that width part ranked the true changes below chance (AUC 0.45-0.48), and the
             READs at the most surprising steps found more changes by the mean term alone than by the
-            whole KL (RESULTS.md, "VTA: which part of the surprise marks the changes").
+            whole KL. A detector trained on ``"shift"`` fired more often and did not do better (3
+            seeds: ``dynamics`` F1 0.533 against 0.559, ``appearance`` 0.514 against 0.494;
+            RESULTS.md, "VTA: which part of the surprise marks the changes"), so ``"kl"`` stays.
         boundary_surprise_skip: with ``boundary_surprise``, the READ log-odds also get
             ``g * norm(surprise_t)`` directly, beside the detector's own reading of it: ``norm`` a
             batch norm without affine terms over the steps ``t >= 1``, ``g`` one learned gain that
