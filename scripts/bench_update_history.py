@@ -64,6 +64,7 @@ def time_update(overrides: list[str], threads: int, repeats: int, warmup: int) -
         cfg = compose("config", overrides=["preset=laptop", *overrides])
     torch.manual_seed(0)
     agent = build_agent(cfg, obs_shape=(4,), action_dim=2)
+    # built here, not with bench_update.imwm_batch: that module imports parts of imwm an older commit lacks
     g = torch.Generator().manual_seed(0)
     b, t = 16, 16
     is_first = torch.zeros(b, t, 1, dtype=torch.bool)

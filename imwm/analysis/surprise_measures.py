@@ -57,6 +57,11 @@ def latent_measures(latents: Any) -> dict[str, torch.Tensor]:
             "distance": torch.log1p((q_mean - p_mean).pow(2).sum(-1))}
 
 
+def _frame_cost(a: torch.Tensor, b: torch.Tensor, obs_std: float) -> torch.Tensor:
+    """``log(1 + 0.5 ||(a - b) / obs_std||^2)`` per step of two ``[B, T, C, H, W]`` frame stacks."""
+    return torch.log1p(0.5 * ((a - b) / obs_std).pow(2).flatten(2).sum(-1))
+
+
 @torch.no_grad()
 def surprise_measures(model: torch.nn.Module, data, *, batch_size: int = 32) -> dict[str, np.ndarray]:
     """Every measure of :data:`MEASURES`, ``[N, T]`` each, for a trained ``VTASequenceModel`` on ``data``
@@ -72,8 +77,8 @@ def surprise_measures(model: torch.nn.Module, data, *, batch_size: int = 32) -> 
             measures = latent_measures(latents)
             seen = model.decode(torch.cat([latents["context"], latents["post_mean"]], -1))
             predicted = model.decode(torch.cat([latents["context"], latents["prior_mean"]], -1))
-            cost = lambda a, b: torch.log1p(0.5 * ((a - b) / model.obs_std).pow(2).flatten(2).sum(-1))  # noqa: E731
-            measures.update(pixels=cost(seen, predicted), prior_error=cost(x, predicted))
+            measures.update(pixels=_frame_cost(seen, predicted, model.obs_std),
+                            prior_error=_frame_cost(x, predicted, model.obs_std))
             for k in MEASURES:
                 parts[k].append(measures[k])
     finally:

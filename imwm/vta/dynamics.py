@@ -422,10 +422,8 @@ class VTADynamics(BoundaryOptions):
                   reset_steps: list | None) -> Tensor:
         """``log(1 + KL(q(s_t) || p(s_t)))`` ``[B, T, 1]`` of an all-COPY pass (``boundary_surprise``), and
         with ``boundary_surprise_abstract`` the abstract step of the same pass beside it, ``[B, T, 2]``."""
-        outs = self._copy_pass(embed, action, keep, state, reset_steps)
-        q_mean, q_std = (torch.stack([o[k] for o in outs], 1) for k in ("obs_mean", "obs_std"))
-        p_mean, p_std = self.prior_obs.mean_std(torch.stack([o["obs_belief"] for o in outs], 1))
-        shift, spread = gaussian_kl_parts(q_mean, q_std, p_mean, p_std)
+        outs, latents = self._copy_pass(embed, action, keep, state, reset_steps)
+        shift, spread = gaussian_kl_parts(*latents)
         measured = shift if self.boundary_surprise_measure == "shift" else shift + spread
         surprise = torch.log1p(measured).unsqueeze(-1)
         if not self.boundary_surprise_abstract:
@@ -437,15 +435,20 @@ class VTADynamics(BoundaryOptions):
         return torch.cat([surprise, F.pad(step, (0, 0, 1, 0))], -1)
 
     def _copy_pass(self, embed: Tensor, action: Tensor, keep: Tensor, state: TensorDict,
-                   reset_steps: list | None) -> list:
-        """The per-step states of a pass that never READs after the first step (the detector unread)."""
+                   reset_steps: list | None) -> tuple[list, tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """A pass that never READs after the first step (the detector unread): its per-step states and
+        the observation latent's posterior and prior ``(post_mean, post_std, prior_mean, prior_std)``,
+        each ``[B, T, obs_stoch_dim]`` (plain tensors: this runs inside the compiled training step)."""
         B, T = embed.shape[:2]
         copy = torch.zeros(B, T, 1, device=embed.device, dtype=embed.dtype)
         no_logits = torch.zeros(B, T, 2, device=embed.device, dtype=embed.dtype)
         reads, logits = self._posterior_boundaries(no_logits, None, state, keep, reset_steps, copy)
         zeros = lambda n: torch.zeros(B, T, n, device=embed.device, dtype=embed.dtype)  # noqa: E731
-        return self._unroll(embed, action, keep, state, reset_steps, reads, logits, embed,
-                            zeros(self.abs_stoch_dim), zeros(self.obs_stoch_dim))[1]
+        _, outs = self._unroll(embed, action, keep, state, reset_steps, reads, logits, embed,
+                               zeros(self.abs_stoch_dim), zeros(self.obs_stoch_dim))
+        post_mean, post_std = (torch.stack([o[k] for o in outs], 1) for k in ("obs_mean", "obs_std"))
+        prior_mean, prior_std = self.prior_obs.mean_std(torch.stack([o["obs_belief"] for o in outs], 1))
+        return outs, (post_mean, post_std, prior_mean, prior_std)
 
     def _detector_logits(self, embed: Tensor, action: Tensor, keep: Tensor, state: TensorDict,
                          reset_steps: list | None, pixel_view: Tensor | None) -> Tensor:
@@ -479,12 +482,10 @@ class VTADynamics(BoundaryOptions):
         latent, observation belief), so that an analysis can decode either latent's frame or compare
         other measures of the same surprise.
         """
-        outs = self._copy_pass(*self._fresh_pass(embed, action, is_first))
-        stack = lambda key: torch.stack([o[key] for o in outs], 1)  # noqa: E731
-        prior_mean, prior_std = self.prior_obs.mean_std(stack("obs_belief"))
-        context = torch.cat([stack("abs_belief"), stack("abs_stoch"), stack("obs_belief")], -1)
-        return TensorDict(post_mean=stack("obs_mean"), post_std=stack("obs_std"), prior_mean=prior_mean,
-                          prior_std=prior_std, context=context, batch_size=embed.shape[:2])
+        outs, latents = self._copy_pass(*self._fresh_pass(embed, action, is_first))
+        context = torch.cat([torch.stack([o[k] for o in outs], 1) for k in ("abs_belief", "abs_stoch", "obs_belief")], -1)
+        names = ("post_mean", "post_std", "prior_mean", "prior_std")
+        return TensorDict({**dict(zip(names, latents)), "context": context}, batch_size=embed.shape[:2])
 
     def _fresh_pass(self, embed: Tensor, action: Tensor, is_first: Tensor) -> tuple:
         """``(embed, action, keep, state, reset_steps)`` for a pass over ``embed`` from a fresh state."""
