@@ -367,8 +367,12 @@ class VTADynamics(BoundaryOptions):
             boundary=z(1), boundary_logit=z(2), seg_len=z(1), seg_num=z(1),
         )
 
+    #: the parts of :meth:`get_feat`, in order; the observation latent comes last, so that
+    #: :meth:`copy_latents`' ``context`` (all but it) plus either latent is a feature
+    FEAT_KEYS = ("abs_belief", "abs_stoch", "obs_belief", "obs_stoch")
+
     def get_feat(self, state: TensorDict) -> Tensor:
-        return torch.cat([state["abs_belief"], state["abs_stoch"], state["obs_belief"], state["obs_stoch"]], -1)
+        return torch.cat([state[k] for k in self.FEAT_KEYS], -1)
 
     @staticmethod
     def _advance_segment(seg_len: Tensor, seg_num: Tensor, read: Tensor) -> tuple[Tensor, Tensor]:
@@ -483,7 +487,7 @@ class VTADynamics(BoundaryOptions):
         other measures of the same surprise.
         """
         outs, latents = self._copy_pass(*self._fresh_pass(embed, action, is_first))
-        context = torch.cat([torch.stack([o[k] for o in outs], 1) for k in ("abs_belief", "abs_stoch", "obs_belief")], -1)
+        context = torch.cat([torch.stack([o[k] for o in outs], 1) for k in self.FEAT_KEYS[:-1]], -1)
         names = ("post_mean", "post_std", "prior_mean", "prior_std")
         return TensorDict({**dict(zip(names, latents)), "context": context}, batch_size=embed.shape[:2])
 
@@ -521,7 +525,7 @@ class VTADynamics(BoundaryOptions):
         return prevs, outs
 
     def _prior_boundary_logits(self, prev: TensorDict | dict, action: Tensor) -> Tensor:
-        feat = torch.cat([prev["abs_belief"], prev["abs_stoch"], prev["obs_belief"], prev["obs_stoch"], action], -1)
+        feat = torch.cat([*(prev[k] for k in self.FEAT_KEYS), action], -1)  # get_feat's layout, one cat
         return self._regularize(self.prior_boundary(feat), prev["seg_len"], prev["seg_num"])
 
     def _posterior_boundaries(self, logits_all: Tensor, gumbel: Tensor | None, state: TensorDict, keep: Tensor,
