@@ -140,6 +140,7 @@ def test_the_script_reads_both_variants_run_folders(tmp_path):
     assert list(first["copy_surprise"]) == ["0", "1", "2", "3"] and "min_seg_len" not in second
     assert [r["gap"] for r in first["surprise_ceiling"]] == [2] and "surprise ceiling, gap 2:" in out.stdout
     assert [r["measure"] for r in first["measures"]][:2] == ["kl", "shift"] and "measure pixels: AUC" in out.stdout
+    assert first["measures"][0]["ceiling"] == first["surprise_ceiling"]  # one pass: the model's own measure is the ceiling's
     assert "min_seg_len 3 (trained):" in out.stdout and "has no minimum segment length" in out.stdout
     assert "command: python scripts/vta_read_placement.py" in out.stdout
     assert (dreamer / "checkpoints" / "latest.pt").read_bytes() == before  # the run folder is only read

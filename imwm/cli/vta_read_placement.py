@@ -63,6 +63,7 @@ def place(run: str, args: argparse.Namespace) -> dict:
     """Every number for one run folder, printed as it is computed."""
     from imwm.analysis.read_placement import (ceiling_rows, copy_surprise, mean_by_steps_since_change,
                                               min_seg_len_sweep, read_offset_counts, reads_by_steps_since_change)
+    from imwm.analysis.surprise_measures import surprise_measures
     from imwm.training.vta_run import heldout_data, load_vta_run, predict_boundaries
 
     model, cfg = load_vta_run(run, checkpoint=args.checkpoint)
@@ -82,7 +83,10 @@ def place(run: str, args: argparse.Namespace) -> dict:
         print(f"  min_seg_len {r['min_seg_len']}{' (trained)' if r['min_seg_len'] == own else ''}: "
               f"{r['reads']} READs, precision {r['precision']:.3f}, recall {r['recall']:.3f}, F1 {r['f1']:.3f}, "
               f"random {r['random_f1']:.3f}, {r['ratio']:.2f}x")
-    surprise = copy_surprise(model, data)  # one pass serves the profile and the ceiling
+    # one all-COPY pass serves the profile, the ceiling and --measures (its "kl" or "shift" row is the
+    # surprise the detector reads, the same numbers copy_surprise gives)
+    measures = surprise_measures(model, data) if args.measures else None
+    surprise = measures[model.dynamics.boundary_surprise_measure] if measures else copy_surprise(model, data)
     out["copy_surprise"] = mean_by_steps_since_change(surprise, true, most=args.most)
     print("  all-COPY surprise by steps since the last change: "
           + " ".join(f"{k}:{v:.2f}" for k, v in out["copy_surprise"].items()))
@@ -90,16 +94,16 @@ def place(run: str, args: argparse.Namespace) -> dict:
     for r in out["surprise_ceiling"]:
         print(f"  surprise ceiling, gap {r['gap']}: {r['reads']} READs at the most surprising steps, F1 {r['f1']:.3f}, "
               f"random {r['random_f1']:.3f}, {r['ratio']:.2f}x")
-    if args.measures:
-        out["measures"] = _measures(model, data, true, args)
+    if measures:
+        out["measures"] = _measures(measures, true, args)
     return out
 
 
-def _measures(model, data, true, args: argparse.Namespace) -> list[dict]:
+def _measures(measures: dict, true, args: argparse.Namespace) -> list[dict]:
     """AUC and ceiling of every surprise measure (:mod:`imwm.analysis.surprise_measures`), printed."""
-    from imwm.analysis.surprise_measures import measure_rows, surprise_measures
+    from imwm.analysis.surprise_measures import measure_rows
 
-    rows = measure_rows(surprise_measures(model, data), true, args.gap or [3], draws=args.draws)
+    rows = measure_rows(measures, true, args.gap or [3], draws=args.draws)
     for r in rows:
         ceiling = ", ".join(f"gap {c['gap']} F1 {c['f1']:.3f} ({c['ratio']:.2f}x)" for c in r["ceiling"])
         print(f"  measure {r['measure']}: AUC {r['auc']:.3f}, ceiling {ceiling}")
