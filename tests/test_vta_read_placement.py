@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from imwm.analysis.boundary_truth import read_offsets
-from imwm.analysis.read_placement import (NO_CHANGE_YET, copy_surprise_by_steps, mean_by_steps_since_change,
-                                          min_seg_len_sweep, nearest_change_offsets, read_offset_counts,
-                                          reads_by_steps_since_change, spaced_top_k, steps_since_change,
-                                          surprise_ceiling)
+from imwm.analysis.read_placement import (NO_CHANGE_YET, copy_surprise_by_steps, detector_log_odds,
+                                          mean_by_steps_since_change, min_seg_len_sweep, nearest_change_offsets,
+                                          rate_matched_rows, read_offset_counts, reads_by_steps_since_change,
+                                          spaced_top_k, steps_since_change, surprise_ceiling, threshold_reads)
 from imwm.vta.sequence_model import VTASequenceModel
 
 TRUE = np.array([[1, 0, 0, 1, 0, 0, 0, 1, 0, 0],
@@ -106,6 +106,40 @@ def test_spaced_top_k_takes_the_highest_steps_at_least_gap_apart_by_hand():
         spaced_top_k(np.zeros((2, 3)), 1, gap=1)
 
 
+def test_threshold_reads_keeps_the_minimum_segment_length_by_hand():
+    score = np.array([[0, 5, 5, 5, 0, 5, 5],
+                      [0, 0, 0, 0, 0, 0, 9]])
+    assert threshold_reads(score, 4, gap=1).astype(int).tolist() == [[0, 1, 1, 1, 0, 1, 1], [0, 0, 0, 0, 0, 0, 1]]
+    assert threshold_reads(score, 4, gap=2).astype(int).tolist() == [[0, 0, 1, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 1]]
+    assert threshold_reads(score, 6, gap=2).astype(int).tolist() == [[0] * 7, [0, 0, 0, 0, 0, 0, 1]]
+
+
+def test_rate_matched_rows_read_as_often_as_there_are_changes_by_hand():
+    true = np.zeros((2, 10), dtype=bool)
+    true[:, 0], true[0, [3, 7]], true[1, 5] = True, True, True  # three changes after step 0
+    exact = np.where(true, 5.0, 0.0)
+    exact[:, 0] = 9.0  # step 0 is not a READ the threshold places
+    late = np.roll(exact, 1, axis=1)  # each change scored a step late (within the tolerance); step 1's 9 is blocked
+    # the last steps highest, alike in both sequences: 3 READs is no threshold's count, the fewest above it is
+    # 4 (steps 7 and 9 in each), which find one change of three (7): precision 1/4, recall 1/3, F1 2/7
+    noise = np.tile(np.arange(10.0), (2, 1))
+    rows = rate_matched_rows({"exact": exact, "late": late, "noise": noise}, true, gap=2, draws=5)
+    assert [r["score"] for r in rows] == ["exact", "late", "noise"] and all(r["true"] == 3 for r in rows)
+    assert [r["reads"] for r in rows] == [3, 3, 4]
+    assert rows[0]["f1"] == 1.0 and rows[1]["f1"] == 1.0 and rows[2]["f1"] == pytest.approx(2 / 7)
+    for r in rows:
+        assert r["ratio"] == pytest.approx(r["f1"] / r["random_f1"])
+    with pytest.raises(ValueError, match=r"noise and true must both be \[N, T\]"):
+        rate_matched_rows({"noise": noise[:, :5]}, true, gap=2)
+
+
+def test_detector_log_odds_are_the_detector_s_logits():
+    model, data = _model(), _data()
+    odds = detector_log_odds(model, data, batch_size=4)
+    logits = model.dynamics.detector_logits(*model.inputs(data["observation"])[1:]).detach()
+    assert odds.shape == (6, 12) and np.allclose(odds, (logits[..., 0] - logits[..., 1]).numpy(), atol=1e-6)
+
+
 def test_surprise_ceiling_reads_at_the_true_count_of_the_most_surprising_steps():
     model, data = _model(), _data()
     rows = surprise_ceiling(model, data, [1, 3], draws=5, batch_size=4)
@@ -140,6 +174,8 @@ def test_the_script_reads_both_variants_run_folders(tmp_path):
     assert list(first["copy_surprise"]) == ["0", "1", "2", "3"] and "min_seg_len" not in second
     assert [r["gap"] for r in first["surprise_ceiling"]] == [2] and "surprise ceiling, gap 2:" in out.stdout
     assert [r["measure"] for r in first["measures"]][:2] == ["kl", "shift"] and "measure pixels: AUC" in out.stdout
+    assert [r["score"] for r in first["rate_matched"]] == ["detector", "surprise"]
+    assert "detector at the true rate: one threshold" in out.stdout
     assert first["measures"][0]["ceiling"] == first["surprise_ceiling"]  # one pass: the model's own measure is the ceiling's
     assert "min_seg_len 3 (trained):" in out.stdout and "has no minimum segment length" in out.stdout
     assert "command: python scripts/vta_read_placement.py" in out.stdout

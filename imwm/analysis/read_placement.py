@@ -16,7 +16,11 @@ not counted: every sequence READs its first frame):
 - **the surprise's ceiling**: the F1 of READs at each sequence's ``k`` most surprising steps, ``k``
   its true number of changes and the READs at least ``gap`` steps apart: what a detector that
   reads only this surprise could reach if it knew how many changes there are
-  (:func:`surprise_ceiling`, :func:`ceiling_rows`, :func:`spaced_top_k`).
+  (:func:`surprise_ceiling`, :func:`ceiling_rows`, :func:`spaced_top_k`);
+- **the READ count or the placement?**: the F1 of one threshold on the detector's log-odds, or on the
+  surprise, set so that the READs number as many as the true changes (:func:`rate_matched_rows`,
+  :func:`detector_log_odds`, :func:`threshold_reads`): a detector that ranks the steps well but READs
+  too often scores here what its own count loses.
 
 Example:
     >>> true = np.array([[1, 0, 0, 1, 0, 0, 0, 0]], dtype=bool)
@@ -36,8 +40,8 @@ import torch
 from imwm.analysis._arrays import as_flags, to_numpy
 
 __all__ = ["nearest_change_offsets", "read_offset_counts", "steps_since_change", "reads_by_steps_since_change", "mean_by_steps_since_change",
-           "min_seg_len_sweep", "copy_surprise", "copy_surprise_by_steps", "spaced_top_k", "ceiling_rows",
-           "surprise_ceiling"]
+           "min_seg_len_sweep", "copy_surprise", "copy_surprise_by_steps", "detector_log_odds", "spaced_top_k",
+           "ceiling_rows", "threshold_reads", "rate_matched_rows", "surprise_ceiling"]
 
 #: ``steps_since_change`` where no change lies at or before the step.
 NO_CHANGE_YET = -1
@@ -151,21 +155,35 @@ def min_seg_len_sweep(model: torch.nn.Module, data, lengths: Iterable[int], *, d
 
 
 @torch.no_grad()
-def copy_surprise(model: torch.nn.Module, data, *, batch_size: int = 32) -> np.ndarray:
-    """The all-COPY surprise (the first channel of ``dynamics.copy_surprise``) of ``data``, ``[N, T]``:
-    one gradient-free pass of the model over every held-out sequence."""
+def _per_step(model: torch.nn.Module, data, read, batch_size: int) -> np.ndarray:
+    """``read(dynamics, embed, action, is_first) -> [B, T]`` over ``data`` in eval mode, batched: ``[N, T]``."""
     dynamics = _dynamics_with_min_seg_len(model)
     obs = data["observation"]
     was_training = model.training
     model.eval()
     try:
-        parts = []
-        for i in range(0, len(obs), batch_size):
-            _, embed, action, is_first = model.inputs(obs[i : i + batch_size])
-            parts.append(dynamics.copy_surprise(embed, action, is_first)[..., 0])
+        parts = [read(dynamics, *model.inputs(obs[i : i + batch_size])[1:]) for i in range(0, len(obs), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(parts).numpy()
+
+
+def copy_surprise(model: torch.nn.Module, data, *, batch_size: int = 32) -> np.ndarray:
+    """The all-COPY surprise (the first channel of ``dynamics.copy_surprise``) of ``data``, ``[N, T]``:
+    one gradient-free pass of the model over every held-out sequence."""
+    return _per_step(model, data, lambda dyn, *inputs: dyn.copy_surprise(*inputs)[..., 0], batch_size)
+
+
+def detector_log_odds(model: torch.nn.Module, data, *, batch_size: int = 32) -> np.ndarray:
+    """The posterior detector's READ log-odds ``log q / (1 - q)`` ``[N, T]`` on ``data`` from a fresh state,
+    before forcing and the segment limits (``dynamics.detector_logits``): the ranking the model's READs follow."""
+    from imwm.vta.boundary import COPY_INDEX, READ_INDEX
+
+    def log_odds(dyn, *inputs):
+        logits = dyn.detector_logits(*inputs)
+        return logits[..., READ_INDEX] - logits[..., COPY_INDEX]
+
+    return _per_step(model, data, log_odds, batch_size)
 
 
 def copy_surprise_by_steps(model: torch.nn.Module, data, *, most: int = 8, batch_size: int = 32) -> dict[int, float]:
@@ -217,6 +235,53 @@ def ceiling_rows(surprise: Any, true: Any, gaps: Iterable[int] = (1, 2, 3), *, d
         random_f1 = random_baseline_prf(flags, pred.sum(1), draws=draws, seed=seed)["f1"]
         rows.append({"gap": gap, "reads": int(pred.sum()), "f1": f1, "random_f1": random_f1,
                      "ratio": f1 / random_f1 if random_f1 > 0 else float("nan")})
+    return rows
+
+
+def threshold_reads(score: Any, threshold: float, gap: int) -> np.ndarray:
+    """``[N, T]`` READ flags where ``score [N, T]`` exceeds ``threshold``, taken in time order, each at least
+    ``gap`` steps after the previous READ (step 0 counts as one and is not flagged): how a detector with
+    a minimum segment length of ``gap`` READs.
+
+    Example:
+        >>> threshold_reads([[9, 5, 0, 6, 7, 0, 5]], 4, gap=2).astype(int)  # 1 is too close to 0, 4 to 3
+        array([[0, 0, 0, 1, 0, 0, 1]])
+    """
+    score = np.atleast_2d(np.asarray(score, dtype=float))
+    pred, since = np.zeros(score.shape, dtype=bool), np.zeros(len(score), dtype=int)
+    for t in range(1, score.shape[1]):
+        since += 1
+        pred[:, t] = (score[:, t] > threshold) & (since >= gap)
+        since[pred[:, t]] = 0
+    return pred
+
+
+def rate_matched_rows(scores: dict[str, Any], true: Any, gap: int, *, draws: int = 50,
+                      seed: int = 0) -> list[dict[str, Any]]:
+    """One row per named score ``[N, T]``: READs above one threshold for all sequences
+    (:func:`threshold_reads`), set so that they number as many as the true changes after step 0 (where
+    ties allow no threshold that count, the fewest above it), their
+    F1 (±1 step) and the F1 of as many random READs per sequence. Unlike :func:`ceiling_rows` no
+    sequence's own count is known, only the overall rate: a detector's ranking at the true rate, to
+    tell a wrong READ count from a wrong placement."""
+    from imwm.analysis.boundary_truth import boundary_prf, random_baseline_prf
+
+    flags = as_flags(true, "true", ndim=(2,))
+    target, rows = int(flags[:, 1:].sum()), []
+    for name, score in scores.items():
+        score = to_numpy(score, name)
+        if score.shape != flags.shape:
+            raise ValueError(f"{name} and true must both be [N, T], got {score.shape} and {flags.shape}")
+        levels = np.unique(score[:, 1:])
+        lo, hi = 0, len(levels) - 1  # reads(levels[i]) falls as i rises: the highest level that READs >= target
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if threshold_reads(score, levels[mid], gap).sum() >= target else (lo, mid - 1)
+        pred = threshold_reads(score, levels[lo], gap)[:, 1:]
+        f1 = boundary_prf(pred, flags[:, 1:])["f1"]
+        random_f1 = random_baseline_prf(flags[:, 1:], pred.sum(1), draws=draws, seed=seed)["f1"]
+        rows.append({"score": name, "threshold": float(levels[lo]), "reads": int(pred.sum()), "true": target,
+                     "f1": f1, "random_f1": random_f1, "ratio": f1 / random_f1 if random_f1 > 0 else float("nan")})
     return rows
 
 

@@ -8,9 +8,11 @@ from the nearest true change and by steps since the last change; for the dreamer
 model re-evaluated with each ``--min_seg_len`` (F1 ±1 step against random READs of the same
 count), its all-COPY surprise by steps since the last change, and that surprise's ceiling: the
 F1 of READs at each sequence's most surprising steps, as many as it has changes, at least each
-``--gap`` apart; with ``--measures``, the AUC and ceiling of every measure of that surprise in
-:mod:`imwm.analysis.surprise_measures` (the KL's shift and spread parts, decoded frames). Nothing
-in a run folder is written; ``--out_json`` keeps every number.
+``--gap`` apart; the detector's log-odds and that surprise, each under one threshold that READs as
+often as there are changes (a wrong READ count told from a wrong placement); with ``--measures``,
+the AUC and ceiling of every measure of that surprise in :mod:`imwm.analysis.surprise_measures`
+(the KL's shift and spread parts, decoded frames). Nothing in a run folder is written;
+``--out_json`` keeps every number.
 
     imwm-vta-reads --run runs/vc/ms3_moving_shapes_s0 runs/vc/ms3_dynamics_s0 --min_seg_len 2 3 4
 """
@@ -61,8 +63,9 @@ def _off_change_peak(offsets: dict[int, int]) -> str:
 
 def place(run: str, args: argparse.Namespace) -> dict:
     """Every number for one run folder, printed as it is computed."""
-    from imwm.analysis.read_placement import (ceiling_rows, copy_surprise, mean_by_steps_since_change,
-                                              min_seg_len_sweep, read_offset_counts, reads_by_steps_since_change)
+    from imwm.analysis.read_placement import (ceiling_rows, copy_surprise, detector_log_odds, mean_by_steps_since_change,
+                                              min_seg_len_sweep, rate_matched_rows, read_offset_counts,
+                                              reads_by_steps_since_change)
     from imwm.analysis.surprise_measures import surprise_measures
     from imwm.training.vta_run import heldout_data, load_vta_run, predict_boundaries
 
@@ -94,6 +97,11 @@ def place(run: str, args: argparse.Namespace) -> dict:
     for r in out["surprise_ceiling"]:
         print(f"  surprise ceiling, gap {r['gap']}: {r['reads']} READs at the most surprising steps, F1 {r['f1']:.3f}, "
               f"random {r['random_f1']:.3f}, {r['ratio']:.2f}x")
+    out["rate_matched"] = rate_matched_rows({"detector": detector_log_odds(model, data), "surprise": surprise}, true, own,
+                                            draws=args.draws)
+    for r in out["rate_matched"]:
+        print(f"  {r['score']} at the true rate: one threshold, {r['reads']} READs ({r['true']} changes), "
+              f"F1 {r['f1']:.3f}, random {r['random_f1']:.3f}, {r['ratio']:.2f}x")
     if measures:
         out["measures"] = _measures(measures, true, args)
     return out
