@@ -112,6 +112,8 @@ def test_threshold_reads_keeps_the_minimum_segment_length_by_hand():
     assert threshold_reads(score, 4, gap=1).astype(int).tolist() == [[0, 1, 1, 1, 0, 1, 1], [0, 0, 0, 0, 0, 0, 1]]
     assert threshold_reads(score, 4, gap=2).astype(int).tolist() == [[0, 0, 1, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 1]]
     assert threshold_reads(score, 6, gap=2).astype(int).tolist() == [[0] * 7, [0, 0, 0, 0, 0, 0, 1]]
+    with pytest.raises(ValueError, match="gap"):
+        threshold_reads(score, 4, gap=0)
 
 
 def test_rate_matched_rows_read_as_often_as_there_are_changes_by_hand():

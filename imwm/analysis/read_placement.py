@@ -247,6 +247,9 @@ def threshold_reads(score: Any, threshold: float, gap: int) -> np.ndarray:
         >>> threshold_reads([[9, 5, 0, 6, 7, 0, 5]], 4, gap=2).astype(int)  # 1 is too close to 0, 4 to 3
         array([[0, 0, 0, 1, 0, 0, 1]])
     """
+    from imwm.errors import check_integer
+
+    gap = check_integer("gap", gap, 1)
     score = np.atleast_2d(np.asarray(score, dtype=float))
     pred, since = np.zeros(score.shape, dtype=bool), np.zeros(len(score), dtype=int)
     for t in range(1, score.shape[1]):
@@ -259,11 +262,11 @@ def threshold_reads(score: Any, threshold: float, gap: int) -> np.ndarray:
 def rate_matched_rows(scores: dict[str, Any], true: Any, gap: int, *, draws: int = 50,
                       seed: int = 0) -> list[dict[str, Any]]:
     """One row per named score ``[N, T]``: READs above one threshold for all sequences
-    (:func:`threshold_reads`), set so that they number as many as the true changes after step 0 (where
-    ties allow no threshold that count, the fewest above it), their
-    F1 (±1 step) and the F1 of as many random READs per sequence. Unlike :func:`ceiling_rows` no
-    sequence's own count is known, only the overall rate: a detector's ranking at the true rate, to
-    tell a wrong READ count from a wrong placement."""
+    (:func:`threshold_reads`), set so that they number as many as the true changes after step 0 (the
+    fewest above that where ties allow no threshold that count), their F1 (±1 step) and the F1 of as
+    many random READs per sequence. Unlike :func:`ceiling_rows` no sequence's own count is known, only
+    the overall rate: a detector's ranking at the true rate, to tell a wrong READ count from a wrong
+    placement."""
     from imwm.analysis.boundary_truth import boundary_prf, random_baseline_prf
 
     flags = as_flags(true, "true", ndim=(2,))
@@ -287,7 +290,8 @@ def rate_matched_rows(scores: dict[str, Any], true: Any, gap: int, *, draws: int
 
 def surprise_ceiling(model: torch.nn.Module, data, gaps: Iterable[int] = (1, 2, 3), *, draws: int = 50,
                      seed: int = 0, batch_size: int = 32) -> list[dict[str, Any]]:
-    """:func:`ceiling_rows` of the model's all-COPY surprise on ``data``: an upper bound for a detector
-    that reads this surprise alone and thresholds it at the true rate."""
+    """:func:`ceiling_rows` of the model's all-COPY surprise on ``data``: what a detector reading this
+    surprise alone reaches if it knows each sequence's number of changes (not a bound: one threshold at
+    the overall true rate, :func:`rate_matched_rows`, can place more of them)."""
     return ceiling_rows(copy_surprise(model, data, batch_size=batch_size), data["true_boundary"][..., 0].numpy(),
                         gaps, draws=draws, seed=seed)
