@@ -128,12 +128,27 @@ def _dynamics_with_min_seg_len(model: torch.nn.Module) -> torch.nn.Module:
     return dynamics
 
 
+#: the keys of a row scored against random READs without its precision and recall
+_BRIEF = ("reads", "f1", "random_f1", "ratio")
+
+
+def _against_random(pred: np.ndarray, true: np.ndarray, *, draws: int, seed: int) -> dict[str, Any]:
+    """READ flags ``pred`` against the true changes ``true`` (both ``[N, T]``, step 0 already left out):
+    READ count, precision, recall and F1 (±1 step), the F1 of as many READs per sequence placed at
+    random, and the ratio of the two F1s."""
+    from imwm.analysis.boundary_truth import boundary_prf, random_baseline_prf
+
+    prf = boundary_prf(pred, true)
+    random_f1 = random_baseline_prf(true, pred.sum(1), draws=draws, seed=seed)["f1"]
+    return {"reads": int(pred.sum()), "precision": prf["precision"], "recall": prf["recall"], "f1": prf["f1"],
+            "random_f1": random_f1, "ratio": prf["f1"] / random_f1 if random_f1 > 0 else float("nan")}
+
+
 def min_seg_len_sweep(model: torch.nn.Module, data, lengths: Iterable[int], *, draws: int = 50,
                       seed: int = 0) -> list[dict[str, Any]]:
     """The trained ``model`` evaluated on ``data`` with each minimum segment length in ``lengths``
     (its own value is restored afterwards): READ count, precision, recall and F1 (±1 step, steps
     after 0) and the F1 of as many READs placed at random per sequence."""
-    from imwm.analysis.boundary_truth import boundary_prf, random_baseline_prf
     from imwm.errors import check_integer
     from imwm.training.vta_run import predict_boundaries
 
@@ -144,11 +159,7 @@ def min_seg_len_sweep(model: torch.nn.Module, data, lengths: Iterable[int], *, d
         for length in lengths:
             dynamics.min_seg_len = check_integer("min_seg_len", length, 1)
             pred = predict_boundaries(model, data)["boundary"][:, 1:].numpy()
-            prf = boundary_prf(pred, true)
-            random_f1 = random_baseline_prf(true, pred.sum(1), draws=draws, seed=seed)["f1"]
-            rows.append({"min_seg_len": length, "reads": int(pred.sum()), "precision": prf["precision"],
-                         "recall": prf["recall"], "f1": prf["f1"], "random_f1": random_f1,
-                         "ratio": prf["f1"] / random_f1 if random_f1 > 0 else float("nan")})
+            rows.append({"min_seg_len": length, **_against_random(pred, true, draws=draws, seed=seed)})
     finally:
         dynamics.min_seg_len = own
     return rows
@@ -222,8 +233,6 @@ def ceiling_rows(surprise: Any, true: Any, gaps: Iterable[int] = (1, 2, 3), *, d
     """One row per gap from a computed surprise ``[N, T]`` and the true changes ``[N, T]`` (step 0 left
     out of both): READs at each sequence's most surprising steps, as many as its true changes and at
     least ``gap`` apart (:func:`spaced_top_k`), their F1 (±1 step) and the F1 of as many random READs."""
-    from imwm.analysis.boundary_truth import boundary_prf, random_baseline_prf
-
     score, flags = to_numpy(surprise, "surprise"), as_flags(true, "true", ndim=(2,))
     if score.shape != flags.shape:
         raise ValueError(f"surprise and true must both be [N, T], got {score.shape} and {flags.shape}")
@@ -231,10 +240,8 @@ def ceiling_rows(surprise: Any, true: Any, gaps: Iterable[int] = (1, 2, 3), *, d
     rows = []
     for gap in gaps:
         pred = np.stack([spaced_top_k(s, int(k), gap) for s, k in zip(score, flags.sum(1))])
-        f1 = boundary_prf(pred, flags)["f1"]
-        random_f1 = random_baseline_prf(flags, pred.sum(1), draws=draws, seed=seed)["f1"]
-        rows.append({"gap": gap, "reads": int(pred.sum()), "f1": f1, "random_f1": random_f1,
-                     "ratio": f1 / random_f1 if random_f1 > 0 else float("nan")})
+        scored = _against_random(pred, flags, draws=draws, seed=seed)
+        rows.append({"gap": gap, **{k: scored[k] for k in _BRIEF}})
     return rows
 
 
@@ -267,8 +274,6 @@ def rate_matched_rows(scores: dict[str, Any], true: Any, gap: int, *, draws: int
     many random READs per sequence. Unlike :func:`ceiling_rows` no sequence's own count is known, only
     the overall rate: a detector's ranking at the true rate, to tell a wrong READ count from a wrong
     placement."""
-    from imwm.analysis.boundary_truth import boundary_prf, random_baseline_prf
-
     flags = as_flags(true, "true", ndim=(2,))
     target, rows = int(flags[:, 1:].sum()), []
     for name, score in scores.items():
@@ -280,11 +285,8 @@ def rate_matched_rows(scores: dict[str, Any], true: Any, gap: int, *, draws: int
         while lo < hi:
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if threshold_reads(score, levels[mid], gap).sum() >= target else (lo, mid - 1)
-        pred = threshold_reads(score, levels[lo], gap)[:, 1:]
-        f1 = boundary_prf(pred, flags[:, 1:])["f1"]
-        random_f1 = random_baseline_prf(flags[:, 1:], pred.sum(1), draws=draws, seed=seed)["f1"]
-        rows.append({"score": name, "threshold": float(levels[lo]), "reads": int(pred.sum()), "true": target,
-                     "f1": f1, "random_f1": random_f1, "ratio": f1 / random_f1 if random_f1 > 0 else float("nan")})
+        scored = _against_random(threshold_reads(score, levels[lo], gap)[:, 1:], flags[:, 1:], draws=draws, seed=seed)
+        rows.append({"score": name, "threshold": float(levels[lo]), "true": target, **{k: scored[k] for k in _BRIEF}})
     return rows
 
 
